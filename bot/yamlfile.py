@@ -1,0 +1,87 @@
+"""YAML files operators edit: loaded with line numbers so every error names file, line and key."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+KeyPath = tuple[str | int, ...]
+
+
+class ConfigError(ValueError):
+    """A configuration file is wrong; the message names file, line and key."""
+
+
+def render_path(keypath: KeyPath) -> str:
+    """('steps', 2, 'coupon') -> 'steps[2].coupon'."""
+    out = ""
+    for part in keypath:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+@dataclass
+class Doc:
+    """A parsed YAML document plus the line of every key in it."""
+
+    path: Path
+    data: Any
+    lines: dict[KeyPath, int] = field(default_factory=dict)
+
+    def line(self, keypath: KeyPath) -> int:
+        """Line of `keypath`, or of its nearest ancestor that has one."""
+        while keypath and keypath not in self.lines:
+            keypath = keypath[:-1]
+        return self.lines.get(keypath, 1)
+
+    def error(self, keypath: KeyPath, message: str) -> ConfigError:
+        """A ConfigError pointing at `keypath`."""
+        where = f": {render_path(keypath)}" if keypath else ""
+        return ConfigError(f"{self.path}:{self.line(keypath)}{where}: {message}")
+
+
+def _build(node: yaml.Node, keypath: KeyPath, lines: dict[KeyPath, int], loader: yaml.SafeLoader) -> Any:
+    lines.setdefault(keypath, node.start_mark.line + 1)
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            child = (*keypath, str(key))
+            lines[child] = key_node.start_mark.line + 1
+            out[key] = _build(value_node, child, lines, loader)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_build(item, (*keypath, i), lines, loader) for i, item in enumerate(node.value)]
+    return loader.construct_object(node, deep=True)
+
+
+def parse(text: str, path: Path | str = "<string>") -> Doc:
+    """Parse YAML text; a syntax error becomes a ConfigError with file and line."""
+    path = Path(path)
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines: dict[KeyPath, int] = {}
+        data = _build(node, (), lines, loader) if node is not None else None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(f"{path}:{line}: invalid YAML: {exc.problem or exc}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}:1: invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return Doc(path, data, lines)
+
+
+def load(path: Path | str) -> Doc:
+    """Read and parse a YAML file; a missing or unreadable file is a ConfigError too."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}:1: cannot read: {exc.strerror or exc}") from None
+    return parse(text, path)
