@@ -1,0 +1,38 @@
+"""The Flask app: the callback endpoint plus health checks."""
+
+from __future__ import annotations
+
+import redis
+from flask import Flask, jsonify
+
+from bot.config import Settings
+from bot.crypto import CallbackCrypto
+from bot.inbox import Inbox
+from bot.webhook import make_webhook
+
+
+def create_app(settings: Settings, r: redis.Redis) -> Flask:
+    """Build the web app for `settings` on Redis `r`."""
+    app = Flask("wecom-bot")
+    app.config["MAX_CONTENT_LENGTH"] = None  # the webhook enforces its own limit with a clean 413
+    crypto = CallbackCrypto(settings.token, settings.aes_key, settings.corp_id)
+    inbox = Inbox(r)
+    webhook = make_webhook(crypto, inbox, settings.callback_path, settings.max_body_bytes,
+                           settings.max_clock_skew_seconds)
+    app.register_blueprint(webhook)
+    app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": webhook.counts}
+
+    @app.get("/healthz")
+    def healthz():
+        return jsonify(status="ok", sandbox=settings.sandbox)
+
+    @app.get("/readyz")
+    def readyz():
+        try:
+            r.ping()
+            depth = inbox.depth()
+        except redis.RedisError as exc:
+            return jsonify(status="unavailable", redis=str(exc)), 503
+        return jsonify(status="ok", redis="ok", inbox=depth)
+
+    return app

@@ -1,0 +1,268 @@
+"""`wecom-bot`: serve, web, worker, scheduler, chat, dlq, intents, coupons."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+from typing import Any, Callable
+
+from bot.config import Settings, load_settings
+from bot.redis_server import RedisUnavailable
+from bot.yamlfile import ConfigError
+
+log = logging.getLogger("bot")
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from None
+
+
+def _runtime(settings: Settings, **kw: Any):
+    from bot.runtime import start
+
+    try:
+        return start(settings, **kw)
+    except (ConfigError, RedisUnavailable) as exc:
+        raise SystemExit(f"cannot start: {exc}") from None
+
+
+def _until_signal(stop: threading.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Web + worker + scheduler in one process (embedded Redis and the sandbox when unconfigured)."""
+    from waitress.server import create_server
+
+    from bot.runtime import start_threads, write_sandbox_info
+    from bot.scheduler import Scheduler
+
+    settings = _settings()
+    rt = _runtime(settings, sandbox_port=args.sandbox_port)
+    stop = threading.Event()
+    try:
+        server = create_server(rt.app(), host=args.host, port=args.port, threads=args.threads)
+        url = f"http://{args.host}:{server.effective_port}"
+        if rt.sandbox:
+            info = write_sandbox_info(rt, url)
+            print(f"SANDBOX MODE: WECOM_SECRET is not set, so WeCom is the local sandbox at {rt.sandbox.url} "
+                  f"(CorpID {rt.settings.corp_id}, Token {rt.settings.token}, EncodingAESKey "
+                  f"{rt.settings.aes_key}; details in {info}). Talk to the bot with: uv run wecom-bot chat",
+                  flush=True)
+        print(f"redis: {'embedded at ' + rt.embedded.url if rt.embedded else 'configured'}; "
+              f"callback URL: {url}{rt.settings.callback_path}; health: {url}/healthz", flush=True)
+        start_threads(rt, args.workers, stop)
+        scheduler = Scheduler(rt, stop)
+        scheduler.start()
+        threading.Thread(target=server.run, daemon=True, name="web").start()
+        _until_signal(stop)
+        stop.wait()
+        print("stopping...", flush=True)
+        server.close()
+        scheduler.shutdown()
+    finally:
+        stop.set()
+        rt.close()
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """The webhook under gunicorn (production); no worker or scheduler in this process."""
+    from gunicorn.app.base import BaseApplication
+
+    settings = _settings()
+    if settings.sandbox and not settings.redis_url:
+        raise SystemExit("wecom-bot web is for production: set WECOM_SECRET and REDIS_URL (or use `serve`)")
+
+    class App(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", None)
+
+        def load(self):
+            from bot.app import create_app
+            from bot.redis_server import connect
+
+            return create_app(settings, connect(settings.redis_url)) if settings.redis_url else \
+                _runtime(settings, with_sandbox=False).app()
+
+    App().run()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Inbox consumers (threads) in this process."""
+    from bot.runtime import start_threads
+
+    rt = _runtime(_settings(), with_sandbox=False)
+    stop = threading.Event()
+    _until_signal(stop)
+    try:
+        threads = start_threads(rt, args.threads, stop)
+        stop.wait()
+        for t in threads:
+            t.join(timeout=10)
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    """The scheduler process (one active at a time, by Redis lease)."""
+    from bot.scheduler import Scheduler
+
+    rt = _runtime(_settings(), with_sandbox=False)
+    stop = threading.Event()
+    _until_signal(stop)
+    scheduler = Scheduler(rt, stop)
+    try:
+        scheduler.start()
+        stop.wait()
+        scheduler.shutdown()
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Type as a customer; see what the bot and staff were sent."""
+    from bot.chat import run_chat
+
+    return run_chat(args.info, args.customer, sys.stdin, sys.stdout, wait=args.wait)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """List or replay dead letters."""
+    from bot.inbox import Inbox
+
+    rt = _runtime(_settings(), with_sandbox=False)
+    try:
+        inbox = Inbox(rt.r)
+        if args.action == "list":
+            letters = inbox.dead_letters(args.limit)
+            for d in letters:
+                if args.json:
+                    print(json.dumps(d, ensure_ascii=False))
+                else:
+                    print(f"{d['id']}  {d['kind']}  {d.get('error', '')}\n    {d['data'][:200]}")
+            if not letters and not args.json:
+                print("no dead letters")
+        else:
+            n = inbox.replay(args.ids or None)
+            print(f"replayed {n} dead letter(s) into the inbox")
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_intents(args: argparse.Namespace) -> int:
+    """Classify stdin lines, or evaluate a labelled file."""
+    from intents.classify import load_classifier
+    from intents.cli import classify_lines, eval_file
+
+    settings = _settings()
+    try:
+        classifier = load_classifier(settings.content.get("keywords"), settings.content.get("faq"))
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from None
+    if args.action == "classify":
+        classify_lines(classifier, sys.stdin, sys.stdout)
+        return 0
+    return eval_file(classifier, args.file, args.json, sys.stdout)
+
+
+def cmd_coupons(args: argparse.Namespace) -> int:
+    """Coupon numbers, or report a redemption."""
+    from datetime import datetime
+
+    rt = _runtime(_settings(), with_sandbox=False)
+    try:
+        book = rt.content.get("coupons")
+        if book is None:
+            raise SystemExit("no coupon campaigns configured (config.yaml content.coupons)")
+        now = datetime.now(rt.settings.timezone)
+        if args.action == "stats":
+            rows = book.stats(now)
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False))
+            else:
+                print(f"{'campaign':24} {'budget':>7} {'issued':>7} {'remaining':>9} {'redeemed':>8} {'expired':>7}")
+                for row in rows:
+                    print(f"{row['campaign']:24} {row['budget']:>7} {row['issued']:>7} {row['remaining']:>9} "
+                          f"{row['redeemed']:>8} {row['expired']:>7}")
+            return 0
+        result = book.redeem(args.code, now, order_id=args.order)
+        print(json.dumps({"code": args.code, "status": result.status}, ensure_ascii=False))
+        return 0 if result.status in ("redeemed", "already") else 1
+    finally:
+        rt.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wecom-bot", description="WeCom private-domain assistant")
+    p.add_argument("--log-level", default="INFO")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("serve", cmd_serve, "web + worker + scheduler in one process")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--workers", type=int, default=2, help="worker threads")
+    sp.add_argument("--threads", type=int, default=8, help="web threads")
+    sp.add_argument("--sandbox-port", type=int, default=8001)
+    sp = add("web", cmd_web, "the webhook under gunicorn")
+    sp.add_argument("--host", default="0.0.0.0")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--workers", type=int, default=2)
+    sp.add_argument("--threads", type=int, default=8)
+    sp = add("worker", cmd_worker, "inbox workers")
+    sp.add_argument("--threads", type=int, default=2)
+    add("scheduler", cmd_scheduler, "the scheduler (one active per deployment)")
+    sp = add("chat", cmd_chat, "chat with the sandbox bot as a customer")
+    sp.add_argument("--customer", default="wmSandboxCustomer01")
+    sp.add_argument("--info", default=None, help="var/sandbox.json written by serve")
+    sp.add_argument("--wait", type=float, default=3.0, help="seconds to wait for replies")
+    sp = add("dlq", cmd_dlq, "dead letters")
+    sp.add_argument("action", choices=["list", "replay"])
+    sp.add_argument("ids", nargs="*")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--limit", type=int, default=100)
+    sp = add("intents", cmd_intents, "intent detection tools")
+    sp.add_argument("action", choices=["classify", "eval"])
+    sp.add_argument("file", nargs="?")
+    sp.add_argument("--json", action="store_true")
+    sp = add("coupons", cmd_coupons, "coupon campaigns")
+    sp.add_argument("action", choices=["stats", "redeem"])
+    sp.add_argument("code", nargs="?")
+    sp.add_argument("--order", default=None)
+    sp.add_argument("--json", action="store_true")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "intents" and args.action == "eval" and not args.file:
+        raise SystemExit("usage: wecom-bot intents eval FILE [--json]")
+    if args.command == "coupons" and args.action == "redeem" and not args.code:
+        raise SystemExit("usage: wecom-bot coupons redeem CODE")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

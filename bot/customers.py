@@ -1,0 +1,91 @@
+"""Customer records in Redis: seen times, tags with their time, intents, opt-out, the kf reply budget."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import redis
+
+# WeCom kf: at most 5 messages within 48 h after the customer's last message (platform notes §2.4).
+KF_WINDOW_SECONDS = 48 * 3600
+KF_MAX_REPLIES = 5
+
+RESERVE = """
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_inbound') or '0')
+if tonumber(ARGV[1]) - last > tonumber(ARGV[2]) then return -1 end
+local sent = tonumber(redis.call('HGET', KEYS[1], 'sent_since_inbound') or '0')
+if sent >= tonumber(ARGV[3]) then return -2 end
+redis.call('HINCRBY', KEYS[1], 'sent_since_inbound', 1)
+return sent + 1
+"""
+
+
+def _key(customer: str) -> str:
+    return f"wecom:cust:{{{customer}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """What we know of one customer."""
+
+    id: str
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    last_inbound: float = 0.0
+    sent_since_inbound: int = 0
+    unsubscribed: bool = False
+    tags: dict[str, float] = field(default_factory=dict)
+    intents: dict[str, int] = field(default_factory=dict)
+
+    def tag_times(self, tz: ZoneInfo) -> dict[str, datetime]:
+        return {t: datetime.fromtimestamp(ts, tz) for t, ts in self.tags.items()}
+
+
+class Customers:
+    """Read and update customer records."""
+
+    def __init__(self, r: redis.Redis):
+        self.r = r
+        self._reserve = r.register_script(RESERVE)
+
+    def get(self, customer: str) -> Customer:
+        key = _key(customer)
+        with self.r.pipeline(transaction=False) as p:
+            p.hgetall(key).hgetall(key + ":tags").hgetall(key + ":intents")
+            h, tags, intents = p.execute()
+        return Customer(
+            id=customer, first_seen=float(h.get("first_seen", 0)), last_seen=float(h.get("last_seen", 0)),
+            last_inbound=float(h.get("last_inbound", 0)), sent_since_inbound=int(h.get("sent_since_inbound", 0)),
+            unsubscribed=h.get("unsubscribed") == "1",
+            tags={k: float(v) for k, v in tags.items()}, intents={k: int(v) for k, v in intents.items()})
+
+    def exists(self, customer: str) -> bool:
+        return bool(self.r.exists(_key(customer)))
+
+    def saw_message(self, customer: str, at: float) -> None:
+        """A customer-initiated message: opens a fresh kf reply budget."""
+        key = _key(customer)
+        with self.r.pipeline(transaction=True) as p:
+            p.hsetnx(key, "first_seen", at)
+            p.hset(key, mapping={"last_seen": at, "last_inbound": at, "sent_since_inbound": 0})
+            p.execute()
+
+    def saw_intent(self, customer: str, intent: str) -> None:
+        self.r.hincrby(_key(customer) + ":intents", intent, 1)
+
+    def tag(self, customer: str, tag: str, at: float) -> None:
+        self.r.hset(_key(customer) + ":tags", tag, at)
+
+    def set_unsubscribed(self, customer: str, value: bool = True) -> None:
+        self.r.hset(_key(customer), "unsubscribed", "1" if value else "0")
+
+    def reserve_reply(self, customer: str, now: float) -> str | None:
+        """Take one slot of the kf reply budget; None when taken, else why not ('window' or 'budget')."""
+        res = int(self._reserve(keys=[_key(customer)], args=[now, KF_WINDOW_SECONDS, KF_MAX_REPLIES]))
+        return {-1: "window", -2: "budget"}.get(res)
+
+    def exhaust_budget(self, customer: str) -> None:
+        """WeCom said no more messages (95001/95002/msg_send_fail): stop until the customer writes."""
+        self.r.hset(_key(customer), "sent_since_inbound", KF_MAX_REPLIES)

@@ -1,0 +1,114 @@
+"""The executor: performs handler actions against WeCom and Redis, each exactly once per key."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import time
+from datetime import datetime
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+from bot.actions import Action, IssueCoupon, SendFailed, OptOut, Record, RequestHandoff, SendText, Tag
+from bot.customers import Customers
+from bot.store import Store
+from bot.wecom import KF_CANNOT_SEND, WeCom, WeComError
+
+log = logging.getLogger(__name__)
+
+KF_TEXT_MAX_BYTES = 2048
+# msg_send_fail types after which WeCom takes no more messages until the customer writes:
+# 4 session expired, 5 session closed, 6 over 5 messages, 10 customer refused messages.
+KF_WINDOW_FAIL_TYPES = {4, 5, 6, 10}
+
+
+def derive_msgid(key: str) -> str:
+    """Our kf msgid for an action: stable across retries, <= 32 bytes of [0-9a-zA-Z_-]."""
+    return "b" + base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()).decode()[:31]
+
+
+def clip(text: str, limit: int = KF_TEXT_MAX_BYTES) -> str:
+    """Cut text to WeCom's byte limit without splitting a character."""
+    data = text.encode()
+    return text if len(data) <= limit else data[:limit].decode(errors="ignore")
+
+
+class Executor:
+    """Performs actions; every action is keyed, and a key already done is skipped."""
+
+    def __init__(self, wecom: WeCom, store: Store, customers: Customers, tz: ZoneInfo,
+                 coupons: Any = None, clock: Callable[[], float] = time.time):
+        self.wecom = wecom
+        self.store = store
+        self.customers = customers
+        self.tz = tz
+        self.coupons = coupons
+        self.clock = clock
+
+    def run(self, actions: list[Action], key: str) -> None:
+        """Execute `actions` in order; the i-th is keyed `key:i`."""
+        for i, action in enumerate(actions):
+            self.execute(action, f"{key}:{i}")
+
+    def execute(self, action: Action, key: str) -> None:
+        """Perform one action unless it was already performed under `key`."""
+        if self.store.is_done(key):
+            return
+        now = self.clock()
+        match action:
+            case SendText(open_kfid, customer, text):
+                self.send_text(open_kfid, customer, text, key)
+            case IssueCoupon(open_kfid, customer, cause):
+                self.issue_coupon(open_kfid, customer, cause, key, now)
+            case RequestHandoff(open_kfid, customer, intent, matched, text, reply):
+                self.store.record("handoff_requested", customer=customer, open_kfid=open_kfid,
+                                  intent=intent, matched=list(matched), text=text)
+                self.store.count(f"handoff_requested:{intent}")
+                self.send_text(open_kfid, customer, reply, key)
+            case OptOut(open_kfid, customer, reply):
+                self.customers.set_unsubscribed(customer)
+                self.store.record("unsubscribed", customer=customer)
+                self.send_text(open_kfid, customer, reply, key)
+            case Tag(customer, tag):
+                self.customers.tag(customer, tag, now)
+            case SendFailed(customer, fail_type, fail_msgid):
+                if fail_type in KF_WINDOW_FAIL_TYPES:
+                    self.customers.exhaust_budget(customer)
+                self.store.record("send_failed", customer=customer, fail_type=fail_type, fail_msgid=fail_msgid)
+                self.store.count(f"send_failed:{fail_type}")
+            case Record(kind, data):
+                self.store.record(kind, **data)
+        self.store.mark_done(key)
+
+    def issue_coupon(self, open_kfid: str, customer: str, cause: str, key: str, now: float) -> None:
+        """Issue through the coupon book (atomic, budgeted) and send the reply it renders."""
+        record = self.customers.get(customer)
+        when = datetime.fromtimestamp(now, self.tz)
+        is_new = not record.first_seen or now - record.first_seen < 7 * 86400
+        result = self.coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags))
+        self.store.record("coupon", customer=customer, status=result.status,
+                          code=result.coupon.code if result.coupon else None)
+        self.store.count(f"coupon:{result.status}")
+        self.send_text(open_kfid, customer, self.coupons.reply_text(result), key)
+
+    def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> None:
+        """A kf text within the reply budget; refusals WeCom would give are recorded, not retried."""
+        why_not = self.customers.reserve_reply(customer, self.clock())
+        if why_not:
+            self.store.record("reply_not_sent", customer=customer, reason=why_not, text=text)
+            self.store.count(f"reply_not_sent:{why_not}")
+            return
+        msgid = derive_msgid(key)
+        payload = {"msgtype": "text", "text": {"content": clip(text)}}
+        try:
+            self.wecom.send_kf(open_kfid, customer, msgid, payload)
+        except WeComError as exc:
+            if exc.errcode not in KF_CANNOT_SEND:
+                raise
+            self.customers.exhaust_budget(customer)
+            self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=text)
+            self.store.count(f"reply_not_sent:{exc.errcode}")
+            return
+        self.store.record("reply_sent", customer=customer, msgid=msgid, text=text)
+        self.store.count("reply_sent")

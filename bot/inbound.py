@@ -1,0 +1,139 @@
+"""Typed records for what arrives: decrypted callbacks and kf messages pulled with sync_msg."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import xmltodict
+
+from bot.crypto import BadPayload
+
+
+def parse_xml(text: str | bytes) -> dict[str, Any]:
+    """The <xml> root as a dict; entities and DOCTYPEs are refused (xmltodict disables entities)."""
+    try:
+        doc = xmltodict.parse(text, disable_entities=True)
+    except Exception:
+        raise BadPayload("malformed XML") from None
+    root = doc.get("xml") if isinstance(doc, dict) else None
+    if not isinstance(root, dict):
+        raise BadPayload("XML without an <xml> root")
+    return root
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dict):  # element with attributes
+        return str(value.get("#text", ""))
+    return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Callback:
+    """A decrypted WeCom callback, reduced to flat string fields."""
+
+    kind: str  # kf_notice | app_message | contact_change | card_event | event
+    fields: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def dedupe_key(self) -> str:
+        """Identity of this callback across WeCom's retries (see platform notes §1.7)."""
+        f = self.fields
+        if f.get("MsgId"):
+            parts = ["msg", f["MsgId"]]
+        elif self.kind == "kf_notice":
+            parts = ["kf", f.get("OpenKfId", ""), f.get("Token", ""), f.get("CreateTime", "")]
+        elif self.kind == "contact_change":
+            parts = ["contact", f.get("ExternalUserID", ""), f.get("UserID", ""),
+                     f.get("ChangeType", ""), f.get("CreateTime", "")]
+        elif self.kind == "card_event":
+            parts = ["card", f.get("FromUserName", ""), f.get("TaskId", ""),
+                     f.get("EventKey", ""), f.get("CreateTime", "")]
+        else:
+            parts = ["event", f.get("FromUserName", ""), f.get("Event", ""), f.get("CreateTime", "")]
+        return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.kind, "fields": self.fields}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, data: str) -> "Callback":
+        raw = json.loads(data)
+        return cls(raw["kind"], raw["fields"])
+
+
+KINDS = {"kf_msg_or_event": "kf_notice", "change_external_contact": "contact_change",
+         "template_card_event": "card_event"}
+
+
+def parse_callback(plain_xml: str, corp_id: str) -> Callback:
+    """Decrypted plaintext -> Callback; raises BadPayload on anything we cannot read."""
+    root = parse_xml(plain_xml)
+    fields = {k: _text(v) for k, v in root.items() if not isinstance(v, (list, dict)) or "#text" in v}
+    if fields.get("ToUserName") and fields["ToUserName"] != corp_id:
+        raise BadPayload("ToUserName is not our CorpID")
+    msg_type = fields.get("MsgType", "")
+    if not msg_type:
+        raise BadPayload("callback without MsgType")
+    if msg_type != "event":
+        kind = "app_message"
+    else:
+        kind = KINDS.get(fields.get("Event", ""), "event")
+    if kind == "kf_notice" and not fields.get("OpenKfId"):
+        raise BadPayload("kf_msg_or_event without OpenKfId")
+    return Callback(kind, fields)
+
+
+@dataclass(frozen=True, slots=True)
+class KfMessage:
+    """One item of a kf/sync_msg msg_list."""
+
+    msgid: str
+    open_kfid: str
+    external_userid: str
+    send_time: int
+    origin: int  # 3 customer, 4 system event, 5 staff member in the WeCom client
+    msgtype: str
+    servicer_userid: str = ""
+    text: str = ""
+    event: dict[str, Any] = field(default_factory=dict)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def is_customer(self) -> bool:
+        return self.origin == 3
+
+    @property
+    def is_staff(self) -> bool:
+        return self.origin == 5
+
+    @classmethod
+    def from_api(cls, item: dict[str, Any], open_kfid: str = "") -> "KfMessage":
+        """Build from sync_msg JSON; event fields are also lifted for convenience."""
+        event = item.get("event") or {}
+        return cls(
+            msgid=str(item.get("msgid", "")),
+            open_kfid=str(item.get("open_kfid") or event.get("open_kfid") or open_kfid),
+            external_userid=str(item.get("external_userid") or event.get("external_userid") or ""),
+            send_time=int(item.get("send_time") or 0),
+            origin=int(item.get("origin") or 0),
+            msgtype=str(item.get("msgtype", "")),
+            servicer_userid=str(item.get("servicer_userid", "")),
+            text=str((item.get("text") or {}).get("content", "")) if item.get("msgtype") == "text" else "",
+            event=event if isinstance(event, dict) else {},
+            raw=item,
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.raw | {"open_kfid": self.open_kfid}, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, data: str) -> "KfMessage":
+        return cls.from_api(json.loads(data))
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)

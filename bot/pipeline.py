@@ -1,0 +1,47 @@
+"""One kf message, top to bottom: classify -> route -> act -> record."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import handlers
+from bot.customers import Customers
+from bot.executor import Executor
+from bot.inbound import KfMessage
+from bot.store import Store
+from handlers.context import Ctx
+
+log = logging.getLogger("bot.pipeline")
+
+
+class Pipeline:
+    """Turns a pulled kf message into executed actions."""
+
+    def __init__(self, executor: Executor, store: Store, customers: Customers, ctx: Ctx,
+                 classify: Callable[[str], Any] | None = None):
+        self.executor = executor
+        self.store = store
+        self.customers = customers
+        self.ctx = ctx
+        self.classify = classify
+
+    def process(self, msg: KfMessage) -> str:
+        """Handle one message exactly once as the customer sees it; returns the route taken."""
+        started = time.perf_counter()
+        intent = None
+        if msg.is_customer:
+            self.customers.saw_message(msg.external_userid, float(msg.send_time or time.time()))
+            if msg.msgtype == "text" and msg.text.strip() and self.classify:
+                intent = self.classify(msg.text)
+                self.customers.saw_intent(msg.external_userid, intent.intent)
+            self.store.record("message_in", customer=msg.external_userid, msgid=msg.msgid, text=msg.text,
+                              msgtype=msg.msgtype, intent=getattr(intent, "intent", None),
+                              matched=list(getattr(intent, "matched", ())))
+            self.store.count("message_in")
+        name, actions = handlers.route(msg, intent, self.ctx)
+        self.executor.run(actions, f"kf:{msg.msgid}")
+        log.info("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,
+                 len(actions), (time.perf_counter() - started) * 1000)
+        return name

@@ -1,0 +1,136 @@
+"""Composition root: resolve Redis and WeCom (real or sandbox) and wire the parts together."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bot.config import SANDBOX_OPEN_KFID, Settings
+from bot.customers import Customers
+from bot.executor import Executor
+from bot.inbox import Inbox
+from bot.pipeline import Pipeline
+from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
+from bot.store import Store
+from bot.wecom_client import WechatpyWeCom
+from bot.worker import Worker
+from handlers.context import Ctx
+
+log = logging.getLogger("bot")
+
+
+def open_redis(settings: Settings) -> tuple[redis.Redis, EmbeddedRedis | None]:
+    """REDIS_URL when configured (fail fast), else the embedded server under var/ (reused if running)."""
+    if settings.redis_url:
+        return connect(settings.redis_url), None
+    data_dir = settings.embedded_redis_dir
+    port_file = data_dir / "port"
+    if port_file.exists():
+        try:
+            return connect(f"redis://127.0.0.1:{int(port_file.read_text())}/0"), None
+        except (RedisUnavailable, ValueError):
+            pass
+    server = EmbeddedRedis(data_dir).start()
+    port_file.write_text(str(server.port))
+    return connect(server.url), server
+
+
+@dataclass
+class Runtime:
+    """The parts one process uses; `close()` stops what it started."""
+
+    settings: Settings
+    r: redis.Redis
+    embedded: EmbeddedRedis | None = None
+    sandbox: Any = None
+    content: dict[str, Any] = field(default_factory=dict)
+
+    def wecom(self) -> WechatpyWeCom:
+        s = self.settings
+        return WechatpyWeCom(s.corp_id, s.secret or "sandbox-secret", s.agent_id, s.api_base_url, self.r,
+                             timeout=s.http_timeout_seconds)
+
+    def pipeline(self, wecom: Any | None = None) -> Pipeline:
+        store, customers = Store(self.r), Customers(self.r)
+        classifier = self.content.get("classifier")
+        executor = Executor(wecom or self.wecom(), store, customers, self.settings.timezone,
+                            coupons=self.content.get("coupons"))
+        ctx = Ctx(replies=self.settings.replies, faq_answer=classifier.faq_answer if classifier else None)
+        return Pipeline(executor, store, customers, ctx, classify=classifier.classify if classifier else None)
+
+    def worker(self, name: str | None = None) -> Worker:
+        wecom = self.wecom()
+        return Worker(Inbox(self.r), Store(self.r), wecom, self.pipeline(wecom), self.settings.worker, name)
+
+    def app(self):
+        from bot.app import create_app
+
+        return create_app(self.settings, self.r)
+
+    def close(self) -> None:
+        if self.sandbox is not None:
+            self.sandbox.stop()
+        self.r.close()
+        if self.embedded is not None:
+            self.embedded.stop()
+            (self.settings.embedded_redis_dir / "port").unlink(missing_ok=True)
+
+
+def load_content(settings: Settings) -> dict[str, Any]:
+    """Load the operator-edited files named in config.yaml `content` (raises ConfigError)."""
+    content: dict[str, Any] = {}
+    paths = settings.content
+    if paths.get("keywords") and Path(paths["keywords"]).exists():
+        from intents.classify import load_classifier
+
+        content["classifier"] = load_classifier(paths["keywords"], paths.get("faq"))
+    return content
+
+
+def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | None = None) -> Runtime:
+    """Open Redis, start the sandbox when there is no WECOM_SECRET, load content."""
+    r, embedded = open_redis(settings)
+    sandbox = None
+    if settings.sandbox if with_sandbox is None else with_sandbox:
+        from bot.sandbox import Sandbox
+
+        sandbox = Sandbox(settings.corp_id, "sandbox-secret", SANDBOX_OPEN_KFID, port=sandbox_port).start()
+        sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0})
+        settings = settings.with_api_base(f"{sandbox.url}/cgi-bin/")
+    try:
+        content = load_content(settings)
+    except Exception:
+        if sandbox:
+            sandbox.stop()
+        if embedded:
+            embedded.stop()
+        raise
+    return Runtime(settings, r, embedded, sandbox, content)
+
+
+def write_sandbox_info(rt: Runtime, service_url: str) -> Path:
+    """Tell `wecom-bot chat` where the service and the sandbox are (var/sandbox.json)."""
+    s = rt.settings
+    path = s.root / "var" / "sandbox.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"service_url": service_url, "sandbox_url": rt.sandbox.url,
+                                "callback_path": s.callback_path, "corp_id": s.corp_id, "token": s.token,
+                                "aes_key": s.aes_key, "open_kfid": SANDBOX_OPEN_KFID}, indent=2))
+    return path
+
+
+def start_threads(rt: Runtime, workers: int, stop: threading.Event) -> list[threading.Thread]:
+    """Worker threads for `serve`."""
+    threads = []
+    for i in range(workers):
+        w = rt.worker()
+        t = threading.Thread(target=w.run_forever, args=(stop,), name=f"worker-{i}", daemon=True)
+        t.start()
+        threads.append(t)
+    return threads

@@ -1,0 +1,76 @@
+"""The scheduler: one APScheduler job behind a Redis lease, so only one process fires at a time."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import threading
+import time
+from datetime import datetime
+from typing import Any
+
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from bot.inbound import Callback
+from bot.inbox import Inbox, Item
+
+log = logging.getLogger("bot.scheduler")
+
+LEASE = "wecom:lease:scheduler"
+KNOWN_KF = "wecom:kf:known"
+HEARTBEAT = "wecom:heartbeat:scheduler"
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] or redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+
+class Scheduler:
+    """Ticks every `interval` seconds while holding the lease; others stand by."""
+
+    def __init__(self, rt: Any, stop: threading.Event, interval: float = 5.0, safety_sync_seconds: int = 300):
+        self.r = rt.r
+        self.inbox = Inbox(rt.r)
+        self.stop = stop
+        self.interval = interval
+        self.safety_sync_seconds = safety_sync_seconds
+        self.me = secrets.token_hex(6)
+        self._renew = self.r.register_script(RENEW)
+        self.tz = rt.settings.timezone
+        self._aps = BackgroundScheduler(timezone=self.tz)
+
+    def start(self) -> None:
+        self._aps.add_job(self.tick, "interval", seconds=self.interval, max_instances=1, coalesce=True,
+                          id="tick", next_run_time=datetime.now(self.tz))
+        self._aps.start()
+
+    def shutdown(self) -> None:
+        self._aps.shutdown(wait=False)
+        self.r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
+                    1, LEASE, self.me)
+
+    def leader(self) -> bool:
+        """Take or keep the lease (3 ticks long)."""
+        return bool(self._renew(keys=[LEASE], args=[self.me, int(self.interval * 3000)]))
+
+    def tick(self, now: float | None = None) -> int:
+        """One round of scheduled work; returns how many items were queued."""
+        try:
+            if not self.leader():
+                return 0
+            now = now or time.time()
+            self.r.set(HEARTBEAT, f"{now:.0f}", ex=int(self.interval * 10))
+            return self.safety_sync(now)
+        except Exception as exc:  # a failed tick must not kill the scheduler thread
+            log.warning("scheduler tick failed: %s", exc)
+            return 0
+
+    def safety_sync(self, now: float) -> int:
+        """Every few minutes, pull each known kf account even without a callback (lost callbacks)."""
+        bucket = int(now // self.safety_sync_seconds)
+        items = []
+        for open_kfid in self.r.smembers(KNOWN_KF):
+            event = Callback("kf_notice", {"OpenKfId": open_kfid, "Token": "", "CreateTime": f"safety-{bucket}"})
+            items.append(Item("callback", event.to_json(), "cb:" + event.dedupe_key))
+        return self.inbox.put_many(items, self.safety_sync_seconds * 2) if items else 0

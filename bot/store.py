@@ -1,0 +1,80 @@
+"""Small Redis-backed state: kf cursors, per-kf locks, done marks, counters and the event record."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from contextlib import contextmanager
+from typing import Any, Iterator
+
+import redis
+
+EVENTS = "wecom:events"  # append-only record of what happened, capped
+EVENTS_MAXLEN = 200_000
+COUNTERS = "wecom:counters"
+DONE_TTL = 7 * 86400
+
+RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+class LockBusy(Exception):
+    """Another process holds the lock."""
+
+
+class Store:
+    """State shared by all processes."""
+
+    def __init__(self, r: redis.Redis):
+        self.r = r
+        self._release = r.register_script(RELEASE)
+
+    # kf pulling
+    def cursor(self, open_kfid: str) -> str:
+        """Last saved sync_msg cursor of a kf account ('' = from the oldest retained message)."""
+        return self.r.get(f"wecom:kf:{{{open_kfid}}}:cursor") or ""
+
+    def save_cursor(self, open_kfid: str, cursor: str) -> None:
+        self.r.set(f"wecom:kf:{{{open_kfid}}}:cursor", cursor)
+
+    @contextmanager
+    def lock(self, name: str, ttl: float = 60.0, wait: float = 30.0) -> Iterator[None]:
+        """Hold `name` exclusively across processes; raises LockBusy after `wait` seconds."""
+        key, token = f"wecom:lock:{{{name}}}", secrets.token_hex(8)
+        deadline = time.monotonic() + wait
+        while not self.r.set(key, token, nx=True, px=int(ttl * 1000)):
+            if time.monotonic() > deadline:
+                raise LockBusy(name)
+            time.sleep(0.05)
+        try:
+            yield
+        finally:
+            self._release(keys=[key], args=[token])
+
+    # idempotent actions
+    def is_done(self, key: str) -> bool:
+        return bool(self.r.exists(f"wecom:done:{{{key}}}"))
+
+    def mark_done(self, key: str, result: str = "1") -> None:
+        self.r.set(f"wecom:done:{{{key}}}", result, ex=DONE_TTL)
+
+    # numbers and history
+    def count(self, name: str, n: int = 1) -> None:
+        self.r.hincrby(COUNTERS, name, n)
+
+    def counters(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.r.hgetall(COUNTERS).items()}
+
+    def record(self, kind: str, **data: Any) -> None:
+        """Append an event (e.g. message_in, reply_sent, staff_reply) to the capped history."""
+        self.r.xadd(EVENTS, {"kind": kind, "at": f"{time.time():.3f}",
+                             "data": json.dumps(data, ensure_ascii=False, default=str)},
+                    maxlen=EVENTS_MAXLEN, approximate=True)
+
+    def events(self, count: int = 100) -> list[dict[str, Any]]:
+        """Newest events first."""
+        return [{"id": eid, "kind": f["kind"], "at": float(f["at"]), **json.loads(f["data"])}
+                for eid, f in self.r.xrevrange(EVENTS, count=count)]

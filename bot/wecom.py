@@ -1,0 +1,65 @@
+"""The WeCom calls the bot makes, as one small typed interface, and the errors they raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+
+class WeComError(Exception):
+    """WeCom answered with a non-zero errcode (or could not be reached: errcode None)."""
+
+    def __init__(self, errcode: int | None, errmsg: str, endpoint: str = ""):
+        super().__init__(f"{endpoint}: errcode {errcode}: {errmsg}")
+        self.errcode = errcode
+        self.errmsg = errmsg
+        self.endpoint = endpoint
+
+
+class WeComConfigError(WeComError):
+    """gettoken refused our credentials: an operator has to fix the configuration."""
+
+
+class WeComRateLimited(WeComError):
+    """45009/45033: too many calls; back off."""
+
+
+CONFIG_HINTS = {
+    40001: "the app secret (WECOM_SECRET) is wrong: copy it again from 应用管理 -> your app -> Secret",
+    40013: "the CorpID (WECOM_CORP_ID) is wrong: copy it from 我的企业 -> 企业信息 -> 企业ID",
+    60020: "this server's public IP is not in the app's 企业可信IP list: add it under 应用管理 -> your app",
+    48002: "the app lacks permission for this API: bind it under 微信客服 -> 可调用接口的应用",
+}
+
+# kf errors after which retrying the same send cannot succeed.
+KF_CANNOT_SEND = {95001, 95002, 95013, 95018}
+
+
+@dataclass(frozen=True, slots=True)
+class KfBatch:
+    """One page of kf/sync_msg."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    next_cursor: str = ""
+    has_more: bool = False
+
+
+class WeCom(Protocol):
+    """What the bot asks of WeCom."""
+
+    def sync_kf(self, token: str, open_kfid: str, cursor: str, limit: int = 1000) -> KfBatch: ...
+
+    def send_kf(self, open_kfid: str, customer: str, msgid: str, payload: dict[str, Any]) -> str: ...
+
+    def send_kf_on_event(self, code: str, msgid: str, payload: dict[str, Any]) -> str: ...
+
+    def service_state(self, open_kfid: str, customer: str) -> tuple[int, str]: ...
+
+    def trans_service_state(self, open_kfid: str, customer: str, state: int, servicer: str = "") -> str: ...
+
+    def servicers(self, open_kfid: str) -> dict[str, int]: ...
+
+    def send_app_message(self, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
+             params: dict[str, Any] | None = None) -> dict[str, Any]: ...

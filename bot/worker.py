@@ -1,0 +1,120 @@
+"""The worker: drains the inbox, pulls kf messages with sync_msg, hands them to the pipeline."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+
+import redis
+
+from bot.config import WorkerSettings
+from bot.inbound import Callback, KfMessage
+from bot.inbox import KF_MSGID_TTL, Entry, Inbox, Item
+from bot.pipeline import Pipeline
+from bot.store import Store
+from bot.wecom import WeCom, WeComError
+
+log = logging.getLogger("bot.worker")
+
+INVALID_SYNC_TOKEN = 95007  # the callback Token expired (valid 10 minutes)
+
+
+class Worker:
+    """One consumer of the inbox."""
+
+    def __init__(self, inbox: Inbox, store: Store, wecom: WeCom, pipeline: Pipeline,
+                 settings: WorkerSettings, name: str | None = None):
+        self.inbox = inbox
+        self.store = store
+        self.wecom = wecom
+        self.pipeline = pipeline
+        self.settings = settings
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 10000}"
+        self._last_claim = 0.0
+
+    def run_once(self, block_ms: int | None = None) -> int:
+        """Process what is available now (reclaimed entries first); returns how many entries."""
+        entries: list[Entry] = []
+        if time.monotonic() - self._last_claim >= min(5.0, self.settings.claim_idle_seconds):
+            self._last_claim = time.monotonic()
+            entries += self.inbox.reclaim(self.name, int(self.settings.claim_idle_seconds * 1000),
+                                          self.settings.batch)
+        entries += self.inbox.read(self.name, self.settings.batch, None if not block_ms else block_ms)
+        for entry in entries:
+            self.handle(entry)
+        return len(entries)
+
+    def run_forever(self, stop: threading.Event) -> None:
+        """Loop until `stop` is set; rides out Redis outages."""
+        log.info("worker %s started", self.name)
+        while not stop.is_set():
+            try:
+                if not self.run_once(block_ms=self.settings.block_ms):
+                    stop.wait(0.01)
+            except redis.RedisError as exc:
+                log.warning("worker %s: Redis unavailable (%s); retrying", self.name, exc)
+                stop.wait(1.0)
+        log.info("worker %s stopped", self.name)
+
+    def handle(self, entry: Entry) -> None:
+        """Process one entry; failures stay pending for a retry, then go to the dead-letter stream."""
+        attempts = self.inbox.attempt(entry.id)
+        if attempts > self.settings.max_attempts:
+            self.inbox.dead_letter(entry)
+            log.warning("entry %s (%s) dead-lettered after %d attempts", entry.id, entry.kind, attempts - 1)
+            return
+        started = time.perf_counter()
+        try:
+            self.dispatch(entry)
+        except redis.RedisError:
+            raise
+        except Exception as exc:  # any failure of one entry must not stop the worker
+            error = f"{exc.__class__.__name__}: {exc}"
+            self.inbox.fail(entry.id, error)
+            log.warning("entry %s (%s) failed, attempt %d/%d: %s", entry.id, entry.kind, attempts,
+                        self.settings.max_attempts, error)
+            if attempts >= self.settings.max_attempts:
+                self.inbox.dead_letter(entry, error)
+            return
+        self.inbox.ack(entry.id)
+        log.debug("entry %s (%s) done in %.1fms", entry.id, entry.kind, (time.perf_counter() - started) * 1000)
+
+    def dispatch(self, entry: Entry) -> None:
+        """Route an entry by kind."""
+        if entry.kind == "callback":
+            callback = Callback.from_json(entry.data)
+            if callback.kind == "kf_notice":
+                self.sync(callback.fields.get("OpenKfId", ""), callback.fields.get("Token", ""))
+            else:
+                self.store.record(f"callback_{callback.kind}", **callback.fields)
+        elif entry.kind == "kf_msg":
+            self.pipeline.process(KfMessage.from_json(entry.data))
+        else:
+            raise ValueError(f"unknown inbox entry kind {entry.kind!r}")
+
+    def sync(self, open_kfid: str, token: str) -> int:
+        """Pull every new message of a kf account into the inbox; one puller per account at a time."""
+        queued = 0
+        self.store.r.sadd("wecom:kf:known", open_kfid)
+        with self.store.lock(f"kf:{open_kfid}"):
+            cursor = self.store.cursor(open_kfid)
+            while True:
+                try:
+                    batch = self.wecom.sync_kf(token, open_kfid, cursor)
+                except WeComError as exc:
+                    if exc.errcode != INVALID_SYNC_TOKEN or not token:
+                        raise
+                    token = ""  # pull without the expired token (slower, rate-limited)
+                    continue
+                items = [Item("kf_msg", KfMessage.from_api(m, open_kfid).to_json(), f"kfmsg:{m.get('msgid')}")
+                         for m in batch.messages if m.get("msgid")]
+                queued += self.inbox.put_many(items, KF_MSGID_TTL)
+                cursor = batch.next_cursor or cursor
+                self.store.save_cursor(open_kfid, cursor)  # only after the page is safely queued
+                if not batch.has_more:
+                    break
+        self.store.count("kf_messages_queued", queued)
+        return queued

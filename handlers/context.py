@@ -1,0 +1,18 @@
+"""What handlers may consult: reply texts and the FAQ; nothing that does I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class Ctx:
+    """Read-only context for handlers."""
+
+    replies: Mapping[str, str] = field(default_factory=dict)
+    faq_answer: Callable[[str | None], str] | None = None
+
+    def reply(self, name: str) -> str:
+        """A configured reply text (config.yaml `replies`)."""
+        return self.replies.get(name) or self.replies["default"]

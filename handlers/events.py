@@ -1,0 +1,19 @@
+"""kf system events (origin 4): recorded; delivery failures shrink the reply budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.actions import Action, Record, SendFailed
+from bot.inbound import KfMessage
+from handlers.context import Ctx
+
+
+def on_event(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+    """Record the event; msg_send_fail also tells the executor what WeCom refused."""
+    ev = msg.event
+    actions: list[Action] = [Record("kf_event", {"customer": msg.external_userid, "msgid": msg.msgid,
+                                                 "event_type": ev.get("event_type", ""), "event": ev})]
+    if ev.get("event_type") == "msg_send_fail":
+        actions.append(SendFailed(msg.external_userid, int(ev.get("fail_type") or 0), str(ev.get("fail_msgid", ""))))
+    return actions

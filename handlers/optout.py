@@ -1,0 +1,14 @@
+"""Unsubscribe requests stop all touches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.actions import Action, OptOut
+from bot.inbound import KfMessage
+from handlers.context import Ctx
+
+
+def on_unsubscribe(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+    """Mark the customer unsubscribed and confirm it once."""
+    return [OptOut(msg.open_kfid, msg.external_userid, ctx.reply("unsubscribe"))]

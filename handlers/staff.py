@@ -1,0 +1,20 @@
+"""Messages that are not the customer's: recorded, never answered."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.actions import Action, Record
+from bot.inbound import KfMessage
+from handlers.context import Ctx
+
+
+def on_staff_reply(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+    """A staff member replied from the WeCom client (origin 5): a human holds the chat."""
+    return [Record("staff_reply", {"customer": msg.external_userid, "servicer": msg.servicer_userid,
+                                   "msgid": msg.msgid, "send_time": msg.send_time, "text": msg.text})]
+
+
+def on_other_origin(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+    """Any other origin: keep a trace only."""
+    return [Record("kf_other", {"customer": msg.external_userid, "origin": msg.origin, "msgid": msg.msgid})]

@@ -1,0 +1,26 @@
+"""Text the bot answers itself: FAQ, fallback, the default reply, unsupported message types."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bot.actions import Action, Record, SendText
+from bot.inbound import KfMessage
+from handlers.context import Ctx
+
+
+def on_default(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+    """No classifier configured: the configured default reply."""
+    return [SendText(msg.open_kfid, msg.external_userid, ctx.reply("default"))]
+
+
+def on_faq_or_fallback(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+    """Greeting or other: the FAQ answer for its topic, else the fallback that offers a human."""
+    answer = ctx.faq_answer(intent.topic) if ctx.faq_answer else ctx.reply("default")
+    return [SendText(msg.open_kfid, msg.external_userid, answer),
+            Record("faq", {"customer": msg.external_userid, "topic": intent.topic, "intent": intent.intent})]
+
+
+def on_unsupported(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+    """Images, voice, stickers, empty text: a polite note that we read text."""
+    return [SendText(msg.open_kfid, msg.external_userid, ctx.reply("unsupported"))]
