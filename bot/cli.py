@@ -257,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("jieba", "apscheduler", "waitress.queue"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "intents" and args.action == "eval" and not args.file:
         raise SystemExit("usage: wecom-bot intents eval FILE [--json]")
     if args.command == "coupons" and args.action == "redeem" and not args.code:

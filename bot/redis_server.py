@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class RedisUnavailable(RuntimeError):
@@ -88,10 +90,14 @@ class EmbeddedRedis:
             self.process.wait()
 
 
-def connect(url: str, timeout: float = 2.0) -> redis.Redis:
+def connect(url: str, timeout: float = 2.0, check: bool = True) -> redis.Redis:
     """A client for `url` that has answered PING; raises RedisUnavailable with the URL otherwise."""
+    # One quick retry: a webhook must answer 503 within WeCom's 5 s, not back off for seconds.
     client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
-                                  socket_connect_timeout=timeout, health_check_interval=30)
+                                  socket_connect_timeout=min(timeout, 1.0), health_check_interval=30,
+                                  retry=Retry(NoBackoff(), 1))
+    if not check:
+        return client
     try:
         client.ping()
     except redis.RedisError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
@@ -82,14 +83,29 @@ class Runtime:
             (self.settings.embedded_redis_dir / "port").unlink(missing_ok=True)
 
 
-def load_content(settings: Settings) -> dict[str, Any]:
+def _mtimes(paths: Any) -> tuple[float, ...]:
+    return tuple(Path(p).stat().st_mtime if Path(p).exists() else 0.0 for p in paths.values())
+
+
+@functools.lru_cache(maxsize=4)
+def _classifier(keywords: Path, faq: Path | None, mtimes: tuple[float, ...]) -> Any:
+    """Loading jieba and the keyword files costs a second: once per process per file version."""
+    from intents.classify import load_classifier
+
+    return load_classifier(keywords, faq)
+
+
+def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
     """Load the operator-edited files named in config.yaml `content` (raises ConfigError)."""
     content: dict[str, Any] = {}
     paths = settings.content
-    if paths.get("keywords") and Path(paths["keywords"]).exists():
-        from intents.classify import load_classifier
+    if paths.get("keywords"):
+        content["classifier"] = _classifier(paths["keywords"], paths.get("faq"), _mtimes(paths))
+    if paths.get("coupons"):
+        from bot.coupons import CouponBook, load_campaigns
 
-        content["classifier"] = load_classifier(paths["keywords"], paths.get("faq"))
+        tz = settings.timezone
+        content["coupons"] = CouponBook(r, load_campaigns(paths["coupons"], tz), tz)
     return content
 
 
@@ -104,7 +120,7 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
         sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0})
         settings = settings.with_api_base(f"{sandbox.url}/cgi-bin/")
     try:
-        content = load_content(settings)
+        content = load_content(settings, r)
     except Exception:
         if sandbox:
             sandbox.stop()

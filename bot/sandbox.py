@@ -88,7 +88,8 @@ class Sandbox:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://{self.host}:{self.port}"
-        self._thread = threading.Thread(target=self._server.serve_forever, name="wecom-sandbox", daemon=True)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="wecom-sandbox", daemon=True)
         self._thread.start()
         return self
 

@@ -6,7 +6,7 @@ import json
 import secrets
 import time
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import redis
 
@@ -21,6 +21,12 @@ return 0
 """
 
 
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
 class LockBusy(Exception):
     """Another process holds the lock."""
 
@@ -31,6 +37,7 @@ class Store:
     def __init__(self, r: redis.Redis):
         self.r = r
         self._release = r.register_script(RELEASE)
+        self._renew = r.register_script(RENEW)
 
     # kf pulling
     def cursor(self, open_kfid: str) -> str:
@@ -41,8 +48,11 @@ class Store:
         self.r.set(f"wecom:kf:{{{open_kfid}}}:cursor", cursor)
 
     @contextmanager
-    def lock(self, name: str, ttl: float = 60.0, wait: float = 30.0) -> Iterator[None]:
-        """Hold `name` exclusively across processes; raises LockBusy after `wait` seconds."""
+    def lock(self, name: str, ttl: float = 10.0, wait: float = 15.0) -> Iterator[Callable[[], None]]:
+        """Hold `name` exclusively across processes; yields `renew()`; raises LockBusy after `wait` s.
+
+        The TTL is short so that a lock orphaned by a crash (or a Redis restart) frees itself soon;
+        long holders call renew() as they make progress."""
         key, token = f"wecom:lock:{{{name}}}", secrets.token_hex(8)
         deadline = time.monotonic() + wait
         while not self.r.set(key, token, nx=True, px=int(ttl * 1000)):
@@ -50,7 +60,7 @@ class Store:
                 raise LockBusy(name)
             time.sleep(0.05)
         try:
-            yield
+            yield lambda: self._renew(keys=[key], args=[token, int(ttl * 1000)])
         finally:
             self._release(keys=[key], args=[token])
 

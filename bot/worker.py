@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import socket
 import threading
 import time
@@ -32,7 +33,7 @@ class Worker:
         self.wecom = wecom
         self.pipeline = pipeline
         self.settings = settings
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{threading.get_ident() % 10000}"
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._last_claim = 0.0
 
     def run_once(self, block_ms: int | None = None) -> int:
@@ -99,7 +100,7 @@ class Worker:
         """Pull every new message of a kf account into the inbox; one puller per account at a time."""
         queued = 0
         self.store.r.sadd("wecom:kf:known", open_kfid)
-        with self.store.lock(f"kf:{open_kfid}"):
+        with self.store.lock(f"kf:{open_kfid}") as renew:
             cursor = self.store.cursor(open_kfid)
             while True:
                 try:
@@ -114,6 +115,7 @@ class Worker:
                 queued += self.inbox.put_many(items, KF_MSGID_TTL)
                 cursor = batch.next_cursor or cursor
                 self.store.save_cursor(open_kfid, cursor)  # only after the page is safely queued
+                renew()
                 if not batch.has_more:
                     break
         self.store.count("kf_messages_queued", queued)

@@ -101,7 +101,7 @@ def settings(sandbox, redis_url, r):
 
 @pytest.fixture()
 def runtime(settings, r):
-    rt = Runtime(settings, r, content={})  # TEMP
+    rt = Runtime(settings, r, content=load_content(settings, r))
     yield rt
 
 
@@ -113,7 +113,7 @@ class Service:
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.crypto = crypto
         self.path = path
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self.thread.start()
 
     def post(self, plain_xml: str, **kw) -> requests.Response:
