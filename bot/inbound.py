@@ -7,29 +7,24 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import xmltodict
+from xml.etree import ElementTree
 
 from bot.crypto import BadPayload
 
 
-def parse_xml(text: str | bytes) -> dict[str, Any]:
-    """The <xml> root as a dict; entities and DOCTYPEs are refused (xmltodict disables entities)."""
+def parse_xml(text: str | bytes) -> dict[str, str]:
+    """The children of the <xml> root as tag -> text. WeCom never sends a DTD, so any DOCTYPE or
+    entity declaration is refused before parsing (no entity expansion, no external entities)."""
+    data = text.encode() if isinstance(text, str) else text
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise BadPayload("DOCTYPE or entity declarations are not allowed")
     try:
-        doc = xmltodict.parse(text, disable_entities=True)
-    except Exception:
+        root = ElementTree.fromstring(data)
+    except (ElementTree.ParseError, ValueError):
         raise BadPayload("malformed XML") from None
-    root = doc.get("xml") if isinstance(doc, dict) else None
-    if not isinstance(root, dict):
+    if root.tag != "xml":
         raise BadPayload("XML without an <xml> root")
-    return root
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, dict):  # element with attributes
-        return str(value.get("#text", ""))
-    return str(value)
+    return {child.tag: (child.text or "").strip() if len(child) == 0 else "" for child in root}
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +67,7 @@ KINDS = {"kf_msg_or_event": "kf_notice", "change_external_contact": "contact_cha
 
 def parse_callback(plain_xml: str, corp_id: str) -> Callback:
     """Decrypted plaintext -> Callback; raises BadPayload on anything we cannot read."""
-    root = parse_xml(plain_xml)
-    fields = {k: _text(v) for k, v in root.items() if not isinstance(v, (list, dict)) or "#text" in v}
+    fields = parse_xml(plain_xml)
     if fields.get("ToUserName") and fields["ToUserName"] != corp_id:
         raise BadPayload("ToUserName is not our CorpID")
     msg_type = fields.get("MsgType", "")

@@ -42,7 +42,9 @@ class EmbeddedRedis:
     data_dir: Path
     port: int = 0
     host: str = "127.0.0.1"
-    appendfsync: str = "always"
+    # everysec (Redis's default): a power cut can lose the last second; kf messages survive it anyway,
+    # because the sync cursor is saved after the messages and is lost with them, so they are pulled again.
+    appendfsync: str = "everysec"
     process: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
