@@ -121,12 +121,13 @@ def pct(values: list[float], p: float) -> float:
 def end_to_end(redis_url: str, samples: int) -> list[float]:
     """Customer message -> reply at the sandbox, through web, inbox, worker and kf/send_msg."""
     from tests.conftest import Service, make_settings
-    from bot.runtime import Runtime, load_content
+    from bot.content import Content
+from bot.runtime import Runtime
 
     sb = Sandbox(SANDBOX_CORP_ID, "sandbox-secret", SANDBOX_OPEN_KFID).start()
     settings, _ = make_settings(sb.url, redis_url)
     r = connect(redis_url)
-    rt = Runtime(settings, r, content=load_content(settings, r))
+    rt = Runtime(settings, r, content=Content(settings, r))
     svc = Service(rt.app(), CRYPTO, settings.callback_path)
     stop = threading.Event()
     import dataclasses

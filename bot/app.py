@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 from flask import Flask, jsonify
 
+from bot.api import make_api
 from bot.config import Settings
 from bot.crypto import CallbackCrypto
 from bot.inbox import Inbox
 from bot.webhook import make_webhook
 
 
-def create_app(settings: Settings, r: redis.Redis) -> Flask:
+def create_app(settings: Settings, r: redis.Redis, content: Any = None) -> Flask:
     """Build the web app for `settings` on Redis `r`."""
     app = Flask("wecom-bot")
     app.config["MAX_CONTENT_LENGTH"] = None  # the webhook enforces its own limit with a clean 413
@@ -20,6 +23,7 @@ def create_app(settings: Settings, r: redis.Redis) -> Flask:
     webhook = make_webhook(crypto, inbox, settings.callback_path, settings.max_body_bytes,
                            settings.max_clock_skew_seconds)
     app.register_blueprint(webhook)
+    app.register_blueprint(make_api(settings, content))
     app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": webhook.counts}
 
     @app.get("/healthz")
@@ -36,3 +40,14 @@ def create_app(settings: Settings, r: redis.Redis) -> Flask:
         return jsonify(status="ok", redis="ok", inbox=depth)
 
     return app
+
+
+def production_app(settings: Settings) -> Flask:
+    """The app for a web-only process on the shared REDIS_URL (gunicorn, `wecom-bot web`)."""
+    from bot.content import Content
+    from bot.redis_server import connect
+
+    if not settings.redis_url:
+        raise SystemExit("a web-only process needs REDIS_URL (use `wecom-bot serve` for the all-in-one mode)")
+    r = connect(settings.redis_url)
+    return create_app(settings, r, Content(settings, r))

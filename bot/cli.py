@@ -79,8 +79,9 @@ def cmd_web(args: argparse.Namespace) -> int:
     from gunicorn.app.base import BaseApplication
 
     settings = _settings()
-    if settings.sandbox and not settings.redis_url:
-        raise SystemExit("wecom-bot web is for production: set WECOM_SECRET and REDIS_URL (or use `serve`)")
+    if not settings.redis_url:
+        raise SystemExit("wecom-bot web runs several processes on one Redis: set REDIS_URL "
+                         "(or use `wecom-bot serve` for one process with the embedded Redis)")
 
     class App(BaseApplication):
         def load_config(self) -> None:
@@ -91,11 +92,9 @@ def cmd_web(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", None)
 
         def load(self):
-            from bot.app import create_app
-            from bot.redis_server import connect
+            from bot.app import production_app
 
-            return create_app(settings, connect(settings.redis_url)) if settings.redis_url else \
-                _runtime(settings, with_sandbox=False).app()
+            return production_app(settings)
 
     App().run()
     return 0

@@ -66,6 +66,7 @@ class Settings:
     replies: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REPLIES))
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     content: Mapping[str, Path] = field(default_factory=dict)
+    api_token: str | None = None
 
     @property
     def sandbox(self) -> bool:
@@ -192,4 +193,5 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         embedded_redis_dir=root / str(_get(doc, ("redis", "embedded_dir"), "var/redis")),
         replies=replies, worker=worker,
         content={name: root / p for name, p in content.items()},
+        api_token=env.get("WECOM_BOT_API_TOKEN") or None,
     )

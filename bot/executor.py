@@ -38,12 +38,12 @@ class Executor:
     """Performs actions; every action is keyed, and a key already done is skipped."""
 
     def __init__(self, wecom: WeCom, store: Store, customers: Customers, tz: ZoneInfo,
-                 coupons: Any = None, clock: Callable[[], float] = time.time):
+                 content: Any = None, clock: Callable[[], float] = time.time):
         self.wecom = wecom
         self.store = store
         self.customers = customers
         self.tz = tz
-        self.coupons = coupons
+        self.content = content
         self.clock = clock
 
     def run(self, actions: list[Action], key: str) -> None:
@@ -62,9 +62,7 @@ class Executor:
             case IssueCoupon(open_kfid, customer, cause):
                 self.issue_coupon(open_kfid, customer, cause, key, now)
             case RequestHandoff(open_kfid, customer, intent, matched, text, reply):
-                self.store.record("handoff_requested", customer=customer, open_kfid=open_kfid,
-                                  intent=intent, matched=list(matched), text=text)
-                self.store.count(f"handoff_requested:{intent}")
+                self.request_handoff(open_kfid, customer, intent, matched, text)
                 self.send_text(open_kfid, customer, reply, key)
             case OptOut(open_kfid, customer, reply):
                 self.customers.set_unsubscribed(customer)
@@ -86,11 +84,23 @@ class Executor:
         record = self.customers.get(customer)
         when = datetime.fromtimestamp(now, self.tz)
         is_new = not record.first_seen or now - record.first_seen < 7 * 86400
-        result = self.coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags))
+        coupons = self.content.get("coupons") if self.content else None
+        if coupons is None:
+            raise RuntimeError("a coupon was asked for but no campaigns are configured (content.coupons)")
+        result = coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags))
         self.store.record("coupon", customer=customer, status=result.status,
                           code=result.coupon.code if result.coupon else None)
         self.store.count(f"coupon:{result.status}")
-        self.send_text(open_kfid, customer, self.coupons.reply_text(result), key)
+        self.send_text(open_kfid, customer, coupons.reply_text(result), key)
+        if result.handoff:
+            self.request_handoff(open_kfid, customer, "discount", ("coupons_exhausted",), cause)
+
+    def request_handoff(self, open_kfid: str, customer: str, intent: str, matched: tuple[str, ...],
+                        text: str) -> None:
+        """Record that a human should take this customer."""
+        self.store.record("handoff_requested", customer=customer, open_kfid=open_kfid,
+                          intent=intent, matched=list(matched), text=text)
+        self.store.count(f"handoff_requested:{intent}")
 
     def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> None:
         """A kf text within the reply budget; refusals WeCom would give are recorded, not retried."""

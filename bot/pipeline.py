@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import handlers
 from bot.customers import Customers
@@ -19,28 +19,30 @@ log = logging.getLogger("bot.pipeline")
 class Pipeline:
     """Turns a pulled kf message into executed actions."""
 
-    def __init__(self, executor: Executor, store: Store, customers: Customers, ctx: Ctx,
-                 classify: Callable[[str], Any] | None = None):
+    def __init__(self, executor: Executor, store: Store, customers: Customers, replies: Mapping[str, str],
+                 content: Any = None):
         self.executor = executor
         self.store = store
         self.customers = customers
-        self.ctx = ctx
-        self.classify = classify
+        self.replies = replies
+        self.content = content
 
     def process(self, msg: KfMessage) -> str:
         """Handle one message exactly once as the customer sees it; returns the route taken."""
         started = time.perf_counter()
+        classifier = self.content.get("classifier") if self.content else None
+        ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None)
         intent = None
         if msg.is_customer:
             self.customers.saw_message(msg.external_userid, float(msg.send_time or time.time()))
-            if msg.msgtype == "text" and msg.text.strip() and self.classify:
-                intent = self.classify(msg.text)
+            if msg.msgtype == "text" and msg.text.strip() and classifier:
+                intent = classifier.classify(msg.text)
                 self.customers.saw_intent(msg.external_userid, intent.intent)
             self.store.record("message_in", customer=msg.external_userid, msgid=msg.msgid, text=msg.text,
                               msgtype=msg.msgtype, intent=getattr(intent, "intent", None),
                               matched=list(getattr(intent, "matched", ())))
             self.store.count("message_in")
-        name, actions = handlers.route(msg, intent, self.ctx)
+        name, actions = handlers.route(msg, intent, ctx)
         self.executor.run(actions, f"kf:{msg.msgid}")
         log.info("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,
                  len(actions), (time.perf_counter() - started) * 1000)

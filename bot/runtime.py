@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from bot.config import SANDBOX_OPEN_KFID, Settings
+from bot.content import Content
 from bot.customers import Customers
 from bot.executor import Executor
 from bot.inbox import Inbox
@@ -21,7 +21,6 @@ from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from bot.store import Store
 from bot.wecom_client import WechatpyWeCom
 from bot.worker import Worker
-from handlers.context import Ctx
 
 log = logging.getLogger("bot")
 
@@ -50,7 +49,7 @@ class Runtime:
     r: redis.Redis
     embedded: EmbeddedRedis | None = None
     sandbox: Any = None
-    content: dict[str, Any] = field(default_factory=dict)
+    content: Any = None
 
     def wecom(self) -> WechatpyWeCom:
         s = self.settings
@@ -59,11 +58,8 @@ class Runtime:
 
     def pipeline(self, wecom: Any | None = None) -> Pipeline:
         store, customers = Store(self.r), Customers(self.r)
-        classifier = self.content.get("classifier")
-        executor = Executor(wecom or self.wecom(), store, customers, self.settings.timezone,
-                            coupons=self.content.get("coupons"))
-        ctx = Ctx(replies=self.settings.replies, faq_answer=classifier.faq_answer if classifier else None)
-        return Pipeline(executor, store, customers, ctx, classify=classifier.classify if classifier else None)
+        executor = Executor(wecom or self.wecom(), store, customers, self.settings.timezone, content=self.content)
+        return Pipeline(executor, store, customers, self.settings.replies, self.content)
 
     def worker(self, name: str | None = None) -> Worker:
         wecom = self.wecom()
@@ -72,7 +68,7 @@ class Runtime:
     def app(self):
         from bot.app import create_app
 
-        return create_app(self.settings, self.r)
+        return create_app(self.settings, self.r, self.content)
 
     def close(self) -> None:
         if self.sandbox is not None:
@@ -81,32 +77,6 @@ class Runtime:
         if self.embedded is not None:
             self.embedded.stop()
             (self.settings.embedded_redis_dir / "port").unlink(missing_ok=True)
-
-
-def _mtimes(paths: Any) -> tuple[float, ...]:
-    return tuple(Path(p).stat().st_mtime if Path(p).exists() else 0.0 for p in paths.values())
-
-
-@functools.lru_cache(maxsize=4)
-def _classifier(keywords: Path, faq: Path | None, mtimes: tuple[float, ...]) -> Any:
-    """Loading jieba and the keyword files costs a second: once per process per file version."""
-    from intents.classify import load_classifier
-
-    return load_classifier(keywords, faq)
-
-
-def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
-    """Load the operator-edited files named in config.yaml `content` (raises ConfigError)."""
-    content: dict[str, Any] = {}
-    paths = settings.content
-    if paths.get("keywords"):
-        content["classifier"] = _classifier(paths["keywords"], paths.get("faq"), _mtimes(paths))
-    if paths.get("coupons"):
-        from bot.coupons import CouponBook, load_campaigns
-
-        tz = settings.timezone
-        content["coupons"] = CouponBook(r, load_campaigns(paths["coupons"], tz), tz)
-    return content
 
 
 def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | None = None) -> Runtime:
@@ -120,7 +90,7 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
         sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0})
         settings = settings.with_api_base(f"{sandbox.url}/cgi-bin/")
     try:
-        content = load_content(settings, r)
+        content = Content(settings, r)
     except Exception:
         if sandbox:
             sandbox.stop()

@@ -142,6 +142,11 @@ class Sandbox:
 
     def add_customer_text(self, external_userid: str, text: str, open_kfid: str | None = None) -> str:
         """Append an origin=3 customer text; returns its msgid."""
+        return self.add_customer_message(external_userid, "text", {"content": text}, open_kfid)
+
+    def add_customer_message(self, external_userid: str, msgtype: str, payload: Json,
+                             open_kfid: str | None = None) -> str:
+        """Append an origin=3 customer message of any type (image: {"media_id"}, ...); returns its msgid."""
         kfid = open_kfid or self.open_kfid
         with self._lock:
             s = self._session(kfid, external_userid)
@@ -149,7 +154,7 @@ class Sandbox:
                 s.update(state=0, servicer="")
             s.update(last_customer=self.now(), replies=0)
             return self._append(kfid, {"open_kfid": kfid, "external_userid": external_userid, "origin": 3,
-                                       "msgtype": "text", "text": {"content": text}}, "from_msgid_")
+                                       "msgtype": msgtype, msgtype: payload}, "from_msgid_")
 
     def add_staff_text(self, external_userid: str, servicer_userid: str, text: str,
                        open_kfid: str | None = None) -> str:

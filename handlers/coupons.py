@@ -10,5 +10,5 @@ from handlers.context import Ctx
 
 
 def on_discount(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
-    """Tag 要优惠 and issue (or resend) the customer's coupon."""
-    return [Tag(msg.external_userid, "要优惠"), IssueCoupon(msg.open_kfid, msg.external_userid, msg.msgid)]
+    """Issue (or resend) the customer's coupon, then tag 要优惠 (so the tag counts from the next ask)."""
+    return [IssueCoupon(msg.open_kfid, msg.external_userid, msg.msgid), Tag(msg.external_userid, "要优惠")]

@@ -56,7 +56,8 @@ from werkzeug.serving import make_server  # noqa: E402
 
 from bot.config import SANDBOX_AES_KEY, SANDBOX_CORP_ID, SANDBOX_OPEN_KFID, SANDBOX_TOKEN, load_settings  # noqa: E402
 from bot.crypto import CallbackCrypto  # noqa: E402
-from bot.runtime import Runtime, load_content  # noqa: E402
+from bot.content import Content
+from bot.runtime import Runtime  # noqa: E402
 from bot.sandbox import Sandbox  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,7 +102,7 @@ def settings(sandbox, redis_url, r):
 
 @pytest.fixture()
 def runtime(settings, r):
-    rt = Runtime(settings, r, content=load_content(settings, r))
+    rt = Runtime(settings, r, content=Content(settings, r))
     yield rt
 
 

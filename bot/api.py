@@ -1,0 +1,41 @@
+"""HTTP endpoints for other systems (an order system reporting redemptions), behind a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import datetime
+from typing import Any
+
+from flask import Blueprint, jsonify, request
+
+from bot.config import Settings
+
+
+def make_api(settings: Settings, content: Any) -> Blueprint:
+    """`POST /api/coupons/redeem {"code", "order_id"?}` -> {"code", "status", "redeemed_at"}."""
+    bp = Blueprint("api", __name__, url_prefix="/api")
+
+    @bp.before_request
+    def authenticate():
+        if not settings.api_token:
+            return jsonify(error="the API is off: set WECOM_BOT_API_TOKEN"), 403
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), settings.api_token.encode()):
+            return jsonify(error="bad or missing bearer token"), 401
+        return None
+
+    @bp.post("/coupons/redeem")
+    def redeem():
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict) or not isinstance(body.get("code"), str) or not body["code"].strip():
+            return jsonify(error='expected JSON {"code": "...", "order_id": "..."}'), 400
+        book = content.get("coupons") if content else None
+        if book is None:
+            return jsonify(error="no coupon campaigns configured"), 404
+        order = body.get("order_id")
+        result = book.redeem(body["code"], datetime.now(settings.timezone), order_id=str(order) if order else None)
+        status = {"redeemed": 200, "already": 200, "unknown": 404, "expired": 409}[result.status]
+        at = result.redeemed_at.isoformat() if result.redeemed_at else None
+        return jsonify(code=body["code"], status=result.status, redeemed_at=at), status
+
+    return bp

@@ -1,0 +1,430 @@
+"""Consultants from YAML, working hours, and the pure choice of who takes a handoff."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Literal
+from zoneinfo import ZoneInfo
+
+from bot import yamlfile
+from bot.yamlfile import ConfigError, Doc, KeyPath
+
+__all__ = [
+    "Assignment", "CardSpec", "ConfigError", "Consultant", "Team", "DEFAULT_TZ", "DAYS",
+    "load_team", "on_duty", "next_on_duty", "pick",
+]
+
+DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+DAY_MINUTES = 24 * 60
+WEEK_MINUTES = 7 * DAY_MINUTES
+DEFAULT_SLA_MINUTES = 5
+DEFAULT_MAX_CONCURRENT = 10
+# WeCom member userid: 1-64 bytes of letters, digits, _ - . @
+USERID_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+ENV_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
+INTENT_RE = re.compile(r"[a-z][a-z0-9_]*")
+TIME_RE = re.compile(r"(\d{1,2}):(\d{2})")
+# kf send_msg link: title <=128 bytes, desc <=512 bytes, url <=2048 bytes
+LINK_LIMITS = {"title": 128, "desc": 512, "url": 2048}
+
+TOP_KEYS = frozenset({"robot_key_env", "sla_minutes", "consultants"})
+CONSULTANT_KEYS = frozenset({"userid", "name", "title", "card", "hours", "max_concurrent", "backup", "supervisor"})
+CARD_KEYS = {"business_card": frozenset({"type"}),
+             "link": frozenset({"type", "url", "title", "desc", "thumb_media_id"})}
+
+Period = tuple[int, int]  # minutes from the day's midnight; end > 1440 runs past midnight
+Reason = Literal["owner", "least_loaded", "priority_over_capacity",
+                 "queue_off_hours", "queue_none_receiving", "queue_at_capacity"]
+
+
+@dataclass(frozen=True, slots=True)
+class CardSpec:
+    """What to send as the consultant's card: kf business_card, or a link to their 「联系我」 page."""
+
+    type: Literal["business_card", "link"]
+    url: str | None = None
+    title: str | None = None
+    desc: str | None = None
+    thumb_media_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Consultant:
+    """One consultant (a WeCom member who is a kf servicer)."""
+
+    userid: str
+    name: str
+    title: str
+    card: CardSpec
+    hours: tuple[tuple[Period, ...], ...]  # 7 entries, Monday first
+    max_concurrent: int = DEFAULT_MAX_CONCURRENT
+    backup: str | None = None
+    supervisor: str | None = None
+    tz: ZoneInfo = DEFAULT_TZ
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    """All consultants plus team-wide settings."""
+
+    consultants: tuple[Consultant, ...]
+    robot_key_env: str | None = None
+    sla_minutes: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({"default": DEFAULT_SLA_MINUTES}))
+    tz: ZoneInfo = DEFAULT_TZ
+
+    def get(self, userid: str | None) -> Consultant | None:
+        """The consultant with this userid, or None."""
+        return next((c for c in self.consultants if c.userid == userid), None) if userid else None
+
+    def sla_seconds(self, intent: str) -> int:
+        """The SLA for an intent in seconds (falls back to `default`)."""
+        minutes = self.sla_minutes.get(intent, self.sla_minutes.get("default", DEFAULT_SLA_MINUTES))
+        return max(1, round(minutes * 60))
+
+    def robot_key(self, env: Mapping[str, str] | None = None) -> str | None:
+        """The group robot webhook key from the environment, or None when unset."""
+        if not self.robot_key_env:
+            return None
+        return (os.environ if env is None else env).get(self.robot_key_env) or None
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """Who gets a handoff: state 3 = to `userid`, state 2 = the kf queue."""
+
+    userid: str | None
+    state: Literal[2, 3]
+    reason: Reason
+    off_hours: bool = False
+    next_available: datetime | None = None  # off hours: start of the earliest next working period
+    next_userid: str | None = None  # off hours: who comes on duty at next_available (alert them then)
+    supervisor: str | None = None  # priority (complaint): also alert this supervisor
+
+
+# ---------------------------------------------------------------------------------------------
+# Working hours
+
+
+def _at(day: date, minutes: int, tz: ZoneInfo) -> datetime:
+    """The local moment `minutes` after midnight of `day` (may be on a later day)."""
+    days, rest = divmod(minutes, DAY_MINUTES)
+    return datetime.combine(day + timedelta(days=days), time(rest // 60, rest % 60), tzinfo=tz)
+
+
+def _periods_around(consultant: Consultant, now: datetime, days_back: int, days_ahead: int) -> list[tuple[datetime, datetime]]:
+    """Working periods starting from `days_back` days before to `days_ahead` days after now's local date."""
+    _aware(now)
+    today = now.astimezone(consultant.tz).date()
+    out = []
+    for offset in range(-days_back, days_ahead + 1):
+        day = today + timedelta(days=offset)
+        for start, end in consultant.hours[day.weekday()]:
+            out.append((_at(day, start, consultant.tz), _at(day, end, consultant.tz)))
+    return out
+
+
+def on_duty(consultant: Consultant, now: datetime) -> bool:
+    """Whether `now` falls in one of the consultant's working periods."""
+    ts = now.timestamp()
+    return any(s.timestamp() <= ts < e.timestamp() for s, e in _periods_around(consultant, now, 1, 0))
+
+
+def next_on_duty(consultant: Consultant, now: datetime) -> datetime:
+    """`now` if on duty, else the start of the next working period (local time)."""
+    if on_duty(consultant, now):
+        return now.astimezone(consultant.tz)
+    ts = now.timestamp()
+    starts = [s for s, _ in _periods_around(consultant, now, 0, 8) if s.timestamp() > ts]
+    if not starts:
+        raise ValueError(f"{consultant.userid} has no working hours")
+    return min(starts, key=lambda s: s.timestamp())
+
+
+def _aware(moment: datetime) -> datetime:
+    """`moment`, or ValueError if it is naive."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("now must be a timezone-aware datetime")
+    return moment
+
+
+# ---------------------------------------------------------------------------------------------
+# Assignment
+
+
+def pick(team: Team, *, owner: str | None, receiving: Mapping[str, int], load: Mapping[str, int],
+         now: datetime, exclude: set[str] | frozenset[str] = frozenset(), priority: bool = False) -> Assignment:
+    """Choose a consultant: own consultant, else least loaded, else the queue.
+
+    `receiving` is the kf servicer status (0 = receiving, 1 = stopped; missing = not a servicer),
+    `load` the open handoffs per userid. `priority` (complaints) may exceed max_concurrent
+    rather than wait in the queue, and names the supervisor to alert as well.
+    """
+    _aware(now)
+    pool = [c for c in team.consultants if c.userid not in exclude]
+    present = [c for c in pool if receiving.get(c.userid) == 0 and on_duty(c, now)]
+    free = [c for c in present if load.get(c.userid, 0) < c.max_concurrent]
+
+    def chosen(c: Consultant, reason: Reason) -> Assignment:
+        return Assignment(c.userid, 3, reason, supervisor=c.supervisor if priority else None)
+
+    own = team.get(owner)
+    if own is not None and own in free:
+        return chosen(own, "owner")
+    if free:
+        return chosen(min(free, key=lambda c: load.get(c.userid, 0)), "least_loaded")  # min() is stable
+    if priority and present:
+        if own is not None and own in present:
+            return chosen(own, "priority_over_capacity")
+        return chosen(min(present, key=lambda c: load.get(c.userid, 0)), "priority_over_capacity")
+    supervisor = _supervisor_for(own, pool) if priority else None
+    if present:
+        return Assignment(None, 2, "queue_at_capacity", supervisor=supervisor)
+    if any(on_duty(c, now) for c in pool):
+        return Assignment(None, 2, "queue_none_receiving", supervisor=supervisor)
+    if not pool:
+        return Assignment(None, 2, "queue_none_receiving", supervisor=supervisor)
+    nexts = [(next_on_duty(c, now), c) for c in pool]
+    earliest = min(t.timestamp() for t, _ in nexts)
+    first = [c for t, c in nexts if t.timestamp() == earliest]
+    who = own if own in first else first[0]
+    return Assignment(None, 2, "queue_off_hours", off_hours=True,
+                      next_available=next_on_duty(who, now).astimezone(team.tz), next_userid=who.userid,
+                      supervisor=supervisor)
+
+
+def _supervisor_for(own: Consultant | None, pool: list[Consultant]) -> str | None:
+    """The owner's supervisor, else the first supervisor named in the team."""
+    if own is not None and own.supervisor:
+        return own.supervisor
+    return next((c.supervisor for c in pool if c.supervisor), None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_team(path: Path | str, tz: ZoneInfo = DEFAULT_TZ) -> Team:
+    """Read and validate a consultants YAML file; working hours are local times in `tz`."""
+    doc = yamlfile.load(path)
+    data = doc.data
+    if not isinstance(data, dict):
+        raise doc.error((), "expected a mapping with robot_key_env, sla_minutes and consultants")
+    for key in data:
+        if key not in TOP_KEYS:
+            raise doc.error((str(key),), f"unknown key (expected {', '.join(sorted(TOP_KEYS))})")
+    robot = data.get("robot_key_env")
+    if robot is not None and not (isinstance(robot, str) and ENV_RE.fullmatch(robot)):
+        raise doc.error(("robot_key_env",), "expected the NAME of an environment variable, e.g. WECOM_ROBOT_KEY "
+                                            "(never the key itself)")
+    items = data.get("consultants")
+    if not isinstance(items, list) or not items:
+        raise doc.error(("consultants",), "expected a non-empty list of consultants")
+    consultants = [_consultant(doc, ("consultants", i), item, tz) for i, item in enumerate(items)]
+    _check_refs(doc, consultants)
+    return Team(tuple(consultants), robot, _sla(doc, data.get("sla_minutes")), tz)
+
+
+def _sla(doc: Doc, data: Any) -> Mapping[str, float]:
+    """sla_minutes: intent -> minutes, with `default`."""
+    out: dict[str, float] = {"default": DEFAULT_SLA_MINUTES}
+    if data is None:
+        return MappingProxyType(out)
+    if not isinstance(data, dict):
+        raise doc.error(("sla_minutes",), "expected a mapping of intent: minutes, e.g. default: 5")
+    for key, value in data.items():
+        at = ("sla_minutes", str(key))
+        if not isinstance(key, str) or not INTENT_RE.fullmatch(key):
+            raise doc.error(at, "expected an intent name (lower case), e.g. price, complaint, default")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise doc.error(at, f"expected a positive number of minutes, got {_kind(value)}")
+        out[key] = value
+    return MappingProxyType(out)
+
+
+def _consultant(doc: Doc, at: KeyPath, data: Any, tz: ZoneInfo) -> Consultant:
+    """Validate one consultant mapping."""
+    if not isinstance(data, dict):
+        raise doc.error(at, "expected a mapping (userid, name, card, hours, ...)")
+    for key in data:
+        if key not in CONSULTANT_KEYS:
+            raise doc.error((*at, str(key)), f"unknown key (expected {', '.join(sorted(CONSULTANT_KEYS))})")
+    for key in ("userid", "name", "card", "hours"):
+        if key not in data:
+            raise doc.error(at, f"missing key {key!r}")
+    userid = _userid(doc, (*at, "userid"), data["userid"])
+    name = _text(doc, (*at, "name"), data["name"])
+    title = _text(doc, (*at, "title"), data["title"]) if "title" in data else "专属顾问"
+    limit = data.get("max_concurrent", DEFAULT_MAX_CONCURRENT)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise doc.error((*at, "max_concurrent"), f"expected a whole number >= 1, got {_kind(limit)}")
+    refs = {k: _userid(doc, (*at, k), data[k]) if data.get(k) is not None else None for k in ("backup", "supervisor")}
+    return Consultant(userid=userid, name=name, title=title, card=_card(doc, (*at, "card"), data["card"]),
+                      hours=_hours(doc, (*at, "hours"), data["hours"]), max_concurrent=limit, tz=tz, **refs)
+
+
+def _card(doc: Doc, at: KeyPath, data: Any) -> CardSpec:
+    """card: business_card | {type: business_card} | {type: link, url, title, desc?, thumb_media_id?}."""
+    if data == "business_card":
+        return CardSpec("business_card")
+    if not isinstance(data, dict):
+        raise doc.error(at, "expected {type: business_card} or {type: link, url: ..., title: ...}")
+    kind = data.get("type")
+    if kind not in CARD_KEYS:
+        raise doc.error((*at, "type"), f"expected business_card or link, got {_kind(kind)}")
+    for key in data:
+        if key not in CARD_KEYS[kind]:
+            raise doc.error((*at, str(key)), f"unknown key for a {kind} card")
+    if kind == "business_card":
+        return CardSpec("business_card")
+    fields: dict[str, str | None] = {}
+    for key in ("url", "title", "desc", "thumb_media_id"):
+        if key not in data:
+            if key in ("url", "title"):
+                raise doc.error(at, f"missing key {key!r} (required for a link card)")
+            fields[key] = None
+            continue
+        fields[key] = _text(doc, (*at, key), data[key])
+        limit = LINK_LIMITS.get(key)
+        if limit and len(fields[key].encode()) > limit:
+            raise doc.error((*at, key), f"too long: {len(fields[key].encode())} bytes, WeCom allows {limit}")
+    if not re.match(r"https?://", fields["url"] or ""):
+        raise doc.error((*at, "url"), "expected an http(s) URL, e.g. the consultant's 「联系我」 link")
+    return CardSpec("link", **fields)
+
+
+def _hours(doc: Doc, at: KeyPath, data: Any) -> tuple[tuple[Period, ...], ...]:
+    """hours: {mon-fri: "09:00-18:00", sat: "10:00-16:00", ...}; unlisted days are off."""
+    if not isinstance(data, dict) or not data:
+        raise doc.error(at, 'expected a mapping of days to hours, e.g. mon-fri: "09:00-18:00"')
+    week: list[list[Period]] = [[] for _ in DAYS]
+    owner: dict[int, str] = {}
+    for key, value in data.items():
+        where = (*at, str(key))
+        for day in _days(doc, where, key):
+            if day in owner:
+                raise doc.error(where, f"{DAYS[day]} is already given by {owner[day]!r}")
+            owner[day] = str(key)
+            week[day] = _periods(doc, where, value)
+    spans: list[tuple[int, int, int]] = []
+    for day, periods in enumerate(week):
+        for start, end in periods:
+            base = day * DAY_MINUTES
+            spans.append((base + start, base + end, day))
+            if base + end > WEEK_MINUTES:  # Sunday night into Monday morning
+                spans.append((base + start - WEEK_MINUTES, base + end - WEEK_MINUTES, day))
+    spans.sort()
+    for (s1, e1, d1), (s2, e2, d2) in zip(spans, spans[1:]):
+        if s2 < e1:
+            raise doc.error((*at, owner[d2]), f"hours on {DAYS[d2]} overlap hours on {DAYS[d1]}")
+    if not any(week):
+        raise doc.error(at, "no working hours at all")
+    return tuple(tuple(sorted(p)) for p in week)
+
+
+def _days(doc: Doc, at: KeyPath, key: Any) -> list[int]:
+    """'mon', 'mon-fri', 'sat,sun', 'fri-mon' (wraps), 'daily' -> weekday numbers."""
+    text = str(key).strip().lower()
+    if text in ("daily", "every day", "mon-sun"):
+        return list(range(7))
+    out: list[int] = []
+    for part in text.split(","):
+        ends = [p.strip() for p in part.split("-")]
+        if len(ends) > 2 or not all(e in DAYS for e in ends):
+            raise doc.error(at, "expected days like mon, mon-fri, sat,sun or daily")
+        first, last = DAYS.index(ends[0]), DAYS.index(ends[-1])
+        span = [(first + i) % 7 for i in range((last - first) % 7 + 1)]
+        for day in span:
+            if day in out:
+                raise doc.error(at, f"{DAYS[day]} is listed twice")
+            out.append(day)
+    return out
+
+
+def _periods(doc: Doc, at: KeyPath, value: Any) -> list[Period]:
+    """'09:00-18:00', '09:00-12:00, 13:30-18:00', a list of those, or 'off'."""
+    if isinstance(value, str) and value.strip().lower() == "off":
+        return []
+    parts = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else None
+    if not parts:
+        raise doc.error(at, f'expected hours like "09:00-18:00" (quoted), got {_kind(value)}')
+    out: list[Period] = []
+    for part in parts:
+        if not isinstance(part, str) or part.count("-") != 1:
+            raise doc.error(at, f'expected hours like "09:00-18:00" (quoted), got {_kind(part)}')
+        start, end = (_minute(doc, at, p.strip(), allow_24=i == 1) for i, p in enumerate(part.split("-")))
+        if start == end:
+            raise doc.error(at, f"{part.strip()!r} is empty (start equals end)")
+        out.append((start, end if end > start else end + DAY_MINUTES))  # end <= start: runs past midnight
+    out.sort()
+    for (s1, e1), (s2, _) in zip(out, out[1:]):
+        if s2 < e1:
+            raise doc.error(at, "periods overlap")
+    return out
+
+
+def _minute(doc: Doc, at: KeyPath, text: str, *, allow_24: bool) -> int:
+    """'09:30' -> 570; '24:00' only as an end."""
+    m = TIME_RE.fullmatch(text)
+    if not m:
+        raise doc.error(at, f"expected a time like 09:00, got {text!r}")
+    h, mi = int(m[1]), int(m[2])
+    if (h, mi) == (24, 0) and allow_24:
+        return DAY_MINUTES
+    if h > 23 or mi > 59:
+        raise doc.error(at, f"{text!r} is not a time of day")
+    return h * 60 + mi
+
+
+def _check_refs(doc: Doc, consultants: list[Consultant]) -> None:
+    """Unique userids; backup and supervisor exist, are not self, and supervisors form no cycle."""
+    index: dict[str, int] = {}
+    for i, c in enumerate(consultants):
+        if c.userid in index:
+            first = doc.line(("consultants", index[c.userid], "userid"))
+            raise doc.error(("consultants", i, "userid"), f"duplicate userid {c.userid!r} (first on line {first})")
+        index[c.userid] = i
+    for i, c in enumerate(consultants):
+        for key in ("backup", "supervisor"):
+            ref = getattr(c, key)
+            if ref is None:
+                continue
+            if ref == c.userid:
+                raise doc.error(("consultants", i, key), f"{c.userid} cannot be their own {key}")
+            if ref not in index:
+                raise doc.error(("consultants", i, key), f"unknown consultant {ref!r} (not in this file)")
+    by_id = {c.userid: c for c in consultants}
+    for i, c in enumerate(consultants):
+        seen = [c.userid]
+        nxt = c.supervisor
+        while nxt is not None:
+            if nxt in seen:
+                chain = " -> ".join([*seen, nxt])
+                raise doc.error(("consultants", i, "supervisor"), f"supervisor cycle: {chain}")
+            seen.append(nxt)
+            nxt = by_id[nxt].supervisor
+
+
+def _userid(doc: Doc, at: KeyPath, value: Any) -> str:
+    """A WeCom member userid."""
+    if not isinstance(value, str) or not USERID_RE.fullmatch(value):
+        raise doc.error(at, f"expected a WeCom userid (letters, digits, _ . @ -), got {_kind(value)}")
+    return value
+
+
+def _text(doc: Doc, at: KeyPath, value: Any) -> str:
+    """A non-empty string."""
+    if not isinstance(value, str) or not value.strip():
+        raise doc.error(at, f"expected non-empty text, got {_kind(value)}")
+    return value.strip()
+
+
+def _kind(value: Any) -> str:
+    """A value's type and repr, for error messages."""
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"

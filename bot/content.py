@@ -1,0 +1,81 @@
+"""Operator-edited files (keywords, FAQ, coupons): fatal errors at start, kept running version on reload."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from bot.config import Settings
+from bot.yamlfile import ConfigError
+
+log = logging.getLogger("bot.content")
+
+
+def _mtimes(paths: Any) -> tuple[float, ...]:
+    return tuple(Path(p).stat().st_mtime if Path(p).exists() else 0.0 for p in paths.values())
+
+
+@functools.lru_cache(maxsize=4)
+def _classifier(keywords: Path, faq: Path | None, mtimes: tuple[float, ...]) -> Any:
+    """Loading jieba and the keyword files costs a second: once per process per file version."""
+    from intents.classify import load_classifier
+
+    return load_classifier(keywords, faq)
+
+
+def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
+    """Load every file named in config.yaml `content`; raises ConfigError naming file, line and key."""
+    content: dict[str, Any] = {}
+    paths = settings.content
+    if paths.get("keywords"):
+        content["classifier"] = _classifier(paths["keywords"], paths.get("faq"), _mtimes(paths))
+    if paths.get("coupons"):
+        from bot.coupons import CouponBook, load_campaigns
+
+        tz = settings.timezone
+        content["coupons"] = CouponBook(r, load_campaigns(paths["coupons"], tz), tz)
+    return content
+
+
+class Content:
+    """The loaded files; `get()` picks up edits, at most one check every `check_every` seconds."""
+
+    def __init__(self, settings: Settings, r: redis.Redis, check_every: float = 2.0):
+        self.settings = settings
+        self.r = r
+        self.check_every = check_every
+        self.error: str | None = None
+        self._items = load_content(settings, r)
+        self._mtimes = _mtimes(settings.content)
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Any:
+        """The current object for `name` (classifier, coupons), or None."""
+        if time.monotonic() - self._checked >= self.check_every:
+            self.reload_if_changed()
+        return self._items.get(name)
+
+    def reload_if_changed(self) -> bool:
+        """Reload when a file changed; an invalid edit is logged and the running version stays."""
+        with self._lock:
+            self._checked = time.monotonic()
+            mtimes = _mtimes(self.settings.content)
+            if mtimes == self._mtimes:
+                return False
+            self._mtimes = mtimes
+            try:
+                self._items = load_content(self.settings, self.r)
+            except ConfigError as exc:
+                self.error = str(exc)
+                log.error("content not reloaded, keeping the running version: %s", exc)
+                return False
+            self.error = None
+            log.info("content reloaded")
+            return True
