@@ -102,6 +102,10 @@ class Inbox:
         """Count one more processing attempt of an entry."""
         return int(self.r.hincrby(ATTEMPTS, entry_id, 1))
 
+    def not_attempted(self, entry_id: str) -> None:
+        """Take back the attempt just counted (the failure was not the entry's fault)."""
+        self.r.hincrby(ATTEMPTS, entry_id, -1)
+
     def fail(self, entry_id: str, error: str) -> None:
         """Remember why the last attempt failed."""
         self.r.hset(ERRORS, entry_id, error[:2000])

@@ -16,7 +16,7 @@ from bot.inbound import Callback, KfMessage
 from bot.inbox import KF_MSGID_TTL, Entry, Inbox, Item
 from bot.pipeline import Pipeline
 from bot.store import Store
-from bot.wecom import WeCom, WeComError
+from bot.wecom import WeCom, WeComConfigError, WeComError
 
 log = logging.getLogger("bot.worker")
 
@@ -72,6 +72,13 @@ class Worker:
             self.dispatch(entry)
         except redis.RedisError:
             raise
+        except WeComConfigError as exc:
+            # Not this entry's fault: keep it (attempt not counted) until an operator fixes the config.
+            self.inbox.not_attempted(entry.id)
+            self.inbox.fail(entry.id, str(exc))
+            log.error("WeCom configuration error, entry %s kept for later: %s", entry.id, exc)
+            time.sleep(1.0)
+            return
         except Exception as exc:  # any failure of one entry must not stop the worker
             error = f"{exc.__class__.__name__}: {exc}"
             self.inbox.fail(entry.id, error)

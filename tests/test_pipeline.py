@@ -137,3 +137,19 @@ def test_entry_that_keeps_failing_goes_to_dead_letters_and_replays(sandbox, serv
     drain(worker)
     assert len(sandbox.delivered()) == 1
     assert inbox.depth()["dead"] == 0
+
+
+def test_wrong_secret_keeps_messages_until_fixed(sandbox, service, runtime, r):
+    import dataclasses
+
+    from bot.inbox import Inbox
+
+    customer_says(sandbox, service, "你好")
+    broken = dataclasses.replace(runtime, settings=dataclasses.replace(runtime.settings, secret="wrong"))
+    worker = broken.worker()
+    for _ in range(8):
+        worker.run_once()
+        time.sleep(0.6)  # past claim_idle_seconds: the entry is retried
+    assert Inbox(r).depth()["dead"] == 0 and sandbox.delivered() == []
+    drain(runtime.worker())
+    assert len(sandbox.delivered()) == 1

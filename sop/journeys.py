@@ -1,0 +1,439 @@
+"""SOP journeys from YAML: load and validate every file, each error naming file, line and key."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import time, timedelta
+from pathlib import Path
+from typing import Any
+
+from bot import yamlfile
+from bot.yamlfile import ConfigError, Doc, KeyPath
+
+__all__ = [
+    "ConfigError", "Journey", "Segment", "Step", "Trigger", "DEFAULT_DIR", "TRIGGERS", "STOP_FACTS",
+    "load", "load_dir", "validate", "parse_duration", "parse_time",
+]
+
+DEFAULT_DIR = Path(__file__).resolve().parent / "journeys"
+TRIGGERS = ("customer_added", "first_contact", "intent", "tag", "coupon_issued", "purchase", "birthday",
+            "silence", "calendar")
+TRIGGER_KEYS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # trigger type: (required keys, optional keys)
+    "customer_added": (frozenset(), frozenset()),
+    "first_contact": (frozenset(), frozenset()),
+    "intent": (frozenset({"intent"}), frozenset({"no_purchase_within_hours"})),
+    "tag": (frozenset({"tag"}), frozenset()),
+    "coupon_issued": (frozenset(), frozenset({"remind_before_hours", "campaign"})),
+    "purchase": (frozenset(), frozenset()),
+    "birthday": (frozenset(), frozenset()),
+    "silence": (frozenset({"days"}), frozenset()),
+    "calendar": (frozenset(), frozenset({"monthday", "weekdays", "segment"})),
+}
+STOP_FACTS = ("replied", "purchased", "redeemed", "unsubscribed", "handed_off", "contact_deleted")
+LIFECYCLES = ("new", "active", "silent")
+CHANNELS = ("auto", "staff")
+CONTENT_KEYS = ("text", "link", "image", "miniprogram", "coupon")
+WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+JOURNEY_KEYS = frozenset({"id", "title", "priority", "enabled", "trigger", "stop_on", "segment", "steps"})
+STEP_KEYS = frozenset({"id", "wait", "at", "window", "kind", "channel", "content"})
+SEGMENT_KEYS = frozenset({"lifecycle", "tags", "min_value"})
+ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
+KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
+DURATION_RE = re.compile(r"(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?")
+TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
+# kf send_msg payload limits in bytes (platform notes §2.4).
+LIMITS = {"text": 2048, "title": 128, "desc": 512, "url": 2048}
+ATTACHMENT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "link": (("title", "url"), ("desc", "thumb_media_id")),
+    "image": (("media_id",), ()),
+    "miniprogram": (("appid", "title", "pagepath"), ("thumb_media_id",)),
+    "coupon": (("campaign",), ()),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Which customers a journey (or calendar broadcast) is for; empty means everyone."""
+
+    lifecycle: tuple[str, ...] = ()
+    tags: tuple[str, ...] = ()
+    min_value: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """What enrols a customer; unused parameters stay None."""
+
+    type: str
+    intent: str | None = None
+    no_purchase_within_hours: int | None = None
+    tag: str | None = None
+    remind_before_hours: int | None = None
+    campaign: str | None = None
+    days: int | None = None
+    monthday: int | None = None
+    weekdays: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One touch: `wait` after the trigger, then at a local time of day or within a window."""
+
+    id: str
+    wait: timedelta
+    kind: str
+    channel: str
+    content: dict[str, Any] = field(hash=False, compare=False)
+    at: time | None = None
+    window: tuple[time, time] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Journey:
+    """A trigger, a segment, stop conditions and ordered steps."""
+
+    id: str
+    title: str
+    priority: int
+    trigger: Trigger
+    steps: tuple[Step, ...]
+    stop_on: frozenset[str] = frozenset()
+    segment: Segment = Segment()
+    enabled: bool = True
+    source: str = ""
+
+    def step(self, step_id: str) -> Step | None:
+        """The step with this id, if any."""
+        return next((s for s in self.steps if s.id == step_id), None)
+
+    def after(self, step_id: str) -> Step | None:
+        """The step following `step_id`, if any."""
+        ids = [s.id for s in self.steps]
+        i = ids.index(step_id) if step_id in ids else len(ids)
+        return self.steps[i + 1] if i + 1 < len(ids) else None
+
+
+def parse_duration(value: Any) -> timedelta | None:
+    """0, "90m", "2h", "3d", "1d12h" -> timedelta; None if not a duration."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int) and value == 0:
+        return timedelta(0)
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip().lower()
+    if text == "0":
+        return timedelta(0)
+    m = DURATION_RE.fullmatch(text)
+    if not m or not any(m.groups()):
+        return None
+    d, h, mins = (int(g or 0) for g in m.groups())
+    return timedelta(days=d, hours=h, minutes=mins)
+
+
+def parse_time(value: Any) -> time | None:
+    """"20:00" -> time(20, 0); unquoted 20:00 (YAML 1.1 reads it as 1200) is accepted too."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return time(*divmod(value, 60))
+    if isinstance(value, str) and (m := TIME_RE.fullmatch(value.strip())):
+        return time(int(m.group(1)), int(m.group(2)))
+    return None
+
+
+class _Checker:
+    """Walks one document, collecting every error instead of stopping at the first."""
+
+    def __init__(self, doc: Doc):
+        self.doc = doc
+        self.errors: list[ConfigError] = []
+
+    def err(self, keypath: KeyPath, message: str) -> None:
+        self.errors.append(self.doc.error(keypath, message))
+
+    def mapping(self, at: KeyPath, value: Any, allowed: Iterable[str]) -> dict | None:
+        """A mapping with only `allowed` keys (unknown keys are reported, not fatal)."""
+        if not isinstance(value, dict):
+            self.err(at, f"expected a mapping, got {_kind(value)}")
+            return None
+        allowed = set(allowed)
+        for key in value:
+            if str(key) not in allowed:
+                self.err((*at, str(key)), f"unknown key (expected one of {', '.join(sorted(allowed))})")
+        return value
+
+    def text(self, at: KeyPath, data: dict, key: str, *, required: bool = True, limit: int | None = None) -> str | None:
+        if key not in data:
+            if required:
+                self.err(at, f"missing key {key!r}")
+            return None
+        value = data[key]
+        if not isinstance(value, str) or not value.strip():
+            self.err((*at, key), f"expected non-empty text, got {_kind(value)}")
+            return None
+        if limit and len(value.encode()) > limit:
+            self.err((*at, key), f"too long: {len(value.encode())} bytes, WeCom allows {limit}")
+        return value
+
+    def integer(self, at: KeyPath, data: dict, key: str, lo: int, hi: int | None = None,
+                required: bool = True) -> int | None:
+        if key not in data:
+            if required:
+                self.err(at, f"missing key {key!r}")
+            return None
+        value = data[key]
+        if isinstance(value, bool) or not isinstance(value, int):
+            self.err((*at, key), f"expected a whole number, got {_kind(value)}")
+            return None
+        if value < lo or (hi is not None and value > hi):
+            self.err((*at, key), f"must be between {lo} and {hi}, got {value}" if hi is not None
+                     else f"must be at least {lo}, got {value}")
+            return None
+        return value
+
+    def ident(self, at: KeyPath, data: dict, key: str, pattern: re.Pattern = ID_RE) -> str | None:
+        value = self.text(at, data, key)
+        if value is not None and not pattern.fullmatch(value):
+            self.err((*at, key), f"{value!r} must match {pattern.pattern}")
+            return None
+        return value
+
+    def words(self, at: KeyPath, value: Any, options: tuple[str, ...]) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list):
+            self.err(at, f"expected a list of {', '.join(options)}, got {_kind(value)}")
+            return ()
+        out = []
+        for i, v in enumerate(value):
+            if v not in options:
+                self.err((*at, i), f"expected one of {', '.join(options)}, got {v!r}")
+            elif v not in out:
+                out.append(v)
+        return tuple(out)
+
+    def segment(self, at: KeyPath, value: Any) -> Segment:
+        data = self.mapping(at, value, SEGMENT_KEYS)
+        if data is None:
+            return Segment()
+        lifecycle = self.words((*at, "lifecycle"), data["lifecycle"], LIFECYCLES) if "lifecycle" in data else ()
+        tags: tuple[str, ...] = ()
+        if "tags" in data:
+            raw = data["tags"]
+            raw = [raw] if isinstance(raw, str) else raw
+            if not isinstance(raw, list) or not all(isinstance(t, str) and t.strip() for t in raw):
+                self.err((*at, "tags"), f"expected a list of tag names, got {_kind(data['tags'])}")
+            else:
+                tags = tuple(t.strip() for t in raw)
+        min_value = None
+        if "min_value" in data:
+            v = data["min_value"]
+            if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
+                self.err((*at, "min_value"), f"expected a number >= 0, got {_kind(v)}")
+            else:
+                min_value = float(v)
+        return Segment(lifecycle, tags, min_value)
+
+    def trigger(self, at: KeyPath, value: Any) -> tuple[Trigger | None, Segment | None]:
+        if isinstance(value, str):
+            value = {"type": value}
+        if not isinstance(value, dict):
+            self.err(at, f"expected a trigger name or a mapping with 'type', got {_kind(value)}")
+            return None, None
+        kind = value.get("type")
+        if kind not in TRIGGER_KEYS:
+            self.err((*at, "type") if "type" in value else at,
+                     f"unknown trigger {kind!r} (expected one of {', '.join(TRIGGERS)})")
+            return None, None
+        required, optional = TRIGGER_KEYS[kind]
+        data = self.mapping(at, value, {"type"} | required | optional) or {}
+        for key in sorted(required - set(data)):
+            self.err(at, f"missing key {key!r} for trigger {kind}")
+        t: dict[str, Any] = {"type": kind}
+        if "intent" in data:
+            t["intent"] = self.text(at, data, "intent")
+        if "tag" in data:
+            t["tag"] = self.text(at, data, "tag")
+        if "campaign" in data:
+            t["campaign"] = self.text(at, data, "campaign")
+        for key in ("no_purchase_within_hours", "remind_before_hours"):
+            if key in data:
+                t[key] = self.integer(at, data, key, 0)
+        if "days" in data:
+            t["days"] = self.integer(at, data, "days", 1)
+        segment = None
+        if kind == "calendar":
+            if ("monthday" in data) == ("weekdays" in data):
+                self.err(at, "a calendar trigger needs exactly one of 'monthday' or 'weekdays'")
+            if "monthday" in data:
+                t["monthday"] = self.integer(at, data, "monthday", 1, 31)
+            if "weekdays" in data:
+                names = self.words((*at, "weekdays"), data["weekdays"], WEEKDAYS)
+                t["weekdays"] = tuple(sorted(WEEKDAYS.index(n) for n in names))
+            if "segment" in data:
+                segment = self.segment((*at, "segment"), data["segment"])
+        return Trigger(**t), segment
+
+    def content(self, at: KeyPath, value: Any) -> dict[str, Any]:
+        data = self.mapping(at, value, CONTENT_KEYS)
+        if data is None:
+            return {}
+        if not any(k in data for k in CONTENT_KEYS):
+            self.err(at, f"content needs at least one of {', '.join(CONTENT_KEYS)}")
+        out: dict[str, Any] = {}
+        if "text" in data:
+            out["text"] = self.text(at, data, "text", limit=LIMITS["text"])
+        attachments = [k for k in ATTACHMENT_FIELDS if k in data]
+        if len([k for k in attachments if k != "coupon"]) > 1:
+            self.err(at, "at most one of link, image, miniprogram per step")
+        for kind in attachments:
+            required, optional = ATTACHMENT_FIELDS[kind]
+            sub = self.mapping((*at, kind), data[kind], (*required, *optional))
+            if sub is None:
+                continue
+            item = {}
+            for key in (*required, *optional):
+                if key in sub or key in required:
+                    item[key] = self.text((*at, kind), sub, key, limit=LIMITS.get(key))
+            url = item.get("url")
+            if url and not url.startswith(("https://", "http://")):
+                self.err((*at, kind, "url"), f"expected an http(s) URL, got {url!r}")
+            out[kind] = item
+        return out
+
+    def step(self, at: KeyPath, value: Any) -> Step | None:
+        data = self.mapping(at, value, STEP_KEYS)
+        if data is None:
+            return None
+        n = len(self.errors)
+        sid = self.ident(at, data, "id")
+        wait = timedelta(0)
+        if "wait" in data:
+            parsed = parse_duration(data["wait"])
+            if parsed is None:
+                self.err((*at, "wait"), f"bad duration {data['wait']!r} (use 0, 30m, 2h, 3d or 1d12h)")
+            else:
+                wait = parsed
+        at_time = window = None
+        if "at" in data and "window" in data:
+            self.err(at, "give either 'at' or 'window', not both")
+        if "at" in data:
+            at_time = parse_time(data["at"])
+            if at_time is None:
+                self.err((*at, "at"), f"bad time of day {data['at']!r} (use \"20:00\")")
+        if "window" in data:
+            raw = data["window"]
+            parts = raw.split("-") if isinstance(raw, str) else []
+            times = [parse_time(p) for p in parts]
+            if len(times) != 2 or None in times or times[0] >= times[1]:
+                self.err((*at, "window"), f"bad window {raw!r} (use \"10:00-21:00\", start before end)")
+            else:
+                window = (times[0], times[1])
+        kind = self.ident(at, data, "kind", KIND_RE)
+        channel = data.get("channel", "auto")
+        if channel not in CHANNELS:
+            self.err((*at, "channel"), f"expected one of {', '.join(CHANNELS)}, got {channel!r}")
+        content = self.content((*at, "content"), data["content"]) if "content" in data else {}
+        if "content" not in data:
+            self.err(at, "missing key 'content'")
+        if len(self.errors) > n or sid is None or kind is None:
+            return None
+        return Step(sid, wait, kind, channel, content, at_time, window)
+
+    def journey(self, at: KeyPath, value: Any) -> Journey | None:
+        data = self.mapping(at, value, JOURNEY_KEYS)
+        if data is None:
+            return None
+        n = len(self.errors)
+        jid = self.ident(at, data, "id")
+        title = self.text(at, data, "title")
+        priority = self.integer(at, data, "priority", 0, 1000)
+        enabled = data.get("enabled", True)
+        if not isinstance(enabled, bool):
+            self.err((*at, "enabled"), f"expected true or false, got {_kind(enabled)}")
+        trigger, cal_segment = (self.trigger((*at, "trigger"), data["trigger"]) if "trigger" in data
+                                else (self.err(at, "missing key 'trigger'"), None))
+        stop_on = frozenset(self.words((*at, "stop_on"), data["stop_on"], STOP_FACTS)) if "stop_on" in data else frozenset()
+        segment = self.segment((*at, "segment"), data["segment"]) if "segment" in data else Segment()
+        if cal_segment is not None:
+            if "segment" in data:
+                self.err((*at, "trigger", "segment"), "give the segment once (here or at the journey level)")
+            segment = cal_segment
+        steps: list[Step] = []
+        raw_steps = data.get("steps")
+        if not isinstance(raw_steps, list) or not raw_steps:
+            self.err((*at, "steps") if "steps" in data else at, "expected a non-empty list of steps")
+            raw_steps = []
+        seen: set[str] = set()
+        for i, raw in enumerate(raw_steps):
+            step = self.step((*at, "steps", i), raw)
+            if step is None:
+                continue
+            if step.id in seen:
+                self.err((*at, "steps", i, "id"), f"duplicate step id {step.id!r}")
+            seen.add(step.id)
+            steps.append(step)
+        if len(self.errors) > n or trigger is None:
+            return None
+        return Journey(jid, title, priority, trigger, tuple(steps), stop_on, segment, enabled, str(self.doc.path))
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+
+
+def load_file(path: Path | str) -> tuple[list[Journey], list[ConfigError]]:
+    """Journeys of one file (a mapping, or a list of mappings under `journeys:`) and its errors."""
+    try:
+        doc = yamlfile.load(path)
+    except ConfigError as exc:
+        return [], [exc]
+    check = _Checker(doc)
+    data = doc.data
+    if isinstance(data, dict) and "journeys" in data:
+        check.mapping((), data, {"journeys"})
+        items = data["journeys"] if isinstance(data["journeys"], list) else None
+        if items is None:
+            check.err(("journeys",), "expected a list of journeys")
+        found = [check.journey(("journeys", i), item) for i, item in enumerate(items or [])]
+    else:
+        found = [check.journey((), data)]
+    return [j for j in found if j is not None], check.errors
+
+
+def load_dir(directory: Path | str = DEFAULT_DIR) -> tuple[list[Journey], list[ConfigError]]:
+    """Every `*.yaml` under `directory` (sorted by path), with all errors, including duplicate ids."""
+    directory = Path(directory)
+    paths = sorted(directory.rglob("*.yaml")) if directory.is_dir() else [directory]
+    if not paths:
+        return [], [ConfigError(f"{directory}:1: no *.yaml journey files")]
+    journeys: list[Journey] = []
+    errors: list[ConfigError] = []
+    where: dict[str, str] = {}
+    for path in paths:
+        found, errs = load_file(path)
+        errors += errs
+        for j in found:
+            if j.id in where:
+                doc = yamlfile.load(path)
+                keypath = ("id",) if isinstance(doc.data, dict) and "journeys" not in doc.data else ()
+                errors.append(doc.error(keypath, f"duplicate journey id {j.id!r} (also in {where[j.id]})"))
+                continue
+            where[j.id] = str(path)
+            journeys.append(j)
+    return journeys, errors
+
+
+def validate(directory: Path | str = DEFAULT_DIR) -> list[ConfigError]:
+    """All errors of the journeys under `directory`; empty when every file is valid."""
+    return load_dir(directory)[1]
+
+
+def load(directory: Path | str = DEFAULT_DIR) -> tuple[Journey, ...]:
+    """Valid journeys, or a ConfigError listing every problem (the first line names the first)."""
+    journeys, errors = load_dir(directory)
+    if errors:
+        raise ConfigError("\n".join(str(e) for e in errors))
+    return tuple(journeys)
