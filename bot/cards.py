@@ -14,9 +14,23 @@ if TYPE_CHECKING:
     from bot.handoffs import Handoff
 
 __all__ = [
-    "INTENT_LABELS", "LIMITS", "TASK_ID_RE", "clip", "valid_task_id", "new_task_id",
-    "consultant_card", "customer_text", "alert_card", "button_update", "claimed_card_update",
-    "escalation_text", "app_text", "digest_text", "robot_text", "claim_keys", "parse_button_key",
+    "INTENT_LABELS",
+    "LIMITS",
+    "TASK_ID_RE",
+    "alert_card",
+    "app_text",
+    "button_update",
+    "claim_keys",
+    "claimed_card_update",
+    "clip",
+    "consultant_card",
+    "customer_text",
+    "digest_text",
+    "escalation_text",
+    "new_task_id",
+    "parse_button_key",
+    "robot_text",
+    "valid_task_id",
 ]
 
 Json = dict[str, Any]

@@ -7,6 +7,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
+from itertools import pairwise
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
@@ -16,8 +17,17 @@ from bot import yamlfile
 from bot.yamlfile import ConfigError, Doc, KeyPath
 
 __all__ = [
-    "Assignment", "CardSpec", "ConfigError", "Consultant", "Team", "DEFAULT_TZ", "DAYS",
-    "load_team", "on_duty", "next_on_duty", "pick",
+    "DAYS",
+    "DEFAULT_TZ",
+    "Assignment",
+    "CardSpec",
+    "ConfigError",
+    "Consultant",
+    "Team",
+    "load_team",
+    "next_on_duty",
+    "on_duty",
+    "pick",
 ]
 
 DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
@@ -320,7 +330,7 @@ def _hours(doc: Doc, at: KeyPath, data: Any) -> tuple[tuple[Period, ...], ...]:
             if base + end > WEEK_MINUTES:  # Sunday night into Monday morning
                 spans.append((base + start - WEEK_MINUTES, base + end - WEEK_MINUTES, day))
     spans.sort()
-    for (s1, e1, d1), (s2, e2, d2) in zip(spans, spans[1:]):
+    for (_, e1, d1), (s2, _, d2) in pairwise(spans):
         if s2 < e1:
             raise doc.error((*at, owner[d2]), f"hours on {DAYS[d2]} overlap hours on {DAYS[d1]}")
     if not any(week):
@@ -349,7 +359,7 @@ def _days(doc: Doc, at: KeyPath, key: Any) -> list[int]:
 
 def _periods(doc: Doc, at: KeyPath, value: Any) -> list[Period]:
     """'09:00-18:00', '09:00-12:00, 13:30-18:00', a list of those, or 'off'."""
-    if isinstance(value, str) and value.strip().lower() == "off":
+    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):  # YAML reads off as false
         return []
     parts = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else None
     if not parts:
@@ -363,7 +373,7 @@ def _periods(doc: Doc, at: KeyPath, value: Any) -> list[Period]:
             raise doc.error(at, f"{part.strip()!r} is empty (start equals end)")
         out.append((start, end if end > start else end + DAY_MINUTES))  # end <= start: runs past midnight
     out.sort()
-    for (s1, e1), (s2, _) in zip(out, out[1:]):
+    for (_, e1), (s2, _) in pairwise(out):
         if s2 < e1:
             raise doc.error(at, "periods overlap")
     return out
