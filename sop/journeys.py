@@ -237,14 +237,15 @@ class _Checker:
         return Segment(lifecycle, tags, min_value)
 
     def trigger(self, at: KeyPath, value: Any) -> tuple[Trigger | None, Segment | None]:
-        if isinstance(value, str):
+        short = isinstance(value, str)
+        if short:
             value = {"type": value}
         if not isinstance(value, dict):
             self.err(at, f"expected a trigger name or a mapping with 'type', got {_kind(value)}")
             return None, None
         kind = value.get("type")
         if kind not in TRIGGER_KEYS:
-            self.err((*at, "type") if "type" in value else at,
+            self.err((*at, "type") if "type" in value and not short else at,
                      f"unknown trigger {kind!r} (expected one of {', '.join(TRIGGERS)})")
             return None, None
         required, optional = TRIGGER_KEYS[kind]

@@ -91,13 +91,13 @@ class History:
             return "contact_deleted"
         for fact in sorted(touch.stop_on):
             at = after.get(fact)
-            if at is not None and at > since:
+            if at is not None and at.timestamp() > since.timestamp():
                 return fact
         return None
 
     def record(self, channel: str, at: datetime, kind: str, tz: ZoneInfo) -> None:
         """Count a touch that reached the customer (for the simulation and within a tick batch)."""
-        if channel not in ("kf", "mass_task", "welcome"):
+        if channel not in ("kf", "mass_task", "welcome", "manual"):
             return
         local = at.astimezone(tz)
         self.sent_by_day[local.date()] = self.sent_by_day.get(local.date(), 0) + 1
@@ -136,6 +136,11 @@ def wall(day: date, at: time, tz: ZoneInfo) -> datetime:
     return datetime.combine(day, at, tzinfo=tz).astimezone(UTC).astimezone(tz)
 
 
+def elapsed(earlier: datetime, later: datetime) -> timedelta:
+    """Real time between two aware datetimes (Python subtracts wall clocks when the tzinfo is the same)."""
+    return later.astimezone(UTC) - earlier.astimezone(UTC)
+
+
 def _in_range(t: time, start: time, end: time) -> bool:
     """start <= t < end, wrapping midnight when start > end."""
     return start <= t < end if start <= end else (t >= start or t < end)
@@ -158,7 +163,7 @@ def step_due(step: Step, trigger_at: datetime, tz: ZoneInfo) -> datetime:
     if step.at is not None:
         cand = wall(base.date(), step.at, tz)
         floor = local if not rest else base
-        while cand < floor:
+        while cand.timestamp() < floor.timestamp():
             cand = wall(cand.date() + DAY, step.at, tz)
         return cand
     if step.window is not None:
@@ -200,7 +205,7 @@ def route(touch: Touch, history: History, now: datetime, rules: Rules, tz: ZoneI
     if touch.kind == "welcome" and history.welcome_code:
         return "welcome", "welcome_code"
     last = history.last_customer_message
-    if last is not None and now - last < rules.kf_window:
+    if last is not None and elapsed(last, now) < rules.kf_window:
         if history.bot_since < rules.kf_budget:
             return "kf", "kf_window_open"
         closed = "kf_budget_used"
@@ -221,7 +226,7 @@ def decide(touch: Touch, history: History, now: datetime, rules: Rules = Rules()
         return Decision("skip", now, due, channel, f"stopped:{stop}")
     if history.ignored.get(touch.kind, 0) >= rules.ignored_limit:
         return Decision("skip", now, due, channel, f"ignored:{touch.kind}")
-    if now - due > rules.max_delay:
+    if elapsed(due, now) > rules.max_delay:
         return Decision("skip", now, due, channel, "stale")
     allowed, wait_reason = next_allowed(now, touch, rules, tz)
     if allowed > now:
@@ -283,9 +288,9 @@ def schedule(journey: Journey, customer_id: str, trigger_at: datetime, tz: ZoneI
 def lifecycle(first_seen: datetime | None, last_interaction: datetime | None, now: datetime) -> str:
     """new (0-7 days), active (8-30), silent (30+ days without interaction)."""
     last = last_interaction or first_seen
-    if last is not None and now - last >= timedelta(days=30):
+    if last is not None and elapsed(last, now) >= timedelta(days=30):
         return "silent"
-    if first_seen is None or now - first_seen < timedelta(days=8):
+    if first_seen is None or elapsed(first_seen, now) < timedelta(days=8):
         return "new"
     return "active"
 

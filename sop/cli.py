@@ -1,0 +1,137 @@
+"""`sop validate|plan|segment`: operator commands; the bot's CLI wires them in, `python -m sop.cli` works too."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+from zoneinfo import ZoneInfo
+
+from bot.customers import Customer
+from sop import journeys as journeys_mod
+from sop.journeys import Journey, Segment
+from sop.plan import DEFAULT_TZ, Rules, lifecycle, segment_matches
+from sop.simulate import Profile, Row, simulate
+
+__all__ = ["validate_cmd", "plan_cmd", "segment_cmd", "profile_of", "main"]
+
+
+def validate_cmd(path: Path | str | None, out: TextIO = sys.stdout) -> int:
+    """Print every error ("file:line: key: message"); exit status 1 if any, else "ok: N journeys"."""
+    found, errors = journeys_mod.load_dir(path or journeys_mod.DEFAULT_DIR)
+    for e in errors:
+        print(e, file=out)
+    if errors:
+        print(f"{len(errors)} error(s)", file=out)
+        return 1
+    print(f"ok: {len(found)} journeys", file=out)
+    return 0
+
+
+def profile_of(record: Customer | None, tz: ZoneInfo = DEFAULT_TZ, value: float | None = None) -> Profile | None:
+    """A preview profile from a customer record (None: a hypothetical new customer)."""
+    if record is None or not record.first_seen:
+        return None if record is None else Profile(id=record.id, unsubscribed=record.unsubscribed, value=value)
+    return Profile(id=record.id, first_seen=datetime.fromtimestamp(record.first_seen, tz),
+                   last_inbound=datetime.fromtimestamp(record.last_inbound, tz) if record.last_inbound else None,
+                   tags=record.tag_times(tz), unsubscribed=record.unsubscribed, value=value)
+
+
+def _line(row: Row, tz: ZoneInfo) -> str:
+    at = row.at.astimezone(tz).strftime("%Y-%m-%d %a %H:%M")
+    late = f" (due {row.due.astimezone(tz):%m-%d %H:%M})" if row.due else ""
+    return f"{at}  {row.decision:<6} {row.channel:<9} {row.journey}/{row.step} [{row.kind}]  {row.reason}{late}"
+
+
+def plan_cmd(journeys: list[Journey], rules: Rules, customer: Customer | Profile | None, start: datetime,
+             days: int, as_json: bool, out: TextIO = sys.stdout, tz: ZoneInfo = DEFAULT_TZ) -> int:
+    """Print every touch one customer would get from `start` for `days` days, and every skip/deferral with why."""
+    profile = customer if isinstance(customer, Profile) or customer is None else profile_of(customer, tz)
+    rows = simulate(journeys, rules, profile, start.astimezone(tz), days, tz)
+    for row in rows:
+        if as_json:
+            print(json.dumps(_local(row.to_json(), row, tz), ensure_ascii=False), file=out)
+        else:
+            print(_line(row, tz), file=out)
+    if not as_json:
+        c = Counter(r.decision for r in rows)
+        print(f"{c['send']} send, {c['remind']} remind, {c['defer']} defer, {c['skip']} skip "
+              f"over {days} days from {start.astimezone(tz):%Y-%m-%d %H:%M %Z}", file=out)
+    return 0
+
+
+def _local(obj: dict[str, Any], row: Row, tz: ZoneInfo) -> dict[str, Any]:
+    obj["at"] = row.at.astimezone(tz).isoformat()
+    obj["due"] = row.due.astimezone(tz).isoformat() if row.due else None
+    return obj
+
+
+def segment_cmd(journeys: list[Journey], rules: Rules, customers: Iterable[Customer | Profile], start: datetime,
+                days: int, out: TextIO = sys.stdout, tz: ZoneInfo = DEFAULT_TZ,
+                segment: Segment | None = None) -> int:
+    """Per local day: how many touches a whole segment would get, by decision and channel."""
+    per_day: dict[str, Counter] = defaultdict(Counter)
+    members = 0
+    for c in customers:
+        p = c if isinstance(c, Profile) else profile_of(c, tz)
+        if segment is not None:
+            first = p.first_seen if p else start
+            stage = lifecycle(first, p.last_inbound if p else None, start)
+            if not segment_matches(segment, stage, set(p.tags) if p else set(), p.value if p else None):
+                continue
+        members += 1
+        for row in simulate(journeys, rules, p, start.astimezone(tz), days, tz):
+            key = row.decision if row.decision in ("defer", "skip") else f"{row.decision}:{row.channel}"
+            per_day[row.at.astimezone(tz).date().isoformat()][key] += 1
+    print(f"{members} customers", file=out)
+    for day in sorted(per_day):
+        counts = ", ".join(f"{k}={v}" for k, v in sorted(per_day[day].items()))
+        print(f"{day}  {counts}", file=out)
+    return 0
+
+
+def _start(text: str | None, tz: ZoneInfo) -> datetime:
+    if not text:
+        return datetime.now(tz)
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry: validate [PATH] | plan [--customer ID --redis-url URL] [--start] [--days] [--json]."""
+    ap = argparse.ArgumentParser(prog="sop")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("validate")
+    v.add_argument("path", nargs="?")
+    pl = sub.add_parser("plan")
+    pl.add_argument("--customer")
+    pl.add_argument("--redis-url")
+    pl.add_argument("--path")
+    pl.add_argument("--start")
+    pl.add_argument("--days", type=int, default=14)
+    pl.add_argument("--json", action="store_true")
+    pl.add_argument("--tz", default="Asia/Shanghai")
+    args = ap.parse_args(argv)
+    if args.cmd == "validate":
+        return validate_cmd(args.path)
+    tz = ZoneInfo(args.tz)
+    found, errors = journeys_mod.load_dir(args.path or journeys_mod.DEFAULT_DIR)
+    if errors:
+        return validate_cmd(args.path)
+    record = None
+    if args.customer and args.redis_url:
+        from bot.customers import Customers
+        from bot.redis_server import connect
+
+        customers = Customers(connect(args.redis_url))
+        record = customers.get(args.customer) if customers.exists(args.customer) else None
+    return plan_cmd(found, Rules(), record, _start(args.start, tz), args.days, args.json, sys.stdout, tz)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,509 @@
+"""The SOP engine on Redis: enrol, claim due touches atomically, decide with plan.py, hand sends to the inbox."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+
+from bot.customers import Customer, Customers
+from bot.inbox import Inbox, Item
+from sop import journeys as journeys_mod
+from sop.journeys import ConfigError, Journey
+from sop.plan import (
+    DEFAULT_TZ, Decision, History, Rules, Touch, anchor_for, decide, lifecycle, month_key, segment_matches,
+    step_due, touch_for, trigger_matches, wall,
+)
+
+__all__ = ["Engine", "TickResult", "DUE", "INFLIGHT", "ENROLLED", "COUNTERS", "FATIGUED", "SKIPS"]
+
+# Everything one script touches shares the {sop} hash tag (one Redis Cluster slot).
+DUE = "wecom:sop:{sop}:due"  # member -> due time
+INFLIGHT = "wecom:sop:{sop}:inflight"  # member -> lease deadline
+ENROLLED = "wecom:sop:{sop}:enrolled"  # journey|customer[|key] -> anchor of the live enrolment
+COUNTERS = "wecom:sop:{sop}:counters"
+FATIGUED = "wecom:sop:{sop}:fatigued"  # customer|kind -> when the kind was stopped
+SKIPS = "wecom:sop:{sop}:skips"  # recent skips with reasons, capped
+HIST = "wecom:sop:h:{%s}"  # per customer: d:<day> m:<month> k:<last_in> i:<kind> and stop facts
+BIRTHDAYS = "wecom:sop:bday:%s"  # MM-DD -> set of customers
+
+LEASE = timedelta(seconds=60)
+INBOX_TTL = 8 * 86400  # dedupe window for "touch:<id>" inbox keys: longer than any deferral
+SKIPS_MAX = 10000
+FACTS = ("purchased", "redeemed", "handed_off", "contact_deleted", "unsubscribed")
+
+CLAIM = """
+local n = tonumber(ARGV[3])
+local out = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, n)
+if #out < n then
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, n - #out)
+  if #due > 0 then redis.call('ZREM', KEYS[1], unpack(due)) end
+  for _, m in ipairs(due) do out[#out + 1] = m end
+end
+for _, m in ipairs(out) do redis.call('ZADD', KEYS[2], ARGV[2], m) end
+return out
+"""
+
+ENROL = """
+local res = {}
+for i = 1, #ARGV, 4 do
+  local prev = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
+  if tonumber(ARGV[i + 1]) > prev then
+    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
+    if ARGV[i + 2] ~= '' then redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 3], ARGV[i + 2]) end
+    res[#res + 1] = 1
+  else
+    res[#res + 1] = 0
+  end
+end
+return res
+"""
+
+
+@dataclass
+class TickResult:
+    """What one tick did."""
+
+    claimed: int = 0
+    sent: int = 0
+    deferred: int = 0
+    skipped: int = 0
+    reminded: int = 0
+    emitted: int = 0  # new inbox entries (re-emissions of the same touch are deduped)
+    reasons: Counter = field(default_factory=Counter)
+
+
+@dataclass(frozen=True, slots=True)
+class Ref:
+    """A pending touch as stored in Redis: enough to rebuild it from the current journey version."""
+
+    journey: str
+    step: str
+    customer: str
+    anchor: int
+    since: int
+    key: str = ""
+
+    def member(self) -> str:
+        tail = f"|{self.since}" if self.since != self.anchor or self.key else ""
+        return f"{self.journey}|{self.step}|{self.customer}|{self.anchor}{tail}" + (f"|{self.key}" if self.key else "")
+
+    @classmethod
+    def parse(cls, member: str) -> Ref:
+        parts = member.split("|")
+        anchor = int(parts[3])
+        return cls(parts[0], parts[1], parts[2], anchor, int(parts[4]) if len(parts) > 4 else anchor,
+                   parts[5] if len(parts) > 5 else "")
+
+    def enrolment(self) -> str:
+        """Field of the enrolment record: a 72-bit digest keeps it at ~50 bytes for millions of customers."""
+        raw = f"{self.journey}|{self.customer}" + (f"|{self.key}" if self.key else "")
+        return base64.b64encode(hashlib.blake2b(raw.encode(), digest_size=9).digest()).decode()
+
+
+def _ts(moment: datetime) -> int:
+    return int(moment.timestamp())
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    chunk: list[Any] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _kind_of(touch: Touch | Mapping[str, Any]) -> str:
+    return touch["kind"] if isinstance(touch, Mapping) else touch.kind
+
+
+class Engine:
+    """Runs journeys for every customer; the decisions themselves live in plan.py."""
+
+    def __init__(self, r: redis.Redis, journeys: Iterable[Journey], rules: Rules = Rules(),
+                 tz: ZoneInfo = DEFAULT_TZ, inbox: Inbox | None = None, lease: timedelta = LEASE):
+        self.r = r
+        self.rules = rules
+        self.tz = tz
+        self.inbox = inbox or Inbox(r)
+        self.lease = lease
+        self.customers = Customers(r)
+        self.journeys: dict[str, Journey] = {j.id: j for j in journeys}
+        self._claim = r.register_script(CLAIM)
+        self._enrol = r.register_script(ENROL)
+
+    # --- journeys -----------------------------------------------------------------------------
+
+    def reload(self, directory: Any = journeys_mod.DEFAULT_DIR) -> list[ConfigError]:
+        """Swap in the journeys under `directory`; on any error keep the running ones and return the errors."""
+        found, errors = journeys_mod.load_dir(directory)
+        if not errors:
+            # Pending touches name journey and step ids: they continue on the new version by step id.
+            self.journeys = {j.id: j for j in found}
+        return errors
+
+    # --- enrolment ----------------------------------------------------------------------------
+
+    def enroll(self, customer: str, trigger: str, at: datetime, **facts: Any) -> int:
+        """Enrol a customer into every journey this trigger starts; returns how many enrolments were new."""
+        return len(self._enroll([(customer, trigger, at, facts)])[0])
+
+    def enroll_many(self, events: Iterable[tuple[str, str, datetime, dict[str, Any]]]) -> int:
+        """Bulk `enroll` of (customer, trigger, at, facts) events."""
+        return len(self._enroll(list(events))[0])
+
+    def welcome(self, customer: str, trigger: str, at: datetime, **facts: Any) -> list[Touch]:
+        """Enrol and return the immediate welcome touches for the 20-second welcome-code fast path.
+
+        The caller sends them at once (send_welcome_msg / send_msg_on_event); the journey continues
+        with its next step. Counts towards the day like any touch that reaches the customer.
+        """
+        _, welcomes = self._enroll([(customer, trigger, at, facts)], welcome=True)
+        if welcomes:
+            for t in welcomes:
+                self.note_sent(customer, t, at, "welcome")
+            self.r.hincrby(COUNTERS, "sent", len(welcomes))
+            self.r.hincrby(COUNTERS, "sent:welcome_code", len(welcomes))
+        return welcomes
+
+    def _enroll(self, events: list[tuple[str, str, datetime, dict[str, Any]]], welcome: bool = False,
+                records: dict[str, Customer] | None = None,
+                only: set[str] | None = None) -> tuple[list[str], list[Touch]]:
+        args: list[Any] = []
+        touches: list[Touch | None] = []
+        records = {} if records is None else records
+        for customer, trigger, at, facts in events:
+            if at.tzinfo is None or at.utcoffset() is None:
+                raise ValueError(f"at must be timezone-aware, got {at!r}")
+            at = at.astimezone(self.tz)
+            for j in self.journeys.values():
+                if only is not None and j.id not in only:
+                    continue
+                if not trigger_matches(j, trigger, facts) or not self._in_segment(j, customer, at, facts, records):
+                    continue
+                anchor = anchor_for(j, at, facts)
+                if anchor is None:
+                    continue
+                key = str(facts.get("key", ""))
+                first = j.steps[0]
+                greet = None
+                if welcome and first.kind == "welcome" and not first.wait and not first.at and not first.window:
+                    greet = touch_for(j, first, customer, anchor, self.tz, since=at, key=key)
+                    first = j.after(first.id)
+                ref = Ref(j.id, first.id if first else "", customer, _ts(anchor), _ts(at), key)
+                member = ref.member() if first else ""
+                score = _ts(step_due(first, anchor, self.tz)) if first else 0
+                args += [ref.enrolment(), ref.anchor, member, score]
+                touches.append(greet)
+        if not args:
+            return [], []
+        added: list[str] = []
+        greets: list[Touch] = []
+        for i in range(0, len(args), 4000):
+            flags = self._enrol(keys=[DUE, ENROLLED], args=args[i:i + 4000])
+            for n, flag in enumerate(flags):
+                if flag:
+                    added.append(args[i + 4 * n])
+                    if (g := touches[i // 4 + n]) is not None:
+                        greets.append(g)
+        if added:
+            self.r.hincrby(COUNTERS, "enrolled", len(added))
+        return added, greets
+
+    def _in_segment(self, j: Journey, customer: str, at: datetime, facts: dict[str, Any],
+                    records: dict[str, Customer]) -> bool:
+        seg = j.segment
+        if not (seg.lifecycle or seg.tags or seg.min_value is not None):
+            return True
+        rec = records.get(customer) or records.setdefault(customer, self.customers.get(customer))
+        return self._matches(j, rec, at, facts.get("value"))
+
+    def _matches(self, j: Journey, rec: Customer, at: datetime, value: float | None) -> bool:
+        first = datetime.fromtimestamp(rec.first_seen, self.tz) if rec.first_seen else None
+        last = datetime.fromtimestamp(rec.last_inbound, self.tz) if rec.last_inbound else None
+        return segment_matches(j.segment, lifecycle(first, last, at), set(rec.tags), value)
+
+    # --- scans ----------------------------------------------------------------------------------
+
+    def all_customers(self) -> Iterator[Customer]:
+        """Every customer record (SCAN over wecom:cust:{id})."""
+        for key in self.r.scan_iter(match="wecom:cust:{*}", count=1000):
+            if key.endswith("}"):
+                yield self.customers.get(key[len("wecom:cust:{"):-1])
+
+    def scan_calendar(self, now: datetime, customers: Iterable[Customer] | None = None) -> int:
+        """Enrol today's calendar broadcasts (segment members) and birthdays; idempotent within the day."""
+        local = now.astimezone(self.tz)
+        midnight = wall(local.date(), time(0), self.tz)
+        cal = [j for j in self.journeys.values() if j.enabled and j.trigger.type == "calendar" and (
+            (j.trigger.monthday and j.trigger.monthday == local.day) or local.weekday() in j.trigger.weekdays)]
+        n = 0
+        if cal:
+            only = {j.id for j in cal}
+            for chunk in _chunks(customers if customers is not None else self.all_customers(), 1000):
+                records = {rec.id: rec for rec in chunk}
+                events = [(rec.id, "calendar", midnight, {}) for rec in chunk]
+                n += len(self._enroll(events, records=records, only=only)[0])
+        born = self.r.smembers(BIRTHDAYS % local.strftime("%m-%d"))
+        n += self.enroll_many((c, "birthday", midnight, {}) for c in born)
+        return n
+
+    def scan_silence(self, now: datetime, customers: Iterable[Customer] | None = None,
+                     lookback: timedelta = timedelta(days=1)) -> int:
+        """Enrol customers whose silence reached a journey's N days within `lookback` (run it at least daily)."""
+        sil = sorted((j for j in self.journeys.values() if j.enabled and j.trigger.type == "silence"),
+                     key=lambda j: j.trigger.days or 0)
+        if not sil:
+            return 0
+        n = 0
+        for chunk in _chunks(customers if customers is not None else self.all_customers(), 1000):
+            events = []
+            for rec in chunk:
+                last = max(rec.last_inbound, rec.first_seen)
+                for j in sil if last else ():
+                    at = datetime.fromtimestamp(last, self.tz) + timedelta(days=j.trigger.days or 0)
+                    if now - lookback <= at <= now:
+                        events.append((rec.id, "silence", at, {"days": j.trigger.days}))
+            n += len(self._enroll(events, records={rec.id: rec for rec in chunk})[0])
+        return n
+
+    def scan_coupons(self, now: datetime, book: Any, horizon: timedelta = timedelta(days=1)) -> int:
+        """Enrol reminders for unredeemed coupons (CouponBook.expiring_between) expiring soon enough."""
+        hours = [j.trigger.remind_before_hours or 0 for j in self.journeys.values()
+                 if j.enabled and j.trigger.type == "coupon_issued"]
+        if not hours:
+            return 0
+        coupons = book.expiring_between(now, now + timedelta(hours=max(hours)) + horizon)
+        return self.enroll_many((c.customer, "coupon_issued", c.issued_at,
+                                 {"expires_at": c.expires_at, "campaign": c.campaign, "key": c.code})
+                                for c in coupons)
+
+    def set_birthday(self, customer: str, birthday: date) -> None:
+        """Remember a birthday (WeCom has none: collect it via form, CRM or CLI)."""
+        for key in self.r.scan_iter(match=BIRTHDAYS % "*"):
+            self.r.srem(key, customer)
+        self.r.sadd(BIRTHDAYS % birthday.strftime("%m-%d"), customer)
+
+    # --- history --------------------------------------------------------------------------------
+
+    def note_customer_message(self, customer: str, at: datetime) -> None:
+        """The customer wrote: replied-stops and the ignored counts key off this time."""
+        key = HIST % customer
+        prev = float(self.r.hget(key, "last_in") or 0)
+        if at.timestamp() > prev:
+            self.r.hset(key, "last_in", at.timestamp())
+
+    def note_fact(self, customer: str, fact: str, at: datetime) -> None:
+        """A stop fact: purchased, redeemed, handed_off, contact_deleted or unsubscribed."""
+        if fact not in FACTS:
+            raise ValueError(f"unknown fact {fact!r} (expected one of {', '.join(FACTS)})")
+        self.r.hset(HIST % customer, fact, at.timestamp())
+
+    def note_sent(self, customer: str, touch: Touch | Mapping[str, Any], at: datetime, channel: str = "manual") -> None:
+        """A touch reached the customer outside tick's own count: a staff member sent the reminded material
+        ("manual"), or the fast-path welcome ("welcome"). Tick already counts the entries it emits as "send"."""
+        h = self.history(customer)
+        h.record(channel, at, _kind_of(touch), self.tz)
+        with self.r.pipeline(transaction=False) as p:
+            self._write(p, customer, h, {channel}, at)
+            p.execute()
+
+    def note_failed(self, customer: str, touch: Touch | Mapping[str, Any], at: datetime, channel: str) -> None:
+        """A "send" entry could not be delivered (kf 95001/95002, mass task fail_list/41048): give the slot back."""
+        local = at.astimezone(self.tz)
+        kind = _kind_of(touch)
+        key = HIST % customer
+        with self.r.pipeline(transaction=False) as p:
+            p.hincrby(key, f"d:{local.date().isoformat()}", -1)
+            if channel == "mass_task":
+                p.hincrby(key, f"m:{month_key(local)}", -1)
+            p.execute()
+        h = self.history(customer)
+        if h.ignored.get(kind):
+            h.ignored[kind] -= 1
+            self.r.hset(key, f"i:{kind}", f"{self._last_in_ts(h)}:{h.ignored[kind]}")
+
+    def history(self, customer: str) -> History:
+        """The History plan.decide needs, from the customer record and the SOP history hash."""
+        with self.r.pipeline(transaction=False) as p:
+            p.hgetall(f"wecom:cust:{{{customer}}}").hgetall(HIST % customer)
+            rec, hist = p.execute()
+        return self._history(rec, hist)
+
+    def _history(self, rec: dict[str, str], hist: dict[str, str]) -> History:
+        tz = self.tz
+        last = max(float(rec.get("last_inbound", 0)), float(hist.get("last_in", 0)))
+        last_in = datetime.fromtimestamp(last, tz) if last else None
+        li = str(int(last))
+        ignored: dict[str, int] = {}
+        for f, v in hist.items():
+            if f.startswith("i:"):
+                base, _, n = v.partition(":")
+                if base == li:
+                    ignored[f[2:]] = int(n)
+
+        def at(name: str) -> datetime | None:
+            return datetime.fromtimestamp(float(hist[name]), tz) if name in hist else None
+
+        return History(
+            sent_by_day={date.fromisoformat(f[2:]): int(v) for f, v in hist.items() if f.startswith("d:")},
+            last_customer_message=last_in,
+            bot_since=max(int(rec.get("sent_since_inbound", 0)), int(hist.get(f"k:{li}", 0))),
+            mass_by_month={f[2:]: int(v) for f, v in hist.items() if f.startswith("m:")},
+            ignored=ignored, purchased_at=at("purchased"), redeemed_at=at("redeemed"),
+            handed_off_at=at("handed_off"),
+            unsubscribed=rec.get("unsubscribed") == "1" or "unsubscribed" in hist, deleted="contact_deleted" in hist)
+
+    @staticmethod
+    def _last_in_ts(h: History) -> str:
+        return str(int(h.last_customer_message.timestamp())) if h.last_customer_message else "0"
+
+    def _write(self, p: Any, customer: str, h: History, channels: set[str], now: datetime) -> None:
+        """Persist the counters `record` changed (today's count, this month's tasks, kf since, ignored)."""
+        key = HIST % customer
+        local = now.astimezone(self.tz)
+        today = local.date()
+        li = self._last_in_ts(h)
+        fields: dict[str, Any] = {f"d:{today.isoformat()}": h.sent_by_day.get(today, 0)}
+        if "mass_task" in channels:
+            fields[f"m:{month_key(local)}"] = h.mass_by_month.get(month_key(local), 0)
+        if "kf" in channels:
+            fields[f"k:{li}"] = h.bot_since
+        fields.update({f"i:{k}": f"{li}:{n}" for k, n in h.ignored.items()})
+        p.hset(key, mapping=fields)
+        stale = [f"d:{d.isoformat()}" for d in h.sent_by_day if d < today - timedelta(days=1)]
+        stale += [f"m:{m}" for m in h.mass_by_month if m < month_key(local)]
+        if stale:
+            p.hdel(key, *stale)
+
+    # --- tick -----------------------------------------------------------------------------------
+
+    def tick(self, now: datetime, batch: int = 200) -> TickResult:
+        """Claim due touches (leased, so a crash re-delivers them), decide, emit, reschedule."""
+        res = TickResult()
+        members = self._claim(keys=[DUE, INFLIGHT], args=[_ts(now), _ts(now + self.lease), batch])
+        if not members:
+            return res
+        res.claimed = len(members)
+        refs = [Ref.parse(m) for m in members]
+        customers = sorted({ref.customer for ref in refs})
+        with self.r.pipeline(transaction=False) as p:
+            for c in customers:
+                p.hgetall(f"wecom:cust:{{{c}}}").hgetall(HIST % c)
+            p.hmget(ENROLLED, [ref.enrolment() for ref in refs])
+            raw = p.execute()
+        hists = {c: self._history(raw[2 * i], raw[2 * i + 1]) for i, c in enumerate(customers)}
+        live = dict(zip(members, raw[-1]))
+        work: list[tuple[str, Ref, Touch | None, str]] = []
+        for m, ref in zip(members, refs):
+            touch, why = self._touch(ref, now, live[m])
+            work.append((m, ref, touch, why))
+        work.sort(key=lambda w: (w[1].customer, -(w[2].priority if w[2] else 0), w[2].due if w[2] else now))
+        items: list[Item] = []
+        counts: Counter = Counter()
+        skips: list[dict[str, Any]] = []
+        touched: dict[str, set[str]] = {}
+        nexts: dict[str, int] = {}
+        defers: dict[str, int] = {}
+        with self.r.pipeline(transaction=False) as p:
+            for m, ref, touch, why in work:
+                if touch is None:
+                    counts.update(["skipped", f"skipped:{why}"])
+                    skips.append({"customer": ref.customer, "journey": ref.journey, "step": ref.step, "reason": why})
+                    continue
+                h = hists[ref.customer]
+                d = decide(touch, h, now, self.rules, self.tz)
+                outcome = {"send": "sent", "defer": "deferred", "skip": "skipped", "remind": "reminded"}[d.decision]
+                counts.update([outcome, f"{outcome}:{d.channel if outcome == 'sent' else d.reason}",
+                               f"j:{touch.journey}:{outcome}"])
+                if d.decision in ("send", "remind"):
+                    items.append(Item("touch", self._entry(touch, d), key="touch:" + touch.touch_id))
+                if d.decision == "send":
+                    h.record(d.channel, now, touch.kind, self.tz)
+                    touched.setdefault(ref.customer, set()).add(d.channel)
+                if d.decision == "defer":
+                    defers[m] = _ts(d.at)
+                    continue
+                if d.decision == "skip":
+                    skips.append({"customer": ref.customer, "journey": ref.journey, "step": ref.step,
+                                  "reason": d.reason})
+                    if d.reason.startswith("ignored:"):
+                        p.hsetnx(FATIGUED, f"{ref.customer}|{touch.kind}", now.isoformat())
+                    if d.reason.startswith("stopped:"):
+                        continue
+                self._chain(nexts, ref, touch.step, now)
+            if nexts:
+                p.zadd(DUE, nexts, nx=True)
+            if defers:
+                p.zadd(DUE, defers)
+            for c, channels in touched.items():
+                self._write(p, c, hists[c], channels, now)
+            for s in skips:
+                p.xadd(SKIPS, {k: str(v) for k, v in s.items()}, maxlen=SKIPS_MAX, approximate=True)
+            for name, n in counts.items():
+                p.hincrby(COUNTERS, name, n)
+            # Emit before releasing the lease: a crash in between re-delivers; the inbox dedupes on touch_id.
+            res.emitted = self.inbox.put_many(items, INBOX_TTL) if items else 0
+            p.zrem(INFLIGHT, *members)
+            p.execute()
+        for name in ("sent", "deferred", "skipped", "reminded"):
+            setattr(res, name, counts[name])
+        res.reasons = Counter({k: v for k, v in counts.items() if ":" in k and not k.startswith("j:")})
+        return res
+
+    def _touch(self, ref: Ref, now: datetime, live_anchor: str | None) -> tuple[Touch | None, str]:
+        """Rebuild a pending touch from the current journey version (by step id), or say why not."""
+        j = self.journeys.get(ref.journey)
+        if j is None or not j.enabled:
+            return None, "journey_removed"
+        if live_anchor is not None and int(live_anchor) > ref.anchor:
+            return None, "superseded"
+        anchor = datetime.fromtimestamp(ref.anchor, self.tz)
+        since = datetime.fromtimestamp(ref.since, self.tz)
+        step = j.step(ref.step)
+        if step is None:
+            # The step was removed in a new version: continue with the first step not yet due.
+            step = next((s for s in j.steps if step_due(s, anchor, self.tz) >= now), None)
+            if step is None:
+                return None, "step_removed"
+        return touch_for(j, step, ref.customer, anchor, self.tz, since=since, key=ref.key), ""
+
+    def _chain(self, nexts: dict[str, int], ref: Ref, step: str, now: datetime) -> None:
+        """Schedule the journey's next step after `step` (in the current version)."""
+        j = self.journeys.get(ref.journey)
+        nxt = j.after(step) if j else None
+        if nxt is None:
+            return
+        anchor = datetime.fromtimestamp(ref.anchor, self.tz)
+        member = Ref(ref.journey, nxt.id, ref.customer, ref.anchor, ref.since, ref.key).member()
+        nexts[member] = max(_ts(step_due(nxt, anchor, self.tz)), _ts(now))
+
+    def _entry(self, touch: Touch, d: Decision) -> str:
+        """The inbox entry the worker executes."""
+        return json.dumps({**touch.to_json(), "channel": d.channel, "decision": d.decision, "reason": d.reason,
+                           "at": d.at.isoformat()}, ensure_ascii=False, separators=(",", ":"))
+
+    # --- numbers --------------------------------------------------------------------------------
+
+    def counters(self) -> dict[str, int]:
+        """Outcome counters: sent, sent:<channel>, deferred:<reason>, skipped:<reason>, reminded:<reason>..."""
+        return {k: int(v) for k, v in self.r.hgetall(COUNTERS).items()}
+
+    def pending(self) -> dict[str, int]:
+        """Touches waiting and in flight."""
+        return {"due": int(self.r.zcard(DUE)), "inflight": int(self.r.zcard(INFLIGHT))}
+
+    def fatigued(self) -> dict[str, str]:
+        """customer|kind -> when that kind was stopped after being ignored in a row (for the operator)."""
+        return self.r.hgetall(FATIGUED)
