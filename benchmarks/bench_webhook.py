@@ -120,9 +120,11 @@ def pct(values: list[float], p: float) -> float:
 
 def end_to_end(redis_url: str, samples: int) -> list[float]:
     """Customer message -> reply at the sandbox, through web, inbox, worker and kf/send_msg."""
-    from tests.conftest import Service, make_settings
+    import dataclasses
+
     from bot.content import Content
-from bot.runtime import Runtime
+    from bot.runtime import Runtime
+    from tests.conftest import Service, make_settings
 
     sb = Sandbox(SANDBOX_CORP_ID, "sandbox-secret", SANDBOX_OPEN_KFID).start()
     settings, _ = make_settings(sb.url, redis_url)
@@ -130,7 +132,6 @@ from bot.runtime import Runtime
     rt = Runtime(settings, r, content=Content(settings, r))
     svc = Service(rt.app(), CRYPTO, settings.callback_path)
     stop = threading.Event()
-    import dataclasses
     rt.settings = dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, block_ms=5))
     threading.Thread(target=rt.worker().run_forever, args=(stop,), daemon=True).start()
     out = []

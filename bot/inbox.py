@@ -86,6 +86,13 @@ class Inbox:
             args += [it.kind, it.data]
         return int(self._put_many(keys=keys, args=args))
 
+    def put_each(self, items: list[Item], ttl: int) -> list[int | Exception]:
+        """Several independent puts in one round trip; per item 1 (new), 0 (duplicate) or the error."""
+        with self.r.pipeline(transaction=False) as p:
+            for it in items:
+                self._put_many(keys=[STREAM, SEEN + it.key], args=[ttl, it.kind, it.data], client=p)
+            return p.execute(raise_on_error=False)
+
     def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
         """New entries for this consumer."""
         self.ensure_group()

@@ -12,6 +12,7 @@ from flask import Blueprint, Response, request
 
 from bot.crypto import BadSignature, CallbackCrypto, CallbackRejected
 from bot.inbound import parse_callback, parse_xml
+from bot.groupcommit import GroupCommit
 from bot.inbox import Inbox, Item
 
 log = logging.getLogger("bot.webhook")
@@ -34,6 +35,7 @@ def make_webhook(crypto: CallbackCrypto, inbox: Inbox, path: str, max_body: int,
     """A blueprint serving GET (URL verification) and POST (callbacks) on `path`."""
     bp = Blueprint("wecom_callback", __name__)
     counts = counts or CallbackCounts()
+    writer = GroupCommit(inbox)
     bp.counts = counts  # type: ignore[attr-defined]
 
     def check(args: dict[str, str], encrypt: str) -> None:
@@ -79,7 +81,7 @@ def make_webhook(crypto: CallbackCrypto, inbox: Inbox, path: str, max_body: int,
         except CallbackRejected as exc:
             return reject(exc)
         try:
-            fresh = inbox.put(Item("callback", event.to_json(), "cb:" + event.dedupe_key))
+            fresh = writer.put(Item("callback", event.to_json(), "cb:" + event.dedupe_key))
         except redis.RedisError as exc:
             counts.add("unavailable_503")
             log.warning("callback not queued, Redis unavailable: %s", exc)

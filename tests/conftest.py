@@ -144,10 +144,11 @@ def kf_notice(token: str, open_kfid: str = SANDBOX_OPEN_KFID, create_time: int |
             f"<Token><![CDATA[{token}]]></Token><OpenKfId><![CDATA[{open_kfid}]]></OpenKfId></xml>")
 
 
-def drain(worker, rounds: int = 200) -> None:
-    """Run the worker until the inbox is empty and nothing is pending."""
+def drain(worker, timeout: float = 60.0) -> None:
+    """Run the worker until the inbox is empty and nothing is pending (another worker may hold some)."""
+    deadline = time.monotonic() + timeout
     idle = 0
-    for _ in range(rounds):
+    while time.monotonic() < deadline:
         n = worker.run_once()
         depth = worker.inbox.depth()
         if n == 0 and depth["pending"] == 0 and depth["lag"] == 0:
@@ -156,4 +157,6 @@ def drain(worker, rounds: int = 200) -> None:
                 return
         else:
             idle = 0
+        if n == 0:
+            time.sleep(0.02)
     raise AssertionError(f"inbox not drained: {worker.inbox.depth()}")

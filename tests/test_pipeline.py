@@ -76,7 +76,7 @@ def test_1500_messages_over_pages_all_answered_cursor_saved(sandbox, service, ru
     for i in range(1500):
         sandbox.add_customer_text(f"wmBulk{i:05d}", "请问发票怎么开")
     service.post(kf_notice(sandbox.callback_token()))
-    drain(runtime.worker(), rounds=1000)
+    drain(runtime.worker())
     assert len(sandbox.requests("kf/sync_msg")) >= 2
     assert len({d["touser"] for d in sandbox.delivered()}) == 1500
     assert len(sandbox.delivered()) == 1500
