@@ -1,0 +1,108 @@
+"""HTTP endpoints feeding the SOP engine: purchases (day-3 guide, stop facts) and birthdays, behind a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from datetime import date, datetime
+from typing import Any, Callable
+from zoneinfo import ZoneInfo
+
+import redis
+from flask import Blueprint, jsonify, request
+
+from bot.config import Settings
+from bot.customers import Customers
+
+__all__ = ["make_sop_api", "record_purchase", "parse_birthday", "parse_at", "ORDER_KEY", "ORDER_TTL"]
+
+ORDER_KEY = "wecom:sop:order:{%s}"  # order id -> customer, SET NX: one enrolment per order
+ORDER_TTL = 400 * 86400
+
+
+def parse_birthday(text: str) -> date:
+    """'MM-DD' or 'YYYY-MM-DD' -> a date (MM-DD lands in leap year 2000 so 02-29 is valid)."""
+    text = (text or "").strip()
+    if len(text) == 5:
+        return date.fromisoformat(f"2000-{text}")
+    return date.fromisoformat(text)
+
+
+def parse_at(text: str | None, tz: ZoneInfo) -> datetime:
+    """ISO 8601 time (naive = local `tz`), or now."""
+    if not text:
+        return datetime.now(tz)
+    moment = datetime.fromisoformat(text)
+    return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
+
+
+def record_purchase(r: redis.Redis, engine: Any, customer: str, order_id: str, at: datetime,
+                    amount: float | None = None) -> tuple[bool, int]:
+    """Enrol the purchase journeys and set the "purchased" stop fact once per order: (new, enrolments)."""
+    key = ORDER_KEY % order_id
+    if not r.set(key, customer, nx=True, ex=ORDER_TTL):
+        return False, 0
+    try:
+        n = engine.enroll(customer, "purchase", at, value=amount)
+        engine.note_fact(customer, "purchased", at)
+    except Exception:
+        r.delete(key)  # let the order system retry
+        raise
+    return True, n
+
+
+def _authenticate(settings: Settings) -> Any:
+    """Same rules as bot/api.py: 403 when no token is configured, 401 on a bad or missing bearer token."""
+    if not settings.api_token:
+        return jsonify(error="the API is off: set WECOM_BOT_API_TOKEN"), 403
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), settings.api_token.encode()):
+        return jsonify(error="bad or missing bearer token"), 401
+    return None
+
+
+def _bad(message: str) -> Any:
+    return jsonify(error=message), 400
+
+
+def make_sop_api(settings: Settings, engine_getter: Callable[[], Any], customers: Customers) -> Blueprint:
+    """`POST /api/purchases` and `POST /api/customers/<id>/birthday`."""
+    bp = Blueprint("sop_api", __name__, url_prefix="/api")
+    bp.before_request(lambda: _authenticate(settings))
+
+    @bp.post("/purchases")
+    def purchase():
+        body = request.get_json(silent=True)
+        usage = 'expected JSON {"customer": "...", "order_id": "...", "amount": 199.0, "at": "ISO 8601"}'
+        if not isinstance(body, dict):
+            return _bad(usage)
+        customer, order = body.get("customer"), body.get("order_id")
+        if not isinstance(customer, str) or not customer.strip() or not isinstance(order, (str, int)) or not str(order):
+            return _bad(usage)
+        amount = body.get("amount")
+        if amount is not None and (isinstance(amount, bool) or not isinstance(amount, (int, float)) or amount < 0):
+            return _bad("amount must be a number >= 0")
+        try:
+            at = parse_at(body.get("at"), settings.timezone)
+        except (TypeError, ValueError):
+            return _bad("at must be an ISO 8601 time, e.g. 2024-12-02T10:00:00+08:00")
+        if not customers.exists(customer):
+            return jsonify(error=f"unknown customer {customer!r}"), 404
+        new, n = record_purchase(customers.r, engine_getter(), customer, str(order), at,
+                                 float(amount) if amount is not None else None)
+        return jsonify(customer=customer, order_id=str(order), status="recorded" if new else "duplicate",
+                       enrolled=n, at=at.isoformat())
+
+    @bp.post("/customers/<customer>/birthday")
+    def birthday(customer: str):
+        body = request.get_json(silent=True)
+        text = body.get("date") if isinstance(body, dict) else None
+        try:
+            day = parse_birthday(text) if isinstance(text, str) else None
+        except ValueError:
+            day = None
+        if day is None:
+            return _bad('expected JSON {"date": "MM-DD"} or {"date": "YYYY-MM-DD"}')
+        engine_getter().set_birthday(customer, day)
+        return jsonify(customer=customer, birthday=day.strftime("%m-%d"))
+
+    return bp
