@@ -34,6 +34,26 @@ class RequestHandoff:
     matched: tuple[str, ...]
     text: str
     reply: str
+    cause: str
+
+
+@dataclass(frozen=True, slots=True)
+class StaffReplied:
+    """A human replied from the WeCom client (kf origin 5)."""
+
+    customer: str
+    servicer: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
+class SessionChanged:
+    """kf session_status_change: 1 picked from the queue, 2 transferred, 3 ended."""
+
+    customer: str
+    change_type: int
+    servicer: str
+    at: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,4 +90,4 @@ class SendFailed:
     fail_msgid: str
 
 
-Action = SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Record
+Action = StaffReplied | SessionChanged | SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Record

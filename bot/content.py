@@ -40,6 +40,10 @@ def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
 
         tz = settings.timezone
         content["coupons"] = CouponBook(r, load_campaigns(paths["coupons"], tz), tz)
+    if paths.get("consultants"):
+        from bot.consultants import load_team
+
+        content["team"] = load_team(paths["consultants"], settings.timezone)
     return content
 
 

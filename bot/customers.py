@@ -36,6 +36,7 @@ class Customer:
     last_inbound: float = 0.0
     sent_since_inbound: int = 0
     unsubscribed: bool = False
+    open_kfid: str = ""
     tags: dict[str, float] = field(default_factory=dict)
     intents: dict[str, int] = field(default_factory=dict)
 
@@ -58,19 +59,33 @@ class Customers:
         return Customer(
             id=customer, first_seen=float(h.get("first_seen", 0)), last_seen=float(h.get("last_seen", 0)),
             last_inbound=float(h.get("last_inbound", 0)), sent_since_inbound=int(h.get("sent_since_inbound", 0)),
-            unsubscribed=h.get("unsubscribed") == "1",
+            unsubscribed=h.get("unsubscribed") == "1", open_kfid=h.get("open_kfid", ""),
             tags={k: float(v) for k, v in tags.items()}, intents={k: int(v) for k, v in intents.items()})
 
     def exists(self, customer: str) -> bool:
         return bool(self.r.exists(_key(customer)))
 
-    def saw_message(self, customer: str, at: float) -> None:
-        """A customer-initiated message: opens a fresh kf reply budget."""
+    def saw_message(self, customer: str, at: float, open_kfid: str = "") -> None:
+        """A customer-initiated message: opens a fresh kf reply budget (and remembers the kf account)."""
         key = _key(customer)
+        fields: dict[str, str | float | int] = {"last_seen": at, "last_inbound": at, "sent_since_inbound": 0}
+        if open_kfid:
+            fields["open_kfid"] = open_kfid
         with self.r.pipeline(transaction=True) as p:
             p.hsetnx(key, "first_seen", at)
-            p.hset(key, mapping={"last_seen": at, "last_inbound": at, "sent_since_inbound": 0})
+            p.hset(key, mapping=fields)
             p.execute()
+
+    def remember(self, customer: str, line: str, keep: int = 6) -> None:
+        """Keep the last few lines of the conversation (for staff alerts)."""
+        key = _key(customer) + ":recent"
+        with self.r.pipeline(transaction=False) as p:
+            p.rpush(key, line[:200]).ltrim(key, -keep, -1).expire(key, 30 * 86400)
+            p.execute()
+
+    def recent(self, customer: str) -> list[str]:
+        """The remembered lines, oldest first."""
+        return self.r.lrange(_key(customer) + ":recent", 0, -1)
 
     def saw_intent(self, customer: str, intent: str) -> None:
         self.r.hincrby(_key(customer) + ":intents", intent, 1)

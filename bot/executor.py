@@ -10,7 +10,8 @@ from datetime import datetime
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from bot.actions import Action, IssueCoupon, SendFailed, OptOut, Record, RequestHandoff, SendText, Tag
+from bot.actions import (Action, IssueCoupon, OptOut, Record, RequestHandoff, SendFailed, SendText, SessionChanged,
+                         StaffReplied, Tag)
 from bot.customers import Customers
 from bot.store import Store
 from bot.wecom import KF_CANNOT_SEND, WeCom, WeComError
@@ -45,6 +46,7 @@ class Executor:
         self.tz = tz
         self.content = content
         self.clock = clock
+        self.desk: Any = None  # bot.desk.Desk, attached by the runtime
 
     def run(self, actions: list[Action], key: str) -> None:
         """Execute `actions` in order; the i-th is keyed `key:i`."""
@@ -61,9 +63,14 @@ class Executor:
                 self.send_text(open_kfid, customer, text, key)
             case IssueCoupon(open_kfid, customer, cause):
                 self.issue_coupon(open_kfid, customer, cause, key, now)
-            case RequestHandoff(open_kfid, customer, intent, matched, text, reply):
-                self.request_handoff(open_kfid, customer, intent, matched, text)
-                self.send_text(open_kfid, customer, reply, key)
+            case RequestHandoff(open_kfid, customer, intent, matched, text, reply, cause):
+                self.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
+            case StaffReplied(customer, servicer, at):
+                if self.desk:
+                    self.desk.staff_replied(customer, servicer, datetime.fromtimestamp(at or now, self.tz))
+            case SessionChanged(customer, change_type, servicer, at):
+                if self.desk:
+                    self.desk.session_changed(customer, change_type, servicer, datetime.fromtimestamp(at or now, self.tz))
             case OptOut(open_kfid, customer, reply):
                 self.customers.set_unsubscribed(customer)
                 self.store.record("unsubscribed", customer=customer)
@@ -93,32 +100,47 @@ class Executor:
         self.store.count(f"coupon:{result.status}")
         self.send_text(open_kfid, customer, coupons.reply_text(result), key)
         if result.handoff:
-            self.request_handoff(open_kfid, customer, "discount", ("coupons_exhausted",), cause)
+            self.hand_off(open_kfid, customer, "human", ("优惠券已发完",), "（优惠券已发完，客户想要优惠）", cause,
+                          f"{key}:handoff", None)
 
-    def request_handoff(self, open_kfid: str, customer: str, intent: str, matched: tuple[str, ...],
-                        text: str) -> None:
-        """Record that a human should take this customer."""
+    def hand_off(self, open_kfid: str, customer: str, intent: str, matched: tuple[str, ...], text: str,
+                 cause: str, key: str, reply: str | None) -> None:
+        """Through the desk when there is one; else record the request and send `reply`."""
+        self.store.count(f"handoff_requested:{intent}")
+        if self.desk is not None:
+            self.desk.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
+            return
         self.store.record("handoff_requested", customer=customer, open_kfid=open_kfid,
                           intent=intent, matched=list(matched), text=text)
-        self.store.count(f"handoff_requested:{intent}")
+        if reply:
+            self.send_text(open_kfid, customer, reply, key)
 
-    def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> None:
-        """A kf text within the reply budget; refusals WeCom would give are recorded, not retried."""
+    def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> bool:
+        """A kf text within the reply budget (see send)."""
+        return self.send(open_kfid, customer, {"msgtype": "text", "text": {"content": clip(text)}}, key)
+
+    def send(self, open_kfid: str, customer: str, payload: dict[str, Any], key: str) -> bool:
+        """One kf message, once per key, within the reply budget; refusals are recorded, not retried."""
+        if self.store.is_done(f"{key}:sent"):
+            return True
+        shown = payload.get("text", {}).get("content") or payload.get("msgtype")
         why_not = self.customers.reserve_reply(customer, self.clock())
         if why_not:
-            self.store.record("reply_not_sent", customer=customer, reason=why_not, text=text)
+            self.store.record("reply_not_sent", customer=customer, reason=why_not, text=shown)
             self.store.count(f"reply_not_sent:{why_not}")
-            return
+            return False
         msgid = derive_msgid(key)
-        payload = {"msgtype": "text", "text": {"content": clip(text)}}
         try:
             self.wecom.send_kf(open_kfid, customer, msgid, payload)
         except WeComError as exc:
             if exc.errcode not in KF_CANNOT_SEND:
                 raise
             self.customers.exhaust_budget(customer)
-            self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=text)
+            self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
             self.store.count(f"reply_not_sent:{exc.errcode}")
-            return
-        self.store.record("reply_sent", customer=customer, msgid=msgid, text=text)
+            return False
+        self.store.mark_done(f"{key}:sent")
+        self.customers.remember(customer, f"客服：{shown}")
+        self.store.record("reply_sent", customer=customer, msgid=msgid, text=shown)
         self.store.count("reply_sent")
+        return True

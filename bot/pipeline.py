@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import handlers
 from bot.customers import Customers
@@ -20,12 +20,13 @@ class Pipeline:
     """Turns a pulled kf message into executed actions."""
 
     def __init__(self, executor: Executor, store: Store, customers: Customers, replies: Mapping[str, str],
-                 content: Any = None):
+                 content: Any = None, human_holds: Callable[[str], bool] = lambda customer: False):
         self.executor = executor
         self.store = store
         self.customers = customers
         self.replies = replies
         self.content = content
+        self.human_holds = human_holds
 
     def process(self, msg: KfMessage) -> str:
         """Handle one message exactly once as the customer sees it; returns the route taken."""
@@ -34,7 +35,11 @@ class Pipeline:
         ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None)
         intent = None
         if msg.is_customer:
-            self.customers.saw_message(msg.external_userid, float(msg.send_time or time.time()))
+            self.customers.saw_message(msg.external_userid, float(msg.send_time or time.time()), msg.open_kfid)
+            self.customers.remember(msg.external_userid, f"客户：{msg.text or '[' + msg.msgtype + ']'}")
+            if self.human_holds(msg.external_userid):  # a human has the chat: the bot stays silent
+                self.store.record("message_while_human", customer=msg.external_userid, msgid=msg.msgid, text=msg.text)
+                return "human_holds"
             if msg.msgtype == "text" and msg.text.strip() and classifier:
                 intent = classifier.classify(msg.text)
                 self.customers.saw_intent(msg.external_userid, intent.intent)

@@ -5,15 +5,19 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
+from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
 from bot.config import SANDBOX_OPEN_KFID, Settings
 from bot.content import Content
 from bot.customers import Customers
+from bot.desk import Desk
+from bot.handoffs import Handoffs
 from bot.executor import Executor
 from bot.inbox import Inbox
 from bot.pipeline import Pipeline
@@ -50,6 +54,7 @@ class Runtime:
     embedded: EmbeddedRedis | None = None
     sandbox: Any = None
     content: Any = None
+    clock: Callable[[], float] = time.time
 
     def wecom(self) -> WechatpyWeCom:
         s = self.settings
@@ -57,9 +62,18 @@ class Runtime:
                              timeout=s.http_timeout_seconds)
 
     def pipeline(self, wecom: Any | None = None) -> Pipeline:
-        store, customers = Store(self.r), Customers(self.r)
-        executor = Executor(wecom or self.wecom(), store, customers, self.settings.timezone, content=self.content)
-        return Pipeline(executor, store, customers, self.settings.replies, self.content)
+        wecom = wecom or self.wecom()
+        tz = self.settings.timezone
+        store, customers, handoffs = Store(self.r), Customers(self.r), Handoffs(self.r, tz)
+        executor = Executor(wecom, store, customers, tz, content=self.content, clock=self.clock)
+        executor.desk = Desk(wecom, store, customers, handoffs, self.team, self.settings.agent_id, executor.send,
+                             now=lambda: datetime.fromtimestamp(self.clock(), tz))
+        return Pipeline(executor, store, customers, self.settings.replies, self.content,
+                        human_holds=lambda customer: handoffs.open_for(customer) is not None)
+
+    def team(self) -> Any:
+        """The consultants as currently loaded (None when not configured)."""
+        return self.content.get("team") if self.content else None
 
     def worker(self, name: str | None = None) -> Worker:
         wecom = self.wecom()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import secrets
 import threading
@@ -11,6 +12,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from bot.handoffs import MAX_LEVEL, Handoffs
 from bot.inbound import Callback
 from bot.inbox import Inbox, Item
 
@@ -29,8 +31,13 @@ return 0
 class Scheduler:
     """Ticks every `interval` seconds while holding the lease; others stand by."""
 
-    def __init__(self, rt: Any, stop: threading.Event, interval: float = 5.0, safety_sync_seconds: int = 300):
+    def __init__(self, rt: Any, stop: threading.Event, interval: float = 5.0, safety_sync_seconds: int = 300,
+                 idle_close_seconds: float = 4 * 3600):
+        self.rt = rt
         self.r = rt.r
+        self.handoffs = Handoffs(rt.r, rt.settings.timezone)
+        self.desk = rt.pipeline().executor.desk
+        self.idle_close_seconds = idle_close_seconds
         self.inbox = Inbox(rt.r)
         self.stop = stop
         self.interval = interval
@@ -59,12 +66,20 @@ class Scheduler:
         try:
             if not self.leader():
                 return 0
-            now = now or time.time()
+            now = now or self.rt.clock()
             self.r.set(HEARTBEAT, f"{now:.0f}", ex=int(self.interval * 10))
-            return self.safety_sync(now)
+            return self.safety_sync(now) + self.handoff_clock(datetime.fromtimestamp(now, self.tz))
         except Exception as exc:  # a failed tick must not kill the scheduler thread
             log.warning("scheduler tick failed: %s", exc)
             return 0
+
+    def handoff_clock(self, now: datetime) -> int:
+        """Queue SLA escalations that are due and off-hours handoffs whose working hours began."""
+        items = [Item("escalate", json.dumps({"id": h.id, "level": h.level + 1}), f"esc:{h.id}:{h.level + 1}")
+                 for h in self.handoffs.due_for_escalation(now) if h.level < MAX_LEVEL]
+        items += [Item("wake", json.dumps({"id": h.id}), f"wake:{h.id}") for h in self.handoffs.due_for_alert(now)]
+        closed = self.desk.close_idle(self.idle_close_seconds) if self.idle_close_seconds else 0
+        return (self.inbox.put_many(items, 7 * 86400) if items else 0) + closed
 
     def safety_sync(self, now: float) -> int:
         """Every few minutes, pull each known kf account even without a callback (lost callbacks)."""

@@ -82,7 +82,7 @@ def make_webhook(crypto: CallbackCrypto, inbox: Inbox, path: str, max_body: int,
             return reject(exc)
         try:
             fresh = writer.put(Item("callback", event.to_json(), "cb:" + event.dedupe_key))
-        except redis.RedisError as exc:
+        except (redis.RedisError, TimeoutError) as exc:
             counts.add("unavailable_503")
             log.warning("callback not queued, Redis unavailable: %s", exc)
             return Response("", status=503, mimetype="text/plain")  # WeCom retries

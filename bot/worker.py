@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -92,14 +93,25 @@ class Worker:
 
     def dispatch(self, entry: Entry) -> None:
         """Route an entry by kind."""
+        desk = self.pipeline.executor.desk
         if entry.kind == "callback":
             callback = Callback.from_json(entry.data)
+            f = callback.fields
             if callback.kind == "kf_notice":
-                self.sync(callback.fields.get("OpenKfId", ""), callback.fields.get("Token", ""))
-            else:
-                self.store.record(f"callback_{callback.kind}", **callback.fields)
+                self.sync(f.get("OpenKfId", ""), f.get("Token", ""))
+                return
+            self.store.record(f"callback_{callback.kind}", **f)
+            if callback.kind == "card_event" and desk:
+                desk.click(f.get("FromUserName", ""), f.get("EventKey", ""), f.get("ResponseCode", ""))
+            elif callback.kind == "app_message" and f.get("MsgType") == "text" and desk:
+                desk.command(f.get("FromUserName", ""), f.get("Content", ""))
         elif entry.kind == "kf_msg":
             self.pipeline.process(KfMessage.from_json(entry.data))
+        elif entry.kind == "escalate" and desk:
+            data = json.loads(entry.data)
+            desk.escalate(data["id"], int(data["level"]))
+        elif entry.kind == "wake" and desk:
+            desk.wake(json.loads(entry.data)["id"])
         else:
             raise ValueError(f"unknown inbox entry kind {entry.kind!r}")
 

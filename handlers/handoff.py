@@ -15,4 +15,5 @@ def on_handoff(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
     """Tag the customer, record a handoff request and tell them a consultant will contact them."""
     reply = ctx.reply("complaint" if intent.intent == "complaint" else "handoff")
     return [Tag(msg.external_userid, TAGS[intent.intent]),
-            RequestHandoff(msg.open_kfid, msg.external_userid, intent.intent, tuple(intent.matched), msg.text, reply)]
+            RequestHandoff(msg.open_kfid, msg.external_userid, intent.intent, tuple(intent.matched), msg.text, reply,
+                           msg.msgid)]

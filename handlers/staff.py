@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions import Action, Record
+from bot.actions import Action, Record, StaffReplied
 from bot.inbound import KfMessage
 from handlers.context import Ctx
 
 
 def on_staff_reply(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
     """A staff member replied from the WeCom client (origin 5): a human holds the chat."""
-    return [Record("staff_reply", {"customer": msg.external_userid, "servicer": msg.servicer_userid,
+    return [StaffReplied(msg.external_userid, msg.servicer_userid, msg.send_time), Record("staff_reply", {"customer": msg.external_userid, "servicer": msg.servicer_userid,
                                    "msgid": msg.msgid, "send_time": msg.send_time, "text": msg.text})]
 
 

@@ -1,0 +1,286 @@
+"""The handoff desk: consultant card, kf transfer, staff alerts, claims, SLA escalation — each step once."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any, Callable
+
+from bot import cards
+from bot.consultants import Assignment, Team, pick
+from bot.customers import Customers
+from bot.handoffs import MAX_LEVEL, Handoff, Handoffs
+from bot.store import Store
+from bot.wecom import WeCom, WeComError
+
+log = logging.getLogger("bot.desk")
+
+# kf errors on service_state/trans (platform notes §2.8)
+SERVICER_STOPPED, SESSION_ENDED, TRANSITION_REFUSED = 95019, 95013, 95016
+MAX_REASSIGN = 3
+
+
+class Desk:
+    """Performs what handoffs need against WeCom; the records live in bot/handoffs.py."""
+
+    def __init__(self, wecom: WeCom, store: Store, customers: Customers, handoffs: Handoffs,
+                 team: Callable[[], Team | None], agent_id: int,
+                 send: Callable[[str, str, dict[str, Any], str], bool], now: Callable[[], datetime]):
+        self.wecom = wecom
+        self.store = store
+        self.customers = customers
+        self.handoffs = handoffs
+        self.team = team
+        self.agent_id = agent_id
+        self.send = send
+        self.now = now
+
+    def once(self, key: str, step: Callable[[], Any]) -> None:
+        """Run `step` unless `key` is done; mark it done after it succeeded."""
+        if not self.store.is_done(key):
+            step()
+            self.store.mark_done(key)
+
+    # -- opening -----------------------------------------------------------------------------
+
+    def hand_off(self, open_kfid: str, customer: str, intent: str, matched: tuple[str, ...], text: str,
+                 cause: str, key: str, fallback_reply: str | None) -> Handoff | None:
+        """Card + text to the customer, transfer in kf, alert the consultant (or queue + team robot)."""
+        team, now = self.team(), self.now()
+        if team is None:  # no consultants configured: a recorded request and a polite reply
+            self.store.record("handoff_requested", customer=customer, intent=intent, matched=list(matched), text=text)
+            if fallback_reply:
+                self.send(open_kfid, customer, _text(fallback_reply), f"{key}:reply")
+            return None
+        receiving = self.receiving(open_kfid)
+        exclude: set[str] = set()
+        for attempt in range(MAX_REASSIGN + 1):
+            a = pick(team, owner=self.handoffs.owner_of(customer), receiving=receiving, load=self.handoffs.load(),
+                     now=now, exclude=exclude, priority=intent == "complaint")
+            if attempt == MAX_REASSIGN:
+                a = Assignment(None, 2, "queue_none_receiving", supervisor=a.supervisor)
+            h = self.handoffs.open(customer, open_kfid, intent, matched, text, a.userid,
+                                   team.sla_seconds(intent), now, cause, off_hours=a.off_hours,
+                                   queued_until=a.next_available)
+            if h.consultant != a.userid and a.userid:
+                h = self.handoffs.reassign(h.id, a.userid, now) or h
+            consultant = team.get(a.userid)
+            if consultant is not None:
+                self.send(open_kfid, customer, cards.consultant_card(consultant), f"{key}:card:{consultant.userid}")
+            self.send(open_kfid, customer, _text(cards.customer_text(
+                consultant or team.get(a.next_userid), off_hours=a.off_hours, next_available=a.next_available,
+                now=now, complaint=intent == "complaint")), f"{key}:text:{a.userid or 'queue'}")
+            try:
+                self.once(f"{key}:trans:{a.userid or 'queue'}", lambda: self.wecom.trans_service_state(
+                    open_kfid, customer, a.state, a.userid or ""))
+            except WeComError as exc:
+                if exc.errcode == SERVICER_STOPPED and a.userid:
+                    exclude.add(a.userid)
+                    receiving[a.userid] = 1
+                    self.store.record("handoff_reassigned", handoff=h.id, frm=a.userid, reason="95019")
+                    continue
+                if exc.errcode not in (SESSION_ENDED, TRANSITION_REFUSED):
+                    raise
+                self.store.record("handoff_transfer_refused", handoff=h.id, errcode=exc.errcode)
+            break
+        self.store.record("handoff_opened", handoff=h.id, customer=customer, intent=intent, matched=list(matched),
+                          consultant=a.userid, state=a.state, reason=a.reason)
+        self.store.count(f"handoff:{intent}")
+        if a.userid and not a.off_hours:
+            self.once(f"{key}:alert:{a.userid}", lambda: self.alert(h, a.userid, level=0))
+        if a.supervisor and not a.off_hours:
+            self.once(f"{key}:alert_sup:{a.supervisor}", lambda: self.alert(h, a.supervisor, level=0))
+        if a.userid is None and not a.off_hours:
+            self.once(f"{key}:robot", lambda: self.robot(h))
+        return h
+
+    def receiving(self, open_kfid: str) -> dict[str, int]:
+        """kf servicer status by userid (0 receiving); unknown when the API fails."""
+        try:
+            return self.wecom.servicers(open_kfid)
+        except WeComError as exc:
+            log.warning("servicer/list failed (%s); assuming nobody is receiving", exc)
+            return {}
+
+    # -- staff side --------------------------------------------------------------------------
+
+    def alert(self, h: Handoff, userid: str, level: int) -> None:
+        """A claimable template card to `userid` (level 0 the consultant, 1 backup, 2 supervisor)."""
+        team = self.team()
+        record = self.customers.get(h.customer)
+        task_id = cards.new_task_id(h.id, f"l{level}{userid[:20]}")
+        body = cards.alert_card(h, team.get(h.consultant) if team else None, h.customer,
+                                self.customers.recent(h.customer), list(record.tags), [], task_id,
+                                agentid=self.agent_id, touser=userid, level=level, now=self.now())
+        res = self.wecom.send_app_message(body)
+        self.handoffs.set_card(h.id, task_id, res.get("response_code"), to=userid)
+        self.store.record("staff_alert", handoff=h.id, to=userid, level=level)
+
+    def robot(self, h: Handoff) -> None:
+        """The team group robot (last rung, or nobody to assign)."""
+        team = self.team()
+        key = team.robot_key() if team else None
+        if not key:
+            self.store.record("robot_not_configured", handoff=h.id)
+            return
+        notified = [e.to for e in h.escalations]
+        self.wecom.call("POST", "webhook/send", cards.robot_text(h, h.customer, now=self.now(), notified=notified),
+                        params={"key": key})
+        self.store.record("robot_alert", handoff=h.id)
+
+    def click(self, userid: str, event_key: str, response_code: str) -> str:
+        """A staff member tapped a button on an alert card; returns the outcome."""
+        parsed = cards.parse_button_key(event_key)
+        if parsed is None:
+            return "unknown_button"
+        action, hid = parsed
+        now, team = self.now(), self.team()
+        h = self.handoffs.get(hid)
+        if h is None or h.state == "closed":
+            self._update(response_code, userid, "已结束" if h else "无效转接")
+            return "closed" if h else "unknown"
+        name = lambda uid: (team.get(uid).name if team and team.get(uid) else uid)  # noqa: E731
+        if action == "claim":
+            res = self.handoffs.claim(hid, userid, now)
+            if res.status == "taken_by_other":
+                holder = res.handoff.holder if res.handoff else ""
+                self._update(response_code, userid, f"已由{name(holder)}接待")
+                self.wecom.send_app_message(cards.app_text(userid, self.agent_id, f"该客户已由{name(holder)}接待，无需处理。"))
+                return "taken_by_other"
+            if res.status in ("claimed", "already_yours"):
+                if h.consultant and h.consultant != userid:  # a backup or supervisor took over
+                    self._transfer(h, userid)
+                self._update(response_code, userid, f"已由{name(userid)}接待")
+                self.store.record("handoff_claimed", handoff=hid, by=userid)
+            return res.status
+        # pass to a colleague
+        if team is None:
+            return "no_team"
+        a = pick(team, owner=None, receiving=self.receiving(h.open_kfid), load=self.handoffs.load(), now=now,
+                 exclude={userid})
+        if a.userid is None:
+            self.wecom.send_app_message(cards.app_text(userid, self.agent_id, "暂无其他在线顾问可转交，请您接待。"))
+            return "nobody"
+        moved = self.handoffs.reassign(hid, a.userid, now)
+        if moved is None:
+            return "too_late"
+        self._transfer(moved, a.userid)
+        self._update(response_code, userid, f"已转给{name(a.userid)}")
+        self.alert(moved, a.userid, level=0)
+        return "passed"
+
+    def _transfer(self, h: Handoff, userid: str) -> None:
+        try:
+            self.wecom.trans_service_state(h.open_kfid, h.customer, 3, userid)
+        except WeComError as exc:
+            self.store.record("handoff_transfer_refused", handoff=h.id, errcode=exc.errcode, to=userid)
+
+    def _update(self, response_code: str, userid: str, text: str) -> None:
+        if not response_code:
+            return
+        try:
+            self.wecom.call("POST", "message/update_template_card",
+                            cards.button_update(response_code, self.agent_id, [userid], text))
+        except WeComError as exc:  # the code is single-use and expires after 72 h
+            log.info("card not updated: %s", exc)
+
+    def wake(self, hid: str) -> str:
+        """An off-hours handoff at the start of working hours: assign, transfer and alert now."""
+        h, team, now = self.handoffs.get(hid), self.team(), self.now()
+        if h is None or h.state == "closed" or team is None:
+            return "not_needed"
+        a = pick(team, owner=self.handoffs.owner_of(h.customer), receiving=self.receiving(h.open_kfid),
+                 load=self.handoffs.load(), now=now, priority=h.intent == "complaint")
+        if a.userid is None:
+            self.robot(h)
+            self.handoffs.set_card(h.id, cards.new_task_id(h.id, "robot"), None, to="robot")
+            return "robot"
+        h = self.handoffs.reassign(h.id, a.userid, now) or h
+        self._transfer(h, a.userid)
+        self.alert(h, a.userid, level=0)
+        return a.userid
+
+    def escalate(self, hid: str, level: int) -> str:
+        """One rung of the ladder: 1 backup, 2 supervisor, 3 team robot."""
+        h, team, now = self.handoffs.get(hid), self.team(), self.now()
+        if h is None or h.state == "closed" or h.first_reply_at is not None or h.level >= level:
+            return "not_needed"
+        consultant = team.get(h.consultant) if team else None
+        target = None
+        if level == 1 and consultant and consultant.backup:
+            target = consultant.backup
+        elif level == 2 and consultant and consultant.supervisor:
+            target = consultant.supervisor
+        elif level == 2 and team:
+            target = next((c.supervisor for c in team.consultants if c.supervisor), None)
+        if level >= MAX_LEVEL or target is None:
+            self.robot(h)
+            target = "robot"
+        else:
+            self.alert(h, target, level=level)
+        self.handoffs.escalate(hid, level, target, now)
+        self.store.count("handoff_escalations")
+        return target
+
+    # -- events from the kf conversation -----------------------------------------------------
+
+    def staff_replied(self, customer: str, servicer: str, at: datetime) -> None:
+        """kf origin 5: the first human reply stops the SLA clock."""
+        h = self.handoffs.first_reply(customer, servicer, at)
+        if h is not None:
+            self.store.record("handoff_first_reply", handoff=h.id, by=servicer)
+
+    def session_changed(self, customer: str, change_type: int, servicer: str, at: datetime) -> None:
+        """kf session_status_change: 1 picked up from the queue, 2 transferred, 3 ended."""
+        h = self.handoffs.open_for(customer)
+        if h is None:
+            return
+        if change_type == 3:
+            self.handoffs.close(customer, at, "session_ended")
+            self.store.record("handoff_closed", handoff=h.id, reason="session_ended")
+        elif servicer and change_type == 1:
+            self.handoffs.claim(h.id, servicer, at)
+        elif servicer and change_type == 2:
+            self.handoffs.reassign(h.id, servicer, at)
+
+    def close_idle(self, idle_seconds: float) -> int:
+        """Close handoffs with no activity for `idle_seconds`, so the bot resumes."""
+        now, closed = self.now(), 0
+        for h in self.handoffs.list():
+            if h.state == "closed":
+                continue
+            last = max(t for t in (h.created_at, h.claimed_at, h.first_reply_at) if t is not None)
+            seen = self.customers.get(h.customer).last_inbound
+            if (now - last).total_seconds() > idle_seconds and now.timestamp() - seen > idle_seconds:
+                self.handoffs.close_id(h.id, now, "idle")
+                closed += 1
+        return closed
+
+    # -- staff commands to the app -----------------------------------------------------------
+
+    def command(self, userid: str, text: str) -> str:
+        """`我的` lists my open handoffs; `接待 ID` claims; `结束 ID` closes. Answers in the app."""
+        words = text.strip().split()
+        now = self.now()
+        if not words:
+            return "empty"
+        verb, arg = words[0], (words[1] if len(words) > 1 else "")
+        if verb in ("我的", "我的转接", "list"):
+            mine = [h for h in self.handoffs.list() if h.state != "closed" and h.holder == userid]
+            lines = [f"{h.id} {h.intent} {h.customer}：{h.text[:30]}" for h in mine] or ["暂无进行中的转接"]
+            reply = "您的转接：\n" + "\n".join(lines)
+        elif verb in ("接待", "claim") and arg:
+            res = self.handoffs.claim(arg, userid, now)
+            reply = {"claimed": f"已接待 {arg}", "already_yours": f"{arg} 已在您名下"}.get(
+                res.status, f"无法接待 {arg}：{res.status}")
+        elif verb in ("结束", "关闭", "close") and arg:
+            h = self.handoffs.close_id(arg, now, f"closed_by:{userid}")
+            reply = f"已结束 {arg}，机器人恢复接待" if h else f"找不到 {arg}"
+        else:
+            reply = "可用指令：我的 / 接待 编号 / 结束 编号"
+        self.wecom.send_app_message(cards.app_text(userid, self.agent_id, reply))
+        return verb
+
+
+def _text(content: str) -> dict[str, Any]:
+    return {"msgtype": "text", "text": {"content": content}}
