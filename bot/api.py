@@ -11,18 +11,21 @@ from flask import Blueprint, jsonify, request
 from bot.config import Settings
 
 
+def authenticate(settings: Settings) -> Any:
+    """403 when no token is configured, 401 on a bad or missing bearer token, None when allowed."""
+    if not settings.api_token:
+        return jsonify(error="the API is off: set WECOM_BOT_API_TOKEN"), 403
+    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+    if not hmac.compare_digest(given.encode(), settings.api_token.encode()):
+        return jsonify(error="bad or missing bearer token"), 401
+    return None
+
+
 def make_api(settings: Settings, content: Any) -> Blueprint:
     """`POST /api/coupons/redeem {"code", "order_id"?}` -> {"code", "status", "redeemed_at"}."""
     bp = Blueprint("api", __name__, url_prefix="/api")
 
-    @bp.before_request
-    def authenticate():
-        if not settings.api_token:
-            return jsonify(error="the API is off: set WECOM_BOT_API_TOKEN"), 403
-        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-        if not hmac.compare_digest(given.encode(), settings.api_token.encode()):
-            return jsonify(error="bad or missing bearer token"), 401
-        return None
+    bp.before_request(lambda: authenticate(settings))
 
     @bp.post("/coupons/redeem")
     def redeem():

@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import redis
 from flask import Blueprint, jsonify, request
 
+from bot.api import authenticate
 from bot.config import Settings
 from bot.customers import Customers
 
@@ -50,16 +51,6 @@ def record_purchase(r: redis.Redis, engine: Any, customer: str, order_id: str, a
     return True, n
 
 
-def _authenticate(settings: Settings) -> Any:
-    """Same rules as bot/api.py: 403 when no token is configured, 401 on a bad or missing bearer token."""
-    if not settings.api_token:
-        return jsonify(error="the API is off: set WECOM_BOT_API_TOKEN"), 403
-    given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), settings.api_token.encode()):
-        return jsonify(error="bad or missing bearer token"), 401
-    return None
-
-
 def _bad(message: str) -> Any:
     return jsonify(error=message), 400
 
@@ -67,7 +58,7 @@ def _bad(message: str) -> Any:
 def make_sop_api(settings: Settings, engine_getter: Callable[[], Any], customers: Customers) -> Blueprint:
     """`POST /api/purchases` and `POST /api/customers/<id>/birthday`."""
     bp = Blueprint("sop_api", __name__, url_prefix="/api")
-    bp.before_request(lambda: _authenticate(settings))
+    bp.before_request(lambda: authenticate(settings))
 
     @bp.post("/purchases")
     def purchase():

@@ -8,7 +8,9 @@ import redis
 from flask import Flask, jsonify
 
 from bot.api import make_api
+from bot.api_sop import make_sop_api
 from bot.config import Settings
+from bot.customers import Customers
 from bot.crypto import CallbackCrypto
 from bot.inbox import Inbox
 from bot.webhook import make_webhook
@@ -24,6 +26,7 @@ def create_app(settings: Settings, r: redis.Redis, content: Any = None) -> Flask
                            settings.max_clock_skew_seconds)
     app.register_blueprint(webhook)
     app.register_blueprint(make_api(settings, content))
+    app.register_blueprint(make_sop_api(settings, lambda: _engine(settings, r, content), Customers(r)))
     app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": webhook.counts}
 
     @app.get("/healthz")
@@ -40,6 +43,17 @@ def create_app(settings: Settings, r: redis.Redis, content: Any = None) -> Flask
         return jsonify(status="ok", redis="ok", inbox=depth)
 
     return app
+
+
+def _engine(settings: Settings, r: redis.Redis, content: Any) -> Any:
+    """An SOP engine over the journeys as currently loaded (None when none are configured)."""
+    journeys = content.get("journeys") if content else None
+    if journeys is None:
+        return None
+    from sop.engine import Engine
+    from sop.plan import Rules
+
+    return Engine(r, journeys, Rules(), settings.timezone, Inbox(r))
 
 
 def production_app(settings: Settings) -> Flask:

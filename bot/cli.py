@@ -250,6 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("code", nargs="?")
     sp.add_argument("--order", default=None)
     sp.add_argument("--json", action="store_true")
+    from bot import cli_sop
+
+    cli_sop.register(sub)
     return p
 
 

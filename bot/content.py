@@ -17,8 +17,17 @@ from bot.yamlfile import ConfigError
 log = logging.getLogger("bot.content")
 
 
+def _mtime(path: Path) -> float:
+    """A file's mtime; for a directory, the newest of itself and its YAML files."""
+    if not path.exists():
+        return 0.0
+    if path.is_dir():
+        return max([path.stat().st_mtime, *(f.stat().st_mtime for f in path.glob("*.yaml"))])
+    return path.stat().st_mtime
+
+
 def _mtimes(paths: Any) -> tuple[float, ...]:
-    return tuple(Path(p).stat().st_mtime if Path(p).exists() else 0.0 for p in paths.values())
+    return tuple(_mtime(Path(p)) for p in paths.values())
 
 
 @functools.lru_cache(maxsize=4)
@@ -40,6 +49,10 @@ def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
 
         tz = settings.timezone
         content["coupons"] = CouponBook(r, load_campaigns(paths["coupons"], tz), tz)
+    if paths.get("journeys"):
+        from sop import journeys
+
+        content["journeys"] = journeys.load(paths["journeys"])
     if paths.get("consultants"):
         from bot.consultants import load_team
 

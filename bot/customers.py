@@ -62,10 +62,21 @@ class Customers:
             unsubscribed=h.get("unsubscribed") == "1", open_kfid=h.get("open_kfid", ""),
             tags={k: float(v) for k, v in tags.items()}, intents={k: int(v) for k, v in intents.items()})
 
+    def first_contact(self, customer: str) -> bool:
+        """True exactly once per customer: when we first learn of them (kf or a staff contact)."""
+        return bool(self.r.set(_key(customer) + ":added", "1", nx=True))
+
+    def set_owner(self, customer: str, userid: str) -> None:
+        """The staff member the customer added as a contact (sender of mass tasks)."""
+        self.r.hset(_key(customer), "owner", userid)
+
+    def owner(self, customer: str) -> str | None:
+        return self.r.hget(_key(customer), "owner") or None
+
     def exists(self, customer: str) -> bool:
         return bool(self.r.exists(_key(customer)))
 
-    def saw_message(self, customer: str, at: float, open_kfid: str = "") -> None:
+    def saw_message(self, customer: str, at: float, open_kfid: str = "") -> bool:
         """A customer-initiated message: opens a fresh kf reply budget (and remembers the kf account)."""
         key = _key(customer)
         fields: dict[str, str | float | int] = {"last_seen": at, "last_inbound": at, "sent_since_inbound": 0}
@@ -74,7 +85,7 @@ class Customers:
         with self.r.pipeline(transaction=True) as p:
             p.hsetnx(key, "first_seen", at)
             p.hset(key, mapping=fields)
-            p.execute()
+            return bool(p.execute()[0])
 
     def remember(self, customer: str, line: str, keep: int = 6) -> None:
         """Keep the last few lines of the conversation (for staff alerts)."""

@@ -47,6 +47,7 @@ class Executor:
         self.content = content
         self.clock = clock
         self.desk: Any = None  # bot.desk.Desk, attached by the runtime
+        self.sop: Callable[[], Any] = lambda: None  # the SOP engine (sop.engine.Engine) or None
 
     def run(self, actions: list[Action], key: str) -> None:
         """Execute `actions` in order; the i-th is keyed `key:i`."""
@@ -73,10 +74,13 @@ class Executor:
                     self.desk.session_changed(customer, change_type, servicer, datetime.fromtimestamp(at or now, self.tz))
             case OptOut(open_kfid, customer, reply):
                 self.customers.set_unsubscribed(customer)
+                self.sop_fact(customer, "unsubscribed", now)
                 self.store.record("unsubscribed", customer=customer)
                 self.send_text(open_kfid, customer, reply, key)
             case Tag(customer, tag):
                 self.customers.tag(customer, tag, now)
+                if engine := self.sop():
+                    engine.enroll(customer, "tag", self._dt(now), tag=tag)
             case SendFailed(customer, fail_type, fail_msgid):
                 if fail_type in KF_WINDOW_FAIL_TYPES:
                     self.customers.exhaust_budget(customer)
@@ -97,6 +101,10 @@ class Executor:
         result = coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags))
         self.store.record("coupon", customer=customer, status=result.status,
                           code=result.coupon.code if result.coupon else None)
+        if result.status == "issued" and (engine := self.sop()):
+            c = result.coupon
+            engine.enroll(customer, "coupon_issued", c.issued_at, expires_at=c.expires_at, campaign=c.campaign,
+                          key=c.code)
         self.store.count(f"coupon:{result.status}")
         self.send_text(open_kfid, customer, coupons.reply_text(result), key)
         if result.handoff:
@@ -107,6 +115,7 @@ class Executor:
                  cause: str, key: str, reply: str | None) -> None:
         """Through the desk when there is one; else record the request and send `reply`."""
         self.store.count(f"handoff_requested:{intent}")
+        self.sop_fact(customer, "handed_off", self.clock())
         if self.desk is not None:
             self.desk.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
             return
@@ -114,6 +123,54 @@ class Executor:
                           intent=intent, matched=list(matched), text=text)
         if reply:
             self.send_text(open_kfid, customer, reply, key)
+
+    # -- SOP triggers and stop facts ---------------------------------------------------------
+
+    def _dt(self, ts: float) -> datetime:
+        return datetime.fromtimestamp(ts, self.tz)
+
+    def sop_fact(self, customer: str, fact: str, at: float) -> None:
+        """A stop condition for the customer's journeys (unsubscribed, handed_off, purchased...)."""
+        if engine := self.sop():
+            engine.note_fact(customer, fact, self._dt(at))
+
+    def customer_wrote(self, customer: str, at: float) -> None:
+        """A customer message: replied-stops, and the new-customer journeys on the first contact."""
+        engine = self.sop()
+        if engine is None:
+            return
+        engine.note_customer_message(customer, self._dt(at))
+        if self.customers.first_contact(customer):
+            engine.enroll(customer, "customer_added", self._dt(at))
+            engine.enroll(customer, "first_contact", self._dt(at))
+
+    def intent_seen(self, customer: str, intent: str, at: float) -> None:
+        """Intent-triggered journeys (e.g. price asked, no purchase in 2 days)."""
+        if intent not in ("other", "greeting") and (engine := self.sop()):
+            engine.enroll(customer, "intent", self._dt(at), intent=intent)
+
+    def contact_changed(self, fields: dict[str, str]) -> None:
+        """change_external_contact: a staff member added (welcome code, 20 s) or lost a customer."""
+        customer, staff, change = fields.get("ExternalUserID", ""), fields.get("UserID", ""), fields.get("ChangeType")
+        at = float(fields.get("CreateTime") or self.clock())
+        engine = self.sop()
+        if change == "add_external_contact" and customer:
+            if staff:
+                self.customers.set_owner(customer, staff)
+            if engine is None or not self.customers.first_contact(customer):
+                return
+            touches = engine.welcome(customer, "customer_added", self._dt(at))
+            code = fields.get("WelcomeCode")
+            text = next((t.content.get("text") for t in touches if t.content.get("text")), None)
+            if code and text:
+                try:  # the code is valid for 20 seconds and for one call
+                    self.wecom.call("POST", "externalcontact/send_welcome_msg",
+                                    {"welcome_code": code, "text": {"content": clip(text, 4000)}})
+                    self.store.record("welcome_sent", customer=customer, staff=staff)
+                except WeComError as exc:
+                    self.store.record("welcome_not_sent", customer=customer, errcode=exc.errcode)
+        elif change in ("del_external_contact", "del_follow_user") and customer:
+            self.sop_fact(customer, "contact_deleted", at)
 
     def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> bool:
         """A kf text within the reply budget (see send)."""

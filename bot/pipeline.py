@@ -35,7 +35,9 @@ class Pipeline:
         ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None)
         intent = None
         if msg.is_customer:
-            self.customers.saw_message(msg.external_userid, float(msg.send_time or time.time()), msg.open_kfid)
+            at = float(msg.send_time or time.time())
+            self.customers.saw_message(msg.external_userid, at, msg.open_kfid)
+            self.executor.customer_wrote(msg.external_userid, at)
             self.customers.remember(msg.external_userid, f"客户：{msg.text or '[' + msg.msgtype + ']'}")
             if self.human_holds(msg.external_userid):  # a human has the chat: the bot stays silent
                 self.store.record("message_while_human", customer=msg.external_userid, msgid=msg.msgid, text=msg.text)
@@ -43,6 +45,7 @@ class Pipeline:
             if msg.msgtype == "text" and msg.text.strip() and classifier:
                 intent = classifier.classify(msg.text)
                 self.customers.saw_intent(msg.external_userid, intent.intent)
+                self.executor.intent_seen(msg.external_userid, intent.intent, at)
             self.store.record("message_in", customer=msg.external_userid, msgid=msg.msgid, text=msg.text,
                               msgtype=msg.msgtype, intent=getattr(intent, "intent", None),
                               matched=list(getattr(intent, "matched", ())))

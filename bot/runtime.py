@@ -55,6 +55,8 @@ class Runtime:
     sandbox: Any = None
     content: Any = None
     clock: Callable[[], float] = time.time
+    _engine: Any = None
+    _engine_journeys: Any = None
 
     def wecom(self) -> WechatpyWeCom:
         s = self.settings
@@ -68,8 +70,32 @@ class Runtime:
         executor = Executor(wecom, store, customers, tz, content=self.content, clock=self.clock)
         executor.desk = Desk(wecom, store, customers, handoffs, self.team, self.settings.agent_id, executor.send,
                              now=lambda: datetime.fromtimestamp(self.clock(), tz))
+        executor.sop = self.engine
         return Pipeline(executor, store, customers, self.settings.replies, self.content,
                         human_holds=lambda customer: handoffs.open_for(customer) is not None)
+
+    def engine(self) -> Any:
+        """The SOP engine for the journeys as currently loaded (None when none are configured)."""
+        journeys = self.content.get("journeys") if self.content else None
+        if journeys is None:
+            return None
+        if self._engine is None or self._engine_journeys is not journeys:
+            from sop.engine import Engine
+            from sop.plan import Rules
+
+            self._engine = Engine(self.r, journeys, Rules(), self.settings.timezone, Inbox(self.r))
+            self._engine_journeys = journeys
+        return self._engine
+
+    def touches(self, executor: Executor) -> Any:
+        """Runs SOP touch entries through `executor`."""
+        from bot.touches import TouchRunner
+
+        team = self.team()
+        default = team.consultants[0].userid if team and team.consultants else None
+        handoffs = Handoffs(self.r, self.settings.timezone)
+        return TouchRunner(executor, self.engine(), lambda c: executor.customers.owner(c) or handoffs.owner_of(c),
+                           default, clock=self.clock)
 
     def team(self) -> Any:
         """The consultants as currently loaded (None when not configured)."""
@@ -77,7 +103,9 @@ class Runtime:
 
     def worker(self, name: str | None = None) -> Worker:
         wecom = self.wecom()
-        return Worker(Inbox(self.r), Store(self.r), wecom, self.pipeline(wecom), self.settings.worker, name)
+        pipeline = self.pipeline(wecom)
+        return Worker(Inbox(self.r), Store(self.r), wecom, pipeline, self.settings.worker, name,
+                      touches=self.touches(pipeline.executor))
 
     def app(self):
         from bot.app import create_app

@@ -68,7 +68,8 @@ class Scheduler:
                 return 0
             now = now or self.rt.clock()
             self.r.set(HEARTBEAT, f"{now:.0f}", ex=int(self.interval * 10))
-            return self.safety_sync(now) + self.handoff_clock(datetime.fromtimestamp(now, self.tz))
+            moment = datetime.fromtimestamp(now, self.tz)
+            return self.safety_sync(now) + self.handoff_clock(moment) + self.sop_clock(moment)
         except Exception as exc:  # a failed tick must not kill the scheduler thread
             log.warning("scheduler tick failed: %s", exc)
             return 0
@@ -80,6 +81,25 @@ class Scheduler:
         items += [Item("wake", json.dumps({"id": h.id}), f"wake:{h.id}") for h in self.handoffs.due_for_alert(now)]
         closed = self.desk.close_idle(self.idle_close_seconds) if self.idle_close_seconds else 0
         return (self.inbox.put_many(items, 7 * 86400) if items else 0) + closed
+
+    def sop_clock(self, now: datetime) -> int:
+        """Due SOP touches to the inbox; once a day (and at start) the calendar, silence and coupon scans."""
+        engine = self.rt.engine()
+        if engine is None:
+            return 0
+        day = now.strftime("%Y-%m-%d")
+        if self.r.set(f"wecom:sop:scanned:{day}", "1", nx=True, ex=3 * 86400):
+            engine.scan_calendar(now)
+            engine.scan_silence(now)
+            if book := self.rt.content.get("coupons"):
+                engine.scan_coupons(now, book)
+        emitted = 0
+        for _ in range(50):  # bounded per tick
+            result = engine.tick(now)
+            emitted += result.emitted
+            if not result.claimed:
+                break
+        return emitted
 
     def safety_sync(self, now: float) -> int:
         """Every few minutes, pull each known kf account even without a callback (lost callbacks)."""

@@ -9,6 +9,7 @@ import secrets
 import socket
 import threading
 import time
+from typing import Any
 
 import redis
 
@@ -28,7 +29,7 @@ class Worker:
     """One consumer of the inbox."""
 
     def __init__(self, inbox: Inbox, store: Store, wecom: WeCom, pipeline: Pipeline,
-                 settings: WorkerSettings, name: str | None = None):
+                 settings: WorkerSettings, name: str | None = None, touches: Any = None):
         self.inbox = inbox
         self.store = store
         self.wecom = wecom
@@ -36,6 +37,7 @@ class Worker:
         self.settings = settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._last_claim = 0.0
+        self.touches = touches
 
     def run_once(self, block_ms: int | None = None) -> int:
         """Process what is available now (reclaimed entries first); returns how many entries."""
@@ -105,8 +107,13 @@ class Worker:
                 desk.click(f.get("FromUserName", ""), f.get("EventKey", ""), f.get("ResponseCode", ""))
             elif callback.kind == "app_message" and f.get("MsgType") == "text" and desk:
                 desk.command(f.get("FromUserName", ""), f.get("Content", ""))
+            elif callback.kind == "contact_change":
+                self.pipeline.executor.contact_changed(f)
         elif entry.kind == "kf_msg":
             self.pipeline.process(KfMessage.from_json(entry.data))
+        elif entry.kind == "touch" and self.touches:
+            data = json.loads(entry.data)
+            self.touches.run(data, f"touch:{data['touch_id']}")
         elif entry.kind == "escalate" and desk:
             data = json.loads(entry.data)
             desk.escalate(data["id"], int(data["level"]))

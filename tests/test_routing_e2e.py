@@ -169,7 +169,8 @@ def test_broken_edit_keeps_the_running_version(tmp_path, settings, r):
     from bot.content import Content
 
     for name in settings.content:
-        shutil.copy(settings.content[name], tmp_path / Path(settings.content[name]).name)
+        src = Path(settings.content[name])
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / src.name)
     paths = {name: tmp_path / Path(p).name for name, p in settings.content.items()}
     content = Content(dataclasses.replace(settings, content=paths), r, check_every=0)
     before = content.get("classifier")
