@@ -208,6 +208,37 @@ def cmd_coupons(args: argparse.Namespace) -> int:
         rt.close()
 
 
+def cmd_handoffs(args: argparse.Namespace) -> int:
+    """Open handoffs, or the numbers: time to claim and to first human reply, share within SLA."""
+    from dataclasses import asdict
+    from datetime import datetime, timedelta
+
+    from bot.handoffs import Handoffs
+
+    rt = _runtime(_settings(), with_sandbox=False)
+    try:
+        book = Handoffs(rt.r, rt.settings.timezone)
+        now = datetime.now(rt.settings.timezone)
+        if args.action == "stats":
+            stats = book.stats(now, now - timedelta(days=args.days))
+            print(json.dumps(stats, ensure_ascii=False, default=str, indent=None if args.json else 2))
+            return 0
+        rows = book.list(None if args.all else "open") + ([] if args.all else book.list("claimed") +
+                                                            book.list("answered"))
+        for h in rows:
+            if args.json:
+                print(json.dumps(asdict(h), ensure_ascii=False, default=str))
+            else:
+                waited = int((now - h.created_at).total_seconds() // 60)
+                print(f"{h.id}  {h.state:8} {h.intent:9} {h.customer:24} {h.holder or '(queue)':18} "
+                      f"{waited:>4} min  {h.text[:40]}")
+        if not rows and not args.json:
+            print("no open handoffs")
+        return 0
+    finally:
+        rt.close()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wecom-bot", description="WeCom private-domain assistant")
     p.add_argument("--log-level", default="INFO")
@@ -250,6 +281,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("code", nargs="?")
     sp.add_argument("--order", default=None)
     sp.add_argument("--json", action="store_true")
+    sp = add("handoffs", cmd_handoffs, "handoffs to humans")
+    sp.add_argument("action", choices=["list", "stats"])
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--all", action="store_true", help="list closed ones too")
+    sp.add_argument("--days", type=int, default=7, help="stats period")
     from bot import cli_sop
 
     cli_sop.register(sub)

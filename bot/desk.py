@@ -54,9 +54,13 @@ class Desk:
             return None
         receiving = self.receiving(open_kfid)
         exclude: set[str] = set()
+        resumed = self.handoffs.open_for(customer)
         for attempt in range(MAX_REASSIGN + 1):
-            a = pick(team, owner=self.handoffs.owner_of(customer), receiving=receiving, load=self.handoffs.load(),
-                     now=now, exclude=exclude, priority=intent == "complaint")
+            if resumed is not None and resumed.cause_msgid == cause and attempt == 0:  # a retry: keep its choice
+                a = self._resume(team, resumed, intent)
+            else:
+                a = pick(team, owner=self.handoffs.owner_of(customer), receiving=receiving,
+                         load=self.handoffs.load(), now=now, exclude=exclude, priority=intent == "complaint")
             if attempt == MAX_REASSIGN:
                 a = Assignment(None, 2, "queue_none_receiving", supervisor=a.supervisor)
             h = self.handoffs.open(customer, open_kfid, intent, matched, text, a.userid,
@@ -93,6 +97,14 @@ class Desk:
         if a.userid is None and not a.off_hours:
             self.once(f"{key}:robot", lambda: self.robot(h))
         return h
+
+    @staticmethod
+    def _resume(team: Team, h: Handoff, intent: str) -> Assignment:
+        """The assignment an earlier attempt made for this handoff."""
+        consultant = team.get(h.consultant)
+        supervisor = consultant.supervisor if consultant and intent == "complaint" else None
+        return Assignment(h.consultant, 3 if h.consultant else 2, "resumed", off_hours=h.off_hours,
+                          next_available=h.queued_until if h.off_hours else None, supervisor=supervisor)
 
     def receiving(self, open_kfid: str) -> dict[str, int]:
         """kf servicer status by userid (0 receiving); unknown when the API fails."""

@@ -20,7 +20,7 @@ class Pipeline:
     """Turns a pulled kf message into executed actions."""
 
     def __init__(self, executor: Executor, store: Store, customers: Customers, replies: Mapping[str, str],
-                 content: Any = None, human_holds: Callable[[str], bool] = lambda customer: False):
+                 content: Any = None, human_holds: Callable[[str, str], bool] = lambda customer, msgid: False):
         self.executor = executor
         self.store = store
         self.customers = customers
@@ -39,7 +39,7 @@ class Pipeline:
             self.customers.saw_message(msg.external_userid, at, msg.open_kfid)
             self.executor.customer_wrote(msg.external_userid, at)
             self.customers.remember(msg.external_userid, f"客户：{msg.text or '[' + msg.msgtype + ']'}")
-            if self.human_holds(msg.external_userid):  # a human has the chat: the bot stays silent
+            if self.human_holds(msg.external_userid, msg.msgid):  # a human has the chat: the bot is silent
                 self.store.record("message_while_human", customer=msg.external_userid, msgid=msg.msgid, text=msg.text)
                 return "human_holds"
             if msg.msgtype == "text" and msg.text.strip() and classifier:

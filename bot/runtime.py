@@ -72,7 +72,7 @@ class Runtime:
                              now=lambda: datetime.fromtimestamp(self.clock(), tz))
         executor.sop = self.engine
         return Pipeline(executor, store, customers, self.settings.replies, self.content,
-                        human_holds=lambda customer: handoffs.open_for(customer) is not None)
+                        human_holds=lambda customer, msgid: _held(handoffs, customer, msgid))
 
     def engine(self) -> Any:
         """The SOP engine for the journeys as currently loaded (None when none are configured)."""
@@ -119,6 +119,12 @@ class Runtime:
         if self.embedded is not None:
             self.embedded.stop()
             (self.settings.embedded_redis_dir / "port").unlink(missing_ok=True)
+
+
+def _held(handoffs: Handoffs, customer: str, msgid: str) -> bool:
+    """A human holds the chat: an open handoff that this message did not open (replays go on)."""
+    h = handoffs.open_for(customer)
+    return h is not None and h.cause_msgid != msgid
 
 
 def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | None = None) -> Runtime:
