@@ -57,6 +57,16 @@ class SessionChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class Welcome:
+    """The customer opened the kf chat (enter_session); `code` allows one message within 20 s."""
+
+    open_kfid: str
+    customer: str
+    code: str
+    at: int
+
+
+@dataclass(frozen=True, slots=True)
 class OptOut:
     """The customer unsubscribed from touches."""
 
@@ -90,4 +100,4 @@ class SendFailed:
     fail_msgid: str
 
 
-Action = StaffReplied | SessionChanged | SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Record
+Action = Welcome | StaffReplied | SessionChanged | SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Record

@@ -11,7 +11,7 @@ from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
 from bot.actions import (Action, IssueCoupon, OptOut, Record, RequestHandoff, SendFailed, SendText, SessionChanged,
-                         StaffReplied, Tag)
+                         StaffReplied, Tag, Welcome)
 from bot.customers import Customers
 from bot.store import Store
 from bot.wecom import KF_CANNOT_SEND, WeCom, WeComError
@@ -66,6 +66,8 @@ class Executor:
                 self.issue_coupon(open_kfid, customer, cause, key, now)
             case RequestHandoff(open_kfid, customer, intent, matched, text, reply, cause):
                 self.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
+            case Welcome(open_kfid, customer, code, at):
+                self.welcome(open_kfid, customer, code, at or now, key)
             case StaffReplied(customer, servicer, at):
                 if self.desk:
                     self.desk.staff_replied(customer, servicer, datetime.fromtimestamp(at or now, self.tz))
@@ -144,6 +146,26 @@ class Executor:
             engine.enroll(customer, "customer_added", self._dt(at))
             engine.enroll(customer, "first_contact", self._dt(at))
 
+    def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str) -> None:
+        """First kf contact: start the new-customer journeys; their welcome step goes out with the code."""
+        engine = self.sop()
+        if engine is None or not self.customers.first_contact(customer):
+            return
+        engine.enroll(customer, "first_contact", self._dt(at))
+        if not code:  # no code (a native welcome is configured, or they chatted lately): plain enrolment
+            engine.enroll(customer, "customer_added", self._dt(at))
+            return
+        touches = engine.welcome(customer, "customer_added", self._dt(at))
+        text = next((t.content.get("text") for t in touches if t.content.get("text")), None)
+        if not text:
+            return
+        try:  # one message, within 20 seconds of the event; it does not use the 5-message budget
+            self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"),
+                                        {"msgtype": "text", "text": {"content": clip(text)}})
+            self.store.record("welcome_sent", customer=customer)
+        except WeComError as exc:
+            self.store.record("welcome_not_sent", customer=customer, errcode=exc.errcode)
+
     def intent_seen(self, customer: str, intent: str, at: float) -> None:
         """Intent-triggered journeys (e.g. price asked, no purchase in 2 days)."""
         if intent not in ("other", "greeting") and (engine := self.sop()):
@@ -159,10 +181,13 @@ class Executor:
                 self.customers.set_owner(customer, staff)
             if engine is None or not self.customers.first_contact(customer):
                 return
-            touches = engine.welcome(customer, "customer_added", self._dt(at))
             code = fields.get("WelcomeCode")
+            if not code:
+                engine.enroll(customer, "customer_added", self._dt(at))
+                return
+            touches = engine.welcome(customer, "customer_added", self._dt(at))
             text = next((t.content.get("text") for t in touches if t.content.get("text")), None)
-            if code and text:
+            if text:
                 try:  # the code is valid for 20 seconds and for one call
                     self.wecom.call("POST", "externalcontact/send_welcome_msg",
                                     {"welcome_code": code, "text": {"content": clip(text, 4000)}})

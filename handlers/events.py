@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions import Action, Record, SendFailed, SessionChanged
+from bot.actions import Action, Record, SendFailed, SessionChanged, Welcome
 from bot.inbound import KfMessage
 from handlers.context import Ctx
 
@@ -14,6 +14,8 @@ def on_event(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
     ev = msg.event
     actions: list[Action] = [Record("kf_event", {"customer": msg.external_userid, "msgid": msg.msgid,
                                                  "event_type": ev.get("event_type", ""), "event": ev})]
+    if ev.get("event_type") == "enter_session":
+        actions.append(Welcome(msg.open_kfid, msg.external_userid, str(ev.get("welcome_code") or ""), msg.send_time))
     if ev.get("event_type") == "session_status_change":
         actions.append(SessionChanged(msg.external_userid, int(ev.get("change_type") or 0),
                                       str(ev.get("new_servicer_userid") or ""), msg.send_time))
