@@ -14,7 +14,7 @@ sys.path.insert(0, str(ROOT))
 from intents.classify import load_classifier  # noqa: E402
 from intents.evaluate import read_examples  # noqa: E402
 
-DEV = Path("/work/shared/dev-utterances.tsv")
+DEV = Path(__file__).resolve().parent.parent / "tests" / "data" / "dev-utterances.tsv"
 FALLBACK = ROOT / "tests" / "data" / "extra-utterances.tsv"
 TARGET = 20_000
 ROUNDS = 5
