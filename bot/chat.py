@@ -21,8 +21,13 @@ def kf_notice_xml(corp_id: str, token: str, open_kfid: str) -> str:
 
 def _show(item: dict, out: TextIO) -> None:
     if item.get("kind") == "customer":
-        body = item.get("text", {}).get("content") if item.get("msgtype") == "text" else json.dumps(
-            {k: v for k, v in item.items() if k not in ("seq", "kind", "at")}, ensure_ascii=False)
+        kind = item.get("msgtype")
+        body = {"text": lambda: item["text"]["content"],
+                "business_card": lambda: f"[顾问名片] {item['business_card']['userid']}",
+                "link": lambda: f"[链接] {item['link'].get('title', '')} {item['link'].get('url', '')}",
+                "miniprogram": lambda: f"[小程序] {item['miniprogram'].get('title', '')}",
+                }.get(kind, lambda: json.dumps({k: v for k, v in item.items() if k not in ("seq", "kind", "at")},
+                                               ensure_ascii=False))()
         out.write(f"  机器人 -> 客户: {body}\n")
     else:
         to = item.get("touser") or item.get("key") or "?"

@@ -249,7 +249,10 @@ def anchor_for(journey: Journey, at: datetime, facts: dict[str, Any]) -> datetim
         expires = facts.get("expires_at")
         if expires is None:
             return None
-        return _aware(expires, "expires_at") - timedelta(hours=t.remind_before_hours or 0)
+        expires = _aware(expires, "expires_at")
+        remind = expires - timedelta(hours=t.remind_before_hours or 0)
+        # A coupon shorter-lived than the lead time: remind halfway, not the moment it is issued.
+        return max(remind, at + (expires - at) / 2) if expires > at else None
     return at
 
 
