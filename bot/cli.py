@@ -59,7 +59,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   flush=True)
         print(f"redis: {'embedded at ' + rt.embedded.url if rt.embedded else 'configured'}; "
               f"callback URL: {url}{rt.settings.callback_path}; health: {url}/healthz", flush=True)
-        start_threads(rt, args.workers, stop)
+        workers = start_threads(rt, args.workers, stop)
         scheduler = Scheduler(rt, stop)
         scheduler.start()
         threading.Thread(target=server.run, daemon=True, name="web").start()
@@ -68,6 +68,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print("stopping...", flush=True)
         server.close()
         scheduler.shutdown()
+        for t in workers:  # let in-flight entries finish before Redis goes away
+            t.join(timeout=10)
     finally:
         stop.set()
         rt.close()
