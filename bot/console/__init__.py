@@ -8,6 +8,7 @@ from typing import Any
 
 import redis
 from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
+from itsdangerous import BadSignature
 
 from bot.console import charts, data
 from bot.console.auth import COOKIE, MAX_AGE, Gate, mask
@@ -77,10 +78,16 @@ def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str |
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{value * 100:.0f}%"
 
+    def customer_url(cid: str) -> str:
+        """A link to a customer's page; opaque (signed) while ids are masked."""
+        if g.session.get("mask"):
+            return url_for("console.customer", ref=gate.signer.dumps(cid, salt="customer-ref"))
+        return url_for("console.customer", id=cid)
+
     def page(template: str, **kw: Any) -> str:
         return render_template(f"console/{template}", csrf=gate.csrf(g.session), masked=bool(g.session.get("mask")),
                                sandbox=chat is not None, logged_in=bool(g.session.get("auth")),
-                               token_login=bool(gate.token), tz=str(tz), charts=charts, **kw)
+                               token_login=bool(gate.token), tz=str(tz), charts=charts, customer_url=customer_url, **kw)
 
     # --- login ----------------------------------------------------------------------------
 
@@ -125,9 +132,11 @@ def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str |
         return page("handoffs.html", q=data.live_handoffs(r, tz), active="handoffs")
 
     @bp.get("/customer")
-    def customer() -> str:
+    def customer() -> Any:
         q = request.args.get("q", "").strip()
-        cid = request.args.get("id", "").strip()
+        if g.session.get("mask") and request.args.get("id"):  # keep the id out of the address bar
+            return redirect(customer_url(request.args["id"].strip()))
+        cid = request.args.get("id", "").strip() or _ref(request.args.get("ref"))
         found = data.find_customers(r, q) if q and not cid else []
         if q and not cid and len(found) == 1:
             cid = found[0]
@@ -160,6 +169,13 @@ def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str |
         if text:
             error = chat.send(cid, text, request.host_url.rstrip("/") + settings.callback_path)
         return redirect(url_for("console.sandbox", customer=cid, error=error))
+
+    def _ref(ref: str | None) -> str:
+        """The customer id behind a masked link ('' if none or tampered)."""
+        try:
+            return gate.signer.loads(ref, salt="customer-ref", max_age=MAX_AGE) if ref else ""
+        except BadSignature:
+            return ""
 
     return bp
 
