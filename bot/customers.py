@@ -12,6 +12,15 @@ import redis
 KF_WINDOW_SECONDS = 48 * 3600
 KF_MAX_REPLIES = 5
 
+SAW = """
+local new = redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[1])
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'last_inbound') or '0') then
+  redis.call('HSET', KEYS[1], 'last_inbound', ARGV[1], 'last_seen', ARGV[1], 'sent_since_inbound', 0)
+end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'open_kfid', ARGV[2]) end
+return new
+"""
+
 RESERVE = """
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_inbound') or '0')
 if tonumber(ARGV[1]) - last > tonumber(ARGV[2]) then return -1 end
@@ -50,6 +59,7 @@ class Customers:
     def __init__(self, r: redis.Redis):
         self.r = r
         self._reserve = r.register_script(RESERVE)
+        self._saw = r.register_script(SAW)
 
     def get(self, customer: str) -> Customer:
         key = _key(customer)
@@ -77,15 +87,9 @@ class Customers:
         return bool(self.r.exists(_key(customer)))
 
     def saw_message(self, customer: str, at: float, open_kfid: str = "") -> bool:
-        """A customer-initiated message: opens a fresh kf reply budget (and remembers the kf account)."""
-        key = _key(customer)
-        fields: dict[str, str | float | int] = {"last_seen": at, "last_inbound": at, "sent_since_inbound": 0}
-        if open_kfid:
-            fields["open_kfid"] = open_kfid
-        with self.r.pipeline(transaction=True) as p:
-            p.hsetnx(key, "first_seen", at)
-            p.hset(key, mapping=fields)
-            return bool(p.execute()[0])
+        """A customer-initiated message: a fresh kf reply budget, unless a newer message already opened
+        one (replays and late messages must not reset it); True when the customer is new."""
+        return bool(self._saw(keys=[_key(customer)], args=[at, open_kfid]))
 
     def remember(self, customer: str, line: str, keep: int = 6) -> None:
         """Keep the last few lines of the conversation (for staff alerts)."""
@@ -111,6 +115,12 @@ class Customers:
         """Take one slot of the kf reply budget; None when taken, else why not ('window' or 'budget')."""
         res = int(self._reserve(keys=[_key(customer)], args=[now, KF_WINDOW_SECONDS, KF_MAX_REPLIES]))
         return {-1: "window", -2: "budget"}.get(res)
+
+    def release_reply(self, customer: str) -> None:
+        """Give back a reserved slot whose send failed in a way that will be retried."""
+        self.r.eval("local n = tonumber(redis.call('HGET', KEYS[1], 'sent_since_inbound') or '0') "
+                    "if n > 0 then redis.call('HINCRBY', KEYS[1], 'sent_since_inbound', -1) end return 0",
+                    1, _key(customer))
 
     def exhaust_budget(self, customer: str) -> None:
         """WeCom said no more messages (95001/95002/msg_send_fail): stop until the customer writes."""

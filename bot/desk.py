@@ -25,7 +25,7 @@ class Desk:
 
     def __init__(self, wecom: WeCom, store: Store, customers: Customers, handoffs: Handoffs,
                  team: Callable[[], Team | None], agent_id: int,
-                 send: Callable[[str, str, dict[str, Any], str], bool], now: Callable[[], datetime]):
+                 send: Callable[[str, str, dict[str, Any], str], str | None], now: Callable[[], datetime]):
         self.wecom = wecom
         self.store = store
         self.customers = customers
@@ -136,8 +136,7 @@ class Desk:
             self.store.record("robot_not_configured", handoff=h.id)
             return
         notified = [e.to for e in h.escalations]
-        self.wecom.call("POST", "webhook/send", cards.robot_text(h, h.customer, now=self.now(), notified=notified),
-                        params={"key": key})
+        self.wecom.send_robot(key, cards.robot_text(h, h.customer, now=self.now(), notified=notified))
         self.store.record("robot_alert", handoff=h.id)
 
     def click(self, userid: str, event_key: str, response_code: str) -> str:
@@ -209,7 +208,10 @@ class Desk:
             return "robot"
         h = self.handoffs.reassign(h.id, a.userid, now) or h
         self._transfer(h, a.userid)
-        self.alert(h, a.userid, level=0)
+        try:
+            self.alert(h, a.userid, level=0)
+        except WeComError as exc:  # the SLA ladder (backup, supervisor, robot) still follows
+            self.store.record("staff_alert_failed", handoff=h.id, to=a.userid, errcode=exc.errcode)
         return a.userid
 
     def escalate(self, hid: str, level: int) -> str:
@@ -225,11 +227,15 @@ class Desk:
             target = consultant.supervisor
         elif level == 2 and team:
             target = next((c.supervisor for c in team.consultants if c.supervisor), None)
-        if level >= MAX_LEVEL or target is None:
-            self.robot(h)
-            target = "robot"
-        else:
-            self.alert(h, target, level=level)
+        try:
+            if level >= MAX_LEVEL or target is None:
+                self.robot(h)
+                target = "robot"
+            else:
+                self.alert(h, target, level=level)
+        except WeComError as exc:  # record and move on: the next rung must still come
+            self.store.record("escalation_failed", handoff=hid, level=level, to=target, errcode=exc.errcode)
+            target = f"failed:{target}"
         self.handoffs.escalate(hid, level, target, now)
         self.store.count("handoff_escalations")
         return target

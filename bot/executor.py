@@ -197,14 +197,37 @@ class Executor:
         elif change in ("del_external_contact", "del_follow_user") and customer:
             self.sop_fact(customer, "contact_deleted", at)
 
-    def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> bool:
+    def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> str | None:
         """A kf text within the reply budget (see send)."""
         return self.send(open_kfid, customer, {"msgtype": "text", "text": {"content": clip(text)}}, key)
 
-    def send(self, open_kfid: str, customer: str, payload: dict[str, Any], key: str) -> bool:
-        """One kf message, once per key, within the reply budget; refusals are recorded, not retried."""
+    def send(self, open_kfid: str, customer: str, payload: dict[str, Any], key: str) -> str | None:
+        """One kf message, once per key, within the reply budget: None when sent, else why not
+        (window, budget, errcode N: recorded, not retried)."""
         if self.store.is_done(f"{key}:sent"):
-            return True
+            return None
+        shown = payload.get("text", {}).get("content") or payload.get("msgtype")
+        why_not = self.customers.reserve_reply(customer, self.clock())
+        if why_not:
+            self.store.record("reply_not_sent", customer=customer, reason=why_not, text=shown)
+            self.store.count(f"reply_not_sent:{why_not}")
+            return why_not
+        msgid = derive_msgid(key)
+        try:
+            self.wecom.send_kf(open_kfid, customer, msgid, payload)
+        except WeComError as exc:
+            if exc.errcode not in KF_CANNOT_SEND:
+                self.customers.release_reply(customer)  # the retry reserves again
+                raise
+            self.customers.exhaust_budget(customer)
+            self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
+            self.store.count(f"reply_not_sent:{exc.errcode}")
+            return f"errcode {exc.errcode}"
+        self.store.mark_done(f"{key}:sent")
+        self.customers.remember(customer, f"客服：{shown}")
+        self.store.record("reply_sent", customer=customer, msgid=msgid, text=shown)
+        self.store.count("reply_sent")
+        return None
         shown = payload.get("text", {}).get("content") or payload.get("msgtype")
         why_not = self.customers.reserve_reply(customer, self.clock())
         if why_not:
@@ -216,6 +239,7 @@ class Executor:
             self.wecom.send_kf(open_kfid, customer, msgid, payload)
         except WeComError as exc:
             if exc.errcode not in KF_CANNOT_SEND:
+                self.customers.release_reply(customer)  # the retry reserves again
                 raise
             self.customers.exhaust_budget(customer)
             self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)

@@ -108,7 +108,8 @@ class KfMessage:
     @classmethod
     def from_api(cls, item: dict[str, Any], open_kfid: str = "") -> "KfMessage":
         """Build from sync_msg JSON; event fields are also lifted for convenience."""
-        event = item.get("event") or {}
+        event = item.get("event") if isinstance(item.get("event"), dict) else {}
+        text = item.get("text") if isinstance(item.get("text"), dict) else {}
         return cls(
             msgid=str(item.get("msgid", "")),
             open_kfid=str(item.get("open_kfid") or event.get("open_kfid") or open_kfid),
@@ -117,8 +118,8 @@ class KfMessage:
             origin=int(item.get("origin") or 0),
             msgtype=str(item.get("msgtype", "")),
             servicer_userid=str(item.get("servicer_userid", "")),
-            text=str((item.get("text") or {}).get("content", "")) if item.get("msgtype") == "text" else "",
-            event=event if isinstance(event, dict) else {},
+            text=str(text.get("content") or "") if item.get("msgtype") == "text" else "",
+            event=event,
             raw=item,
         )
 

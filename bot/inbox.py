@@ -14,6 +14,7 @@ DLQ = "wecom:{inbox}:dlq"
 ATTEMPTS = "wecom:{inbox}:attempts"
 ERRORS = "wecom:{inbox}:errors"
 SEEN = "wecom:{inbox}:seen:"
+BUSY = "wecom:{inbox}:busy:"
 GROUP = "workers"
 
 ENVELOPE_TTL = 3600  # covers WeCom's callback retries
@@ -59,6 +60,8 @@ class Inbox:
     def __init__(self, r: redis.Redis):
         self.r = r
         self._put_many = r.register_script(PUT_MANY)
+        self._release = r.register_script(
+            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
         self._group_ready = False
 
     def ensure_group(self) -> None:
@@ -95,15 +98,34 @@ class Inbox:
 
     def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
         """New entries for this consumer."""
-        self.ensure_group()
-        res = self.r.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count, block=block_ms)
+        res = self._grouped(lambda: self.r.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count, block=block_ms))
         return _entries(res[0][1]) if res else []
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
         """Entries another consumer took but did not acknowledge within `min_idle_ms`."""
-        self.ensure_group()
-        res = self.r.xautoclaim(STREAM, GROUP, consumer, min_idle_time=min_idle_ms, start_id="0-0", count=count)
+        res = self._grouped(lambda: self.r.xautoclaim(STREAM, GROUP, consumer, min_idle_time=min_idle_ms,
+                                                      start_id="0-0", count=count))
         return _entries(res[1])
+
+    def _grouped(self, call):
+        """Run a group command; if Redis came back without the group (NOGROUP), create it again."""
+        self.ensure_group()
+        try:
+            return call()
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._group_ready = False
+            self.ensure_group()
+            return call()
+
+    def begin(self, entry_id: str, consumer: str, lease: float) -> bool:
+        """Take the in-flight lease of an entry; False while another consumer holds it."""
+        return bool(self.r.set(BUSY + entry_id, consumer, nx=True, px=int(lease * 1000)))
+
+    def end(self, entry_id: str, consumer: str) -> None:
+        """Give the lease back (only if still ours)."""
+        self._release(keys=[BUSY + entry_id], args=[consumer])
 
     def attempt(self, entry_id: str) -> int:
         """Count one more processing attempt of an entry."""

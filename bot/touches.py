@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bot.cards import LIMITS, clip
 from bot.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer
-from bot.executor import Executor, derive_msgid
-from bot.wecom import KF_CANNOT_SEND, WeComError
+from bot.executor import Executor
+from bot.wecom import WeComError
 
 if TYPE_CHECKING:
     from sop.engine import Engine
@@ -181,7 +181,7 @@ class TouchRunner:
 
     def _kf_send_all(self, rec: Customer, payloads: list[dict[str, Any]], key: str, now: float) -> str | None:
         """Send every payload; all or nothing as far as the budget can tell beforehand."""
-        if not self.store.is_done(f"{key}:kf:0") and _kf_room(rec, now) < len(payloads):
+        if not self.store.is_done(f"{key}:kf:0:sent") and _kf_room(rec, now) < len(payloads):
             return "window" if _kf_room(rec, now) == 0 else "budget"
         for i, payload in enumerate(payloads):
             why = self._kf_send(rec, payload, f"{key}:kf:{i}", now)
@@ -206,28 +206,7 @@ class TouchRunner:
 
     def _kf_send(self, rec: Customer, payload: dict[str, Any], key: str, now: float) -> str | None:
         """One kf message within the reply budget; None when sent, else why not (recorded, not retried)."""
-        if self.store.is_done(key):
-            return None
-        customers = self.executor.customers
-        why = customers.reserve_reply(rec.id, now)
-        if why is None:
-            msgid = derive_msgid(key)
-            try:
-                self.executor.wecom.send_kf(rec.open_kfid, rec.id, msgid, payload)
-            except WeComError as exc:
-                if exc.errcode not in KF_CANNOT_SEND:
-                    raise
-                customers.exhaust_budget(rec.id)
-                why = f"errcode {exc.errcode}"
-        if why is not None:
-            self.store.record("reply_not_sent", customer=rec.id, reason=why, msgtype=payload["msgtype"])
-            self.store.count(f"reply_not_sent:{why}")
-            return why
-        self.store.record("reply_sent", customer=rec.id, msgid=msgid, msgtype=payload["msgtype"],
-                          text=payload.get("text", {}).get("content", ""))
-        self.store.count("reply_sent")
-        self.store.mark_done(key)
-        return None
+        return self.executor.send(rec.open_kfid, rec.id, payload, key)
 
     def _mass_task(self, data: dict[str, Any], key: str, now: float) -> str:
         """A confirm-to-send task for the owner; fail_list/41048/no owner -> note_failed + reminder."""

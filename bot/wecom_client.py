@@ -17,7 +17,11 @@ from bot.wecom import CONFIG_HINTS, KfBatch, WeComConfigError, WeComError, WeCom
 
 log = logging.getLogger(__name__)
 
-TOKEN_ERRORS = {40014, 42001}  # refresh the access token once and retry
+TOKEN_ERRORS = {40001, 40014, 42001}  # on an API call: refresh the access token once and retry
+IP_NOT_TRUSTED = 60020
+# Calls that must not be repeated when it is unclear whether WeCom did them (timeout, 5xx):
+# a second task, alert or robot message would reach people twice. kf/send_msg carries our msgid.
+NOT_IDEMPOTENT = {"message/send", "externalcontact/add_msg_template", "webhook/send"}
 BACKOFF_ERRORS = {-1, 45009, 45033}  # busy / rate limited: wait and retry
 BACKOFF = (0.2, 0.6, 1.5)
 
@@ -85,14 +89,17 @@ class WechatpyWeCom:
                     refreshed = True
                     self._client.session.delete(self._client.access_token_key)
                     continue
-                if code in CONFIG_HINTS:
+                if code == IP_NOT_TRUSTED:
                     raise WeComConfigError(code, CONFIG_HINTS[code], path) from None
-                retryable = code in BACKOFF_ERRORS or (code is None and _server_error(exc))
+                retryable = code in BACKOFF_ERRORS or (code is None and _server_error(exc)
+                                                       and path not in NOT_IDEMPOTENT)
                 if not retryable:
                     raise WeComError(code, msg or "HTTP error", path) from None
                 error: WeComError = (WeComRateLimited if code in (45009, 45033) else WeComError)(code, msg, path)
             except requests.RequestException as exc:
                 error = WeComError(None, f"network: {exc.__class__.__name__}", path)
+                if path in NOT_IDEMPOTENT and not isinstance(exc, requests.ConnectionError | requests.ConnectTimeout):
+                    raise error from None  # the request may have been done: do not repeat it
             if attempt >= len(BACKOFF):
                 raise error
             log.info("wecom %s: %s; retrying in %.1fs", path, error, BACKOFF[attempt])
@@ -131,6 +138,14 @@ class WechatpyWeCom:
 
     def send_app_message(self, payload: dict[str, Any]) -> dict[str, Any]:
         return self.call("POST", "message/send", {"agentid": self.agent_id, **payload})
+
+    def send_robot(self, key: str, payload: dict[str, Any]) -> None:
+        """The group robot: its key is the credential, so no access token (works when gettoken fails)."""
+        res = self._client._http.post(f"{self._client.API_BASE_URL}webhook/send", params={"key": key},
+                                      json=payload, timeout=self._client.timeout)
+        body = res.json() if res.status_code < 500 else {"errcode": None, "errmsg": f"HTTP {res.status_code}"}
+        if body.get("errcode"):
+            raise WeComError(body.get("errcode"), str(body.get("errmsg", "")), "webhook/send")
 
 
 def _code(exc: WeChatClientException) -> int | None:

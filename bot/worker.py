@@ -65,6 +65,15 @@ class Worker:
 
     def handle(self, entry: Entry) -> None:
         """Process one entry; failures stay pending for a retry, then go to the dead-letter stream."""
+        lease = max(4 * self.settings.claim_idle_seconds, 2.0)
+        if not self.inbox.begin(entry.id, self.name, lease):
+            return  # another worker is still on it (it took the entry over while this one was busy)
+        try:
+            self._handle(entry)
+        finally:
+            self.inbox.end(entry.id, self.name)
+
+    def _handle(self, entry: Entry) -> None:
         attempts = self.inbox.attempt(entry.id)
         if attempts > self.settings.max_attempts:
             self.inbox.dead_letter(entry)
@@ -136,8 +145,10 @@ class Worker:
                         raise
                     token = ""  # pull without the expired token (slower, rate-limited)
                     continue
-                items = [Item("kf_msg", KfMessage.from_api(m, open_kfid).to_json(), f"kfmsg:{m.get('msgid')}")
-                         for m in batch.messages if m.get("msgid")]
+                # raw items: one odd message fails alone later (dead letter), not the whole page
+                items = [Item("kf_msg", json.dumps({**m, "open_kfid": m.get("open_kfid") or open_kfid},
+                                                   ensure_ascii=False), f"kfmsg:{m['msgid']}")
+                         for m in batch.messages if isinstance(m, dict) and m.get("msgid")]
                 queued += self.inbox.put_many(items, KF_MSGID_TTL)
                 cursor = batch.next_cursor or cursor
                 self.store.save_cursor(open_kfid, cursor)  # only after the page is safely queued

@@ -26,9 +26,11 @@ def _legend(names: Sequence[str], x: int, y: int) -> list[str]:
 
 
 def stacked_bars(label: str, categories: Sequence[str], series: dict[str, Sequence[float]],
-                 width: int = 640, height: int = 220) -> Markup:
-    """Vertical bars per category, one stacked segment per series, with a legend."""
+                 width: int = 640, height: int = 220, stacked: bool = True) -> Markup:
+    """Vertical bars per category, one stacked (or side-by-side) segment per series, with a legend."""
     names = list(series)
+    if not stacked:
+        return _side_by_side(label, categories, series, width, height)
     totals = [sum(series[n][i] for n in names) for i in range(len(categories))]
     top = max([*totals, 1])
     left, bottom, head = 36, 30, 24 if len(names) > 1 else 8
@@ -59,6 +61,36 @@ def stacked_bars(label: str, categories: Sequence[str], series: dict[str, Sequen
     if len(names) > 1:
         body += _legend(names, left, 14)
     return _svg(width, height, label, body)
+
+
+def _side_by_side(label: str, categories: Sequence[str], series: dict[str, Sequence[float]],
+                  width: int, height: int) -> Markup:
+    """One bar per series within each category."""
+    names = list(series)
+    top = max([v for n in names for v in series[n]] + [1])
+    left, bottom, head = 36, 30, 24
+    plot_h = height - bottom - head
+    step = (width - left - 8) / max(1, len(categories))
+    bar_w = max(2.0, step * 0.8 / max(1, len(names)))
+    body = [f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" stroke="#999"/>',
+            f'<text x="{left - 4}" y="{head + 10}" font-size="10" text-anchor="end">{_num(top)}</text>',
+            f'<text x="{left - 4}" y="{height - bottom}" font-size="10" text-anchor="end">0</text>']
+    every = max(1, len(categories) // 10)
+    for i, cat in enumerate(categories):
+        x0 = left + i * step + step * 0.1
+        for k, name in enumerate(names):
+            v = series[name][i]
+            h = plot_h * v / top
+            x = x0 + k * bar_w
+            if v:
+                body.append(f'<rect class="bar" x="{x:.1f}" y="{height - bottom - h:.1f}" width="{bar_w:.1f}" '
+                            f'height="{h:.1f}" fill="{PALETTE[k % len(PALETTE)]}"><title>{escape(cat)} '
+                            f'{escape(name)}: {_num(v)}</title></rect><text x="{x + bar_w / 2:.1f}" '
+                            f'y="{height - bottom - h - 3:.1f}" font-size="10" text-anchor="middle">{_num(v)}</text>')
+        if i % every == 0:
+            body.append(f'<text x="{x0 + bar_w * len(names) / 2:.1f}" y="{height - bottom + 14}" font-size="10" '
+                        f'text-anchor="middle">{escape(cat)}</text>')
+    return _svg(width, height, label, body + _legend(names, left, 14))
 
 
 def bars(label: str, categories: Sequence[str], values: Sequence[float], **kw: int) -> Markup:
