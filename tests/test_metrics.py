@@ -1,0 +1,117 @@
+"""/metrics in Prometheus text format moves with traffic; daily rollup; heartbeats and readiness."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+
+import pytest
+import redis
+import requests
+from prometheus_client.parser import text_string_to_metric_families
+
+from bot import metrics
+from tests.console_helpers import serve, traffic
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of /metrics: (name, sorted labels) -> value."""
+    resp = requests.get(url + "/metrics", timeout=10)
+    assert resp.status_code == 200 and resp.headers["Content-Type"].startswith("text/plain")
+    out = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+@pytest.fixture()
+def app(runtime, sandbox, r):
+    svc = serve(runtime.settings, r, runtime.content, sandbox.url, None)
+    yield svc
+    svc.stop()
+
+
+def test_metrics_parse_and_counters_move_with_traffic(app, sandbox, runtime):
+    before = scrape(app.url)
+    assert before[("wecom_redis_up", ())] == 1
+    assert before.get(("wecom_messages_in_total", ()), 0) == 0
+    traffic(sandbox, app, runtime)  # callbacks go to this app, so its callback counts move too
+    after = scrape(app.url)
+    assert after[("wecom_callbacks_total", (("result", "accepted"),))] == 4
+    assert after[("wecom_messages_in_total", ())] == 4
+    assert after[("wecom_intents_total", (("intent", "discount"),))] == 2
+    assert after[("wecom_intents_total", (("intent", "price"),))] == 1
+    assert after[("wecom_coupon_results_total", (("status", "issued"),))] == 2
+    assert after[("wecom_handoffs_total", (("intent", "price"),))] == 1
+    assert after[("wecom_handoffs_live", (("state", "open"),))] == 1
+    assert after[("wecom_coupons", (("campaign", "new-customer-10"), ("state", "issued")))] == 2
+    assert after[("wecom_sop_touches_total", (("outcome", "sent"),))] >= 1
+    assert after[("wecom_inbox_lag", ())] == 0 and after[("wecom_dead_letters", ())] == 0
+    assert after[("wecom_replies_sent_total", ())] > before.get(("wecom_replies_sent_total", ()), 0)
+    assert scrape(app.url)[("wecom_messages_in_total", ())] == 4  # scraping again counts nothing twice
+
+
+def test_wecom_calls_and_processing_times_from_any_process(app, r):
+    metrics.observe_wecom_call("/cgi-bin/kf/send_msg?access_token=x", 0, 0.03)
+    metrics.observe_wecom_call("kf/send_msg", 95001, 0.2)
+    metrics.observe_wecom_call("gettoken", None, 6.0)
+    metrics.observe_processing("callback", "ok", 0.004)
+    metrics.heartbeat_worker(r, "w1")  # a worker's loop flushes its observations
+    metrics.flush(r)
+    got = scrape(app.url)
+    assert got[("wecom_api_calls_total", (("endpoint", "kf/send_msg"), ("errcode", "0")))] == 1
+    assert got[("wecom_api_calls_total", (("endpoint", "kf/send_msg"), ("errcode", "95001")))] == 1
+    assert got[("wecom_api_calls_total", (("endpoint", "gettoken"), ("errcode", "none")))] == 1
+    assert got[("wecom_api_call_seconds_count", (("endpoint", "kf/send_msg"),))] == 2
+    assert got[("wecom_api_call_seconds_bucket", (("endpoint", "kf/send_msg"), ("le", "0.05")))] == 1
+    assert got[("wecom_api_call_seconds_bucket", (("endpoint", "gettoken"), ("le", "+Inf")))] == 1
+    assert got[("wecom_processed_total", (("kind", "callback"), ("outcome", "ok")))] == 1
+    assert got[("wecom_processing_seconds_bucket", (("kind", "callback"), ("le", "0.005")))] == 1
+    assert got[("wecom_workers_alive", ())] == 1
+
+
+def test_rollup_is_incremental_and_record_daily_adds(r, runtime):
+    from bot.store import Store
+
+    tz = runtime.settings.timezone
+    store = Store(r)
+    store.record("message_in", customer="c1", intent="price", text="多少钱")
+    store.record("coupon", customer="c1", status="issued", code="NOPE")
+    assert metrics.rollup(r, tz) == 2
+    assert metrics.rollup(r, tz) == 0
+    store.record("message_in", customer="c2", intent=None, text="")
+    metrics.rollup(r, tz)
+    metrics.record_daily(r, "custom", time.time(), 3, tz)
+    today = datetime.now(tz).date()
+    day = metrics.daily(r, [today])[today.isoformat()]
+    assert day["message_in"] == 2 and day["intent:price"] == 1 and day["intent:none"] == 1
+    assert day["coupon:issued"] == 1 and day["coupon_issued:unknown"] == 1 and day["custom"] == 3
+    assert metrics.totals(r)["message_in"] == 2
+
+
+def test_readiness_needs_redis_config_worker_and_scheduler(r, runtime):
+    ok, body = metrics.readiness(r, runtime.settings)
+    assert not ok and body["redis"] == "ok" and body["config"] == "ok"
+    assert "none alive" in body["workers"] and "not alive" in body["scheduler"]
+    metrics.heartbeat_worker(r, "host-1-abc")
+    r.set(metrics.HEARTBEAT_SCHEDULER, f"{time.time():.0f}", ex=50)
+    ok, body = metrics.readiness(r, runtime.settings)
+    assert ok and body["status"] == "ok" and body["workers"] == ["host-1-abc"]
+    assert r.ttl(metrics.HEARTBEAT_WORKER + "host-1-abc") <= metrics.WORKER_TTL
+
+
+def test_readiness_explains_unreachable_redis(runtime):
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, decode_responses=True)
+    ok, body = metrics.readiness(dead, runtime.settings)
+    assert not ok and body["status"] == "unavailable" and body["redis"].startswith("unreachable")
+
+
+def test_metrics_survive_a_redis_outage(runtime, sandbox):
+    dead = redis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.5, decode_responses=True)
+    svc = serve(runtime.settings, dead, None, sandbox.url, None)
+    try:
+        got = scrape(svc.url)
+        assert got[("wecom_redis_up", ())] == 0
+    finally:
+        svc.stop()
