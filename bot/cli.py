@@ -180,7 +180,10 @@ def cmd_intents(args: argparse.Namespace) -> int:
     if args.action == "classify":
         classify_lines(classifier, sys.stdin, sys.stdout)
         return 0
-    return eval_file(classifier, args.file, args.json, sys.stdout)
+    try:
+        return eval_file(classifier, args.file, args.json, sys.stdout)
+    except ConfigError as exc:
+        raise SystemExit(f"cannot evaluate: {exc}") from None
 
 
 def cmd_coupons(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from sop.plan import Rules
 
 __all__ = ["register", "RELOAD_KEY"]
 
-RELOAD_KEY = "wecom:sop:reload"  # the running scheduler reloads the journeys when this changes
+from bot.scheduler import RELOAD_KEY  # noqa: E402 - the running scheduler reloads when this changes
 LIFECYCLES = ("new", "active", "silent")
 
 

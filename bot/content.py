@@ -79,12 +79,12 @@ class Content:
             self.reload_if_changed()
         return self._items.get(name)
 
-    def reload_if_changed(self) -> bool:
-        """Reload when a file changed; an invalid edit is logged and the running version stays."""
+    def reload_if_changed(self, force: bool = False) -> bool:
+        """Reload when a file changed (or `force`); an invalid edit is logged and the running version stays."""
         with self._lock:
             self._checked = time.monotonic()
             mtimes = _mtimes(self.settings.content)
-            if mtimes == self._mtimes:
+            if mtimes == self._mtimes and not force:
                 return False
             self._mtimes = mtimes
             try:

@@ -78,7 +78,8 @@ class Executor:
                 self.customers.set_unsubscribed(customer)
                 self.sop_fact(customer, "unsubscribed", now)
                 self.store.record("unsubscribed", customer=customer)
-                self.send_text(open_kfid, customer, reply, key)
+                if reply:
+                    self.send_text(open_kfid, customer, reply, key)
             case Tag(customer, tag):
                 self.customers.tag(customer, tag, now)
                 if engine := self.sop():

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 import handlers
+from bot.actions import Action, OptOut, Record, Tag
 from bot.customers import Customers
 from bot.executor import Executor
 from bot.inbound import KfMessage
@@ -14,6 +16,11 @@ from bot.store import Store
 from handlers.context import Ctx
 
 log = logging.getLogger("bot.pipeline")
+
+
+def silent(action: Action) -> Action:
+    """The same action without a message to the customer."""
+    return replace(action, reply="") if isinstance(action, OptOut) else action
 
 
 class Pipeline:
@@ -39,9 +46,6 @@ class Pipeline:
             self.customers.saw_message(msg.external_userid, at, msg.open_kfid)
             self.executor.customer_wrote(msg.external_userid, at)
             self.customers.remember(msg.external_userid, f"客户：{msg.text or '[' + msg.msgtype + ']'}")
-            if self.human_holds(msg.external_userid, msg.msgid):  # a human has the chat: the bot is silent
-                self.store.record("message_while_human", customer=msg.external_userid, msgid=msg.msgid, text=msg.text)
-                return "human_holds"
             if msg.msgtype == "text" and msg.text.strip() and classifier:
                 intent = classifier.classify(msg.text)
                 self.customers.saw_intent(msg.external_userid, intent.intent)
@@ -51,6 +55,11 @@ class Pipeline:
                               matched=list(getattr(intent, "matched", ())))
             self.store.count("message_in")
         name, actions = handlers.route(msg, intent, ctx)
+        if msg.is_customer and self.human_holds(msg.external_userid, msg.msgid):
+            # A human has the chat: the bot says nothing, but tags and an opt-out still count.
+            name, actions = "human_holds", [Record("message_while_human", {"customer": msg.external_userid,
+                                                                           "msgid": msg.msgid, "text": msg.text}),
+                                            *(silent(a) for a in actions if isinstance(a, (Tag, OptOut)))]
         self.executor.run(actions, f"kf:{msg.msgid}")
         log.info("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,
                  len(actions), (time.perf_counter() - started) * 1000)

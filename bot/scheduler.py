@@ -21,6 +21,7 @@ log = logging.getLogger("bot.scheduler")
 LEASE = "wecom:lease:scheduler"
 KNOWN_KF = "wecom:kf:known"
 HEARTBEAT = "wecom:heartbeat:scheduler"
+RELOAD_KEY = "wecom:sop:reload"  # set by `wecom-bot sop reload`
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] or redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
@@ -38,6 +39,7 @@ class Scheduler:
         self.handoffs = Handoffs(rt.r, rt.settings.timezone)
         self.desk = rt.pipeline().executor.desk
         self.idle_close_seconds = idle_close_seconds
+        self._reload_seen = self.r.get(RELOAD_KEY)
         self.inbox = Inbox(rt.r)
         self.stop = stop
         self.interval = interval
@@ -84,15 +86,20 @@ class Scheduler:
 
     def sop_clock(self, now: datetime) -> int:
         """Due SOP touches to the inbox; once a day (and at start) the calendar, silence and coupon scans."""
+        asked = self.r.get(RELOAD_KEY)
+        if asked and asked != self._reload_seen:  # `wecom-bot sop reload`
+            self._reload_seen = asked
+            self.rt.content.reload_if_changed(force=True)
         engine = self.rt.engine()
         if engine is None:
             return 0
         day = now.strftime("%Y-%m-%d")
-        if self.r.set(f"wecom:sop:scanned:{day}", "1", nx=True, ex=3 * 86400):
+        if not self.r.exists(f"wecom:sop:scanned:{day}"):
             engine.scan_calendar(now)
             engine.scan_silence(now)
             if book := self.rt.content.get("coupons"):
                 engine.scan_coupons(now, book)
+            self.r.set(f"wecom:sop:scanned:{day}", "1", ex=3 * 86400)  # after the scans: a crash repeats them
         emitted = 0
         for _ in range(50):  # bounded per tick
             result = engine.tick(now)

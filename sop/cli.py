@@ -66,6 +66,8 @@ def plan_cmd(journeys: list[Journey], rules: Rules, customer: Customer | Profile
 
 
 def _local(obj: dict[str, Any], row: Row, tz: ZoneInfo) -> dict[str, Any]:
+    if obj.get("channel") == "welcome":  # the welcome-code message is a kf message (reason: welcome_code)
+        obj["channel"] = "kf"
     obj["at"] = row.at.astimezone(tz).isoformat()
     obj["due"] = row.due.astimezone(tz).isoformat() if row.due else None
     return obj

@@ -230,3 +230,11 @@ def test_staff_commands_list_and_close(desk_env, service, runtime):
     service.post(cmd.format(c=f"结束 {h.id}", m=2))
     drain(runtime.worker())
     assert open_handoff(runtime) is None
+
+
+def test_unsubscribe_while_a_human_holds_the_chat_still_counts(desk_env, service, runtime):
+    say(desk_env, service, runtime, "多少钱")
+    before = len(to_customer(desk_env))
+    say(desk_env, service, runtime, "以后别再给我推送了，退订")
+    assert len(to_customer(desk_env)) == before
+    assert runtime.pipeline().customers.get(CUSTOMER).unsubscribed
