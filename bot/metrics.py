@@ -104,7 +104,8 @@ def rollup(r: redis.Redis, tz: ZoneInfo = DEFAULT_TZ, budget: int = 50_000, batc
 
     Cheap when called often (scrapes, page views, scheduler ticks); one process at a time by lock.
     Each batch and its cursor move are one transaction, so a crash never counts an event twice."""
-    if not r.set(LOCK, "1", nx=True, px=10_000):
+    me = f"{time.time()}:{threading.get_ident()}"
+    if not r.set(LOCK, me, nx=True, px=10_000):
         return 0
     try:
         done = 0
@@ -136,7 +137,8 @@ def rollup(r: redis.Redis, tz: ZoneInfo = DEFAULT_TZ, budget: int = 50_000, batc
         _fold_sop(r, tz)
         return done
     finally:
-        r.delete(LOCK)
+        if r.get(LOCK) == me:
+            r.delete(LOCK)
 
 
 def _write(r: redis.Redis, incr: Counter, sets: dict[str, str]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from datetime import datetime
 from typing import Any
 
@@ -102,6 +103,7 @@ def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str |
         if not gate.token:
             abort(403)
         if not gate.check_token(request.form.get("token", "")):
+            time.sleep(0.3)  # slows guessing
             return page("login.html", error="令牌不正确", next=_safe_next(request.form.get("next"))), 403
         g.session = {"sid": os.urandom(16).hex(), "auth": True, "mask": bool(g.session.get("mask"))}
         g.session_changed = True

@@ -18,8 +18,8 @@ from bot.store import EVENTS
 INTENT_NAMES = {"price": "价格咨询", "human": "要人工", "complaint": "投诉", "unsubscribe": "退订",
                 "discount": "优惠/券", "greeting": "问候", "faq": "常见问题", "other": "其他", "none": "非文本/未识别"}
 STATE_NAMES = {"open": "等待中", "claimed": "已认领", "answered": "已回复", "closed": "已结束"}
-SOP_OUTCOMES = (("sent", "已发送"), ("deferred", "已推迟"), ("skipped", "已跳过"), ("reminded", "转员工提醒"),
-                ("failed", "失败"))
+SOP_OUTCOMES = (("sent", "已发送"), ("deferred", "已推迟"), ("skipped", "已跳过"), ("failed", "失败"),
+                ("reminded", "转员工提醒"))
 EVENT_NAMES = {"message_in": "客户消息", "message_while_human": "客户消息（人工接待中）", "reply_sent": "机器人发送",
                "reply_not_sent": "未发送", "coupon": "优惠券", "handoff_requested": "请求人工",
                "handoff_opened": "转人工", "handoff_claimed": "顾问认领", "handoff_first_reply": "顾问首次回复",
