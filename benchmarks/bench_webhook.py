@@ -197,7 +197,7 @@ def main() -> None:
     if server:
         server.stop()
 
-    print(f"redis: {'embedded, AOF appendfsync everysec' if server else url}; median of {args.rounds} "
+    print(f"redis: {f'embedded, AOF appendfsync {server.appendfsync}' if server else url}; median of {args.rounds} "
           f"alternating rounds of {args.requests} callbacks over 8 keep-alive connections; gunicorn -w {WORKERS} gthread 8")
     print(f"{'app':6} {'callbacks/s':>12} {'p50 ms @' + str(int(args.rate)) + '/s':>16} {'p99 ms':>8}")
     for name, (tput, p50, p99) in results.items():
