@@ -12,7 +12,7 @@ PALETTE = ("#2f7ed8", "#f28f43", "#8bbc21", "#910000", "#1aadce", "#492970", "#7
 def _svg(width: int, height: int, label: str, body: list[str]) -> Markup:
     """Wrap chart elements in an accessible <svg>."""
     return Markup(f'<svg class="chart" role="img" aria-label="{escape(label)}" viewBox="0 0 {width} {height}" '
-                  f'width="100%" preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
+                  f'width="{width}" height="{height}" preserveAspectRatio="xMinYMin meet" xmlns="http://www.w3.org/2000/svg">'
                   f'<title>{escape(label)}</title>{"".join(body)}</svg>')
 
 
@@ -33,7 +33,8 @@ def stacked_bars(label: str, categories: Sequence[str], series: dict[str, Sequen
         return _side_by_side(label, categories, series, width, height)
     totals = [sum(series[n][i] for n in names) for i in range(len(categories))]
     top = max([*totals, 1])
-    left, bottom, head = 36, 30, 24 if len(names) > 1 else 8
+    legend = names != [label]
+    left, bottom, head = 36, 30, 24 if legend else 8
     plot_h = height - bottom - head
     step = (width - left - 8) / max(1, len(categories))
     bar_w = max(2.0, step * 0.7)
@@ -58,7 +59,7 @@ def stacked_bars(label: str, categories: Sequence[str], series: dict[str, Sequen
         if i % every == 0:
             body.append(f'<text x="{x + bar_w / 2:.1f}" y="{height - bottom + 14}" font-size="10" '
                         f'text-anchor="middle">{escape(cat)}</text>')
-    if len(names) > 1:
+    if legend:
         body += _legend(names, left, 14)
     return _svg(width, height, label, body)
 
