@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 from flask import Blueprint, jsonify, request
 
@@ -21,7 +21,15 @@ def authenticate(settings: Settings) -> Any:
     return None
 
 
-def make_api(settings: Settings, content: Any) -> Blueprint:
+def redeem_coupon(book: Any, engine: Any, code: str, now: datetime, order_id: str | None) -> Any:
+    """Redeem a code (idempotent) and stop the customer's coupon reminders."""
+    result = book.redeem(code, now, order_id=order_id)
+    if result.status == "redeemed" and engine is not None and result.coupon is not None:
+        engine.note_fact(result.coupon.customer, "redeemed", now)
+    return result
+
+
+def make_api(settings: Settings, content: Any, engine: Callable[[], Any] = lambda: None) -> Blueprint:
     """`POST /api/coupons/redeem {"code", "order_id"?}` -> {"code", "status", "redeemed_at"}."""
     bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -36,7 +44,8 @@ def make_api(settings: Settings, content: Any) -> Blueprint:
         if book is None:
             return jsonify(error="no coupon campaigns configured"), 404
         order = body.get("order_id")
-        result = book.redeem(body["code"], datetime.now(settings.timezone), order_id=str(order) if order else None)
+        result = redeem_coupon(book, engine(), body["code"], datetime.now(settings.timezone),
+                               str(order) if order else None)
         status = {"redeemed": 200, "already": 200, "unknown": 404, "expired": 409}[result.status]
         at = result.redeemed_at.isoformat() if result.redeemed_at else None
         return jsonify(code=body["code"], status=result.status, redeemed_at=at), status

@@ -25,7 +25,7 @@ def create_app(settings: Settings, r: redis.Redis, content: Any = None) -> Flask
     webhook = make_webhook(crypto, inbox, settings.callback_path, settings.max_body_bytes,
                            settings.max_clock_skew_seconds)
     app.register_blueprint(webhook)
-    app.register_blueprint(make_api(settings, content))
+    app.register_blueprint(make_api(settings, content, lambda: _engine(settings, r, content)))
     app.register_blueprint(make_sop_api(settings, lambda: _engine(settings, r, content), Customers(r)))
     app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": webhook.counts}
 

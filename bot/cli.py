@@ -206,7 +206,9 @@ def cmd_coupons(args: argparse.Namespace) -> int:
                     print(f"{row['campaign']:24} {row['budget']:>7} {row['issued']:>7} {row['remaining']:>9} "
                           f"{row['redeemed']:>8} {row['expired']:>7}")
             return 0
-        result = book.redeem(args.code, now, order_id=args.order)
+        from bot.api import redeem_coupon
+
+        result = redeem_coupon(book, rt.engine(), args.code, now, args.order)
         print(json.dumps({"code": args.code, "status": result.status}, ensure_ascii=False))
         return 0 if result.status in ("redeemed", "already") else 1
     finally:

@@ -67,6 +67,7 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     content: Mapping[str, Path] = field(default_factory=dict)
     api_token: str | None = None
+    corp_tags: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def sandbox(self) -> bool:
@@ -97,7 +98,7 @@ def _check_keys(doc: yamlfile.Doc, keypath: KeyPath, allowed: set[str]) -> None:
 
 
 SCHEMA: dict[KeyPath, set[str]] = {
-    (): {"wecom", "callback", "redis", "timezone", "worker", "replies", "content"},
+    (): {"wecom", "callback", "redis", "timezone", "worker", "replies", "content", "corp_tags"},
     ("wecom",): {"corp_id", "agent_id", "api_base_url", "http_timeout_seconds"},
     ("callback",): {"path", "max_body_bytes", "max_clock_skew_seconds"},
     ("redis",): {"url", "embedded_dir"},
@@ -176,6 +177,9 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     content = _get(doc, ("content",), {})
     if not isinstance(content, dict) or not all(isinstance(v, str) for v in content.values()):
         raise doc.error(("content",), "must map names to file paths")
+    corp_tags = _get(doc, ("corp_tags",), {})
+    if not isinstance(corp_tags, dict) or not all(isinstance(v, str) and v for v in corp_tags.values()):
+        raise doc.error(("corp_tags",), "must map our tag names to WeCom corp tag ids (text)")
     worker = WorkerSettings(
         claim_idle_seconds=_number(doc, ("worker", "claim_idle_seconds"), 30, float, 0.1),
         max_attempts=_number(doc, ("worker", "max_attempts"), 5, int, 1),
@@ -194,4 +198,5 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         replies=replies, worker=worker,
         content={name: root / p for name, p in content.items()},
         api_token=env.get("WECOM_BOT_API_TOKEN") or None,
+        corp_tags={str(k): v for k, v in corp_tags.items()},
     )

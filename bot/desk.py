@@ -11,13 +11,14 @@ from bot.consultants import Assignment, Team, pick
 from bot.customers import Customers
 from bot.handoffs import MAX_LEVEL, Handoff, Handoffs
 from bot.store import Store
-from bot.wecom import WeCom, WeComError
+from bot.wecom import WeCom, WeComError, WeComRateLimited
 
 log = logging.getLogger("bot.desk")
 
 # kf errors on service_state/trans (platform notes §2.8)
 SERVICER_STOPPED, SESSION_ENDED, TRANSITION_REFUSED = 95019, 95013, 95016
 MAX_REASSIGN = 3
+APP_MESSAGES_PER_MINUTE = 28  # WeCom drops what exceeds 30 per member per minute; keep a margin
 
 
 class Desk:
@@ -121,12 +122,38 @@ class Desk:
         team = self.team()
         record = self.customers.get(h.customer)
         task_id = cards.new_task_id(h.id, f"l{level}{userid[:20]}")
-        body = cards.alert_card(h, team.get(h.consultant) if team else None, h.customer,
+        body = cards.alert_card(h, team.get(h.consultant) if team else None, self.customer_name(h.customer),
                                 self.customers.recent(h.customer), list(record.tags), [], task_id,
                                 agentid=self.agent_id, touser=userid, level=level, now=self.now())
+        self.within_rate(userid)
         res = self.wecom.send_app_message(body)
         self.handoffs.set_card(h.id, task_id, res.get("response_code"), to=userid)
         self.store.record("staff_alert", handoff=h.id, to=userid, level=level)
+
+    def customer_name(self, customer: str) -> str:
+        """The customer's WeChat nickname (kf/customer/batchget), remembered; the id when unknown."""
+        name = self.customers.r.hget(f"wecom:cust:{{{customer}}}", "name")
+        if name:
+            return name
+        try:
+            res = self.wecom.call("POST", "kf/customer/batchget", {"external_userid_list": [customer]})
+            name = next((c.get("nickname") for c in res.get("customer_list") or [] if c.get("nickname")), None)
+        except WeComError:
+            name = None
+        if name:
+            self.customers.r.hset(f"wecom:cust:{{{customer}}}", "name", name)
+        return name or customer
+
+    def within_rate(self, userid: str) -> None:
+        """WeCom silently drops app messages past 30 per member per minute: wait for the next minute
+        instead (the entry is retried), never drop."""
+        minute = int(self.now().timestamp() // 60)
+        key = f"wecom:rate:app:{{{userid}}}:{minute}"
+        with self.customers.r.pipeline() as p:
+            count, _ = p.incr(key).expire(key, 120).execute()
+        if count > APP_MESSAGES_PER_MINUTE:
+            raise WeComRateLimited(None, f"{userid} already got {APP_MESSAGES_PER_MINUTE} app messages this minute",
+                                   "message/send")
 
     def robot(self, h: Handoff) -> None:
         """The team group robot (last rung, or nobody to assign)."""
@@ -210,6 +237,8 @@ class Desk:
         self._transfer(h, a.userid)
         try:
             self.alert(h, a.userid, level=0)
+        except WeComRateLimited:
+            raise
         except WeComError as exc:  # the SLA ladder (backup, supervisor, robot) still follows
             self.store.record("staff_alert_failed", handoff=h.id, to=a.userid, errcode=exc.errcode)
         return a.userid
@@ -233,6 +262,8 @@ class Desk:
                 target = "robot"
             else:
                 self.alert(h, target, level=level)
+        except WeComRateLimited:
+            raise  # retried after the minute: nothing is dropped
         except WeComError as exc:  # record and move on: the next rung must still come
             self.store.record("escalation_failed", handoff=hid, level=level, to=target, errcode=exc.errcode)
             target = f"failed:{target}"

@@ -39,13 +39,14 @@ class Executor:
     """Performs actions; every action is keyed, and a key already done is skipped."""
 
     def __init__(self, wecom: WeCom, store: Store, customers: Customers, tz: ZoneInfo,
-                 content: Any = None, clock: Callable[[], float] = time.time):
+                 content: Any = None, clock: Callable[[], float] = time.time, corp_tags: Any = None):
         self.wecom = wecom
         self.store = store
         self.customers = customers
         self.tz = tz
         self.content = content
         self.clock = clock
+        self.corp_tags = corp_tags or {}  # our tag name -> WeCom corp tag id
         self.desk: Any = None  # bot.desk.Desk, attached by the runtime
         self.sop: Callable[[], Any] = lambda: None  # the SOP engine (sop.engine.Engine) or None
 
@@ -82,6 +83,7 @@ class Executor:
                     self.send_text(open_kfid, customer, reply, key)
             case Tag(customer, tag):
                 self.customers.tag(customer, tag, now)
+                self.mirror_tag(customer, tag)
                 if engine := self.sop():
                     engine.enroll(customer, "tag", self._dt(now), tag=tag)
             case SendFailed(customer, fail_type, fail_msgid):
@@ -146,6 +148,13 @@ class Executor:
         if self.customers.first_contact(customer):
             engine.enroll(customer, "customer_added", self._dt(at))
             engine.enroll(customer, "first_contact", self._dt(at))
+
+    def mirror_tag(self, customer: str, tag: str) -> None:
+        """Where configured, set the matching WeCom corp tag (needs the staff member who has the contact)."""
+        owner = self.customers.owner(customer) if tag in self.corp_tags else None
+        if owner:
+            self.wecom.call("POST", "externalcontact/mark_tag",
+                            {"userid": owner, "external_userid": customer, "add_tag": [self.corp_tags[tag]]})
 
     def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str) -> None:
         """First kf contact: start the new-customer journeys; their welcome step goes out with the code."""

@@ -67,7 +67,8 @@ class Runtime:
         wecom = wecom or self.wecom()
         tz = self.settings.timezone
         store, customers, handoffs = Store(self.r), Customers(self.r), Handoffs(self.r, tz)
-        executor = Executor(wecom, store, customers, tz, content=self.content, clock=self.clock)
+        executor = Executor(wecom, store, customers, tz, content=self.content, clock=self.clock,
+                            corp_tags=self.settings.corp_tags)
         executor.desk = Desk(wecom, store, customers, handoffs, self.team, self.settings.agent_id, executor.send,
                              now=lambda: datetime.fromtimestamp(self.clock(), tz))
         executor.sop = self.engine

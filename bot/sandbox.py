@@ -66,6 +66,7 @@ class Sandbox:
             "/cgi-bin/message/send": self._message_send,
             "/cgi-bin/message/update_template_card": self._accept,
             "/cgi-bin/externalcontact/mark_tag": self._accept,
+            "/cgi-bin/kf/customer/batchget": self._customer_batchget,
             "/cgi-bin/externalcontact/send_welcome_msg": self._accept,
             "/cgi-bin/externalcontact/add_msg_template": self._add_msg_template,
         }
@@ -447,6 +448,11 @@ class Sandbox:
 
     def _accept(self, d: Json, q: dict[str, str]) -> Json:
         return ok()
+
+    def _customer_batchget(self, d: Json, q: dict[str, str]) -> Json:
+        ids = [u for u in d.get("external_userid_list") or [] if isinstance(u, str)]
+        return ok(customer_list=[{"external_userid": u, "nickname": f"沙盒客户{u[-4:]}", "gender": 0}
+                                 for u in ids], invalid_external_userid=[])
 
     def _add_msg_template(self, d: Json, q: dict[str, str]) -> Json:
         return ok(fail_list=[], msgid="msg" + secrets.token_hex(12))

@@ -238,3 +238,23 @@ def test_unsubscribe_while_a_human_holds_the_chat_still_counts(desk_env, service
     say(desk_env, service, runtime, "以后别再给我推送了，退订")
     assert len(to_customer(desk_env)) == before
     assert runtime.pipeline().customers.get(CUSTOMER).unsubscribed
+
+
+def test_alerts_to_one_member_wait_for_the_next_minute_instead_of_being_dropped(runtime, clock):
+    from bot.desk import APP_MESSAGES_PER_MINUTE
+    from bot.wecom import WeComRateLimited
+
+    desk = runtime.pipeline().executor.desk
+    for _ in range(APP_MESSAGES_PER_MINUTE):
+        desk.within_rate("li.consultant")
+    with pytest.raises(WeComRateLimited):
+        desk.within_rate("li.consultant")
+    desk.within_rate("wang.consultant")  # per member
+    clock.advance(minutes=1)
+    desk.within_rate("li.consultant")
+
+
+def test_customer_name_comes_from_kf_customer_batchget(desk_env, service, runtime):
+    say(desk_env, service, runtime, "多少钱")
+    card = cards_to(desk_env, "li.consultant")[0]["template_card"]
+    assert card["horizontal_content_list"][0]["value"] == "沙盒客户0001"

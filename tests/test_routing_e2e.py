@@ -226,3 +226,16 @@ def test_broken_yaml_stops_the_service_at_start_with_file_and_line(tmp_path, red
                                            "REDIS_URL": redis_url})
     assert out.returncode != 0
     assert f"{bad}:" in out.stderr and "shape" in out.stderr
+
+
+def test_tags_mirror_to_wecom_corp_tags_where_configured(sandbox, service, runtime):
+    import dataclasses
+
+    from bot.customers import Customers
+
+    runtime.settings = dataclasses.replace(runtime.settings, corp_tags={"询价": "etPRICE"})
+    Customers(runtime.r).set_owner("wmTagged", "li.consultant")
+    say(sandbox, service, runtime, "多少钱", "wmTagged")
+    calls = sandbox.requests("externalcontact/mark_tag")
+    assert [c["json"] for c in calls] == [{"userid": "li.consultant", "external_userid": "wmTagged",
+                                            "add_tag": ["etPRICE"]}]
