@@ -32,24 +32,116 @@ def _show(item: dict, out: TextIO) -> None:
     else:
         to = item.get("touser") or item.get("key") or "?"
         card = item.get("template_card") or {}
+        if item.get("msgtype") == "update_template_card":
+            out.write(f"  -> 员工 {to}: [卡片按钮变为] {(item.get('button') or {}).get('replace_name', '')}\n")
+            return
         body = (item.get("text") or {}).get("content") or (item.get("markdown") or {}).get("content") or \
             (card.get("main_title") or {}).get("title") or json.dumps(card or item, ensure_ascii=False)[:300]
         out.write(f"  -> 员工 {to}: {body}\n")
 
 
+HELP = """命令（以 / 开头，扮演员工）：
+  /claim [userid]      点击该员工最近收到的转人工卡片上的「我来接待」
+  /pass [userid]       点击「转给同事」
+  /reply userid 文本    员工在企业微信里回复客户（人工接待）
+  /staff userid 文本    员工给应用发指令，例如：/staff li.consultant 我的
+  /end                 结束会话（客服会话状态变为已结束）
+其他输入都是客户发给客服号的消息。"""
+
+
+class ChatSession:
+    """One terminal customer (and the staff around them) talking to the sandbox service."""
+
+    def __init__(self, info: dict, customer: str, out: TextIO, wait: float):
+        self.info, self.customer, self.out, self.wait = info, customer, out, wait
+        self.crypto = CallbackCrypto(info["token"], info["aes_key"], info["corp_id"])
+        self.http = requests.Session()
+        self.cards: dict[str, dict] = {}  # userid -> the last alert card they got
+        self.since = self._outbox(0)["next"]
+
+    def _outbox(self, since: int) -> dict:
+        return self.http.get(f"{self.info['sandbox_url']}/sandbox/outbox", params={"since": since}, timeout=5).json()
+
+    def _sandbox(self, path: str, body: dict) -> dict:
+        return self.http.post(f"{self.info['sandbox_url']}/sandbox/{path}", json=body, timeout=5).json()
+
+    def _callback(self, plain: str) -> None:
+        query, body = self.crypto.encrypt(plain)
+        resp = self.http.post(self.info["service_url"] + self.info["callback_path"], params=query,
+                              data=body.encode(), timeout=10)
+        if resp.status_code != 200:
+            self.out.write(f"  (service answered HTTP {resp.status_code})\n")
+
+    def _kf_notice(self, token: str) -> None:
+        self._callback(kf_notice_xml(self.info["corp_id"], token, self.info["open_kfid"]))
+
+    def say(self, text: str) -> None:
+        """The customer writes."""
+        self._kf_notice(self._sandbox("customer/text", {"external_userid": self.customer, "text": text})["token"])
+
+    def command(self, line: str) -> None:
+        """A /command: act as staff or end the session."""
+        verb, *rest = line[1:].split(maxsplit=2)
+        corp = self.info["corp_id"]
+        if verb in ("claim", "pass"):
+            userid = rest[0] if rest else next(iter(self.cards), "")
+            card = self.cards.get(userid)
+            if not card:
+                self.out.write("  (no alert card received yet)\n")
+                return
+            key = next(b["key"] for b in card["template_card"]["button_list"] if b["key"].startswith(verb))
+            self._callback(
+                f"<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[{userid}]]></FromUserName>"
+                f"<CreateTime>{time.time_ns()}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+                f"<Event><![CDATA[template_card_event]]></Event><EventKey><![CDATA[{key}]]></EventKey>"
+                f"<TaskId><![CDATA[{card['template_card']['task_id']}]]></TaskId>"
+                f"<CardType><![CDATA[button_interaction]]></CardType>"
+                f"<ResponseCode><![CDATA[{card.get('response_code') or ''}]]></ResponseCode></xml>")
+        elif verb == "reply" and len(rest) == 2:
+            said = self._sandbox("staff/text", {"external_userid": self.customer, "servicer_userid": rest[0],
+                                                "text": rest[1]})
+            self._kf_notice(said["token"])
+        elif verb == "staff" and len(rest) == 2:
+            self._callback(
+                f"<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[{rest[0]}]]></FromUserName>"
+                f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+                f"<Content><![CDATA[{rest[1]}]]></Content><MsgId>{time.time_ns()}</MsgId></xml>")
+        elif verb == "end":
+            said = self._sandbox("event", {"event": {"event_type": "session_status_change", "change_type": 3,
+                                                     "external_userid": self.customer}})
+            self._kf_notice(said["token"])
+        else:
+            self.out.write(HELP + "\n")
+
+    def show_replies(self, quiet: bool = False) -> None:
+        """Print what the customer and staff received, waiting up to `wait` seconds."""
+        deadline, got = time.monotonic() + self.wait, False
+        while time.monotonic() < deadline:
+            page = self._outbox(self.since)
+            for item in page["items"]:
+                if item.get("msgtype") == "template_card" and item.get("touser"):
+                    self.cards[item["touser"]] = item
+                _show(item, self.out)
+                got = True
+            self.since = page["next"]
+            if got:
+                deadline = min(deadline, time.monotonic() + 0.5)  # collect the rest of this reply
+            time.sleep(0.1)
+        if not got and not quiet:
+            self.out.write("  (no reply)\n")
+        self.out.flush()
+
+
 def run_chat(info_path: str | None, customer: str, inp: TextIO, out: TextIO, wait: float = 3.0) -> int:
-    """Read lines as customer messages; post real encrypted callbacks; print what came back."""
+    """Read lines as customer messages (or /commands as staff); print what came back."""
     path = Path(info_path or "var/sandbox.json")
     if not path.exists():
         out.write(f"{path} not found: start the service first with `uv run wecom-bot serve` "
                   f"(sandbox mode, WECOM_SECRET unset)\n")
         return 1
-    info = json.loads(path.read_text())
-    crypto = CallbackCrypto(info["token"], info["aes_key"], info["corp_id"])
-    http = requests.Session()
-    since = http.get(f"{info['sandbox_url']}/sandbox/outbox", params={"since": 0}, timeout=5).json()["next"]
+    chat = ChatSession(json.loads(path.read_text()), customer, out, wait)
     interactive = inp.isatty()
-    out.write(f"你是客户 {customer}，在微信里给客服号发消息。输入消息后回车，Ctrl-D 退出。\n")
+    out.write(f"你是客户 {customer}，在微信里给客服号发消息。输入消息后回车，/help 看员工命令，Ctrl-D 退出。\n")
     while True:
         if interactive:
             out.write("客户> ")
@@ -60,22 +152,8 @@ def run_chat(info_path: str | None, customer: str, inp: TextIO, out: TextIO, wai
         text = line.rstrip("\n")
         if not text.strip():
             continue
-        said = http.post(f"{info['sandbox_url']}/sandbox/customer/text",
-                         json={"external_userid": customer, "text": text}, timeout=5).json()
-        query, body = crypto.encrypt(kf_notice_xml(info["corp_id"], said["token"], info["open_kfid"]))
-        resp = http.post(info["service_url"] + info["callback_path"], params=query, data=body.encode(), timeout=10)
-        if resp.status_code != 200:
-            out.write(f"  (service answered HTTP {resp.status_code})\n")
-        deadline, got = time.monotonic() + wait, False
-        while time.monotonic() < deadline:
-            page = http.get(f"{info['sandbox_url']}/sandbox/outbox", params={"since": since}, timeout=5).json()
-            for item in page["items"]:
-                _show(item, out)
-                got = True
-            since = page["next"]
-            if got:
-                deadline = min(deadline, time.monotonic() + 0.5)  # collect the rest of this reply
-            time.sleep(0.1)
-        if not got:
-            out.write("  (no reply)\n")
-        out.flush()
+        if text.startswith("/"):
+            chat.command(text.strip())
+        else:
+            chat.say(text)
+        chat.show_replies(quiet=text.startswith("/"))

@@ -25,11 +25,11 @@ def _settings() -> Settings:
 
 
 def _runtime(settings: Settings, **kw: Any):
-    from bot.runtime import start
+    from bot.runtime import StartError, start
 
     try:
         return start(settings, **kw)
-    except (ConfigError, RedisUnavailable) as exc:
+    except (ConfigError, RedisUnavailable, StartError) as exc:
         raise SystemExit(f"cannot start: {exc}") from None
 
 
@@ -49,7 +49,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     rt = _runtime(settings, sandbox_port=args.sandbox_port)
     stop = threading.Event()
     try:
-        server = create_server(rt.app(), host=args.host, port=args.port, threads=args.threads)
+        try:
+            server = create_server(rt.app(), host=args.host, port=args.port, threads=args.threads)
+        except OSError as exc:
+            raise SystemExit(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); "
+                             f"is another `wecom-bot serve` running? (--port)") from None
         url = f"http://{args.host}:{server.effective_port}"
         if rt.sandbox:
             info = write_sandbox_info(rt, url)

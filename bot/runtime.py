@@ -29,6 +29,10 @@ from bot.worker import Worker
 log = logging.getLogger("bot")
 
 
+class StartError(RuntimeError):
+    """Something this process needs could not be started."""
+
+
 def open_redis(settings: Settings) -> tuple[redis.Redis, EmbeddedRedis | None]:
     """REDIS_URL when configured (fail fast), else the embedded server under var/ (reused if running)."""
     if settings.redis_url:
@@ -129,24 +133,28 @@ def _held(handoffs: Handoffs, customer: str, msgid: str) -> bool:
 
 
 def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | None = None) -> Runtime:
-    """Open Redis, start the sandbox when there is no WECOM_SECRET, load content."""
+    """Open Redis, start the sandbox when there is no WECOM_SECRET, load content; undo it all on failure."""
     r, embedded = open_redis(settings)
     sandbox = None
-    if settings.sandbox if with_sandbox is None else with_sandbox:
-        from bot.sandbox import Sandbox
-
-        sandbox = Sandbox(settings.corp_id, "sandbox-secret", SANDBOX_OPEN_KFID, port=sandbox_port).start()
-        sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0})
-        settings = settings.with_api_base(f"{sandbox.url}/cgi-bin/")
     try:
-        content = Content(settings, r)
+        if settings.sandbox if with_sandbox is None else with_sandbox:
+            from bot.sandbox import Sandbox
+
+            try:
+                sandbox = Sandbox(settings.corp_id, "sandbox-secret", SANDBOX_OPEN_KFID, port=sandbox_port).start()
+            except OSError as exc:
+                raise StartError(f"the sandbox cannot listen on port {sandbox_port} ({exc.strerror}); "
+                                       f"is another `wecom-bot serve` running? (--sandbox-port)") from None
+            sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
+            settings = settings.with_api_base(f"{sandbox.url}/cgi-bin/")
+        return Runtime(settings, r, embedded, sandbox, Content(settings, r))
     except Exception:
         if sandbox:
             sandbox.stop()
         if embedded:
             embedded.stop()
+            (settings.embedded_redis_dir / "port").unlink(missing_ok=True)
         raise
-    return Runtime(settings, r, embedded, sandbox, content)
 
 
 def write_sandbox_info(rt: Runtime, service_url: str) -> Path:

@@ -64,7 +64,7 @@ class Sandbox:
             "/cgi-bin/kf/service_state/trans": self._state_trans,
             "/cgi-bin/kf/servicer/list": self._servicer_list,
             "/cgi-bin/message/send": self._message_send,
-            "/cgi-bin/message/update_template_card": self._accept,
+            "/cgi-bin/message/update_template_card": self._update_card,
             "/cgi-bin/externalcontact/mark_tag": self._accept,
             "/cgi-bin/kf/customer/batchget": self._customer_batchget,
             "/cgi-bin/externalcontact/send_welcome_msg": self._accept,
@@ -447,6 +447,11 @@ class Sandbox:
         return ok()
 
     def _accept(self, d: Json, q: dict[str, str]) -> Json:
+        return ok()
+
+    def _update_card(self, d: Json, q: dict[str, str]) -> Json:
+        self._record_out("staff", {**d, "touser": "|".join(d.get("userids") or []), "msgtype": "update_template_card",
+                                   "path": "/cgi-bin/message/update_template_card", "at": self.now()})
         return ok()
 
     def _customer_batchget(self, d: Json, q: dict[str, str]) -> Json:
