@@ -10,13 +10,15 @@ from flask import Flask, jsonify
 from bot.api import make_api
 from bot.api_sop import make_sop_api
 from bot.config import Settings
+from bot.console import make_console
+from bot.metrics import make_metrics, readiness
 from bot.customers import Customers
 from bot.crypto import CallbackCrypto
 from bot.inbox import Inbox
 from bot.webhook import make_webhook
 
 
-def create_app(settings: Settings, r: redis.Redis, content: Any = None) -> Flask:
+def create_app(settings: Settings, r: redis.Redis, content: Any = None, sandbox_url: str | None = None) -> Flask:
     """Build the web app for `settings` on Redis `r`."""
     app = Flask("wecom-bot")
     app.config["MAX_CONTENT_LENGTH"] = None  # the webhook enforces its own limit with a clean 413
@@ -33,14 +35,13 @@ def create_app(settings: Settings, r: redis.Redis, content: Any = None) -> Flask
     def healthz():
         return jsonify(status="ok", sandbox=settings.sandbox)
 
+    app.register_blueprint(make_console(settings, r, content, sandbox_url), url_prefix="/admin")
+    app.register_blueprint(make_metrics(settings, r, webhook.counts, content))
+
     @app.get("/readyz")
     def readyz():
-        try:
-            r.ping()
-            depth = inbox.depth()
-        except redis.RedisError as exc:
-            return jsonify(status="unavailable", redis=str(exc)), 503
-        return jsonify(status="ok", redis="ok", inbox=depth)
+        ok, body = readiness(r, settings)
+        return jsonify(body), (200 if ok else 503)
 
     return app
 

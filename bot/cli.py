@@ -250,9 +250,25 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
         rt.close()
 
 
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the set-up and say what to fix; non-zero exit when something is wrong."""
+    from bot.doctor import run_doctor
+
+    return run_doctor(_settings(), sys.stdout)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                           "message": record.getMessage()}, ensure_ascii=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="wecom-bot", description="WeCom private-domain assistant")
     p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-json", action="store_true", help="JSON log lines")
     sub = p.add_subparsers(dest="command", required=True)
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
@@ -292,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("code", nargs="?")
     sp.add_argument("--order", default=None)
     sp.add_argument("--json", action="store_true")
+    add("doctor", cmd_doctor, "check the set-up and say what to fix")
     sp = add("handoffs", cmd_handoffs, "handoffs to humans")
     sp.add_argument("action", choices=["list", "stats"])
     sp.add_argument("--json", action="store_true")
@@ -306,6 +323,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_json:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
     for noisy in ("jieba", "apscheduler", "waitress.queue"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command == "intents" and args.action == "eval" and not args.file:

@@ -61,6 +61,6 @@ class Pipeline:
                                                                            "msgid": msg.msgid, "text": msg.text}),
                                             *(silent(a) for a in actions if isinstance(a, (Tag, OptOut)))]
         self.executor.run(actions, f"kf:{msg.msgid}")
-        log.info("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,
+        log.debug("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,
                  len(actions), (time.perf_counter() - started) * 1000)
         return name

@@ -115,7 +115,7 @@ class Runtime:
     def app(self):
         from bot.app import create_app
 
-        return create_app(self.settings, self.r, self.content)
+        return create_app(self.settings, self.r, self.content, self.sandbox.url if self.sandbox else None)
 
     def close(self) -> None:
         if self.sandbox is not None:

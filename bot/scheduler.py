@@ -15,6 +15,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from bot.handoffs import MAX_LEVEL, Handoffs
 from bot.inbound import Callback
 from bot.inbox import Inbox, Item
+from bot.metrics import flush, rollup
 
 log = logging.getLogger("bot.scheduler")
 
@@ -70,6 +71,8 @@ class Scheduler:
                 return 0
             now = now or self.rt.clock()
             self.r.set(HEARTBEAT, f"{now:.0f}", ex=int(self.interval * 10))
+            rollup(self.r, self.tz)  # daily numbers for the console, from the event stream
+            flush(self.r)
             moment = datetime.fromtimestamp(now, self.tz)
             return self.safety_sync(now) + self.handoff_clock(moment) + self.sop_clock(moment)
         except Exception as exc:  # a failed tick must not kill the scheduler thread

@@ -13,6 +13,7 @@ from wechatpy.enterprise import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session.redisstorage import RedisStorage
 
+from bot.metrics import observe_wecom_call
 from bot.wecom import CONFIG_HINTS, KfBatch, WeComConfigError, WeComError, WeComRateLimited
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,11 @@ class _Client(WeChatClient):
 
     def fetch_access_token(self) -> dict[str, Any]:
         """gettoken at the configured base (wechatpy hardcodes the host and passes no timeout)."""
+        started = time.perf_counter()
         res = self._http.get(f"{self.API_BASE_URL}gettoken", timeout=self.timeout,
                              params={"corpid": self.corp_id, "corpsecret": self.secret})
+        observe_wecom_call("gettoken", (res.json().get("errcode") or 0) if res.status_code < 500 else None,
+                           time.perf_counter() - started)
         result = res.json() if res.status_code < 500 else {"errcode": None, "errmsg": f"HTTP {res.status_code}"}
         if result.get("errcode") or "access_token" not in result:
             raise WeChatClientException(result.get("errcode"), result.get("errmsg", ""), client=self, response=res)
@@ -77,14 +81,17 @@ class WechatpyWeCom:
         attempt = 0
         while True:
             self._token()
+            started = time.perf_counter()
             try:
                 kwargs: dict[str, Any] = {"params": dict(params or {})}
                 if body is not None:
                     kwargs["data"] = body
                 result = self._client.get(path, **kwargs) if method == "GET" else self._client.post(path, **kwargs)
+                observe_wecom_call(path, 0, time.perf_counter() - started)
                 return result if isinstance(result, dict) else {}
             except WeChatClientException as exc:
                 code, msg = _code(exc), str(exc.errmsg or "")
+                observe_wecom_call(path, code, time.perf_counter() - started)
                 if code in TOKEN_ERRORS and not refreshed:
                     refreshed = True
                     self._client.session.delete(self._client.access_token_key)
@@ -97,6 +104,7 @@ class WechatpyWeCom:
                     raise WeComError(code, msg or "HTTP error", path) from None
                 error: WeComError = (WeComRateLimited if code in (45009, 45033) else WeComError)(code, msg, path)
             except requests.RequestException as exc:
+                observe_wecom_call(path, None, time.perf_counter() - started)
                 error = WeComError(None, f"network: {exc.__class__.__name__}", path)
                 if path in NOT_IDEMPOTENT and not isinstance(exc, requests.ConnectionError | requests.ConnectTimeout):
                     raise error from None  # the request may have been done: do not repeat it

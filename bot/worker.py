@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from bot.config import WorkerSettings
+from bot.metrics import heartbeat_worker, observe_processing
 from bot.inbound import Callback, KfMessage
 from bot.inbox import KF_MSGID_TTL, Entry, Inbox, Item
 from bot.pipeline import Pipeline
@@ -56,6 +57,7 @@ class Worker:
         log.info("worker %s started", self.name)
         while not stop.is_set():
             try:
+                heartbeat_worker(self.store.r, self.name)
                 if not self.run_once(block_ms=self.settings.block_ms):
                     stop.wait(0.01)
             except redis.RedisError as exc:
@@ -75,42 +77,44 @@ class Worker:
 
     def _handle(self, entry: Entry) -> None:
         attempts = self.inbox.attempt(entry.id)
+        started = time.perf_counter()
+        outcome, detail = "ok", ""
         if attempts > self.settings.max_attempts:
             self.inbox.dead_letter(entry)
-            log.warning("entry %s (%s) dead-lettered after %d attempts", entry.id, entry.kind, attempts - 1)
-            return
-        started = time.perf_counter()
-        try:
-            self.dispatch(entry)
-        except redis.RedisError:
-            raise
-        except WeComConfigError as exc:
-            # Not this entry's fault: keep it (attempt not counted) until an operator fixes the config.
-            self.inbox.not_attempted(entry.id)
-            self.inbox.fail(entry.id, str(exc))
-            log.error("WeCom configuration error, entry %s kept for later: %s", entry.id, exc)
-            time.sleep(1.0)
-            return
-        except Exception as exc:  # any failure of one entry must not stop the worker
-            error = f"{exc.__class__.__name__}: {exc}"
-            self.inbox.fail(entry.id, error)
-            log.warning("entry %s (%s) failed, attempt %d/%d: %s", entry.id, entry.kind, attempts,
-                        self.settings.max_attempts, error)
-            if attempts >= self.settings.max_attempts:
-                self.inbox.dead_letter(entry, error)
-            return
-        self.inbox.ack(entry.id)
-        log.debug("entry %s (%s) done in %.1fms", entry.id, entry.kind, (time.perf_counter() - started) * 1000)
+            outcome = "dead"
+        else:
+            try:
+                detail = self.dispatch(entry) or ""
+                self.inbox.ack(entry.id)
+            except redis.RedisError:
+                raise
+            except WeComConfigError as exc:
+                # Not this entry's fault: keep it (attempt not counted) until an operator fixes the config.
+                self.inbox.not_attempted(entry.id)
+                self.inbox.fail(entry.id, str(exc))
+                outcome, detail = "config_error", str(exc)
+                time.sleep(1.0)
+            except Exception as exc:  # any failure of one entry must not stop the worker
+                detail = f"{exc.__class__.__name__}: {exc}"
+                self.inbox.fail(entry.id, detail)
+                outcome = "retry"
+                if attempts >= self.settings.max_attempts:
+                    self.inbox.dead_letter(entry, detail)
+                    outcome = "dead"
+        elapsed = time.perf_counter() - started
+        observe_processing(entry.kind, outcome, elapsed)
+        level = logging.INFO if outcome == "ok" else logging.WARNING
+        log.log(level, "entry %s kind=%s outcome=%s attempt=%d %.1fms %s", entry.id, entry.kind, outcome,
+                attempts, elapsed * 1000, detail)
 
-    def dispatch(self, entry: Entry) -> None:
-        """Route an entry by kind."""
+    def dispatch(self, entry: Entry) -> str | None:
+        """Route an entry by kind; returns a short note for the log line."""
         desk = self.pipeline.executor.desk
         if entry.kind == "callback":
             callback = Callback.from_json(entry.data)
             f = callback.fields
             if callback.kind == "kf_notice":
-                self.sync(f.get("OpenKfId", ""), f.get("Token", ""))
-                return
+                return f"queued={self.sync(f.get('OpenKfId', ''), f.get('Token', ''))}"
             self.store.record(f"callback_{callback.kind}", **f)
             if callback.kind == "card_event" and desk:
                 desk.click(f.get("FromUserName", ""), f.get("EventKey", ""), f.get("ResponseCode", ""))
@@ -119,15 +123,15 @@ class Worker:
             elif callback.kind == "contact_change":
                 self.pipeline.executor.contact_changed(f)
         elif entry.kind == "kf_msg":
-            self.pipeline.process(KfMessage.from_json(entry.data))
+            return f"route={self.pipeline.process(KfMessage.from_json(entry.data))}"
         elif entry.kind == "touch" and self.touches:
             data = json.loads(entry.data)
-            self.touches.run(data, f"touch:{data['touch_id']}")
+            return self.touches.run(data, f"touch:{data['touch_id']}")
         elif entry.kind == "escalate" and desk:
             data = json.loads(entry.data)
-            desk.escalate(data["id"], int(data["level"]))
+            return f"to={desk.escalate(data['id'], int(data['level']))}"
         elif entry.kind == "wake" and desk:
-            desk.wake(json.loads(entry.data)["id"])
+            return f"to={desk.wake(json.loads(entry.data)['id'])}"
         else:
             raise ValueError(f"unknown inbox entry kind {entry.kind!r}")
 

@@ -211,7 +211,7 @@ def test_payloads_accepted_by_sandbox(sb: Sandbox) -> None:
                           data=json.dumps(robot_text(h, "王女士", now=NOW), ensure_ascii=False).encode(), timeout=5)
     assert robot.json()["errcode"] == 0
     staff = sb.staff_messages()
-    assert [m["msgtype"] for m in staff] == ["template_card", "text", "markdown"]
+    assert [m["msgtype"] for m in staff] == ["template_card", "update_template_card", "text", "markdown"]
     assert staff[0]["template_card"]["main_title"]["title"] == "【优先】客户投诉，请5分钟内接待"
 
 
