@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,6 +88,7 @@ class Classifier:
         # One-character keywords count only as whole jieba tokens ("贵" yes, "宝贵" no).
         self._single = frozenset(w for w in targets if len(w) == 1)
 
+        jieba.setLogLevel(logging.WARNING)  # jieba logs its dictionary loading at DEBUG on its own handler
         jieba.initialize()
         for word in targets:
             if word.isalnum():
