@@ -27,8 +27,9 @@ def create_app(settings: Settings, r: redis.Redis, content: Any = None, sandbox_
     webhook = make_webhook(crypto, inbox, settings.callback_path, settings.max_body_bytes,
                            settings.max_clock_skew_seconds)
     app.register_blueprint(webhook)
-    app.register_blueprint(make_api(settings, content, lambda: _engine(settings, r, content)))
-    app.register_blueprint(make_sop_api(settings, lambda: _engine(settings, r, content), Customers(r)))
+    engine = (lambda: content.engine()) if content else (lambda: None)
+    app.register_blueprint(make_api(settings, content, engine))
+    app.register_blueprint(make_sop_api(settings, engine, Customers(r)))
     app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": webhook.counts}
 
     @app.get("/healthz")
@@ -44,17 +45,6 @@ def create_app(settings: Settings, r: redis.Redis, content: Any = None, sandbox_
         return jsonify(body), (200 if ok else 503)
 
     return app
-
-
-def _engine(settings: Settings, r: redis.Redis, content: Any) -> Any:
-    """An SOP engine over the journeys as currently loaded (None when none are configured)."""
-    journeys = content.get("journeys") if content else None
-    if journeys is None:
-        return None
-    from sop.engine import Engine
-    from sop.plan import Rules
-
-    return Engine(r, journeys, Rules(), settings.timezone, Inbox(r))
 
 
 def production_app(settings: Settings) -> Flask:

@@ -72,12 +72,26 @@ class Content:
         self._mtimes = _mtimes(settings.content)
         self._checked = time.monotonic()
         self._lock = threading.Lock()
+        self._engine: tuple[Any, Any] | None = None  # (journeys, engine)
 
     def get(self, name: str) -> Any:
         """The current object for `name` (classifier, coupons), or None."""
         if time.monotonic() - self._checked >= self.check_every:
             self.reload_if_changed()
         return self._items.get(name)
+
+    def engine(self) -> Any:
+        """The SOP engine over the journeys as currently loaded (None when none are configured)."""
+        journeys = self.get("journeys")
+        if journeys is None:
+            return None
+        if self._engine is None or self._engine[0] is not journeys:
+            from bot.inbox import Inbox
+            from sop.engine import Engine
+            from sop.plan import Rules
+
+            self._engine = (journeys, Engine(self.r, journeys, Rules(), self.settings.timezone, Inbox(self.r)))
+        return self._engine[1]
 
     def reload_if_changed(self, force: bool = False) -> bool:
         """Reload when a file changed (or `force`); an invalid edit is logged and the running version stays."""

@@ -59,8 +59,6 @@ class Runtime:
     sandbox: Any = None
     content: Any = None
     clock: Callable[[], float] = time.time
-    _engine: Any = None
-    _engine_journeys: Any = None
 
     def wecom(self) -> WechatpyWeCom:
         s = self.settings
@@ -81,16 +79,7 @@ class Runtime:
 
     def engine(self) -> Any:
         """The SOP engine for the journeys as currently loaded (None when none are configured)."""
-        journeys = self.content.get("journeys") if self.content else None
-        if journeys is None:
-            return None
-        if self._engine is None or self._engine_journeys is not journeys:
-            from sop.engine import Engine
-            from sop.plan import Rules
-
-            self._engine = Engine(self.r, journeys, Rules(), self.settings.timezone, Inbox(self.r))
-            self._engine_journeys = journeys
-        return self._engine
+        return self.content.engine() if self.content else None
 
     def touches(self, executor: Executor) -> Any:
         """Runs SOP touch entries through `executor`."""
