@@ -238,25 +238,3 @@ class Executor:
         self.store.record("reply_sent", customer=customer, msgid=msgid, text=shown)
         self.store.count("reply_sent")
         return None
-        shown = payload.get("text", {}).get("content") or payload.get("msgtype")
-        why_not = self.customers.reserve_reply(customer, self.clock())
-        if why_not:
-            self.store.record("reply_not_sent", customer=customer, reason=why_not, text=shown)
-            self.store.count(f"reply_not_sent:{why_not}")
-            return False
-        msgid = derive_msgid(key)
-        try:
-            self.wecom.send_kf(open_kfid, customer, msgid, payload)
-        except WeComError as exc:
-            if exc.errcode not in KF_CANNOT_SEND:
-                self.customers.release_reply(customer)  # the retry reserves again
-                raise
-            self.customers.exhaust_budget(customer)
-            self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
-            self.store.count(f"reply_not_sent:{exc.errcode}")
-            return False
-        self.store.mark_done(f"{key}:sent")
-        self.customers.remember(customer, f"客服：{shown}")
-        self.store.record("reply_sent", customer=customer, msgid=msgid, text=shown)
-        self.store.count("reply_sent")
-        return True
