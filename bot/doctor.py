@@ -167,7 +167,8 @@ def _call(settings: Any, method: str, path: str, params: dict[str, Any], body: A
     try:
         resp = requests.request(method, url, params=params, json=body, timeout=settings.http_timeout_seconds)
     except requests.RequestException as exc:
-        return None, f"cannot reach {settings.api_base_url}: {exc.__class__.__name__}: {exc}", None
+        detail = str(exc).replace(settings.secret or "\0", "***")  # the URL carries corpsecret
+        return None, f"cannot reach {settings.api_base_url}: {exc.__class__.__name__}: {detail}", None
     try:
         return resp.json(), "", resp
     except ValueError:
