@@ -222,7 +222,7 @@ def test_broken_yaml_stops_the_service_at_start_with_file_and_line(tmp_path, red
     cfg["content"] = {"keywords": str(ROOT / "intents/keywords.yaml"), "faq": str(ROOT / "intents/faq.yaml"),
                       "coupons": str(bad)}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True))
-    out = cli("serve", "--port", "0", env={"WECOM_BOT_CONFIG": str(tmp_path / "config.yaml"),
+    out = cli("serve", "--port", "0", "--sandbox-port", "0", env={"WECOM_BOT_CONFIG": str(tmp_path / "config.yaml"),
                                            "REDIS_URL": redis_url})
     assert out.returncode != 0
     assert f"{bad}:" in out.stderr and "shape" in out.stderr
