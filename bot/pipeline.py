@@ -38,6 +38,9 @@ class Pipeline:
     def process(self, msg: KfMessage) -> str:
         """Handle one message exactly once as the customer sees it; returns the route taken."""
         started = time.perf_counter()
+        if msg.raw.get("backlog"):  # history from before the bot's first pull of this account
+            self.store.record("backlog_skipped", customer=msg.external_userid, msgid=msg.msgid, text=msg.text)
+            return "backlog"
         classifier = self.content.get("classifier") if self.content else None
         ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None)
         intent = None

@@ -99,7 +99,7 @@ class Runtime:
         wecom = self.wecom()
         pipeline = self.pipeline(wecom)
         return Worker(Inbox(self.r), Store(self.r), wecom, pipeline, self.settings.worker, name,
-                      touches=self.touches(pipeline.executor))
+                      touches=self.touches(pipeline.executor), clock=self.clock)
 
     def app(self):
         from bot.app import create_app

@@ -9,7 +9,7 @@ import secrets
 import socket
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import redis
 
@@ -24,13 +24,23 @@ from bot.wecom import WeCom, WeComConfigError, WeComError
 log = logging.getLogger("bot.worker")
 
 INVALID_SYNC_TOKEN = 95007  # the callback Token expired (valid 10 minutes)
+BACKLOG_SECONDS = 1800  # on an account's first pull, older messages are recorded, not answered
+
+
+def _older(item: dict, before: float) -> bool:
+    """A sync_msg item sent before `before` (0 = no limit)."""
+    try:
+        return bool(before) and float(item.get("send_time") or 0) < before
+    except (TypeError, ValueError):
+        return False
 
 
 class Worker:
     """One consumer of the inbox."""
 
     def __init__(self, inbox: Inbox, store: Store, wecom: WeCom, pipeline: Pipeline,
-                 settings: WorkerSettings, name: str | None = None, touches: Any = None):
+                 settings: WorkerSettings, name: str | None = None, touches: Any = None,
+                 clock: Callable[[], float] = time.time):
         self.inbox = inbox
         self.store = store
         self.wecom = wecom
@@ -39,6 +49,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._last_claim = 0.0
         self.touches = touches
+        self.clock = clock
 
     def run_once(self, block_ms: int | None = None) -> int:
         """Process what is available now (reclaimed entries first); returns how many entries."""
@@ -141,6 +152,8 @@ class Worker:
         self.store.r.sadd("wecom:kf:known", open_kfid)
         with self.store.lock(f"kf:{open_kfid}") as renew:
             cursor = self.store.cursor(open_kfid)
+            # First pull of an account: sync_msg returns up to 3 days of history; answer only what is recent.
+            backlog_before = self.clock() - BACKLOG_SECONDS if not cursor else 0
             while True:
                 try:
                     batch = self.wecom.sync_kf(token, open_kfid, cursor)
@@ -150,7 +163,8 @@ class Worker:
                     token = ""  # pull without the expired token (slower, rate-limited)
                     continue
                 # raw items: one odd message fails alone later (dead letter), not the whole page
-                items = [Item("kf_msg", json.dumps({**m, "open_kfid": m.get("open_kfid") or open_kfid},
+                items = [Item("kf_msg", json.dumps({**m, "open_kfid": m.get("open_kfid") or open_kfid,
+                                                    **({"backlog": True} if _older(m, backlog_before) else {})},
                                                    ensure_ascii=False), f"kfmsg:{m['msgid']}")
                          for m in batch.messages if isinstance(m, dict) and m.get("msgid")]
                 queued += self.inbox.put_many(items, KF_MSGID_TTL)

@@ -153,3 +153,14 @@ def test_wrong_secret_keeps_messages_until_fixed(sandbox, service, runtime, r):
     assert Inbox(r).depth()["dead"] == 0 and sandbox.delivered() == []
     drain(runtime.worker())
     assert len(sandbox.delivered()) == 1
+
+
+def test_first_pull_records_old_history_but_answers_only_recent_messages(sandbox, service, runtime):
+    sandbox.add_customer_text("wmOld", "两小时前的消息")
+    sandbox.advance(2 * 3600)  # two hours later the bot is deployed and pulls for the first time
+    runtime.clock = lambda: time.time() + 2 * 3600
+    sandbox.add_customer_text("wmNew", "刚发的消息")
+    service.post(kf_notice(sandbox.callback_token()))
+    drain(runtime.worker())
+    assert [d["touser"] for d in sandbox.delivered()] == ["wmNew"]
+    assert "backlog_skipped" in [e["kind"] for e in Store(runtime.r).events()]
