@@ -53,11 +53,34 @@ def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
         from sop import journeys
 
         content["journeys"] = journeys.load(paths["journeys"])
+    if content.get("journeys") and content.get("coupons"):
+        _check_campaigns(content["journeys"], content["coupons"])
     if paths.get("consultants"):
         from bot.consultants import load_team
 
         content["team"] = load_team(paths["consultants"], settings.timezone)
     return content
+
+
+def _check_campaigns(journeys: Any, book: Any) -> None:
+    """Every coupon a journey step names must be a configured campaign."""
+    known = {c.name for c in book.campaigns}
+    for journey in journeys:
+        for step in journey.steps:
+            name = ((step.content or {}).get("coupon") or {}).get("campaign")
+            if name and name not in known:
+                source = Path(journey.source) if journey.source else Path("sop/journeys")
+                line = _line_of(source, f"campaign: {name}")
+                raise ConfigError(f"{source}:{line}: {journey.id}.{step.id}.content.coupon.campaign: unknown coupon "
+                                  f"campaign {name!r} (configured: {', '.join(sorted(known))})")
+
+
+def _line_of(path: Path, needle: str) -> int:
+    """The first line of `path` containing `needle` (1 when not found)."""
+    try:
+        return next((i for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if needle in text), 1)
+    except OSError:
+        return 1
 
 
 class Content:

@@ -49,7 +49,7 @@ SHAPES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 SHAPE_KEYS = frozenset({"amount", "threshold", "pay_percent", "gift"})
 COMMON_KEYS = frozenset({
     "name", "title", "shape", "budget", "per_customer", "valid_hours", "valid_days", "ends_at",
-    "eligible", "tags", "reply", "on_exhausted", "exhausted_reply",
+    "eligible", "tags", "reply", "on_exhausted", "exhausted_reply", "in_chat",
 })
 ELIGIBLE = ("everyone", "new", "tag")
 ON_EXHAUSTED = ("reply", "handoff")
@@ -76,6 +76,7 @@ class Campaign:
     tags: frozenset[str] = frozenset()
     reply: str = DEFAULT_REPLY
     on_exhausted: Literal["reply", "handoff"] = "reply"
+    in_chat: bool = True  # offered when a customer asks in chat; False: only SOP journeys issue it
     exhausted_reply: str = DEFAULT_EXHAUSTED_REPLY
 
     def admits(self, is_new: bool, tags: frozenset[str]) -> bool:
@@ -187,6 +188,10 @@ def _campaign(doc: Doc, at: KeyPath, data: Any, tz: ZoneInfo) -> Campaign:
     fields["reply"] = _template(doc, at, data)
     fields["on_exhausted"] = _choice(doc, at, data, "on_exhausted", ON_EXHAUSTED) or "reply"
     fields["exhausted_reply"] = _text(doc, at, data, "exhausted_reply") or DEFAULT_EXHAUSTED_REPLY
+    in_chat = data.get("in_chat", True)
+    if not isinstance(in_chat, bool):
+        raise doc.error((*at, "in_chat"), "must be true or false")
+    fields["in_chat"] = in_chat
     return Campaign(**fields)
 
 
@@ -436,8 +441,11 @@ class CouponBook:
     # -- issuing ---------------------------------------------------------------------------
 
     def issue(self, customer: str, cause_msgid: str, now: datetime, *, is_new: bool = False,
-              tags: Iterable[str] = ()) -> IssueResult:
-        """Give `customer` a coupon (or the one they hold); replaying `cause_msgid` gives the same result."""
+              tags: Iterable[str] = (), campaign: str | None = None) -> IssueResult:
+        """Give `customer` a coupon (or the one they hold); replaying `cause_msgid` gives the same result.
+
+        Without `campaign` (a chat request) the campaigns offered in chat are walked in order; with it
+        (an SOP step) only that campaign is considered, eligibility rules aside."""
         _aware(now)
         if not customer or not cause_msgid:
             raise ValueError("customer and cause_msgid must be non-empty")
@@ -445,12 +453,16 @@ class CouponBook:
         replayed = self._replayed(cause_key, now)
         if replayed is not None:
             return replayed
-        result = self._decide(customer, cause_msgid, now, is_new, frozenset(tags))
+        result = self._decide(customer, cause_msgid, now, is_new, frozenset(tags), campaign)
         return self._remember(cause_key, result, now)
 
-    def _decide(self, customer: str, cause: str, now: datetime, is_new: bool, tags: frozenset[str]) -> IssueResult:
+    def _decide(self, customer: str, cause: str, now: datetime, is_new: bool, tags: frozenset[str],
+                only: str | None = None) -> IssueResult:
         """Walk the eligible campaigns in order: held coupon first, then the first with budget."""
-        eligible = [c for c in self.campaigns if c.open_at(now) and c.admits(is_new, tags)]
+        if only is not None:
+            eligible = [c for c in self.campaigns if c.name == only and c.open_at(now)]
+        else:
+            eligible = [c for c in self.campaigns if c.in_chat and c.open_at(now) and c.admits(is_new, tags)]
         if not eligible:
             return IssueResult("ineligible")
         held = self._held(customer, eligible, now)

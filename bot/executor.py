@@ -95,7 +95,8 @@ class Executor:
                 self.store.record(kind, **data)
         self.store.mark_done(key)
 
-    def issue_coupon(self, open_kfid: str, customer: str, cause: str, key: str, now: float) -> None:
+    def issue_coupon(self, open_kfid: str, customer: str, cause: str, key: str, now: float,
+                     campaign: str | None = None) -> None:
         """Issue through the coupon book (atomic, budgeted) and send the reply it renders."""
         record = self.customers.get(customer)
         when = datetime.fromtimestamp(now, self.tz)
@@ -103,7 +104,7 @@ class Executor:
         coupons = self.content.get("coupons") if self.content else None
         if coupons is None:
             raise RuntimeError("a coupon was asked for but no campaigns are configured (content.coupons)")
-        result = coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags))
+        result = coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags), campaign=campaign)
         self.store.record("coupon", customer=customer, status=result.status,
                           code=result.coupon.code if result.coupon else None)
         if result.status == "issued" and (engine := self.sop()):

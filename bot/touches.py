@@ -55,6 +55,11 @@ def _content_lines(content: dict[str, Any], coupon_text: str = "") -> list[str]:
     return lines
 
 
+def _campaign(data: dict[str, Any]) -> str | None:
+    """The coupon campaign an SOP step names (None: the first one offered in chat)."""
+    return ((data.get("content") or {}).get("coupon") or {}).get("campaign") or None
+
+
 def reminder_text(data: dict[str, Any], reason: str, title: str = "", due: str = "", coupon_text: str = "") -> str:
     """The staff reminder: what to send, to whom, why, and the text to copy; clipped to message/send's limit."""
     kind = KIND_LABELS.get(data.get("kind", ""), data.get("kind", ""))
@@ -200,7 +205,7 @@ class TouchRunner:
         text = str((data.get("content") or {}).get("text") or "")
         if text and room >= 2:
             self._kf_send(rec, kf_payloads({"text": text})[0], f"{key}:kf:0", now)
-        self.executor.issue_coupon(rec.open_kfid, rec.id, data["touch_id"], sub, now)
+        self.executor.issue_coupon(rec.open_kfid, rec.id, data["touch_id"], sub, now, campaign=_campaign(data))
         self.store.mark_done(sub)
         return None
 
@@ -266,7 +271,7 @@ class TouchRunner:
         rec = self.executor.customers.get(data["customer"])
         is_new = not rec.first_seen or now - rec.first_seen < 7 * 86400
         result = book.issue(rec.id, str(data["touch_id"]), datetime.fromtimestamp(now, self.executor.tz),
-                            is_new=is_new, tags=tuple(rec.tags))
+                            is_new=is_new, tags=tuple(rec.tags), campaign=_campaign(data))
         self.store.record("coupon", customer=rec.id, status=result.status,
                           code=result.coupon.code if result.coupon else None)
         return book.reply_text(result) if result.coupon else ""

@@ -37,7 +37,8 @@ def write(tmp_path: Path, text: str) -> Path:
 def test_shipped_file_loads() -> None:
     campaigns = load_campaigns(ROOT / "content" / "coupons.yaml")
     by_name = {c.name: c for c in campaigns}
-    assert [c.eligible for c in campaigns] == ["new", "tag", "everyone"]
+    assert [c.eligible for c in campaigns] == ["new", "tag", "everyone", "everyone"]
+    assert [c.in_chat for c in campaigns] == [True, True, True, False]
     assert by_name["new-customer-10"].valid_for == timedelta(hours=24)
     assert describe_value(by_name["spend199-save30"]) == "满199减30"
     assert describe_value(by_name["asked-discount-85"]) == "8.5折"
@@ -293,3 +294,14 @@ def test_msgid_is_scoped_to_customer(r) -> None:
     book = CouponBook(r, [camp()], SH)
     a, b = book.issue("u1", "same", NOW), book.issue("u2", "same", NOW)
     assert a.status == b.status == "issued" and a.coupon.code != b.coupon.code
+
+
+def test_a_journey_names_its_campaign_and_chat_never_offers_journey_only_ones(r):
+    from bot.coupons import CouponBook, load_campaigns
+
+    book = CouponBook(r, load_campaigns(ROOT / "content" / "coupons.yaml"))
+    now = datetime(2026, 12, 1, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))
+    chat = book.issue("wmBday", "m1", now, is_new=False)
+    assert chat.campaign is None or chat.campaign.name != "birthday-80"
+    bday = book.issue("wmBday", "touch-1", now, campaign="birthday-80")
+    assert bday.status == "issued" and bday.coupon.campaign == "birthday-80"

@@ -239,3 +239,18 @@ def test_tags_mirror_to_wecom_corp_tags_where_configured(sandbox, service, runti
     calls = sandbox.requests("externalcontact/mark_tag")
     assert [c["json"] for c in calls] == [{"userid": "li.consultant", "external_userid": "wmTagged",
                                             "add_tag": ["etPRICE"]}]
+
+
+def test_a_journey_naming_an_unknown_coupon_campaign_is_a_config_error(tmp_path, settings, r):
+    import dataclasses
+    import shutil
+
+    from bot.content import Content
+    from bot.yamlfile import ConfigError
+
+    journeys = tmp_path / "journeys"
+    shutil.copytree(settings.content["journeys"], journeys)
+    bday = journeys / "birthday.yaml"
+    bday.write_text(bday.read_text().replace("campaign: birthday-80", "campaign: no-such-coupon"))
+    with pytest.raises(ConfigError, match=r"birthday.yaml:\d+: .*no-such-coupon"):
+        Content(dataclasses.replace(settings, content={**settings.content, "journeys": journeys}), r)
