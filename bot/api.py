@@ -24,7 +24,7 @@ def authenticate(settings: Settings) -> Any:
 def redeem_coupon(book: Any, engine: Any, code: str, now: datetime, order_id: str | None) -> Any:
     """Redeem a code (idempotent) and stop the customer's coupon reminders."""
     result = book.redeem(code, now, order_id=order_id)
-    if result.status == "redeemed" and engine is not None and result.coupon is not None:
+    if result.status in ("redeemed", "already") and engine is not None and result.coupon is not None:
         engine.note_fact(result.coupon.customer, "redeemed", now)
     return result
 

@@ -225,8 +225,8 @@ class Desk:
     def wake(self, hid: str) -> str:
         """An off-hours handoff at the start of working hours: assign, transfer and alert now."""
         h, team, now = self.handoffs.get(hid), self.team(), self.now()
-        if h is None or h.state == "closed" or team is None:
-            return "not_needed"
+        if h is None or h.state == "closed" or team is None or h.claimed_by or h.first_reply_at:
+            return "not_needed"  # someone already picked the customer up from the queue
         a = pick(team, owner=self.handoffs.owner_of(h.customer), receiving=self.receiving(h.open_kfid),
                  load=self.handoffs.load(), now=now, priority=h.intent == "complaint")
         if a.userid is None:
@@ -293,17 +293,27 @@ class Desk:
             self.handoffs.reassign(h.id, servicer, at)
 
     def close_idle(self, idle_seconds: float) -> int:
-        """Close handoffs with no activity for `idle_seconds`, so the bot resumes."""
+        """Close handoffs with no activity for `idle_seconds` (counted from when the SLA clock started,
+        so an off-hours handoff waits for the morning), and give the chat back to the bot."""
         now, closed = self.now(), 0
-        for h in self.handoffs.list():
-            if h.state == "closed":
+        for h in self.handoffs.list("active"):
+            if h.sla_start > now:
                 continue
-            last = max(t for t in (h.created_at, h.claimed_at, h.first_reply_at) if t is not None)
+            last = max(t for t in (h.sla_start, h.claimed_at, h.first_reply_at) if t is not None)
             seen = self.customers.get(h.customer).last_inbound
             if (now - last).total_seconds() > idle_seconds and now.timestamp() - seen > idle_seconds:
-                self.handoffs.close_id(h.id, now, "idle")
+                self.close(h, "idle")
                 closed += 1
         return closed
+
+    def close(self, h: Handoff, reason: str) -> None:
+        """Close the record and end the kf session, so the customer's next message reaches the bot."""
+        self.handoffs.close_id(h.id, self.now(), reason)
+        try:
+            self.wecom.trans_service_state(h.open_kfid, h.customer, 4)
+        except WeComError as exc:  # e.g. already ended (95013) or not allowed from this state (95016)
+            self.store.record("handoff_end_refused", handoff=h.id, errcode=exc.errcode)
+        self.store.record("handoff_closed", handoff=h.id, reason=reason)
 
     # -- staff commands to the app -----------------------------------------------------------
 
@@ -323,7 +333,9 @@ class Desk:
             reply = {"claimed": f"已接待 {arg}", "already_yours": f"{arg} 已在您名下"}.get(
                 res.status, f"无法接待 {arg}：{res.status}")
         elif verb in ("结束", "关闭", "close") and arg:
-            h = self.handoffs.close_id(arg, now, f"closed_by:{userid}")
+            h = self.handoffs.get(arg)
+            if h is not None and h.state != "closed":
+                self.close(h, f"closed_by:{userid}")
             reply = f"已结束 {arg}，机器人恢复接待" if h else f"找不到 {arg}"
         else:
             reply = "可用指令：我的 / 接待 编号 / 结束 编号"

@@ -96,7 +96,7 @@ class Executor:
         self.store.mark_done(key)
 
     def issue_coupon(self, open_kfid: str, customer: str, cause: str, key: str, now: float,
-                     campaign: str | None = None) -> None:
+                     campaign: str | None = None, handoff_when_exhausted: bool = True) -> None:
         """Issue through the coupon book (atomic, budgeted) and send the reply it renders."""
         record = self.customers.get(customer)
         when = datetime.fromtimestamp(now, self.tz)
@@ -113,7 +113,7 @@ class Executor:
                           key=c.code)
         self.store.count(f"coupon:{result.status}")
         self.send_text(open_kfid, customer, coupons.reply_text(result), key)
-        if result.handoff:
+        if result.handoff and handoff_when_exhausted:
             self.hand_off(open_kfid, customer, "human", ("优惠券已发完",), "（优惠券已发完，客户想要优惠）", cause,
                           f"{key}:handoff", None)
 
@@ -153,9 +153,13 @@ class Executor:
     def mirror_tag(self, customer: str, tag: str) -> None:
         """Where configured, set the matching WeCom corp tag (needs the staff member who has the contact)."""
         owner = self.customers.owner(customer) if tag in self.corp_tags else None
-        if owner:
+        if not owner:
+            return
+        try:
             self.wecom.call("POST", "externalcontact/mark_tag",
                             {"userid": owner, "external_userid": customer, "add_tag": [self.corp_tags[tag]]})
+        except WeComError as exc:  # a mirror must never hold up the handoff or coupon that follows
+            self.store.record("tag_mirror_failed", customer=customer, tag=tag, errcode=exc.errcode)
 
     def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str) -> None:
         """First kf contact: start the new-customer journeys; their welcome step goes out with the code."""

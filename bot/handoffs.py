@@ -442,9 +442,11 @@ class Handoffs:
                 out[h.holder] = out.get(h.holder, 0) + 1
         return out
 
-    def list(self, state: State | None = None, limit: int | None = None) -> list[Handoff]:
-        """Handoffs, newest first, optionally of one state."""
-        key = ACTIVE if state in ("open", "claimed", "answered") else ALL
+    def list(self, state: State | Literal["active"] | None = None, limit: int | None = None) -> list[Handoff]:
+        """Handoffs, newest first, optionally of one state ("active": every one not closed)."""
+        key = ACTIVE if state in ("open", "claimed", "answered", "active") else ALL
+        if state == "active":
+            state = None
         found = [h for h in self._many(self.r.zrevrange(key, 0, -1)) if state is None or h.state == state]
         return found[:limit] if limit is not None else found
 

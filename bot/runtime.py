@@ -89,7 +89,7 @@ class Runtime:
         default = team.consultants[0].userid if team and team.consultants else None
         handoffs = Handoffs(self.r, self.settings.timezone)
         return TouchRunner(executor, self.engine(), lambda c: executor.customers.owner(c) or handoffs.owner_of(c),
-                           default, clock=self.clock)
+                           default, clock=self.clock, human_holds=lambda c: handoffs.open_for(c) is not None)
 
     def team(self) -> Any:
         """The consultants as currently loaded (None when not configured)."""

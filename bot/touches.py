@@ -34,6 +34,7 @@ REASON_LABELS = {
     "mass_task_failed": "群发任务未能发给该客户（可能本月次数已满或不是您的客户）",
     "no_owner": "该客户没有对应的跟进顾问，无法创建群发任务",
     "no_kf_account": "客户没有在客服号留过言，无法用客服号发送",
+    "human_holds": "该客户正由顾问人工接待，自动触达已暂停，是否发送由您决定",
 }
 
 
@@ -139,8 +140,10 @@ class TouchRunner:
     """Runs "touch" entries emitted by sop.engine.Engine.tick; idempotent per entry key and sub-step."""
 
     def __init__(self, executor: Executor, engine: Engine, owner_of: Callable[[str], str | None],
-                 default_staff: str | None, clock: Callable[[], float] = time.time):
+                 default_staff: str | None, clock: Callable[[], float] = time.time,
+                 human_holds: Callable[[str], bool] = lambda customer: False):
         self.executor = executor
+        self.human_holds = human_holds
         self.engine = engine
         self.owner_of = owner_of
         self.default_staff = default_staff
@@ -166,6 +169,10 @@ class TouchRunner:
     def _perform(self, data: dict[str, Any], key: str, now: float) -> str:
         """Route by decision and channel."""
         channel, decision = data.get("channel"), data.get("decision")
+        if self.human_holds(str(data.get("customer", ""))):  # a consultant has the chat: they decide
+            if decision == "send":
+                return self._failed(data, key, now, "human_holds")
+            return self._remind(data, key, "human_holds", now)
         if decision != "send" or channel not in ("kf", "mass_task"):
             return self._remind(data, key, str(data.get("reason") or "staff_step"), now)
         if channel == "kf":
@@ -205,7 +212,8 @@ class TouchRunner:
         text = str((data.get("content") or {}).get("text") or "")
         if text and room >= 2:
             self._kf_send(rec, kf_payloads({"text": text})[0], f"{key}:kf:0", now)
-        self.executor.issue_coupon(rec.open_kfid, rec.id, data["touch_id"], sub, now, campaign=_campaign(data))
+        self.executor.issue_coupon(rec.open_kfid, rec.id, data["touch_id"], sub, now, campaign=_campaign(data),
+                                   handoff_when_exhausted=False)
         self.store.mark_done(sub)
         return None
 

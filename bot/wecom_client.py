@@ -71,8 +71,8 @@ class WechatpyWeCom:
             if code in CONFIG_HINTS:
                 raise WeComConfigError(code, CONFIG_HINTS[code], "gettoken") from None
             raise WeComError(code, str(exc.errmsg or exc), "gettoken") from None
-        except requests.RequestException as exc:
-            raise WeComError(None, f"cannot reach WeCom: {exc}", "gettoken") from None
+        except requests.RequestException as exc:  # its text holds the URL, corpsecret included
+            raise WeComError(None, f"cannot reach WeCom: {exc.__class__.__name__}", "gettoken") from None
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None,
              params: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -149,9 +149,12 @@ class WechatpyWeCom:
 
     def send_robot(self, key: str, payload: dict[str, Any]) -> None:
         """The group robot: its key is the credential, so no access token (works when gettoken fails)."""
-        res = self._client._http.post(f"{self._client.API_BASE_URL}webhook/send", params={"key": key},
-                                      json=payload, timeout=self._client.timeout)
-        body = res.json() if res.status_code < 500 else {"errcode": None, "errmsg": f"HTTP {res.status_code}"}
+        try:
+            res = self._client._http.post(f"{self._client.API_BASE_URL}webhook/send", params={"key": key},
+                                          json=payload, timeout=self._client.timeout)
+            body = res.json() if res.status_code < 500 else {"errcode": None, "errmsg": f"HTTP {res.status_code}"}
+        except (requests.RequestException, ValueError) as exc:  # the URL carries the key: do not echo it
+            raise WeComError(None, f"network: {exc.__class__.__name__}", "webhook/send") from None
         if body.get("errcode"):
             raise WeComError(body.get("errcode"), str(body.get("errmsg", "")), "webhook/send")
 

@@ -152,8 +152,12 @@ class Worker:
         self.store.r.sadd("wecom:kf:known", open_kfid)
         with self.store.lock(f"kf:{open_kfid}") as renew:
             cursor = self.store.cursor(open_kfid)
-            # First pull of an account: sync_msg returns up to 3 days of history; answer only what is recent.
-            backlog_before = self.clock() - BACKLOG_SECONDS if not cursor else 0
+            # First pull of an account: sync_msg returns up to 3 days of history; answer only what is
+            # recent. The cut-off is kept until that pull reaches the end, across retries.
+            cutoff_key = f"wecom:kf:{{{open_kfid}}}:backlog_before"
+            if not cursor:
+                self.store.r.set(cutoff_key, self.clock() - BACKLOG_SECONDS, nx=True, ex=86400)
+            backlog_before = float(self.store.r.get(cutoff_key) or 0)
             while True:
                 try:
                     batch = self.wecom.sync_kf(token, open_kfid, cursor)
@@ -172,6 +176,7 @@ class Worker:
                 self.store.save_cursor(open_kfid, cursor)  # only after the page is safely queued
                 renew()
                 if not batch.has_more:
+                    self.store.r.delete(cutoff_key)
                     break
         self.store.count("kf_messages_queued", queued)
         return queued

@@ -258,3 +258,25 @@ def test_customer_name_comes_from_kf_customer_batchget(desk_env, service, runtim
     say(desk_env, service, runtime, "多少钱")
     card = cards_to(desk_env, "li.consultant")[0]["template_card"]
     assert card["horizontal_content_list"][0]["value"] == "沙盒客户0001"
+
+
+def test_off_hours_handoff_is_not_closed_as_idle_overnight(desk_env, service, runtime, clock):
+    clock.at = last_weekday_at(6, 23)  # Sunday 23:00
+    say(desk_env, service, runtime, "多少钱")
+    scheduler = Scheduler(runtime, threading.Event())
+    scheduler.tick(clock.advance(hours=5).timestamp())  # 04:00: idle for 5 h, but nobody was on duty
+    drain(runtime.worker())
+    assert open_handoff(runtime) is not None
+    scheduler.tick(clock.advance(hours=5, minutes=1).timestamp())  # Monday 09:01
+    drain(runtime.worker())
+    assert cards_to(desk_env, "li.consultant")
+
+
+def test_closing_from_the_app_gives_the_chat_back_to_the_bot(desk_env, service, runtime):
+    say(desk_env, service, runtime, "多少钱")
+    assert desk_env.service_state(CUSTOMER) == 3
+    runtime.pipeline().executor.desk.command("li.consultant", f"结束 {open_handoff(runtime).id}")
+    assert desk_env.service_state(CUSTOMER) == 4
+    before = len(to_customer(desk_env))
+    say(desk_env, service, runtime, "你好")
+    assert len(to_customer(desk_env)) == before + 1
