@@ -88,9 +88,10 @@ class Desk:
                     raise
                 self.store.record("handoff_transfer_refused", handoff=h.id, errcode=exc.errcode)
             break
-        self.store.record("handoff_opened", handoff=h.id, customer=customer, intent=intent, matched=list(matched),
-                          consultant=a.userid, state=a.state, reason=a.reason)
-        self.store.count(f"handoff:{intent}")
+        self.once(f"{key}:opened", lambda: (
+            self.store.record("handoff_opened", handoff=h.id, customer=customer, intent=intent,
+                              matched=list(matched), consultant=a.userid, state=a.state, reason=a.reason),
+            self.store.count(f"handoff:{intent}")))
         if a.userid and not a.off_hours:
             self.once(f"{key}:alert:{a.userid}", lambda: self.alert(h, a.userid, level=0))
         if a.supervisor and not a.off_hours:

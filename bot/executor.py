@@ -120,7 +120,9 @@ class Executor:
     def hand_off(self, open_kfid: str, customer: str, intent: str, matched: tuple[str, ...], text: str,
                  cause: str, key: str, reply: str | None) -> None:
         """Through the desk when there is one; else record the request and send `reply`."""
-        self.store.count(f"handoff_requested:{intent}")
+        if not self.store.is_done(f"{key}:requested"):
+            self.store.count(f"handoff_requested:{intent}")
+            self.store.mark_done(f"{key}:requested")
         self.sop_fact(customer, "handed_off", self.clock())
         if self.desk is not None:
             self.desk.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)

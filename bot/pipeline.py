@@ -46,17 +46,11 @@ class Pipeline:
         intent = None
         if msg.is_customer:
             at = float(msg.send_time or time.time())
-            self.customers.saw_message(msg.external_userid, at, msg.open_kfid)
-            self.executor.customer_wrote(msg.external_userid, at)
-            self.customers.remember(msg.external_userid, f"客户：{msg.text or '[' + msg.msgtype + ']'}")
             if msg.msgtype == "text" and msg.text.strip() and classifier:
                 intent = classifier.classify(msg.text)
-                self.customers.saw_intent(msg.external_userid, intent.intent)
-                self.executor.intent_seen(msg.external_userid, intent.intent, at)
-            self.store.record("message_in", customer=msg.external_userid, msgid=msg.msgid, text=msg.text,
-                              msgtype=msg.msgtype, intent=getattr(intent, "intent", None),
-                              matched=list(getattr(intent, "matched", ())))
-            self.store.count("message_in")
+            if not self.store.is_done(f"kf:{msg.msgid}:seen"):  # a retried entry is not counted again
+                self.see(msg, intent, at)
+                self.store.mark_done(f"kf:{msg.msgid}:seen")
         name, actions = handlers.route(msg, intent, ctx)
         if msg.is_customer and self.human_holds(msg.external_userid, msg.msgid):
             # A human has the chat: the bot says nothing, but tags and an opt-out still count.
@@ -67,3 +61,16 @@ class Pipeline:
         log.debug("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,
                  len(actions), (time.perf_counter() - started) * 1000)
         return name
+
+    def see(self, msg: KfMessage, intent: Any, at: float) -> None:
+        """Record a customer message once: customer record, triggers, history, numbers."""
+        customer = msg.external_userid
+        self.customers.saw_message(customer, at, msg.open_kfid)
+        self.executor.customer_wrote(customer, at)
+        self.customers.remember(customer, f"客户：{msg.text or '[' + msg.msgtype + ']'}")
+        if intent is not None:
+            self.customers.saw_intent(customer, intent.intent)
+            self.executor.intent_seen(customer, intent.intent, at)
+        self.store.record("message_in", customer=customer, msgid=msg.msgid, text=msg.text, msgtype=msg.msgtype,
+                          intent=getattr(intent, "intent", None), matched=list(getattr(intent, "matched", ())))
+        self.store.count("message_in")

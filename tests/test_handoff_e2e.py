@@ -215,6 +215,8 @@ def test_alert_api_failing_loses_nothing(desk_env, service, runtime):
     assert len(cards_to(desk_env, "li.consultant")) == 1
     assert [d["msgtype"] for d in to_customer(desk_env)] == ["business_card", "text"]  # nothing twice
     assert Inbox(runtime.r).depth()["dead"] == 0
+    kinds = [e["kind"] for e in Store(runtime.r).events(200)]
+    assert kinds.count("message_in") == 1 and kinds.count("handoff_opened") == 1  # counted once
 
 
 def test_staff_commands_list_and_close(desk_env, service, runtime):
