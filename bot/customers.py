@@ -73,8 +73,13 @@ class Customers:
             tags={k: float(v) for k, v in tags.items()}, intents={k: int(v) for k, v in intents.items()})
 
     def first_contact(self, customer: str) -> bool:
-        """True exactly once per customer: when we first learn of them (kf or a staff contact)."""
-        return bool(self.r.set(_key(customer) + ":added", "1", nx=True))
+        """True when we first learn of the customer (kf or a staff contact) — and again on a retry,
+        until first_contact_done() says the new-customer work was done."""
+        key = _key(customer) + ":added"
+        return bool(self.r.set(key, "pending", nx=True)) or self.r.get(key) == "pending"
+
+    def first_contact_done(self, customer: str) -> None:
+        self.r.set(_key(customer) + ":added", "done")
 
     def set_owner(self, customer: str, userid: str) -> None:
         """The staff member the customer added as a contact (sender of mass tasks)."""

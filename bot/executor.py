@@ -144,13 +144,30 @@ class Executor:
 
     def customer_wrote(self, customer: str, at: float) -> None:
         """A customer message: replied-stops, and the new-customer journeys on the first contact."""
+        if engine := self.sop():
+            engine.note_customer_message(customer, self._dt(at))
+            self.start_new_customer(customer, at, None)
+
+    def start_new_customer(self, customer: str, at: float, send_welcome: Callable[[str], Any] | None) -> None:
+        """First contact: enrol the new-customer journeys; with a welcome code (`send_welcome`), their
+        welcome step goes out at once through it (the code is valid for 20 seconds and one call)."""
         engine = self.sop()
-        if engine is None:
+        if engine is None or not self.customers.first_contact(customer):
             return
-        engine.note_customer_message(customer, self._dt(at))
-        if self.customers.first_contact(customer):
-            engine.enroll(customer, "customer_added", self._dt(at))
-            engine.enroll(customer, "first_contact", self._dt(at))
+        when = self._dt(at)
+        engine.enroll(customer, "first_contact", when)
+        if send_welcome is None:
+            engine.enroll(customer, "customer_added", when)
+        else:
+            touches = engine.welcome(customer, "customer_added", when)
+            text = next((t.content.get("text") for t in touches if t.content.get("text")), None)
+            try:
+                if text:
+                    send_welcome(text)
+                    self.store.record("welcome_sent", customer=customer)
+            except WeComError as exc:
+                self.store.record("welcome_not_sent", customer=customer, errcode=exc.errcode)
+        self.customers.first_contact_done(customer)
 
     def mirror_tag(self, customer: str, tag: str) -> None:
         """Where configured, set the matching WeCom corp tag (needs the staff member who has the contact)."""
@@ -164,24 +181,11 @@ class Executor:
             self.store.record("tag_mirror_failed", customer=customer, tag=tag, errcode=exc.errcode)
 
     def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str) -> None:
-        """First kf contact: start the new-customer journeys; their welcome step goes out with the code."""
-        engine = self.sop()
-        if engine is None or not self.customers.first_contact(customer):
-            return
-        engine.enroll(customer, "first_contact", self._dt(at))
-        if not code:  # no code (a native welcome is configured, or they chatted lately): plain enrolment
-            engine.enroll(customer, "customer_added", self._dt(at))
-            return
-        touches = engine.welcome(customer, "customer_added", self._dt(at))
-        text = next((t.content.get("text") for t in touches if t.content.get("text")), None)
-        if not text:
-            return
-        try:  # one message, within 20 seconds of the event; it does not use the 5-message budget
-            self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"),
-                                        {"msgtype": "text", "text": {"content": clip(text)}})
-            self.store.record("welcome_sent", customer=customer)
-        except WeComError as exc:
-            self.store.record("welcome_not_sent", customer=customer, errcode=exc.errcode)
+        """The customer opened the kf chat: a new customer gets the welcome with the event's code
+        (send_msg_on_event; it does not use the 5-message budget)."""
+        send = (lambda text: self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"), {
+            "msgtype": "text", "text": {"content": clip(text)}})) if code else None
+        self.start_new_customer(customer, at, send)
 
     def intent_seen(self, customer: str, intent: str, at: float) -> None:
         """Intent-triggered journeys (e.g. price asked, no purchase in 2 days)."""
@@ -191,26 +195,14 @@ class Executor:
     def contact_changed(self, fields: dict[str, str]) -> None:
         """change_external_contact: a staff member added (welcome code, 20 s) or lost a customer."""
         customer, staff, change = fields.get("ExternalUserID", ""), fields.get("UserID", ""), fields.get("ChangeType")
-        at = float(fields.get("CreateTime") or self.clock())
-        engine = self.sop()
+        at = float(fields["CreateTime"]) if fields.get("CreateTime", "").isdigit() else self.clock()
         if change == "add_external_contact" and customer:
             if staff:
                 self.customers.set_owner(customer, staff)
-            if engine is None or not self.customers.first_contact(customer):
-                return
             code = fields.get("WelcomeCode")
-            if not code:
-                engine.enroll(customer, "customer_added", self._dt(at))
-                return
-            touches = engine.welcome(customer, "customer_added", self._dt(at))
-            text = next((t.content.get("text") for t in touches if t.content.get("text")), None)
-            if text:
-                try:  # the code is valid for 20 seconds and for one call
-                    self.wecom.call("POST", "externalcontact/send_welcome_msg",
-                                    {"welcome_code": code, "text": {"content": clip(text, 4000)}})
-                    self.store.record("welcome_sent", customer=customer, staff=staff)
-                except WeComError as exc:
-                    self.store.record("welcome_not_sent", customer=customer, errcode=exc.errcode)
+            send = (lambda text: self.wecom.call("POST", "externalcontact/send_welcome_msg", {
+                "welcome_code": code, "text": {"content": clip(text, 4000)}})) if code else None
+            self.start_new_customer(customer, at, send)
         elif change in ("del_external_contact", "del_follow_user") and customer:
             self.sop_fact(customer, "contact_deleted", at)
 
