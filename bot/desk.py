@@ -192,20 +192,25 @@ class Desk:
                 self._update(response_code, userid, f"已由{name(userid)}接待")
                 self.store.record("handoff_claimed", handoff=hid, by=userid)
             return res.status
-        # pass to a colleague
+        # pass to a colleague; the choice is kept, so a retried click does not pick yet another one
         if team is None:
             return "no_team"
-        a = pick(team, owner=None, receiving=self.receiving(h.open_kfid), load=self.handoffs.load(), now=now,
-                 exclude={userid})
-        if a.userid is None:
-            self.wecom.send_app_message(cards.app_text(userid, self.agent_id, "暂无其他在线顾问可转交，请您接待。"))
-            return "nobody"
-        moved = self.handoffs.reassign(hid, a.userid, now)
-        if moved is None:
-            return "too_late"
-        self._transfer(moved, a.userid)
-        self._update(response_code, userid, f"已转给{name(a.userid)}")
-        self.alert(moved, a.userid, level=0)
+        choice = f"pass:{hid}:{userid}:{response_code}"
+        target = self.store.done_value(choice)
+        if target is None:
+            a = pick(team, owner=None, receiving=self.receiving(h.open_kfid), load=self.handoffs.load(), now=now,
+                     exclude={userid})
+            if a.userid is None:
+                self.wecom.send_app_message(cards.app_text(userid, self.agent_id, "暂无其他在线顾问可转交，请您接待。"))
+                return "nobody"
+            if self.handoffs.reassign(hid, a.userid, now) is None:
+                return "too_late"
+            target = a.userid
+            self.store.mark_done(choice, target)
+        moved = self.handoffs.get(hid) or h
+        self.once(f"{choice}:trans", lambda: self._transfer(moved, target))
+        self.once(f"{choice}:card", lambda: self._update(response_code, userid, f"已转给{name(target)}"))
+        self.once(f"{choice}:alert", lambda: self.alert(moved, target, level=0))
         return "passed"
 
     def _transfer(self, h: Handoff, userid: str) -> None:

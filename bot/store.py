@@ -68,6 +68,10 @@ class Store:
     def is_done(self, key: str) -> bool:
         return bool(self.r.exists(f"wecom:done:{{{key}}}"))
 
+    def done_value(self, key: str) -> str | None:
+        """What mark_done stored for `key` (None when not done)."""
+        return self.r.get(f"wecom:done:{{{key}}}")
+
     def mark_done(self, key: str, result: str = "1") -> None:
         self.r.set(f"wecom:done:{{{key}}}", result, ex=DONE_TTL)
 

@@ -282,3 +282,17 @@ def test_closing_from_the_app_gives_the_chat_back_to_the_bot(desk_env, service, 
     before = len(to_customer(desk_env))
     say(desk_env, service, runtime, "你好")
     assert len(to_customer(desk_env)) == before + 1
+
+
+def test_pass_to_a_colleague_moves_the_chat_once(desk_env, service, runtime, clock):
+    clock.at = last_weekday_at(1, 14)  # Tuesday 14:00: 小李 and 小王 on duty, 赵经理 too
+    say(desk_env, service, runtime, "多少钱")
+    h = open_handoff(runtime)
+    first = h.consultant
+    for _ in range(2):  # WeCom retries the click callback; a new CreateTime each time
+        service.post(card_click(first, f"pass:{h.id}", h.task_id, "CODE-PASS"))
+        drain(runtime.worker())
+    moved = open_handoff(runtime)
+    assert moved.consultant != first
+    assert len(cards_to(desk_env, moved.consultant)) == 1
+    assert desk_env.service_state(CUSTOMER) == 3
