@@ -181,6 +181,11 @@ class Desk:
         name = lambda uid: (team.get(uid).name if team and team.get(uid) else uid)  # noqa: E731
         if action == "claim":
             res = self.handoffs.claim(hid, userid, now)
+            escalated_to = {e.to for e in h.escalations}
+            if res.status == "taken_by_other" and h.first_reply_at is None and userid in escalated_to:
+                # The holder claimed but never answered; whoever the SLA ladder called may take over.
+                self.handoffs.reassign(hid, userid, now)
+                res = self.handoffs.claim(hid, userid, now)
             if res.status == "taken_by_other":
                 holder = res.handoff.holder if res.handoff else ""
                 self._update(response_code, userid, f"已由{name(holder)}接待")

@@ -296,3 +296,18 @@ def test_pass_to_a_colleague_moves_the_chat_once(desk_env, service, runtime, clo
     assert moved.consultant != first
     assert len(cards_to(desk_env, moved.consultant)) == 1
     assert desk_env.service_state(CUSTOMER) == 3
+
+
+def test_escalated_backup_can_take_over_a_claimed_but_unanswered_chat(desk_env, service, runtime, clock):
+    clock.at = last_weekday_at(1, 14)  # Tuesday 14:00: 小王 (小李's backup) is on duty
+    say(desk_env, service, runtime, "多少钱")
+    h = open_handoff(runtime)
+    service.post(card_click(h.consultant, f"claim:{h.id}", h.task_id, "CODE-1"))
+    drain(runtime.worker())
+    Scheduler(runtime, threading.Event()).tick(clock.advance(minutes=6).timestamp())
+    drain(runtime.worker())
+    backup = open_handoff(runtime).escalations[0].to
+    card = cards_to(desk_env, backup)[-1]["template_card"]
+    service.post(card_click(backup, f"claim:{h.id}", card["task_id"], "CODE-2"))
+    drain(runtime.worker())
+    assert open_handoff(runtime).claimed_by == backup
