@@ -21,6 +21,8 @@ if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'open_kfid', ARGV[2]) end
 return new
 """
 
+NAMES = "wecom:cust:names"  # customer id -> nickname, for search
+
 RESERVE = """
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_inbound') or '0')
 if tonumber(ARGV[1]) - last > tonumber(ARGV[2]) then return -1 end
@@ -80,6 +82,25 @@ class Customers:
 
     def first_contact_done(self, customer: str) -> None:
         self.r.set(_key(customer) + ":added", "done")
+
+    def set_name(self, customer: str, name: str) -> None:
+        """The customer's WeChat nickname, also indexed for the console's search."""
+        with self.r.pipeline(transaction=False) as p:
+            p.hset(_key(customer), "name", name).hset(NAMES, customer, name)
+            p.execute()
+
+    def name(self, customer: str) -> str | None:
+        return self.r.hget(_key(customer), "name") or None
+
+    def find_by_name(self, query: str, limit: int = 20) -> list[str]:
+        """Customer ids whose nickname contains `query`."""
+        found = []
+        for customer, name in self.r.hscan_iter(NAMES, count=1000):
+            if query in name:
+                found.append(customer)
+                if len(found) >= limit:
+                    break
+        return found
 
     def set_owner(self, customer: str, userid: str) -> None:
         """The staff member the customer added as a contact (sender of mass tasks)."""

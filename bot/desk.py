@@ -133,7 +133,7 @@ class Desk:
 
     def customer_name(self, customer: str) -> str:
         """The customer's WeChat nickname (kf/customer/batchget), remembered; the id when unknown."""
-        name = self.customers.r.hget(f"wecom:cust:{{{customer}}}", "name")
+        name = self.customers.name(customer)
         if name:
             return name
         try:
@@ -142,7 +142,7 @@ class Desk:
         except WeComError:
             name = None
         if name:
-            self.customers.r.hset(f"wecom:cust:{{{customer}}}", "name", name)
+            self.customers.set_name(customer, name)
         return name or customer
 
     def within_rate(self, userid: str) -> None:

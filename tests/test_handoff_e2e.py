@@ -311,3 +311,10 @@ def test_escalated_backup_can_take_over_a_claimed_but_unanswered_chat(desk_env, 
     service.post(card_click(backup, f"claim:{h.id}", card["task_id"], "CODE-2"))
     drain(runtime.worker())
     assert open_handoff(runtime).claimed_by == backup
+
+
+def test_console_finds_customers_by_nickname(desk_env, service, runtime):
+    from bot.console.data import find_customers
+
+    say(desk_env, service, runtime, "多少钱")  # the alert looks the nickname up (kf/customer/batchget)
+    assert find_customers(runtime.r, "沙盒客户0001") == [CUSTOMER]

@@ -100,7 +100,9 @@ def find_customers(r: redis.Redis, query: str, limit: int = 20) -> list[str]:
     query = query.strip()
     if not query:
         return []
-    found = [query] if Customers(r).exists(query) else []
+    customers = Customers(r)
+    found = [query] if customers.exists(query) else []
+    found += [c for c in customers.find_by_name(query, limit) if c not in found]
     pattern = "wecom:cust:{*" + _glob_escape(query) + "*}"
     for key in r.scan_iter(match=pattern, count=1000):
         cid = key[len("wecom:cust:{"):-1] if key.endswith("}") else None
