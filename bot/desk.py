@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from bot import cards
-from bot.consultants import Assignment, Team, pick
+from bot.consultants import Assignment, Team, next_on_duty, on_duty, pick
 from bot.customers import Customers
 from bot.handoffs import MAX_LEVEL, Handoff, Handoffs
 from bot.store import Store
@@ -259,6 +259,10 @@ class Desk:
         h, team, now = self.handoffs.get(hid), self.team(), self.now()
         if h is None or h.state == "closed" or h.first_reply_at is not None or h.level >= level:
             return "not_needed"
+        if team and not any(on_duty(c, now) for c in team.consultants):
+            # Outside everyone's working hours the clock waits: climb again when work starts.
+            self.handoffs.postpone(hid, min(next_on_duty(c, now) for c in team.consultants))
+            return "postponed"
         consultant = team.get(h.consultant) if team else None
         target = None
         if level == 1 and consultant and consultant.backup:

@@ -389,6 +389,10 @@ class Handoffs:
             self.r.zadd(DUE, {hid: (now + step).timestamp()}, xx=True)  # xx: not if answered meanwhile
         return h
 
+    def postpone(self, hid: str, until: datetime) -> None:
+        """Move the next escalation deadline (e.g. nobody is at work until `until`)."""
+        self.r.zadd(DUE, {hid: _aware(until, "until").timestamp()}, xx=True)
+
     # -- reading ---------------------------------------------------------------------------
 
     def get(self, hid: str | None) -> Handoff | None:

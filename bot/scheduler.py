@@ -81,7 +81,9 @@ class Scheduler:
 
     def handoff_clock(self, now: datetime) -> int:
         """Queue SLA escalations that are due and off-hours handoffs whose working hours began."""
-        items = [Item("escalate", json.dumps({"id": h.id, "level": h.level + 1}), f"esc:{h.id}:{h.level + 1}")
+        # Keyed per 10 minutes: a postponed or failed rung is asked for again later, never twice at once.
+        bucket = int(now.timestamp() // 600)
+        items = [Item("escalate", json.dumps({"id": h.id, "level": h.level + 1}), f"esc:{h.id}:{h.level + 1}:{bucket}")
                  for h in self.handoffs.due_for_escalation(now) if h.level < MAX_LEVEL]
         items += [Item("wake", json.dumps({"id": h.id}), f"wake:{h.id}") for h in self.handoffs.due_for_alert(now)]
         closed = self.desk.close_idle(self.idle_close_seconds) if self.idle_close_seconds else 0

@@ -318,3 +318,15 @@ def test_console_finds_customers_by_nickname(desk_env, service, runtime):
 
     say(desk_env, service, runtime, "多少钱")  # the alert looks the nickname up (kf/customer/batchget)
     assert find_customers(runtime.r, "沙盒客户0001") == [CUSTOMER]
+
+
+def test_sla_ladder_waits_overnight_and_climbs_when_work_starts(desk_env, service, runtime, clock):
+    clock.at = last_weekday_at(0, 17, 58)  # Monday 17:58: 小李 on duty until 18:00, 赵经理 until 18:30
+    say(desk_env, service, runtime, "多少钱")
+    scheduler = Scheduler(runtime, threading.Event())
+    scheduler.tick(clock.advance(hours=2).timestamp())  # 19:58: nobody at work
+    drain(runtime.worker())
+    assert open_handoff(runtime).level == 0
+    scheduler.tick(clock.advance(hours=13, minutes=5).timestamp())  # Tuesday 09:03
+    drain(runtime.worker())
+    assert open_handoff(runtime).level == 1
