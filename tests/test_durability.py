@@ -98,3 +98,17 @@ def test_redis_stopped_mid_run_callbacks_503_then_all_acked_answered(sandbox, tm
         worker.join(timeout=5)
         svc.stop()
         server.stop()
+
+
+def test_redis_coming_back_empty_workers_recreate_their_group(sandbox, service, runtime, r):
+    from tests.conftest import drain
+
+    worker = runtime.worker()
+    sandbox.add_customer_text("wmBefore", "你好")
+    service.post(kf_notice(sandbox.callback_token(), create_time=time.time_ns()))
+    drain(worker)
+    r.flushdb()  # e.g. a failover to an empty replica: the stream and its consumer group are gone
+    sandbox.add_customer_text("wmAfter", "你好")
+    assert service.post(kf_notice(sandbox.callback_token(), create_time=time.time_ns())).status_code == 200
+    drain(worker)
+    assert "wmAfter" in {d["touser"] for d in sandbox.delivered()}
