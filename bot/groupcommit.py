@@ -6,6 +6,7 @@ import threading
 from concurrent.futures import Future
 
 from bot.inbox import ENVELOPE_TTL, Inbox, Item
+from bot.metrics import maybe_flush
 
 
 class GroupCommit:
@@ -48,3 +49,4 @@ class GroupCommit:
                     done.set_exception(result)
                 else:
                     done.set_result(bool(result))
+            maybe_flush(self.inbox.r)  # this process's metrics, off the request path

@@ -185,6 +185,7 @@ API_CALLS = "wecom:metrics:api"  # "<path>|<errcode>" -> calls
 API_SECONDS = "wecom:metrics:api_seconds"  # "<path>|<bucket index>|sum|count" -> value
 PROC_COUNT = "wecom:metrics:processed"  # "<kind>|<outcome>" -> entries
 PROC_SECONDS = "wecom:metrics:proc_seconds"  # "<kind>|<bucket index>|sum|count"
+CALLBACKS = "wecom:metrics:callbacks"  # result -> callbacks, summed over every web process
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 HEARTBEAT_WORKER = "wecom:heartbeat:worker:"
 HEARTBEAT_SCHEDULER = "wecom:heartbeat:scheduler"
@@ -193,7 +194,7 @@ FLUSH_EVERY = 1.0
 
 _lock = threading.Lock()
 _buf: dict[str, Counter] = {API_CALLS: Counter(), API_SECONDS: Counter(), PROC_COUNT: Counter(),
-                            PROC_SECONDS: Counter()}
+                            PROC_SECONDS: Counter(), CALLBACKS: Counter()}
 _last_flush = 0.0
 
 
@@ -220,6 +221,21 @@ def observe_wecom_call(path: str, errcode: int | None, seconds: float) -> None:
 def observe_processing(kind: str, outcome: str, seconds: float) -> None:
     """One inbox entry processed (outcome e.g. ok / retry / dead); call it from the worker."""
     _observe(PROC_COUNT, PROC_SECONDS, kind, f"{kind}|{outcome}", seconds)
+
+
+def observe_callback(result: str) -> None:
+    """One callback answered (accepted, duplicate, rejected_403, ...); call it from the webhook."""
+    with _lock:
+        _buf[CALLBACKS][result] += 1
+
+
+def maybe_flush(r: redis.Redis) -> None:
+    """flush() at most about once a second; never raises (the caller is on a hot path)."""
+    if time.monotonic() - _last_flush >= FLUSH_EVERY:
+        try:
+            flush(r)
+        except redis.RedisError:
+            pass
 
 
 def flush(r: redis.Redis) -> None:
@@ -343,13 +359,17 @@ class BotCollector:
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        cb = CounterMetricFamily("wecom_callbacks", "Callbacks by result (this web process)", labels=["result"])
-        for result, n in sorted(dict(getattr(self.counts, "counts", {}) or {}).items()):
-            cb.add_metric([result], n)
-        yield cb
+        cb = CounterMetricFamily("wecom_callbacks", "Callbacks by result (all web processes)", labels=["result"])
         up = GaugeMetricFamily("wecom_redis_up", "Redis answers")
         try:
             flush(self.r)
+            totals = {k: int(v) for k, v in self.r.hgetall(CALLBACKS).items()}
+        except redis.RedisError:  # Redis down: at least this process's own numbers
+            totals = dict(getattr(self.counts, "counts", {}) or {})
+        for result, n in sorted(totals.items()):
+            cb.add_metric([result], n)
+        yield cb
+        try:
             rollup(self.r, self.settings.timezone)
             families = list(self._redis_families())
         except redis.RedisError:

@@ -14,6 +14,7 @@ from bot.crypto import BadSignature, CallbackCrypto, CallbackRejected
 from bot.inbound import parse_callback, parse_xml
 from bot.groupcommit import GroupCommit
 from bot.inbox import Inbox, Item
+from bot.metrics import observe_callback
 
 log = logging.getLogger("bot.webhook")
 
@@ -28,6 +29,7 @@ class CallbackCounts:
     def add(self, result: str) -> None:
         with self._lock:
             self.counts[result] += 1
+        observe_callback(result)  # summed over processes in Redis by the group-commit writer
 
 
 def make_webhook(crypto: CallbackCrypto, inbox: Inbox, path: str, max_body: int, max_skew: int,

@@ -115,3 +115,24 @@ def test_metrics_survive_a_redis_outage(runtime, sandbox):
         assert got[("wecom_redis_up", ())] == 0
     finally:
         svc.stop()
+
+
+def test_callback_counts_are_summed_over_web_processes(r):
+    """Two web processes (two apps on one Redis): /metrics of either shows both."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from bot.metrics import CALLBACKS, flush, observe_callback
+
+    r.delete(CALLBACKS)
+    observe_callback("accepted")
+    flush(r)
+    r.hincrby(CALLBACKS, "accepted", 2)  # what another process flushed
+    from tests.conftest import make_settings
+    from bot.app import create_app
+
+    settings, _ = make_settings("http://127.0.0.1:1", f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/"
+                                f"{r.connection_pool.connection_kwargs.get('db', 0)}")
+    body = create_app(settings, r).test_client().get("/metrics").get_data(as_text=True)
+    samples = {s.labels.get("result"): s.value for f in text_string_to_metric_families(body)
+               if f.name == "wecom_callbacks" for s in f.samples if s.name == "wecom_callbacks_total"}
+    assert samples["accepted"] == 3
