@@ -91,9 +91,19 @@ class Inbox:
 
     def put_each(self, items: list[Item], ttl: int) -> list[int | Exception]:
         """Several independent puts in one round trip; per item 1 (new), 0 (duplicate) or the error."""
+        results = self._evalsha_each(items, ttl)
+        if any(isinstance(res, redis.exceptions.NoScriptError) for res in results):
+            self.r.script_load(PUT_MANY)  # a restarted Redis forgot it; the refused items did not run
+            again = iter(self._evalsha_each([it for it, res in zip(items, results)
+                                             if isinstance(res, redis.exceptions.NoScriptError)], ttl))
+            results = [next(again) if isinstance(res, redis.exceptions.NoScriptError) else res for res in results]
+        return results
+
+    def _evalsha_each(self, items: list[Item], ttl: int) -> list[int | Exception]:
+        # Plain EVALSHA in a pipeline: redis-py's pipelined Script objects add a SCRIPT EXISTS round trip.
         with self.r.pipeline(transaction=False) as p:
             for it in items:
-                self._put_many(keys=[STREAM, SEEN + it.key], args=[ttl, it.kind, it.data], client=p)
+                p.evalsha(self._put_many.sha, 2, STREAM, SEEN + it.key, ttl, it.kind, it.data)
             return p.execute(raise_on_error=False)
 
     def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
