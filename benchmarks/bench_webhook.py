@@ -2,6 +2,7 @@
 
 Also measures end-to-end customer-message-to-reply latency through the worker against the sandbox.
 Run: uv run python benchmarks/bench_webhook.py [--requests 4000] [--rate 200] [--seconds 10]
+Redis: an embedded server it starts, or database 15 of REDIS_URL when set (that database is flushed).
 """
 
 from __future__ import annotations
