@@ -239,10 +239,14 @@ labels:
     ],
 )
 def test_keywords_yaml_errors(tmp_path: Path, broken: str, line: int, key: str) -> None:
-    path = tmp_path / "keywords.yaml"
-    path.write_text(broken, encoding="utf-8")
+    assert_config_error(load_keywords, tmp_path / "keywords.yaml", broken, line, key)
+
+
+def assert_config_error(load, path: Path, text: str, line: int, key: str) -> None:
+    """Loading `text` from `path` fails with a message that starts with file:line and names `key`."""
+    path.write_text(text, encoding="utf-8")
     with pytest.raises(ConfigError) as err:
-        load_keywords(path)
+        load(path)
     message = str(err.value)
     assert message.startswith(f"{path}:{line}:"), message
     assert key in message
@@ -271,13 +275,7 @@ greetings:
     ],
 )
 def test_faq_yaml_errors(tmp_path: Path, broken: str, line: int, key: str) -> None:
-    path = tmp_path / "faq.yaml"
-    path.write_text(broken, encoding="utf-8")
-    with pytest.raises(ConfigError) as err:
-        load_faq(path)
-    message = str(err.value)
-    assert message.startswith(f"{path}:{line}:"), message
-    assert key in message
+    assert_config_error(load_faq, tmp_path / "faq.yaml", broken, line, key)
 
 
 def test_custom_yaml_files(tmp_path: Path) -> None:
