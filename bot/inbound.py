@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 from xml.etree import ElementTree
@@ -123,12 +123,6 @@ class KfMessage:
             raw=item,
         )
 
-    def to_json(self) -> str:
-        return json.dumps(self.raw | {"open_kfid": self.open_kfid}, ensure_ascii=False)
-
     @classmethod
     def from_json(cls, data: str) -> "KfMessage":
         return cls.from_api(json.loads(data))
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
