@@ -8,6 +8,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from typing import Any, Callable
 
 from bot.config import Settings, load_settings
@@ -33,9 +34,20 @@ def _runtime(settings: Settings, **kw: Any):
         raise SystemExit(f"cannot start: {exc}") from None
 
 
-def _until_signal(stop: threading.Event) -> None:
+def _catch_signals() -> list[int]:
+    """From now on SIGINT/SIGTERM only append to the returned list (see _wait_for_signal)."""
+    received: list[int] = []
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    return received
+
+
+def _wait_for_signal(received: list[int], stop: threading.Event) -> None:
+    """Block until a signal was caught, then set `stop`. The handler only appends: calling
+    Event.set() inside a handler can deadlock on the lock the interrupted Event.wait() holds."""
+    while not received and not stop.is_set():
+        time.sleep(0.2)
+    stop.set()
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -46,6 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.scheduler import Scheduler
 
     settings = _settings()
+    received = _catch_signals()
     rt = _runtime(settings, sandbox_port=args.sandbox_port)
     stop = threading.Event()
     try:
@@ -67,8 +80,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         scheduler = Scheduler(rt, stop)
         scheduler.start()
         threading.Thread(target=server.run, daemon=True, name="web").start()
-        _until_signal(stop)
-        stop.wait()
+        _wait_for_signal(received, stop)
         print("stopping...", flush=True)
         server.close()
         scheduler.shutdown()
@@ -110,12 +122,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     """Inbox consumers (threads) in this process."""
     from bot.runtime import start_threads
 
+    received = _catch_signals()
     rt = _runtime(_settings(), with_sandbox=False)
     stop = threading.Event()
-    _until_signal(stop)
     try:
         threads = start_threads(rt, args.threads, stop)
-        stop.wait()
+        _wait_for_signal(received, stop)
         for t in threads:
             t.join(timeout=10)
     finally:
@@ -127,13 +139,13 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     """The scheduler process (one active at a time, by Redis lease)."""
     from bot.scheduler import Scheduler
 
+    received = _catch_signals()
     rt = _runtime(_settings(), with_sandbox=False)
     stop = threading.Event()
-    _until_signal(stop)
     scheduler = Scheduler(rt, stop)
     try:
         scheduler.start()
-        stop.wait()
+        _wait_for_signal(received, stop)
         scheduler.shutdown()
     finally:
         rt.close()

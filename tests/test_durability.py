@@ -112,3 +112,30 @@ def test_redis_coming_back_empty_workers_recreate_their_group(sandbox, service, 
     assert service.post(kf_notice(sandbox.callback_token(), create_time=time.time_ns())).status_code == 200
     drain(worker)
     assert "wmAfter" in {d["touser"] for d in sandbox.delivered()}
+
+
+def test_serve_stops_cleanly_on_sigterm_and_stops_its_embedded_redis(tmp_path):
+    import re
+
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    cfg["content"] = {k: str(ROOT / v) for k, v in cfg["content"].items()}
+    cfg["redis"]["embedded_dir"] = str(tmp_path / "redis")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg, allow_unicode=True))
+    env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "WECOM_SECRET")}
+    env["WECOM_BOT_CONFIG"] = str(tmp_path / "config.yaml")
+    proc = subprocess.Popen([sys.executable, "-m", "bot", "serve", "--port", "0", "--sandbox-port", "0"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        line = ""
+        deadline = time.monotonic() + 60
+        while "health:" not in line and time.monotonic() < deadline:
+            line = proc.stdout.readline()
+        assert re.search(r"health: http://127\.0\.0\.1:\d+/healthz", line), line
+        for _ in range(3):  # repeated signals must not deadlock the shutdown
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(0.05)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not (tmp_path / "redis" / "port").exists()
