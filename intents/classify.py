@@ -1,16 +1,34 @@
-"""Keyword intent classifier: normalise, one jieba cut, keyword lookups, negation, priority."""
+"""Hybrid intent classifier: operator keywords (words, pinyin, homophones) + a trained linear model."""
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import jieba
 
-from .config import FAQ_PATH, KEYWORDS_PATH, FaqRules, KeywordRules, load_faq, load_keywords
+from . import model as linear
+from .config import (
+    DIALECT_PATH,
+    EXAMPLES_PATH,
+    FAQ_PATH,
+    KEYWORDS_PATH,
+    DialectRules,
+    FaqRules,
+    KeywordRules,
+    load_dialect,
+    load_faq,
+    load_keywords,
+)
+from .examples import Example, digest, load_corpus
+from .faq import FaqIndex
+from .features import features
 from .normalize import normalize
+from .pinyin import is_han, spell
 
 ROUTES = {
     "complaint": "handoff",
@@ -27,9 +45,16 @@ _CLAUSE_BREAK = re.compile(r"[,.;:!?。、，；：！？\n]")
 # Left after removing greetings, any of these makes the message a real question, not a greeting.
 _QUESTION = re.compile(r"[?吗呢么]|怎|什么|请问|如何|哪|多久|多少|几|能否|可否|是否|有没有|能不能|可不可以|想问|咨询")
 _STRIP = re.compile(r"[\W_]+")
+_LATIN = re.compile(r"[a-z]+")
 
 # Kinds of things a keyword can point at.
-_LABEL, _WHEN_NEGATED, _NEG, _IGNORE, _TOPIC = range(5)
+_LABEL, _WHEN_NEGATED, _NEG, _IGNORE, _TOPIC, _FORCE = range(6)
+# A pinyin spelling must be this long to count (short syllable strings would fire everywhere).
+MIN_PINYIN = 4
+# Without a greeting word, the model must be this sure that a message is only a greeting.
+GREETING_BY_MODEL = 0.85
+# Messages this short may borrow the customer's previous message as context.
+CONTEXT_CHARS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +67,29 @@ class Intent:
     matched: tuple[str, ...]
     negated: bool
     route: str
+    confidence: float = 1.0
+    why: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A normalised message cut into tokens, with the keyword hits found in it."""
+
+    norm: str
+    tokens: list[str]
+    hits: list[tuple[int, int, str, str]] = field(default_factory=list)  # start, end, keyword, how
+
+
+@dataclass(slots=True)
+class RuleResult:
+    """What the keywords say about a message."""
+
+    found: dict[str, list[str]] = field(default_factory=dict)
+    negated_labels: set[str] = field(default_factory=set)
+    forced: dict[str, list[str]] = field(default_factory=dict)
+    topics: dict[str, list[str]] = field(default_factory=dict)
+    greeting_spans: list[tuple[int, int]] = field(default_factory=list)
+    pinyin: dict[str, list[str]] = field(default_factory=dict)
 
 
 def _is_word_char(char: str) -> bool:
@@ -50,140 +98,291 @@ def _is_word_char(char: str) -> bool:
 
 
 class Classifier:
-    """Classifies customer messages with the rules of keywords.yaml and faq.yaml."""
+    """Classifies customer messages with the keyword rules, the dialect map and the trained model."""
 
-    def __init__(self, rules: KeywordRules, faq: FaqRules) -> None:
+    def __init__(self, rules: KeywordRules, faq: FaqRules, dialect: DialectRules | None = None,
+                 model: linear.LinearModel | None = None) -> None:
+        self.rules = rules
+        self.faq = faq
         self._priority = rules.priority
         self._negatable = {name: lab.negatable for name, lab in rules.labels.items()}
         self._window = rules.negation_window
+        self.threshold = rules.threshold
+        self.context_seconds = rules.context_seconds
         self._topics = {t.name: t for t in faq.topics}
         self._topic_rank = {t.name: i for i, t in enumerate(faq.topics)}
         self._fallback = faq.fallback
+        self._phrases = dict((dialect.phrases if dialect else {}))
+        self._dialect_tokens = dict((dialect.tokens if dialect else {}))
+        self.model = model
 
         targets: dict[str, list[tuple[int, str]]] = {}
+        substrings: set[str] = set()
         for lab in rules.labels.values():
             for word in lab.words:
                 targets.setdefault(word, []).append((_LABEL, lab.name))
+            for word in lab.substrings:
+                targets.setdefault(word, []).append((_LABEL, lab.name))
+                substrings.add(word)
+            for word in lab.force:
+                targets.setdefault(word, []).append((_FORCE, lab.name))
             for word in lab.when_negated:
                 targets.setdefault(word, []).append((_WHEN_NEGATED, lab.name))
         for word in rules.negation_words:
             targets.setdefault(word, []).append((_NEG, ""))
         for word in rules.ignore:
             targets[word] = [(_IGNORE, "")]
+            substrings.add(word)
         for topic in faq.topics:
             for word in topic.words:
                 targets.setdefault(word, []).append((_TOPIC, topic.name))
         self._targets = {word: tuple(t) for word, t in targets.items()}
+        self._substrings = frozenset(substrings)
         self._negation = frozenset(w for w, t in self._targets.items() if (_NEG, "") in t)
 
         # Multi-character keywords are found by a scan: for each first character, the keyword
-        # lengths to try, longest first ("补差价" beats "差价"). Measured 2x faster than one big regex.
+        # lengths to try, longest first ("补差价" beats "差价").
         lengths: dict[str, set[int]] = {}
         for word in targets:
-            if len(word) > 1:
-                lengths.setdefault(word[0], set()).add(len(word))
+            lengths.setdefault(word[0], set()).add(len(word))
+        for phrase in self._phrases:
+            lengths.setdefault(phrase[0], set())
         self._lengths = {char: tuple(sorted(ls, reverse=True)) for char, ls in lengths.items()}
-        # English words must not sit inside longer English words ("td" in "td!" but not in "std").
-        self._bounded = frozenset(w for w in targets if _is_word_char(w[0]) or _is_word_char(w[-1]))
-        # One-character keywords count only as whole jieba tokens ("贵" yes, "宝贵" no).
-        self._single = frozenset(w for w in targets if len(w) == 1)
+        phrase_lengths: dict[str, set[int]] = {}
+        for phrase in self._phrases:
+            phrase_lengths.setdefault(phrase[0], set()).add(len(phrase))
+        self._phrase_lengths = {c: tuple(sorted(ls, reverse=True)) for c, ls in phrase_lengths.items()}
+
+        # Pinyin spellings of Chinese keywords of two or more characters: homophones ("尤惠") and
+        # customers typing pinyin ("youhui", "zhuan rengong") hit the keyword they sound like.
+        self._spelled: dict[str, str] = {}
+        for word, kinds in self._targets.items():
+            if len(word) >= 2 and all(is_han(c) for c in word) and any(k in (_LABEL, _FORCE) for k, _ in kinds):
+                sound = spell(word)
+                if len(sound) >= MIN_PINYIN:
+                    self._spelled.setdefault(sound, word)
+        self._sound_lengths = sorted({len(w) for w in self._spelled.values()}, reverse=True)
 
         jieba.setLogLevel(logging.WARNING)  # jieba logs its dictionary loading at DEBUG on its own handler
         jieba.initialize()
-        for word in targets:
-            if word.isalnum():
+        for word in (*targets, *self._phrases.values(), *self._dialect_tokens):
+            if len(word) > 1 and not word.isascii():
                 jieba.add_word(word)
 
-    def classify(self, text: str) -> Intent:
-        """Classify one message; never raises on odd input."""
+    # --- the decision ------------------------------------------------------------------------
+
+    def classify(self, text: str, previous: str | None = None) -> Intent:
+        """Classify one message (with the customer's previous message as context); never raises."""
         if not isinstance(text, str):
             text = ""
-        norm = normalize(text)
-        hits = self._hits(norm) if norm else []
-        if not hits:
-            return Intent(text, "other", None, (), False, "bot")
+        parsed = self.parse(text)
+        result = self._decide(text, parsed)
+        if previous and self._wants_context(parsed, result):
+            joined = self._decide(text, self.parse(f"{previous[-60:]}，{text}"))
+            if joined.intent not in ("other", "greeting") and joined.confidence >= self.threshold:
+                return Intent(text, joined.intent, joined.topic, joined.matched, joined.negated, joined.route,
+                              joined.confidence, (f"context: read together with the previous message "
+                                                  f"「{previous[-30:]}」", *joined.why))
+        return result
 
-        neg_ends = [end for _, end, word in hits if word in self._negation]
-        found: dict[str, list[str]] = {}
-        topics: dict[str, list[str]] = {}
-        greeting_spans: list[tuple[int, int]] = []
-        negated = False
-        for start, end, word in hits:
+    def _wants_context(self, parsed: Parsed, result: Intent) -> bool:
+        """A short message that alone says little (not a greeting, not a confident label)."""
+        size = len(_STRIP.sub("", parsed.norm))
+        return 0 < size <= CONTEXT_CHARS and result.intent == "other" and result.topic is None
+
+    def _decide(self, text: str, parsed: Parsed) -> Intent:
+        rule = self._rules(parsed)
+        negated = bool(rule.negated_labels)
+        if not parsed.norm:
+            return Intent(text, "other", None, (), False, "bot", 1.0, ("empty after normalising",))
+        why: list[str] = []
+        for name, words in rule.found.items():
+            why.append(f"keyword {'、'.join(words)} -> {name}")
+        for name, words in rule.pinyin.items():
+            why.append(f"sounds like {'、'.join(words)} -> {name}")
+        for name in rule.negated_labels:
+            why.append(f"negated: {name}")
+
+        forced = next((name for name in self._priority if name in rule.forced), None)
+        if forced:
+            why.insert(0, f"forced by operator keyword {'、'.join(rule.forced[forced])}")
+            return self._finish(text, forced, 1.0, rule, negated, why, parsed)
+
+        if self.model is None:
+            intent = next((name for name in self._priority if name in rule.found), "other")
+            return self._finish(text, intent, 1.0, rule, negated, why, parsed)
+
+        feats = features(parsed.norm, parsed.tokens)
+        rows = self.model.rows(feats)
+        fixed = self.model.rows(self._rule_features(rule))
+        probs = self.model.probabilities(rows, len(feats), fixed)
+        best = int(probs.argmax())
+        intent, confidence = self.model.labels[best], float(probs[best])
+        strongest = self.model.strongest(rows + fixed, intent)
+        if strongest:
+            why.append(f"model: {intent} {confidence:.2f} ("
+                       + ", ".join(f"{name} {weight:+.1f}" for name, weight in strongest[:4]) + ")")
+        if intent == "greeting" and "greeting" not in rule.found and confidence < GREETING_BY_MODEL:
+            why.append("no greeting word: treated as other")
+            intent, confidence = "other", float(1.0 - confidence)
+        if intent not in ("other", "greeting") and confidence < self.threshold:
+            why.append(f"confidence {confidence:.2f} below {self.threshold:.2f}: treated as other")
+            intent, confidence = "other", float(1.0 - confidence)
+        matched = tuple(rule.found.get(intent) or rule.pinyin.get(intent) or
+                        [_readable(name) for name, _ in strongest if _readable(name)][:3])
+        return self._finish(text, intent, confidence, rule, negated, why, parsed, matched)
+
+    def _finish(self, text: str, intent: str, confidence: float, rule: RuleResult, negated: bool,
+                why: list[str], parsed: Parsed, matched: tuple[str, ...] | None = None) -> Intent:
+        if intent == "greeting" and not self._only_greeting(parsed.norm, rule.greeting_spans, rule.topics):
+            why.append("more than a greeting: treated as other")
+            intent = "other"
+        topic = self._pick_topic(intent, rule.topics, parsed) if intent in ("other", "greeting") else None
+        if matched is None:
+            matched = tuple(rule.forced.get(intent) or rule.found.get(intent) or ())
+        if intent == "other":
+            matched = tuple(rule.topics[topic]) if topic and topic in rule.topics else ()
+        if topic:
+            why.append(f"FAQ topic: {topic}")
+        return Intent(text, intent, topic, matched, negated, ROUTES[intent], round(confidence, 3), tuple(why))
+
+    # --- keywords ----------------------------------------------------------------------------
+
+    def parse(self, text: str) -> Parsed:
+        """Normalise (dialect words included) and cut into tokens."""
+        norm = self._apply_phrases(normalize(text))
+        tokens = [self._dialect_tokens.get(t, t) for t in jieba.lcut(norm)] if norm else []
+        if self._dialect_tokens and tokens:
+            norm = "".join(tokens)
+        return Parsed(norm, tokens)
+
+    def _apply_phrases(self, norm: str) -> str:
+        """Replace dialect phrases, leftmost-longest."""
+        if not self._phrase_lengths:
+            return norm
+        out, i, size = [], 0, len(norm)
+        while i < size:
+            for length in self._phrase_lengths.get(norm[i], ()):
+                piece = norm[i:i + length]
+                if piece in self._phrases:
+                    out.append(self._phrases[piece])
+                    i += length
+                    break
+            else:
+                out.append(norm[i])
+                i += 1
+        return "".join(out)
+
+    def _rules(self, parsed: Parsed) -> RuleResult:
+        """Keyword hits on token boundaries, negation, pinyin sound-alikes."""
+        norm, result = parsed.norm, RuleResult()
+        if not norm:
+            return result
+        starts, ends, pos = {0}, set(), 0
+        for token in parsed.tokens:
+            pos += len(token)
+            starts.add(pos)
+            ends.add(pos)
+        hits = self._scan(norm, starts, ends)
+        hits += self._sound_hits(norm, parsed.tokens, hits, starts, ends)
+        hits.sort()
+        parsed.hits = hits
+        neg_ends = [end for _, end, word, _ in hits if word in self._negation]
+        for start, end, word, how in hits:
             for kind, name in self._targets[word]:
                 if kind == _TOPIC:
-                    topics.setdefault(name, []).append(word)
+                    if how == "word":
+                        result.topics.setdefault(name, []).append(word)
                     continue
-                if kind != _LABEL and kind != _WHEN_NEGATED:
+                if kind not in (_LABEL, _WHEN_NEGATED, _FORCE):
                     continue
                 is_neg = bool(neg_ends) and self._is_negated(norm, start, neg_ends)
-                if kind == _LABEL and is_neg and self._negatable[name]:
-                    negated = True
+                if kind in (_LABEL, _FORCE) and is_neg and self._negatable[name]:
+                    result.negated_labels.add(name)
                     continue
                 if kind == _WHEN_NEGATED and not is_neg:
                     continue
-                negated = negated or is_neg
-                found.setdefault(name, []).append(word)
+                if is_neg:
+                    result.negated_labels.add(name)
+                if how != "word":
+                    result.pinyin.setdefault(name, []).append(word)
+                elif kind == _FORCE:
+                    result.forced.setdefault(name, []).append(word)
+                else:
+                    result.found.setdefault(name, []).append(word)
                 if name == "greeting":
-                    greeting_spans.append((start, end))
+                    result.greeting_spans.append((start, end))
+        return result
 
-        intent = "other"
-        for name in self._priority:
-            if name in found:
-                intent = name
-                break
-        if intent == "greeting" and not self._only_greeting(norm, greeting_spans, topics):
-            intent = "other"
-        topic = self._pick_topic(intent, topics) if topics else None
-        if intent == "other":
-            matched = tuple(topics[topic]) if topic else ()
-        else:
-            matched = tuple(found[intent])
-        return Intent(text, intent, topic, matched, negated, ROUTES[intent])
-
-    def _hits(self, norm: str) -> list[tuple[int, int, str]]:
-        """(start, end, keyword) of every keyword in the text, in text order."""
-        hits = self._scan(norm)
-        tokens = jieba.lcut(norm)
-        if self._single.isdisjoint(tokens):
-            return hits
-        pos, added = 0, False
-        for token in tokens:
-            if token in self._single and not any(s <= pos < e for s, e, _ in hits):
-                hits.append((pos, pos + 1, token))
-                added = True
-            pos += len(token)
-        if added:
-            hits.sort()
-        return hits
-
-    def _scan(self, norm: str) -> list[tuple[int, int, str]]:
-        """Multi-character keywords in the text, leftmost-longest, not overlapping."""
+    def _scan(self, norm: str, starts: set[int], ends: set[int]) -> list[tuple[int, int, str, str]]:
+        """Keywords in the text, leftmost-longest, on token boundaries (substring patterns anywhere)."""
         hits = []
         targets, lengths, size, i = self._targets, self._lengths, len(norm), 0
         while i < size:
             for length in lengths.get(norm[i], ()):
-                word = norm[i : i + length]
+                word = norm[i:i + length]
                 if len(word) < length or word not in targets:
                     continue
-                if word not in self._bounded or self._at_boundary(norm, i, i + length):
-                    hits.append((i, i + length, word))
+                if word in self._substrings or (i in starts and i + length in ends):
+                    hits.append((i, i + length, word, "word"))
                     i += length
                     break
             else:
                 i += 1
         return hits
 
-    @staticmethod
-    def _at_boundary(norm: str, start: int, end: int) -> bool:
-        """No English letter or digit glued to either end of an English keyword."""
-        if _is_word_char(norm[start]) and start > 0 and _is_word_char(norm[start - 1]):
-            return False
-        return not (_is_word_char(norm[end - 1]) and end < len(norm) and _is_word_char(norm[end]))
+    def _sound_hits(self, norm: str, tokens: list[str], hits: list[tuple[int, int, str, str]],
+                    starts: set[int], ends: set[int]) -> list[tuple[int, int, str, str]]:
+        """Keywords written in pinyin ("zhuan rengong") or with same-sounding characters ("尤惠")."""
+        if not self._spelled:
+            return []
+        taken = [(s, e) for s, e, _, _ in hits]
+        out: list[tuple[int, int, str, str]] = []
 
-    def faq_answer(self, topic: str | None) -> str:
-        """The answer of an FAQ topic, or the fallback (which offers a human)."""
-        found = self._topics.get(topic) if topic else None
-        return found.answer if found else self._fallback
+        def free(start: int, end: int) -> bool:
+            return not any(s < end and start < e for s, e in taken)
+
+        # Chinese characters that sound like a keyword, on token boundaries.
+        size = len(norm)
+        for start in sorted(starts):
+            if start >= size or not is_han(norm[start]):
+                continue
+            for length in self._sound_lengths:
+                end = start + length
+                if end > size or end not in ends or not free(start, end):
+                    continue
+                piece = norm[start:end]
+                if not all(is_han(c) for c in piece):
+                    continue
+                word = self._spelled.get(spell(piece))
+                if word and word != piece:
+                    out.append((start, end, word, "sound"))
+                    taken.append((start, end))
+                    break
+        # Latin tokens (one or a few in a row) that spell a keyword.
+        spans, pos = [], 0
+        for token in tokens:
+            if _LATIN.fullmatch(token):
+                spans.append((pos, pos + len(token), token))
+            pos += len(token)
+        for i in range(len(spans)):
+            joined = ""
+            for j in range(i, min(i + 4, len(spans))):
+                joined += spans[j][2]
+                word = self._spelled.get(joined)
+                if word and free(spans[i][0], spans[j][1]):
+                    out.append((spans[i][0], spans[j][1], word, "pinyin"))
+                    taken.append((spans[i][0], spans[j][1]))
+                    break
+        return out
+
+    def _rule_features(self, rule: RuleResult) -> list[str]:
+        feats = [f"R:{name}" for name in rule.found]
+        feats += [f"RN:{name}" for name in rule.negated_labels]
+        feats += [f"RP:{name}" for name in rule.pinyin]
+        if rule.topics:
+            feats.append("RT")
+        return feats
 
     def _is_negated(self, norm: str, start: int, neg_ends: list[int]) -> bool:
         """True when a negation word ends shortly before `start` in the same clause."""
@@ -204,17 +403,87 @@ class Classifier:
         rest_text = _STRIP.sub("", "".join(rest))
         return len(rest_text) <= 20 and not _QUESTION.search(rest_text)
 
-    def _pick_topic(self, intent: str, topics: dict[str, list[str]]) -> str | None:
-        """FAQ topic for other (first in faq.yaml) or greeting (last greeting in the message)."""
+    # --- FAQ ---------------------------------------------------------------------------------
+
+    def _pick_topic(self, intent: str, topics: dict[str, list[str]], parsed: Parsed) -> str | None:
+        """FAQ topic: keywords first (first in faq.yaml), then the most similar example question."""
         if intent == "other":
             names = [n for n in topics if not self._topics[n].greeting]
-            return min(names, key=self._topic_rank.__getitem__) if names else None
-        if intent == "greeting":
-            names = [n for n in topics if self._topics[n].greeting]
-            return names[-1] if names else None
-        return None
+            if names:
+                return min(names, key=self._topic_rank.__getitem__)
+            return self.faq_index.best(parsed.norm, parsed.tokens)
+        names = [n for n in topics if self._topics[n].greeting]
+        return names[-1] if names else None
+
+    @property
+    def faq_index(self) -> FaqIndex:
+        """The similarity index over the FAQ topics' example questions (built on first use)."""
+        index = getattr(self, "_faq_index", None)
+        if index is None:
+            topics = [t for t in self.faq.topics if not t.greeting]
+            index = FaqIndex([(t.name, [self.parse(q) for q in (*t.examples, t.title)]) for t in topics])
+            self._faq_index = index
+        return index
+
+    def retrained(self, examples: Sequence[Example]) -> Classifier:
+        """The same rules with a model trained on `examples` (for cross-validation)."""
+        other = copy.copy(self)
+        other.model = train_model(self, examples)
+        return other
+
+    def faq_answer(self, topic: str | None) -> str:
+        """The answer of an FAQ topic, or the fallback (which offers a human)."""
+        found = self._topics.get(topic) if topic else None
+        return found.answer if found else self._fallback
 
 
-def load_classifier(keywords_path: Path | str | None = None, faq_path: Path | str | None = None) -> Classifier:
-    """A Classifier from the YAML files (the shipped ones by default)."""
-    return Classifier(load_keywords(keywords_path or KEYWORDS_PATH), load_faq(faq_path or FAQ_PATH))
+def _readable(feature: str) -> str:
+    """A model feature as staff can read it ('w:多少' -> '多少'); '' for technical ones."""
+    kind, _, value = feature.partition(":")
+    return value.strip("^$") if kind in ("w", "c3") and len(value.strip("^$")) > 1 else ""
+
+
+@dataclass(frozen=True)
+class Sources:
+    """The files a classifier is built from."""
+
+    keywords: Path = KEYWORDS_PATH
+    faq: Path = FAQ_PATH
+    examples: Path = EXAMPLES_PATH
+    dialect: Path | None = DIALECT_PATH
+
+    def key(self) -> str:
+        """The model cache key: every byte the trained model depends on."""
+        parts = [digest(self.examples)]
+        for path in (self.keywords, self.dialect):
+            parts.append(path.read_text(encoding="utf-8") if path and path.exists() else "")
+        return linear.cache_key(*parts)
+
+
+def train_model(clf: Classifier, examples: Sequence[Example]) -> linear.LinearModel:
+    """Fit the linear model on examples, with the classifier's keyword rules as features."""
+    rows, labels = [], []
+    for ex in examples:
+        parsed = clf.parse(ex.text)
+        rows.append((features(parsed.norm, parsed.tokens), clf._rule_features(clf._rules(parsed))))
+        labels.append(ex.label)
+    return linear.train(rows, labels, INTENTS)
+
+
+def load_classifier(keywords_path: Path | str | None = None, faq_path: Path | str | None = None,
+                    examples_path: Path | str | None = None, dialect_path: Path | str | None = None,
+                    use_cache: bool = True) -> Classifier:
+    """A Classifier from the YAML files and the example corpus (the shipped ones by default)."""
+    src = Sources(Path(keywords_path or KEYWORDS_PATH), Path(faq_path or FAQ_PATH),
+                  Path(examples_path or EXAMPLES_PATH), Path(dialect_path) if dialect_path else DIALECT_PATH)
+    dialect = load_dialect(src.dialect) if src.dialect and src.dialect.exists() else None
+    clf = Classifier(load_keywords(src.keywords), load_faq(src.faq), dialect)
+    examples = load_corpus(src.examples)
+    key = src.key()
+    trained = linear.load_cached(key) if use_cache else None
+    if trained is None:
+        trained = train_model(clf, examples)
+        if use_cache:
+            linear.save_cached(key, trained)
+    clf.model = trained
+    return clf

@@ -14,6 +14,8 @@ from .normalize import normalize
 HERE = Path(__file__).parent
 KEYWORDS_PATH = HERE / "keywords.yaml"
 FAQ_PATH = HERE / "faq.yaml"
+DIALECT_PATH = HERE / "dialect.yaml"
+EXAMPLES_PATH = HERE / "examples"
 
 LABELS = ("complaint", "human", "price", "discount", "unsubscribe", "greeting")
 WORD_LISTS = ("keywords", "synonyms", "english", "typos")
@@ -27,6 +29,8 @@ class LabelRules:
     words: tuple[str, ...]
     when_negated: tuple[str, ...]
     negatable: bool
+    force: tuple[str, ...] = ()
+    substrings: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class KeywordRules:
     negation_words: tuple[str, ...]
     negation_window: int
     ignore: tuple[str, ...]
+    threshold: float = 0.5
+    context_seconds: int = 600
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,8 @@ class Topic:
     words: tuple[str, ...]
     answer: str
     greeting: bool
+    examples: tuple[str, ...] = ()
+    title: str = ""
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,16 @@ class FaqRules:
 
     topics: tuple[Topic, ...]
     fallback: str
+    repeat: "RepeatRule | None" = None
+
+
+@dataclass(frozen=True)
+class RepeatRule:
+    """After `after` fallbacks in a row, the next one offers a person (`offer`) or hands over (`handoff`)."""
+
+    after: int
+    mode: str
+    text: str
 
 
 def _mapping(doc: Doc, keypath: KeyPath, value: Any, allowed: tuple[str, ...] | None = None) -> dict[str, Any]:
@@ -91,7 +109,7 @@ def _text(doc: Doc, keypath: KeyPath, value: Any) -> str:
 def load_keywords(path: Path | str = KEYWORDS_PATH) -> KeywordRules:
     """Parse keywords.yaml; any mistake is a ConfigError naming file, line and key."""
     doc = yamlfile.load(path)
-    top = _mapping(doc, (), doc.data, ("priority", "negation", "ignore", "labels"))
+    top = _mapping(doc, (), doc.data, ("priority", "negation", "ignore", "labels", "model"))
     for key in ("priority", "negation", "labels"):
         if key not in top:
             raise doc.error((), f"missing key: {key}")
@@ -116,30 +134,53 @@ def load_keywords(path: Path | str = KEYWORDS_PATH) -> KeywordRules:
         keypath = ("labels", str(name))
         if name not in LABELS:
             raise doc.error(keypath, f"unknown label {name!r}; labels are: {', '.join(LABELS)}")
-        spec = _mapping(doc, keypath, spec, (*WORD_LISTS, "when_negated", "negatable"))
+        spec = _mapping(doc, keypath, spec, (*WORD_LISTS, "when_negated", "negatable", "force", "substrings"))
         words = tuple(w for key in WORD_LISTS if key in spec for w in _words(doc, (*keypath, key), spec[key]))
         when_negated = _words(doc, (*keypath, "when_negated"), spec.get("when_negated", []))
+        force = _words(doc, (*keypath, "force"), spec.get("force", []))
+        substrings = _words(doc, (*keypath, "substrings"), spec.get("substrings", []))
         negatable = spec.get("negatable", True)
         if not isinstance(negatable, bool):
             raise doc.error((*keypath, "negatable"), "must be true or false")
-        if not words and not when_negated:
+        if not words and not when_negated and not force and not substrings:
             raise doc.error(keypath, "has no keywords")
-        labels[name] = LabelRules(name, words, when_negated, negatable)
+        labels[name] = LabelRules(name, words, when_negated, negatable, force, substrings)
     for name in LABELS:
         if name not in labels:
             raise doc.error(("labels",), f"missing label: {name}")
 
     ignore = _words(doc, ("ignore",), top.get("ignore", []))
-    return KeywordRules(tuple(priority), labels, negation_words, window, ignore)
+    model = _mapping(doc, ("model",), top.get("model", {}), ("threshold", "context_seconds"))
+    threshold = _number(doc, ("model", "threshold"), model.get("threshold", 0.5), 0.0, 1.0)
+    context = int(_number(doc, ("model", "context_seconds"), model.get("context_seconds", 600), 0, 86400, whole=True))
+    return KeywordRules(tuple(priority), labels, negation_words, window, ignore, threshold, context)
+
+
+def _number(doc: Doc, keypath: KeyPath, value: Any, low: float, high: float, whole: bool = False) -> float:
+    """A number within [low, high] (a whole one when `whole`)."""
+    kinds = (int,) if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+        kind = "a whole number" if whole else "a number"
+        raise doc.error(keypath, f"must be {kind} from {low:g} to {high:g}")
+    return float(value)
 
 
 def load_faq(path: Path | str = FAQ_PATH) -> FaqRules:
     """Parse faq.yaml; any mistake is a ConfigError naming file, line and key."""
     doc = yamlfile.load(path)
-    top = _mapping(doc, (), doc.data, ("fallback", "topics", "greetings"))
+    top = _mapping(doc, (), doc.data, ("fallback", "topics", "greetings", "after_fallbacks"))
     if "fallback" not in top:
         raise doc.error((), "missing key: fallback")
     fallback = _text(doc, ("fallback",), top["fallback"])
+    repeat = None
+    if "after_fallbacks" in top:
+        keypath = ("after_fallbacks",)
+        spec = _mapping(doc, keypath, top["after_fallbacks"], ("count", "then", "text"))
+        count = int(_number(doc, (*keypath, "count"), spec.get("count", 2), 1, 100, whole=True))
+        mode = spec.get("then", "offer")
+        if mode not in ("offer", "handoff"):
+            raise doc.error((*keypath, "then"), "must be offer (suggest a person) or handoff (hand the chat over)")
+        repeat = RepeatRule(count, mode, _text(doc, (*keypath, "text"), spec.get("text")))
     topics: list[Topic] = []
     seen: set[str] = set()
     for section in ("topics", "greetings"):
@@ -148,11 +189,40 @@ def load_faq(path: Path | str = FAQ_PATH) -> FaqRules:
             if name in seen:
                 raise doc.error(keypath, "topic name used twice")
             seen.add(name)
-            spec = _mapping(doc, keypath, spec, ("keywords", "answer"))
+            spec = _mapping(doc, keypath, spec, ("keywords", "answer", "examples", "title"))
             for key in ("keywords", "answer"):
                 if key not in spec:
                     raise doc.error(keypath, f"missing key: {key}")
             words = _words(doc, (*keypath, "keywords"), spec["keywords"])
             answer = _text(doc, (*keypath, "answer"), spec["answer"])
-            topics.append(Topic(str(name), words, answer, section == "greetings"))
-    return FaqRules(tuple(topics), fallback)
+            examples = _words(doc, (*keypath, "examples"), spec.get("examples", []))
+            title = _text(doc, (*keypath, "title"), spec["title"]) if "title" in spec else str(name)
+            topics.append(Topic(str(name), words, answer, section == "greetings", examples, title))
+    return FaqRules(tuple(topics), fallback, repeat)
+
+
+@dataclass(frozen=True)
+class DialectRules:
+    """Cantonese / Taiwanese usage -> Mandarin: phrases replaced anywhere, tokens only as whole words."""
+
+    phrases: dict[str, str]
+    tokens: dict[str, str]
+
+
+def load_dialect(path: Path | str = DIALECT_PATH) -> DialectRules:
+    """Parse dialect.yaml; any mistake is a ConfigError naming file, line and key."""
+    doc = yamlfile.load(path)
+    top = _mapping(doc, (), doc.data if doc.data is not None else {}, ("phrases", "tokens"))
+    out: dict[str, dict[str, str]] = {}
+    for section in ("phrases", "tokens"):
+        table: dict[str, str] = {}
+        for key, value in _mapping(doc, (section,), top.get(section) or {}).items():
+            keypath = (section, str(key))
+            if isinstance(value, bool) or not isinstance(value, (str, int)) or not str(value).strip():
+                raise doc.error(keypath, "must map a word to a non-empty Mandarin word")
+            word = normalize(str(key))
+            if not word:
+                raise doc.error(keypath, "word is empty")
+            table[word] = normalize(str(value))
+        out[section] = table
+    return DialectRules(out["phrases"], out["tokens"])

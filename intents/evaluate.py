@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from bot.yamlfile import ConfigError
+from .classify import INTENTS, ROUTES, Classifier
+from .examples import Example, read_examples
 
-from .classify import INTENTS, Classifier
-
-
-@dataclass(frozen=True)
-class Example:
-    """One labelled message."""
-
-    text: str
-    label: str
-    kind: str
-    line: int
+__all__ = ["Example", "Report", "evaluate", "read_examples"]
 
 
 @dataclass
@@ -26,6 +18,7 @@ class Report:
 
     total: int = 0
     correct: int = 0
+    route_correct: int = 0
     confusion: dict[str, dict[str, int]] = field(default_factory=lambda: {g: dict.fromkeys(INTENTS, 0) for g in INTENTS})
     errors: list[tuple[Example, str]] = field(default_factory=list)
 
@@ -33,6 +26,8 @@ class Report:
         """Count one prediction."""
         self.total += 1
         self.confusion[example.label][predicted] += 1
+        if ROUTES[predicted] == ROUTES[example.label]:
+            self.route_correct += 1
         if predicted == example.label:
             self.correct += 1
         else:
@@ -54,6 +49,11 @@ class Report:
         return self.correct / self.total if self.total else 0.0
 
     @property
+    def route_accuracy(self) -> float:
+        """Share of messages sent down the right route (handoff, coupon, optout, bot)."""
+        return self.route_correct / self.total if self.total else 0.0
+
+    @property
     def macro_f1(self) -> float:
         """Mean F1 over the labels that occur (as gold or predicted); all 7 when the file covers them."""
         used = [lab for lab in INTENTS if self.confusion[lab][lab] or any(row[lab] for row in self.confusion.values())
@@ -66,31 +66,11 @@ class Report:
             "labels": {lab: self.scores(lab) for lab in INTENTS},
             "macro_f1": self.macro_f1,
             "accuracy": self.accuracy,
+            "route_accuracy": self.route_accuracy,
             "total": self.total,
             "confusion": self.confusion,
             "errors": [{"text": ex.text, "label": ex.label, "predicted": p, "line": ex.line} for ex, p in self.errors],
         }
-
-
-def read_examples(path: Path | str) -> list[Example]:
-    """Read a labelled TSV; a header line (first field 'text') and blank lines are skipped."""
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise ConfigError(f"{path}:1: cannot read: {exc.strerror or exc}") from None
-    out = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if fields[0] == "text" and number == 1:
-            continue
-        if len(fields) < 2 or fields[1].strip() not in INTENTS:
-            raise ConfigError(f"{path}:{number}: expected text<TAB>label with label one of: {', '.join(INTENTS)}")
-        kind = fields[2].strip() if len(fields) > 2 else ""
-        out.append(Example(fields[0], fields[1].strip(), kind, number))
-    return out
 
 
 def evaluate(classifier: Classifier, examples: list[Example]) -> Report:
@@ -98,4 +78,26 @@ def evaluate(classifier: Classifier, examples: list[Example]) -> Report:
     report = Report()
     for example in examples:
         report.add(example, classifier.classify(example.text).intent)
+    return report
+
+
+def cross_validate(build: Callable[[Sequence[Example]], Classifier], examples: Sequence[Example],
+                   folds: int = 5, by_source: bool = False, seed: int = 13) -> Report:
+    """Train on all folds but one, score on that one, for each fold; one report over all of them.
+
+    With `by_source` the folds are the example files (one brand per file): the model is scored on a
+    brand it never saw, the closer figure to customers nobody has seen.
+    """
+    if by_source:
+        names = sorted({ex.source for ex in examples})
+        groups = [[ex for ex in examples if ex.source == name] for name in names]
+    else:
+        order = list(examples)
+        random.Random(seed).shuffle(order)
+        groups = [order[i::folds] for i in range(folds)]
+    report = Report()
+    for i, held in enumerate(groups):
+        clf = build([ex for j, g in enumerate(groups) if j != i for ex in g])
+        for example in held:
+            report.add(example, clf.classify(example.text).intent)
     return report

@@ -1,4 +1,4 @@
-"""Normalise customer text before matching: simplified, half-width, lower-case, no emoji."""
+"""Normalise customer text before matching: simplified, half-width, lower-case, emoji as words."""
 
 from __future__ import annotations
 
@@ -11,6 +11,14 @@ MAX_CHARS = 500
 
 _t2s = opencc.OpenCC("t2s")
 
+# Emoji that carry the message by themselves: read as the word a customer would have typed.
+EMOJI_WORDS = {
+    "👍": "好的", "👌": "好的", "🙆": "好的", "✅": "好的", "🆗": "好的", "🙏": "谢谢", "💐": "谢谢", "🌹": "谢谢",
+    "😀": "嗯", "😃": "嗯", "😄": "嗯", "😁": "嗯", "😊": "嗯", "🙂": "嗯", "☺": "嗯", "😉": "嗯", "🤝": "好的",
+    "👋": "拜拜", "😡": "生气", "😠": "生气", "🤬": "生气", "💢": "生气", "👎": "差劲", "😤": "生气",
+}
+_EMOJI = re.compile("|".join(f"(?:{re.escape(e)}\ufe0f?)+" for e in sorted(EMOJI_WORDS, key=len, reverse=True)))
+
 # Control chars, lone surrogates (from broken decoding), private use, U+FFFD, emoji and pictographs,
 # dingbats, variation selectors, zero-width joiners and tag characters.
 _JUNK = re.compile(
@@ -22,9 +30,14 @@ _REPEATED_PUNCT = re.compile(r"([^\w\s])\1+")
 _SPACES = re.compile(r"\s+")
 
 
+def _emoji_word(match: re.Match[str]) -> str:
+    return f" {EMOJI_WORDS[match.group(0)[0]]} "
+
+
 def normalize(text: str) -> str:
-    """Traditional->simplified, full-width->half-width, lower-case, emoji stripped, punctuation runs collapsed."""
-    text = _JUNK.sub(" ", text[:MAX_CHARS])
+    """Traditional->simplified, full-width->half-width, lower-case, emoji read or dropped, runs collapsed."""
+    text = _EMOJI.sub(_emoji_word, text[:MAX_CHARS])
+    text = _JUNK.sub(" ", text)
     text = _t2s.convert(text)
     if not unicodedata.is_normalized("NFKC", text):
         text = unicodedata.normalize("NFKC", text)

@@ -33,8 +33,9 @@ def clf() -> Classifier:
         ("ＴＤ！！！", "td!"),
         ("ＰＲＩＣＥ？", "price?"),
         ("多少钱？？？？💰💰", "多少钱?"),
-        ("😡😡😡退钱！！！", "退钱!"),
-        ("👍🏻❤️✨", ""),
+        ("😡😡😡退钱！！！", "生气 退钱!"),  # emoji that carry meaning are read as the word
+        ("👍🏻❤️✨", "好的"),
+        ("🍎✨", ""),
         ("  hello   world  ", "hello world"),
         ("价格：¥329", "价格:¥329"),
         ("\x00\x01abc\ud800\ufffd", "abc"),
@@ -109,7 +110,7 @@ CASES = [
     # noise
     ("多少钱？？？？💰💰", "price", "handoff"),
     ("ＴＤ！！！", "unsubscribe", "optout"),
-    ("😀😀😀", "other", "bot"),
+    ("😀😀😀", "greeting", "bot"),  # an emoji-only acknowledgement
 ]
 
 

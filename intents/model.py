@@ -1,0 +1,127 @@
+"""A linear model over string features: trained with scikit-learn, applied with a dictionary and numpy."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger("intents.model")
+
+# Bump when features or training change: cached models of other versions are ignored.
+VERSION = "3"
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """Multinomial logistic regression: feature -> row of weights, one column per label."""
+
+    labels: tuple[str, ...]
+    index: dict[str, int]
+    weights: np.ndarray  # (features, labels), float32
+    bias: np.ndarray  # (labels,)
+
+    def rows(self, features: Sequence[str]) -> list[int]:
+        """The known features' rows, each once."""
+        index = self.index
+        return list({index[f] for f in features if f in index})
+
+    def probabilities(self, rows: list[int], count: int, fixed: list[int] = ()) -> np.ndarray:  # type: ignore[assignment]
+        """Label probabilities: `rows` of `count` text features (scaled to unit length), `fixed` at 1."""
+        scores = self.bias.copy()
+        if rows:
+            scores += self.weights[rows].sum(axis=0) / np.sqrt(max(count, 1))
+        if fixed:
+            scores += self.weights[list(fixed)].sum(axis=0)
+        scores -= scores.max()
+        exp = np.exp(scores)
+        result: np.ndarray = exp / exp.sum()
+        return result
+
+    def strongest(self, rows: list[int], label: str, top: int = 5) -> list[tuple[str, float]]:
+        """The features that pushed hardest towards `label` (feature, weight), strongest first."""
+        if not rows:
+            return []
+        col = self.labels.index(label)
+        names = self._names()
+        pairs = sorted(((names[r], float(self.weights[r, col] - self.weights[r].mean())) for r in rows),
+                       key=lambda p: -p[1])
+        return [p for p in pairs[:top] if p[1] > 0]
+
+    def _names(self) -> list[str]:
+        names = [""] * len(self.index)
+        for name, row in self.index.items():
+            names[row] = name
+        return names
+
+
+def train(rows: Sequence[tuple[Sequence[str], Sequence[str]]], labels: Sequence[str],
+          all_labels: Sequence[str], c: float = 8.0) -> LinearModel:
+    """Fit on (text features, fixed features) per message: text ones scaled to unit length, fixed at 1."""
+    from scipy.sparse import csr_matrix
+    from sklearn.linear_model import LogisticRegression
+
+    index: dict[str, int] = {}
+    indptr, indices, data = [0], [], []
+    for feats, fixed in rows:
+        cols = {index.setdefault(f, len(index)) for f in feats}
+        fixed_cols = {index.setdefault(f, len(index)) for f in fixed} - cols
+        indices.extend(cols)
+        data.extend([1.0 / np.sqrt(max(len(feats), 1))] * len(cols))
+        indices.extend(fixed_cols)
+        data.extend([1.0] * len(fixed_cols))
+        indptr.append(len(indices))
+    matrix = csr_matrix((data, indices, indptr), shape=(len(rows), len(index)), dtype=np.float64)
+    present = [lab for lab in all_labels if lab in set(labels)]
+    fit = LogisticRegression(C=c, max_iter=300, tol=1e-3)
+    fit.fit(matrix, list(labels))
+    order = [list(fit.classes_).index(lab) for lab in present]
+    weights = fit.coef_[order].T.astype(np.float32)
+    bias = fit.intercept_[order].astype(np.float32)
+    return LinearModel(tuple(present), index, np.ascontiguousarray(weights), bias)
+
+
+def cache_dir() -> Path:
+    """Where trained models are kept between runs (WECOM_BOT_CACHE, else the user's cache folder)."""
+    base = os.environ.get("WECOM_BOT_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "wecom-bot")
+    return Path(base)
+
+
+def cache_key(*parts: str) -> str:
+    """A short hash of everything the model depends on."""
+    return hashlib.sha256("\0".join((VERSION, *parts)).encode()).hexdigest()[:24]
+
+
+def load_cached(key: str) -> LinearModel | None:
+    """The model saved under `key`, or None (missing or unreadable caches are simply retrained)."""
+    path = cache_dir() / f"intents-{key}.npz"
+    try:
+        with np.load(path, allow_pickle=False) as saved:
+            names = saved["names"].tolist()
+            return LinearModel(tuple(saved["labels"].tolist()), {n: i for i, n in enumerate(names)},
+                               saved["weights"], saved["bias"])
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def save_cached(key: str, model: LinearModel) -> None:
+    """Save a model under `key`; a cache that cannot be written only costs a retrain next time."""
+    folder = cache_dir()
+    names = [""] * len(model.index)
+    for name, row in model.index.items():
+        names[row] = name
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as tmp:
+            np.savez(tmp, names=np.array(names), labels=np.array(model.labels), weights=model.weights,
+                     bias=model.bias)
+        os.replace(tmp.name, folder / f"intents-{key}.npz")
+    except OSError as exc:
+        log.warning("intent model cache not written to %s: %s", folder, exc)
