@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, Callable, TextIO
 
 import requests
 
@@ -52,8 +52,11 @@ HELP = """命令（以 / 开头，扮演员工）：
 class ChatSession:
     """One terminal customer (and the staff around them) talking to the sandbox service."""
 
-    def __init__(self, info: dict, customer: str, out: TextIO, wait: float):
+    def __init__(self, info: dict, customer: str, out: TextIO, wait: float,
+                 decisions: Callable[[float], list[dict[str, Any]]] | None = None):
         self.info, self.customer, self.out, self.wait = info, customer, out, wait
+        self.decisions = decisions  # --debug: the service's recorded decisions since a time
+        self.said_at = 0.0
         self.crypto = CallbackCrypto(info["token"], info["aes_key"], info["corp_id"])
         self.http = requests.Session()
         self.cards: dict[str, dict] = {}  # userid -> the last alert card they got
@@ -77,6 +80,7 @@ class ChatSession:
 
     def say(self, text: str) -> None:
         """The customer writes."""
+        self.said_at = time.time() - 1.0
         self._kf_notice(self._sandbox("customer/text", {"external_userid": self.customer, "text": text})["token"])
 
     def command(self, line: str) -> None:
@@ -129,17 +133,31 @@ class ChatSession:
             time.sleep(0.1)
         if not got and not quiet:
             self.out.write("  (no reply)\n")
+        if self.decisions and not quiet:
+            self.show_decision()
         self.out.flush()
 
+    def show_decision(self) -> None:
+        """--debug: what the service decided for the customer's last message."""
+        assert self.decisions is not None
+        mine = [e for e in self.decisions(self.said_at) if e.get("customer") == self.customer]
+        for event in reversed(mine[:1]):
+            matched = "、".join(event.get("matched") or [])
+            confidence = event.get("confidence")
+            self.out.write(f"  [debug] intent={event.get('intent')} confidence="
+                           f"{confidence if confidence is not None else '-'} route={event.get('route') or '-'}"
+                           f"{' matched=' + matched if matched else ''}\n")
 
-def run_chat(info_path: str | None, customer: str, inp: TextIO, out: TextIO, wait: float = 3.0) -> int:
+
+def run_chat(info_path: str | None, customer: str, inp: TextIO, out: TextIO, wait: float = 3.0,
+             decisions: Callable[[float], list[dict[str, Any]]] | None = None) -> int:
     """Read lines as customer messages (or /commands as staff); print what came back."""
     path = Path(info_path or "var/sandbox.json")
     if not path.exists():
         out.write(f"{path} not found: start the service first with `uv run wecom-bot serve` "
                   f"(sandbox mode, WECOM_SECRET unset)\n")
         return 1
-    chat = ChatSession(json.loads(path.read_text()), customer, out, wait)
+    chat = ChatSession(json.loads(path.read_text()), customer, out, wait, decisions)
     interactive = inp.isatty()
     out.write(f"你是客户 {customer}，在微信里给客服号发消息。输入消息后回车，/help 看员工命令，Ctrl-D 退出。\n")
     while True:

@@ -156,7 +156,20 @@ def cmd_chat(args: argparse.Namespace) -> int:
     """Type as a customer; see what the bot and staff were sent."""
     from bot.chat import run_chat
 
-    return run_chat(args.info, args.customer, sys.stdin, sys.stdout, wait=args.wait)
+    decisions = None
+    if args.debug:
+        from bot.runtime import open_redis
+        from bot.store import Store
+
+        try:
+            store = Store(open_redis(_settings())[0])
+        except RedisUnavailable as exc:
+            raise SystemExit(f"cannot read the service's decisions: {exc}") from None
+
+        def decisions(since: float) -> list[dict[str, Any]]:
+            return [e for e in store.events(50) if e["kind"] == "message_in" and e["at"] >= since]
+
+    return run_chat(args.info, args.customer, sys.stdin, sys.stdout, wait=args.wait, decisions=decisions)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -184,20 +197,29 @@ def cmd_dlq(args: argparse.Namespace) -> int:
 
 
 def cmd_intents(args: argparse.Namespace) -> int:
-    """Classify stdin lines, or evaluate a labelled file."""
-    from intents.classify import load_classifier
-    from intents.cli import classify_lines, eval_file
+    """Classify stdin lines, evaluate a labelled file or the corpus, or explain one decision."""
+    from intents.cli import classify_lines, eval_cv, eval_file, explain, from_content
 
     settings = _settings()
     try:
-        classifier = load_classifier(settings.content.get("keywords"), settings.content.get("faq"))
+        classifier = from_content(settings.content)
     except ConfigError as exc:
         raise SystemExit(f"config error: {exc}") from None
     if args.action == "classify":
         classify_lines(classifier, sys.stdin, sys.stdout)
         return 0
+    if args.action == "explain":
+        if not args.file:
+            raise SystemExit("usage: wecom-bot intents explain TEXT [--previous TEXT]")
+        sys.stdout.write(explain(classifier, " ".join(args.file), args.previous))
+        return 0
     try:
-        return eval_file(classifier, args.file, args.json, sys.stdout)
+        if args.cv or args.by_brand:
+            return eval_cv(classifier, settings.content.get("examples"), args.cv or 5, args.by_brand, args.json,
+                           sys.stdout)
+        if len(args.file) != 1:
+            raise SystemExit("usage: wecom-bot intents eval FILE [--json]  |  intents eval --cv 5 [--by-brand]")
+        return eval_file(classifier, args.file[0], args.json, sys.stdout)
     except ConfigError as exc:
         raise SystemExit(f"cannot evaluate: {exc}") from None
 
@@ -306,15 +328,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--customer", default="wmSandboxCustomer01")
     sp.add_argument("--info", default=None, help="var/sandbox.json written by serve")
     sp.add_argument("--wait", type=float, default=3.0, help="seconds to wait for replies")
+    sp.add_argument("--debug", action="store_true", help="show the intent, confidence and route of each message")
     sp = add("dlq", cmd_dlq, "dead letters")
     sp.add_argument("action", choices=["list", "replay"])
     sp.add_argument("ids", nargs="*")
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--limit", type=int, default=100)
-    sp = add("intents", cmd_intents, "intent detection tools")
-    sp.add_argument("action", choices=["classify", "eval"])
-    sp.add_argument("file", nargs="?")
-    sp.add_argument("--json", action="store_true")
+    sp = add("intents", cmd_intents, "intent detection: classify stdin lines, eval a labelled file or the "
+             "corpus, explain one message (e.g. `intents explain 这个多少钱`)")
+    sp.add_argument("action", choices=["classify", "eval", "explain"])
+    sp.add_argument("file", nargs="*", help="eval: a text<TAB>label[<TAB>kind] file; explain: the message")
+    sp.add_argument("--json", action="store_true", help="eval: one JSON object instead of the report")
+    sp.add_argument("--cv", type=int, default=0, metavar="K",
+                    help="eval: K-fold cross-validation on the shipped example corpus (e.g. --cv 5)")
+    sp.add_argument("--by-brand", action="store_true",
+                    help="eval: hold out one brand file of the corpus at a time (brands the model never saw)")
+    sp.add_argument("--previous", default=None, help="explain: the customer's previous message, as context")
     sp = add("coupons", cmd_coupons, "coupon campaigns")
     sp.add_argument("action", choices=["stats", "redeem"])
     sp.add_argument("code", nargs="?")

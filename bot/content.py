@@ -18,11 +18,12 @@ log = logging.getLogger("bot.content")
 
 
 def _mtime(path: Path) -> float:
-    """A file's mtime; for a directory, the newest of itself and its YAML files."""
+    """A file's mtime; for a directory, the newest of itself and its YAML and TSV files."""
     if not path.exists():
         return 0.0
     if path.is_dir():
-        return max([path.stat().st_mtime, *(f.stat().st_mtime for f in path.glob("*.yaml"))])
+        files = [*path.glob("*.yaml"), *path.glob("*.tsv")]
+        return max([path.stat().st_mtime, *(f.stat().st_mtime for f in files)])
     return path.stat().st_mtime
 
 
@@ -31,11 +32,12 @@ def _mtimes(paths: Any) -> tuple[float, ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def _classifier(keywords: Path, faq: Path | None, mtimes: tuple[float, ...]) -> Any:
-    """Loading jieba and the keyword files costs a second: once per process per file version."""
+def _classifier(keywords: Path, faq: Path | None, examples: Path | None, dialect: Path | None,
+                mtimes: tuple[float, ...]) -> Any:
+    """Loading jieba, the files and the model costs a second or more: once per process per version."""
     from intents.classify import load_classifier
 
-    return load_classifier(keywords, faq)
+    return load_classifier(keywords, faq, examples, dialect)
 
 
 def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
@@ -43,7 +45,8 @@ def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
     content: dict[str, Any] = {}
     paths = settings.content
     if paths.get("keywords"):
-        content["classifier"] = _classifier(paths["keywords"], paths.get("faq"), _mtimes(paths))
+        content["classifier"] = _classifier(paths["keywords"], paths.get("faq"), paths.get("examples"),
+                                            paths.get("dialect"), _mtimes(paths))
     if paths.get("coupons"):
         from bot.coupons import CouponBook, load_campaigns
 

@@ -55,6 +55,15 @@ class Customer:
         return {t: datetime.fromtimestamp(ts, tz) for t, ts in self.tags.items()}
 
 
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """The customer's previous message (text, time) and how many fallbacks in a row came before."""
+
+    text: str = ""
+    at: float = 0.0
+    fallbacks: int = 0
+
+
 class Customers:
     """Read and update customer records."""
 
@@ -127,6 +136,25 @@ class Customers:
     def recent(self, customer: str) -> list[str]:
         """The remembered lines, oldest first."""
         return self.r.lrange(_key(customer) + ":recent", 0, -1)
+
+    def conversation(self, customer: str, msgid: str) -> Conversation:
+        """What came before message `msgid`: the customer's previous text and the fallbacks in a row."""
+        h = self.r.hgetall(_key(customer) + ":conv")
+        if h.get("msgid") == msgid:  # a retried message: what came before it, not itself
+            return Conversation(h.get("prev_text", ""), float(h.get("prev_at", 0)), int(h.get("prev_fallbacks", 0)))
+        return Conversation(h.get("text", ""), float(h.get("at", 0)), int(h.get("fallbacks", 0)))
+
+    def note_message(self, customer: str, msgid: str, text: str, at: float, fell_back: bool) -> None:
+        """Remember message `msgid` as the latest one, and whether the bot could only fall back on it."""
+        key = _key(customer) + ":conv"
+        before = self.conversation(customer, msgid)
+        fallbacks = before.fallbacks + 1 if fell_back else 0
+        with self.r.pipeline(transaction=False) as p:
+            p.hset(key, mapping={"msgid": msgid, "text": text[:200], "at": at, "fallbacks": fallbacks,
+                                 "prev_text": before.text, "prev_at": before.at,
+                                 "prev_fallbacks": before.fallbacks})
+            p.expire(key, 30 * 86400)
+            p.execute()
 
     def saw_intent(self, customer: str, intent: str) -> None:
         self.r.hincrby(_key(customer) + ":intents", intent, 1)

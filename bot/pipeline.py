@@ -42,15 +42,19 @@ class Pipeline:
             self.store.record("backlog_skipped", customer=msg.external_userid, msgid=msg.msgid, text=msg.text)
             return "backlog"
         classifier = self.content.get("classifier") if self.content else None
-        ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None)
-        intent = None
+        intent, fallbacks = None, 0
         if msg.is_customer:
             at = float(msg.send_time or time.time())
+            before = self.customers.conversation(msg.external_userid, msg.msgid)
+            fallbacks = before.fallbacks
             if msg.msgtype == "text" and msg.text.strip() and classifier:
-                intent = classifier.classify(msg.text)
+                recent = before.text and 0 <= at - before.at <= classifier.context_seconds
+                intent = classifier.classify(msg.text, previous=before.text if recent else None)
             if not self.store.is_done(f"kf:{msg.msgid}:seen"):  # a retried entry is not counted again
                 self.see(msg, intent, at)
                 self.store.mark_done(f"kf:{msg.msgid}:seen")
+        ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None,
+                  fallbacks=fallbacks, repeat=classifier.faq.repeat if classifier else None)
         name, actions = handlers.route(msg, intent, ctx)
         if msg.is_customer and self.human_holds(msg.external_userid, msg.msgid):
             # A human has the chat: the bot says nothing, but tags and an opt-out still count.
@@ -71,6 +75,9 @@ class Pipeline:
         if intent is not None:
             self.customers.saw_intent(customer, intent.intent)
             self.executor.intent_seen(customer, intent.intent, at)
+        fell_back = intent is not None and intent.intent == "other" and intent.topic is None
+        self.customers.note_message(customer, msg.msgid, msg.text, at, fell_back)
         self.store.record("message_in", customer=customer, msgid=msg.msgid, text=msg.text, msgtype=msg.msgtype,
-                          intent=getattr(intent, "intent", None), matched=list(getattr(intent, "matched", ())))
+                          intent=getattr(intent, "intent", None), matched=list(getattr(intent, "matched", ())),
+                          confidence=getattr(intent, "confidence", None), route=getattr(intent, "route", None))
         self.store.count("message_in")

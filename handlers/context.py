@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
+from intents.config import RepeatRule
+
 
 @dataclass(frozen=True, slots=True)
 class Ctx:
@@ -12,6 +14,8 @@ class Ctx:
 
     replies: Mapping[str, str] = field(default_factory=dict)
     faq_answer: Callable[[str | None], str] | None = None
+    fallbacks: int = 0  # fallbacks in a row the bot gave this customer before this message
+    repeat: RepeatRule | None = None  # what to do instead of yet another fallback
 
     def reply(self, name: str) -> str:
         """A configured reply text (config.yaml `replies`)."""

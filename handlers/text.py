@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions import Action, Record, SendText
+from bot.actions import Action, Record, RequestHandoff, SendText
 from bot.inbound import KfMessage
 from handlers.context import Ctx
 
@@ -16,9 +16,22 @@ def on_default(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
 
 def on_faq_or_fallback(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
     """Greeting or other: the FAQ answer for its topic, else the fallback that offers a human."""
+    if intent.topic is None and ctx.repeat and ctx.fallbacks >= ctx.repeat.after:
+        return on_fallback_again(msg, intent, ctx)
     answer = ctx.faq_answer(intent.topic) if ctx.faq_answer else ctx.reply("default")
     return [SendText(msg.open_kfid, msg.external_userid, answer),
             Record("faq", {"customer": msg.external_userid, "topic": intent.topic, "intent": intent.intent})]
+
+
+def on_fallback_again(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+    """The bot fell back several times in a row: offer a person, or hand the chat over."""
+    assert ctx.repeat is not None
+    record = Record("fallback_repeated", {"customer": msg.external_userid, "fallbacks": ctx.fallbacks,
+                                           "then": ctx.repeat.mode})
+    if ctx.repeat.mode == "handoff":
+        return [record, RequestHandoff(msg.open_kfid, msg.external_userid, "human", ("多次未能解答",), msg.text,
+                                       ctx.repeat.text, msg.msgid)]
+    return [SendText(msg.open_kfid, msg.external_userid, ctx.repeat.text), record]
 
 
 def on_unsupported(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:

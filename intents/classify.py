@@ -8,6 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import jieba
 
@@ -53,6 +54,8 @@ _LABEL, _WHEN_NEGATED, _NEG, _IGNORE, _TOPIC, _FORCE = range(6)
 MIN_PINYIN = 4
 # Without a greeting word, the model must be this sure that a message is only a greeting.
 GREETING_BY_MODEL = 0.85
+# After a negated keyword, a label without keyword evidence needs this much confidence.
+NEGATED_THRESHOLD = 0.7
 # Messages this short may borrow the customer's previous message as context.
 CONTEXT_CHARS = 8
 
@@ -115,6 +118,7 @@ class Classifier:
         self._phrases = dict((dialect.phrases if dialect else {}))
         self._dialect_tokens = dict((dialect.tokens if dialect else {}))
         self.model = model
+        self.background: Sequence[str] = ()  # the corpus' messages: word weights for FAQ similarity
 
         targets: dict[str, list[tuple[int, str]]] = {}
         substrings: set[str] = set()
@@ -212,12 +216,16 @@ class Classifier:
             intent = next((name for name in self._priority if name in rule.found), "other")
             return self._finish(text, intent, 1.0, rule, negated, why, parsed)
 
-        feats = features(parsed.norm, parsed.tokens)
-        rows = self.model.rows(feats)
-        fixed = self.model.rows(self._rule_features(rule))
-        probs = self.model.probabilities(rows, len(feats), fixed)
-        best = int(probs.argmax())
-        intent, confidence = self.model.labels[best], float(probs[best])
+        rows, fixed, probs = self._model_scores(parsed, rule)
+        if not fixed and len(rows) <= 2 and not self._knows(parsed):
+            why.append("no word the model knows")
+            return self._finish(text, "other", 1.0, rule, negated, why, parsed)
+        ranked = sorted(zip(self.model.labels, (float(p) for p in probs)), key=lambda p: -p[1])
+        intent, confidence = ranked[0]
+        refused = rule.negated_labels - set(rule.found) - set(rule.pinyin)
+        if intent in refused:  # the customer said no to it ("不用转人工", "不要优惠券了")
+            intent, confidence = next((lab, p) for lab, p in ranked if lab not in refused)
+            why.append(f"{ranked[0][0]} is negated: next best is {intent}")
         strongest = self.model.strongest(rows + fixed, intent)
         if strongest:
             why.append(f"model: {intent} {confidence:.2f} ("
@@ -225,12 +233,38 @@ class Classifier:
         if intent == "greeting" and "greeting" not in rule.found and confidence < GREETING_BY_MODEL:
             why.append("no greeting word: treated as other")
             intent, confidence = "other", float(1.0 - confidence)
-        if intent not in ("other", "greeting") and confidence < self.threshold:
-            why.append(f"confidence {confidence:.2f} below {self.threshold:.2f}: treated as other")
+        threshold = self.threshold
+        if rule.negated_labels and intent not in rule.found and intent not in rule.pinyin:
+            threshold = max(threshold, NEGATED_THRESHOLD)  # what is left after a "no" must be clear
+        if intent not in ("other", "greeting") and confidence < threshold:
+            why.append(f"confidence {confidence:.2f} below {threshold:.2f}: treated as other")
             intent, confidence = "other", float(1.0 - confidence)
         matched = tuple(rule.found.get(intent) or rule.pinyin.get(intent) or
                         [_readable(name) for name, _ in strongest if _readable(name)][:3])
         return self._finish(text, intent, confidence, rule, negated, why, parsed, matched)
+
+    def _model_scores(self, parsed: Parsed, rule: RuleResult) -> tuple[list[int], list[int], Any]:
+        """The model's known text rows, keyword rows and label probabilities."""
+        assert self.model is not None
+        feats = features(parsed.norm, parsed.tokens)
+        rows = self.model.rows(feats)
+        fixed = self.model.rows(self._rule_features(rule))
+        return rows, fixed, self.model.probabilities(rows, len(feats), fixed)
+
+    def _knows(self, parsed: Parsed) -> bool:
+        """True when the model has seen any character or word of the message."""
+        assert self.model is not None
+        index = self.model.index
+        return any(f"c1:{c}" in index or f"w:{c}" in index for c in parsed.norm if not c.isspace()) or \
+            any(f"w:{t}" in index for t in parsed.tokens)
+
+    def probabilities(self, text: str) -> dict[str, float]:
+        """The model's probability of each label for `text` (before threshold and greeting checks)."""
+        if self.model is None:
+            return {}
+        parsed = self.parse(text)
+        probs = self._model_scores(parsed, self._rules(parsed))[2]
+        return {lab: float(p) for lab, p in zip(self.model.labels, probs)}
 
     def _finish(self, text: str, intent: str, confidence: float, rule: RuleResult, negated: bool,
                 why: list[str], parsed: Parsed, matched: tuple[str, ...] | None = None) -> Intent:
@@ -421,7 +455,8 @@ class Classifier:
         index = getattr(self, "_faq_index", None)
         if index is None:
             topics = [t for t in self.faq.topics if not t.greeting]
-            index = FaqIndex([(t.name, [self.parse(q) for q in (*t.examples, t.title)]) for t in topics])
+            index = FaqIndex([(t.name, [self.parse(q) for q in (*t.examples, t.title)]) for t in topics],
+                             [self.parse(text) for text in self.background])
             self._faq_index = index
         return index
 
@@ -486,4 +521,6 @@ def load_classifier(keywords_path: Path | str | None = None, faq_path: Path | st
         if use_cache:
             linear.save_cached(key, trained)
     clf.model = trained
+    clf.background = [ex.text for ex in examples]
+    clf.faq_index  # built now, not on the first customer message
     return clf

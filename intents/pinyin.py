@@ -17,7 +17,8 @@ def syllable(char: str) -> str:
     """The toneless pinyin of one Chinese character (its most common reading); '' for others."""
     if not is_han(char):
         return ""
-    return lazy_pinyin(char, style=Style.NORMAL, errors="ignore")[0]
+    spelled = lazy_pinyin(char, style=Style.NORMAL, errors="ignore")
+    return spelled[0] if spelled else ""
 
 
 def spell(text: str) -> str:

@@ -184,7 +184,8 @@ def test_classify_lines(clf: Classifier) -> None:
     records = [json.loads(line) for line in out.getvalue().splitlines()]
     assert len(records) == 3
     for record in records:
-        assert list(record) == ["text", "intent", "topic", "matched", "negated", "route"]
+        assert list(record) == ["text", "intent", "topic", "matched", "negated", "route", "confidence", "why"]
+        assert 0.0 <= record["confidence"] <= 1.0 and isinstance(record["why"], list)
         assert isinstance(record["matched"], list)
     assert records[0]["text"] == "這個多少錢" and records[0]["intent"] == "price" and records[0]["route"] == "handoff"
     assert "這個多少錢" in out.getvalue()  # ensure_ascii=False

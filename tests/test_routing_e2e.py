@@ -195,7 +195,8 @@ def test_cli_intents_classify_contract():
     rows = [json.loads(line) for line in out.stdout.splitlines()]
     assert [row["intent"] for row in rows] == ["discount", "price", "unsubscribe"]
     assert [row["route"] for row in rows] == ["coupon", "handoff", "optout"]
-    assert all(set(row) == {"text", "intent", "topic", "matched", "negated", "route"} for row in rows)
+    assert all(set(row) == {"text", "intent", "topic", "matched", "negated", "route", "confidence", "why"}
+               for row in rows)
 
 
 def test_cli_intents_eval_meets_the_bar_on_the_dev_set():
