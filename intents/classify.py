@@ -58,6 +58,8 @@ GREETING_BY_MODEL = 0.85
 NEGATED_THRESHOLD = 0.7
 # Messages this short may borrow the customer's previous message as context.
 CONTEXT_CHARS = 8
+# ... when alone they are "other" or the model is less sure than this ("这个呢" after "有优惠吗").
+CONTEXT_UNSURE = 0.8
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +194,9 @@ class Classifier:
     def _wants_context(self, parsed: Parsed, result: Intent) -> bool:
         """A short message that alone says little (not a greeting, not a confident label)."""
         size = len(_STRIP.sub("", parsed.norm))
-        return 0 < size <= CONTEXT_CHARS and result.intent == "other" and result.topic is None
+        if not 0 < size <= CONTEXT_CHARS or result.intent == "greeting" or result.topic is not None:
+            return False
+        return result.intent == "other" or result.confidence < CONTEXT_UNSURE
 
     def _decide(self, text: str, parsed: Parsed) -> Intent:
         rule = self._rules(parsed)

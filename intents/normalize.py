@@ -28,6 +28,8 @@ _JUNK = re.compile(
 )
 _REPEATED_PUNCT = re.compile(r"([^\w\s])\1+")
 _SPACES = re.compile(r"\s+")
+# Chinese is written without spaces: one between two Chinese characters is noise ("多少 钱").
+_HAN_SPACE = re.compile(r"(?<=[\u3400-\u9fff])\s+(?=[\u3400-\u9fff])")
 
 
 def _emoji_word(match: re.Match[str]) -> str:
@@ -43,4 +45,4 @@ def normalize(text: str) -> str:
         text = unicodedata.normalize("NFKC", text)
     text = text.lower()
     text = _REPEATED_PUNCT.sub(r"\1", text)
-    return _SPACES.sub(" ", text).strip()
+    return _HAN_SPACE.sub("", _SPACES.sub(" ", text)).strip()

@@ -33,7 +33,7 @@ def clf() -> Classifier:
         ("ＴＤ！！！", "td!"),
         ("ＰＲＩＣＥ？", "price?"),
         ("多少钱？？？？💰💰", "多少钱?"),
-        ("😡😡😡退钱！！！", "生气 退钱!"),  # emoji that carry meaning are read as the word
+        ("😡😡😡退钱！！！", "生气退钱!"),  # emoji that carry meaning are read as the word
         ("👍🏻❤️✨", "好的"),
         ("🍎✨", ""),
         ("  hello   world  ", "hello world"),
