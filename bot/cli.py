@@ -26,8 +26,10 @@ def _settings() -> Settings:
 
 
 def _runtime(settings: Settings, **kw: Any):
+    """The runtime of a command; only `serve` and `worker` load the classifier at start."""
     from bot.runtime import StartError, start
 
+    kw.setdefault("lazy_classifier", True)
     try:
         return start(settings, **kw)
     except (ConfigError, RedisUnavailable, StartError) as exc:
@@ -59,7 +61,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     settings = _settings()
     received = _catch_signals()
-    rt = _runtime(settings, sandbox_port=args.sandbox_port)
+    rt = _runtime(settings, sandbox_port=args.sandbox_port, lazy_classifier=False)
     stop = threading.Event()
     try:
         try:
@@ -123,7 +125,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from bot.runtime import start_threads
 
     received = _catch_signals()
-    rt = _runtime(_settings(), with_sandbox=False)
+    rt = _runtime(_settings(), with_sandbox=False, lazy_classifier=False)
     stop = threading.Event()
     try:
         threads = start_threads(rt, args.threads, stop)

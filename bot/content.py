@@ -40,11 +40,11 @@ def _classifier(keywords: Path, faq: Path | None, examples: Path | None, dialect
     return load_classifier(keywords, faq, examples, dialect)
 
 
-def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
-    """Load every file named in config.yaml `content`; raises ConfigError naming file, line and key."""
+def load_content(settings: Settings, r: redis.Redis, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Load every file named in config.yaml `content` (but `skip`); a ConfigError names file, line and key."""
     content: dict[str, Any] = {}
     paths = settings.content
-    if paths.get("keywords"):
+    if paths.get("keywords") and "classifier" not in skip:
         content["classifier"] = _classifier(paths["keywords"], paths.get("faq"), paths.get("examples"),
                                             paths.get("dialect"), _mtimes(paths))
     if paths.get("coupons"):
@@ -89,12 +89,14 @@ def _line_of(path: Path, needle: str) -> int:
 class Content:
     """The loaded files; `get()` picks up edits, at most one check every `check_every` seconds."""
 
-    def __init__(self, settings: Settings, r: redis.Redis, check_every: float = 2.0):
+    def __init__(self, settings: Settings, r: redis.Redis, check_every: float = 2.0, lazy: tuple[str, ...] = ()):
+        """`lazy`: items loaded on first use (commands that never classify skip jieba and the model)."""
         self.settings = settings
         self.r = r
         self.check_every = check_every
         self.error: str | None = None
-        self._items = load_content(settings, r)
+        self._lazy = frozenset(lazy)
+        self._items = load_content(settings, r, self._lazy)
         self._mtimes = _mtimes(settings.content)
         self._checked = time.monotonic()
         self._lock = threading.Lock()
@@ -102,6 +104,11 @@ class Content:
 
     def get(self, name: str) -> Any:
         """The current object for `name` (classifier, coupons), or None."""
+        if name in self._lazy:
+            with self._lock:
+                if name in self._lazy:
+                    self._items = {**self._items, **load_content(self.settings, self.r, self._lazy - {name})}
+                    self._lazy = self._lazy - {name}
         if time.monotonic() - self._checked >= self.check_every:
             self.reload_if_changed()
         return self._items.get(name)
@@ -128,7 +135,7 @@ class Content:
                 return False
             self._mtimes = mtimes
             try:
-                self._items = load_content(self.settings, self.r)
+                self._items = load_content(self.settings, self.r, self._lazy)
             except ConfigError as exc:
                 self.error = str(exc)
                 log.error("content not reloaded, keeping the running version: %s", exc)

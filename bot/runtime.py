@@ -121,7 +121,8 @@ def _held(handoffs: Handoffs, customer: str, msgid: str) -> bool:
     return h is not None and h.cause_msgid != msgid
 
 
-def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | None = None) -> Runtime:
+def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | None = None,
+          lazy_classifier: bool = False) -> Runtime:
     """Open Redis, start the sandbox when there is no WECOM_SECRET, load content; undo it all on failure."""
     r, embedded = open_redis(settings)
     sandbox = None
@@ -136,7 +137,8 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
                                        f"is another `wecom-bot serve` running? (--sandbox-port)") from None
             sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
             settings = settings.with_api_base(f"{sandbox.url}/cgi-bin/")
-        return Runtime(settings, r, embedded, sandbox, Content(settings, r))
+        lazy = ("classifier",) if lazy_classifier else ()
+        return Runtime(settings, r, embedded, sandbox, Content(settings, r, lazy=lazy))
     except Exception:
         if sandbox:
             sandbox.stop()

@@ -113,6 +113,7 @@ class Classifier:
         self._negatable = {name: lab.negatable for name, lab in rules.labels.items()}
         self._window = rules.negation_window
         self.threshold = rules.threshold
+        self.threshold_model_only = rules.threshold_model_only
         self.context_seconds = rules.context_seconds
         self._topics = {t.name: t for t in faq.topics}
         self._topic_rank = {t.name: i for i, t in enumerate(faq.topics)}
@@ -238,6 +239,8 @@ class Classifier:
             why.append("no greeting word: treated as other")
             intent, confidence = "other", float(1.0 - confidence)
         threshold = self.threshold
+        if intent not in rule.found and intent not in rule.pinyin:  # no keyword of its own
+            threshold = max(threshold, self.threshold_model_only)
         if rule.negated_labels and intent not in rule.found and intent not in rule.pinyin:
             threshold = max(threshold, NEGATED_THRESHOLD)  # what is left after a "no" must be clear
         if intent not in ("other", "greeting") and confidence < threshold:
