@@ -29,7 +29,7 @@ from .examples import Example, digest, load_corpus
 from .faq import FaqIndex
 from .features import features
 from .normalize import normalize
-from .pinyin import is_han, spell
+from .pinyin import is_han, spell, syllable
 
 ROUTES = {
     "complaint": "handoff",
@@ -58,7 +58,8 @@ GREETING_BY_MODEL = 0.85
 NEGATED_THRESHOLD = 0.7
 # Messages this short may borrow the customer's previous message as context.
 CONTEXT_CHARS = 8
-# ... when alone they are "other" or the model is less sure than this ("这个呢" after "有优惠吗").
+# ... when alone they are "other", have no keyword of their own ("这个呢" after "有优惠吗"), or the
+# model is less sure than this.
 CONTEXT_UNSURE = 0.8
 
 
@@ -121,6 +122,7 @@ class Classifier:
         self._phrases = dict((dialect.phrases if dialect else {}))
         self._dialect_tokens = dict((dialect.tokens if dialect else {}))
         self.model = model
+        self.explain = True  # name the model's strongest features in `why` (off in the service)
         self.background: Sequence[str] = ()  # the corpus' messages: word weights for FAQ similarity
 
         targets: dict[str, list[tuple[int, str]]] = {}
@@ -169,6 +171,7 @@ class Classifier:
                 if len(sound) >= MIN_PINYIN:
                     self._spelled.setdefault(sound, word)
         self._sound_lengths = sorted({len(w) for w in self._spelled.values()}, reverse=True)
+        self._first_sounds = frozenset(syllable(w[0]) for w in self._spelled.values())
 
         jieba.setLogLevel(logging.WARNING)  # jieba logs its dictionary loading at DEBUG on its own handler
         jieba.initialize()
@@ -197,7 +200,8 @@ class Classifier:
         size = len(_STRIP.sub("", parsed.norm))
         if not 0 < size <= CONTEXT_CHARS or result.intent == "greeting" or result.topic is not None:
             return False
-        return result.intent == "other" or result.confidence < CONTEXT_UNSURE
+        own_words = bool(result.matched) and any(w.startswith(("keyword", "sounds like")) for w in result.why)
+        return result.intent == "other" or not own_words or result.confidence < CONTEXT_UNSURE
 
     def _decide(self, text: str, parsed: Parsed) -> Intent:
         rule = self._rules(parsed)
@@ -225,13 +229,14 @@ class Classifier:
         if not fixed and len(rows) <= 2 and not self._knows(parsed):
             why.append("no word the model knows")
             return self._finish(text, "other", 1.0, rule, negated, why, parsed)
-        ranked = sorted(zip(self.model.labels, (float(p) for p in probs)), key=lambda p: -p[1])
+        ranked = sorted(zip(self.model.labels, probs), key=lambda p: -p[1])
         intent, confidence = ranked[0]
         refused = rule.negated_labels - set(rule.found) - set(rule.pinyin)
         if intent in refused:  # the customer said no to it ("不用转人工", "不要优惠券了")
             intent, confidence = next((lab, p) for lab, p in ranked if lab not in refused)
             why.append(f"{ranked[0][0]} is negated: next best is {intent}")
-        strongest = self.model.strongest(rows + fixed, intent)
+        needs_words = intent not in ("other", "greeting") and not (rule.found.get(intent) or rule.pinyin.get(intent))
+        strongest = self.model.strongest(rows + fixed, intent) if self.explain or needs_words else []
         if strongest:
             why.append(f"model: {intent} {confidence:.2f} ("
                        + ", ".join(f"{name} {weight:+.1f}" for name, weight in strongest[:4]) + ")")
@@ -250,7 +255,7 @@ class Classifier:
                         [_readable(name) for name, _ in strongest if _readable(name)][:3])
         return self._finish(text, intent, confidence, rule, negated, why, parsed, matched)
 
-    def _model_scores(self, parsed: Parsed, rule: RuleResult) -> tuple[list[int], list[int], Any]:
+    def _model_scores(self, parsed: Parsed, rule: RuleResult) -> tuple[list[int], list[int], list[float]]:
         """The model's known text rows, keyword rows and label probabilities."""
         assert self.model is not None
         feats = features(parsed.norm, parsed.tokens)
@@ -271,7 +276,7 @@ class Classifier:
             return {}
         parsed = self.parse(text)
         probs = self._model_scores(parsed, self._rules(parsed))[2]
-        return {lab: float(p) for lab, p in zip(self.model.labels, probs)}
+        return dict(zip(self.model.labels, probs))
 
     def _finish(self, text: str, intent: str, confidence: float, rule: RuleResult, negated: bool,
                 why: list[str], parsed: Parsed, matched: tuple[str, ...] | None = None) -> Intent:
@@ -377,30 +382,28 @@ class Classifier:
         """Keywords written in pinyin ("zhuan rengong") or with same-sounding characters ("尤惠")."""
         if not self._spelled:
             return []
-        taken = [(s, e) for s, e, _, _ in hits]
+        covered = bytearray(len(norm) + 1)
+        for s, e, _, _ in hits:
+            covered[s:e] = b"\x01" * (e - s)
         out: list[tuple[int, int, str, str]] = []
-
-        def free(start: int, end: int) -> bool:
-            return not any(s < end and start < e for s, e in taken)
-
         # Chinese characters that sound like a keyword, on token boundaries.
-        size = len(norm)
+        sounds = [syllable(c) for c in norm]
+        first, lengths, spelled = self._first_sounds, self._sound_lengths, self._spelled
         for start in sorted(starts):
-            if start >= size or not is_han(norm[start]):
+            if start >= len(norm) or sounds[start] not in first or covered[start]:
                 continue
-            for length in self._sound_lengths:
+            for length in lengths:
                 end = start + length
-                if end > size or end not in ends or not free(start, end):
+                if end not in ends or any(covered[start:end]) or not all(sounds[start:end]):
                     continue
-                piece = norm[start:end]
-                if not all(is_han(c) for c in piece):
-                    continue
-                word = self._spelled.get(spell(piece))
-                if word and word != piece:
+                word = spelled.get("".join(sounds[start:end]))
+                if word and word != norm[start:end]:
                     out.append((start, end, word, "sound"))
-                    taken.append((start, end))
+                    covered[start:end] = b"\x01" * length
                     break
         # Latin tokens (one or a few in a row) that spell a keyword.
+        if not _LATIN.search(norm):
+            return out
         spans, pos = [], 0
         for token in tokens:
             if _LATIN.fullmatch(token):
@@ -410,10 +413,10 @@ class Classifier:
             joined = ""
             for j in range(i, min(i + 4, len(spans))):
                 joined += spans[j][2]
-                word = self._spelled.get(joined)
-                if word and free(spans[i][0], spans[j][1]):
+                word = spelled.get(joined)
+                if word and not any(covered[spans[i][0]:spans[j][1]]):
                     out.append((spans[i][0], spans[j][1], word, "pinyin"))
-                    taken.append((spans[i][0], spans[j][1]))
+                    covered[spans[i][0]:spans[j][1]] = b"\x01" * (spans[j][1] - spans[i][0])
                     break
         return out
 

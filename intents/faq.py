@@ -45,14 +45,17 @@ class FaqIndex:
 
     def scores(self, norm: str, tokens: list[str]) -> list[tuple[str, float]]:
         """(topic, similarity) of the best example of each topic, best first."""
-        terms = [t for t in _terms(norm, tokens) if t in self._idf]
+        idf, postings = self._idf, self._postings
+        terms = [t for t in _terms(norm, tokens) if t in idf]
         if not terms:
             return []
-        qnorm = math.sqrt(sum(self._idf[t] ** 2 for t in _terms(norm, tokens) if t in self._idf)) or 1.0
+        qnorm = math.sqrt(sum(idf[t] ** 2 for t in terms)) or 1.0
         sums: dict[int, float] = {}
         for term in terms:
-            weight = self._idf[term] / qnorm
-            for doc, value in self._postings.get(term, ()):
+            if term not in postings:
+                continue
+            weight = idf[term] / qnorm
+            for doc, value in postings[term]:
                 sums[doc] = sums.get(doc, 0.0) + weight * value
         best: dict[str, float] = {}
         for doc, score in sums.items():

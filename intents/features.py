@@ -18,9 +18,8 @@ def features(norm: str, tokens: list[str], rules: Iterable[str] = ()) -> list[st
     out += [f"c3:{padded[i:i + 3]}" for i in range(len(padded) - 2)]
     words = [t for t in tokens if t.strip() and t not in _PUNCT]
     out += [f"w:{t}" for t in words]
-    # Syllables and syllable pairs: same-sounding characters share them (优惠 / 尤惠: s:you_hui).
+    # Syllable pairs: same-sounding characters share them (优惠 / 尤惠: s2:you_hui).
     sounds = [syllable(c) for c in text if is_han(c)]
-    out += [f"s:{s}" for s in sounds]
     out += [f"s2:{a}_{b}" for a, b in zip(sounds, sounds[1:])]
     size = len(text)
     out.append("len:" + ("0" if size == 0 else "1-2" if size <= 2 else "3-5" if size <= 5 else

@@ -7,8 +7,10 @@ logistic regression, and fits in 0.2 s instead of 1-7 s.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
+import math
 import os
 import tempfile
 from collections.abc import Sequence
@@ -20,10 +22,10 @@ import numpy as np
 log = logging.getLogger("intents.model")
 
 # Bump when features or training change: cached models of other versions are ignored.
-VERSION = "4"
+VERSION = "5"
 
 
-@dataclass(frozen=True)
+@dataclass
 class LinearModel:
     """One-vs-rest logistic regression: feature -> row of weights, one column per label."""
 
@@ -34,32 +36,36 @@ class LinearModel:
 
     def rows(self, features: Sequence[str]) -> list[int]:
         """The known features' rows, each once."""
-        index = self.index
-        return list({index[f] for f in features if f in index})
+        found = set(map(self.index.get, features))
+        found.discard(None)
+        return list(found)  # type: ignore[arg-type]
 
-    def probabilities(self, rows: list[int], count: int, fixed: list[int] = ()) -> np.ndarray:  # type: ignore[assignment]
+    def probabilities(self, rows: list[int], count: int, fixed: Sequence[int] = ()) -> list[float]:
         """Label probabilities: `rows` of `count` text features (scaled to unit length), `fixed` at 1."""
-        scores = self.bias.copy()
-        if rows:
-            scores += self.weights[rows].sum(axis=0) / np.sqrt(max(count, 1))
-        if fixed:
-            scores += self.weights[list(fixed)].sum(axis=0)
+        scale = 1.0 / math.sqrt(max(count, 1))
+        picked = rows + [f for f in fixed if f not in rows]
+        weights = np.full(len(picked), 1.0, dtype=np.float32)
+        weights[:len(rows)] = scale
+        scores = (weights @ self.weights[picked] + self.bias).tolist() if picked else self.bias.tolist()
         # Each label's own sigmoid, normalised over the labels (as scikit-learn's predict_proba).
-        odds = 1.0 / (1.0 + np.exp(-np.clip(scores, -30, 30)))
-        result: np.ndarray = odds / odds.sum()
-        return result
+        odds = [1.0 / (1.0 + math.exp(-x)) if x > -700.0 else 0.0 for x in scores]
+        total = sum(odds)
+        return [o / total for o in odds]
 
     def strongest(self, rows: list[int], label: str, top: int = 5) -> list[tuple[str, float]]:
         """The features that pushed hardest towards `label` (feature, weight), strongest first."""
         if not rows:
             return []
         col = self.labels.index(label)
-        names = self._names()
-        pairs = sorted(((names[r], float(self.weights[r, col] - self.weights[r].mean())) for r in rows),
-                       key=lambda p: -p[1])
-        return [p for p in pairs[:top] if p[1] > 0]
+        names = self.names
+        weights = self.weights[rows]
+        lift = weights[:, col] - weights.mean(axis=1)
+        best = np.argsort(-lift)[:top]
+        return [(names[rows[i]], float(lift[i])) for i in best if lift[i] > 0]
 
-    def _names(self) -> list[str]:
+    @functools.cached_property
+    def names(self) -> list[str]:
+        """Feature names by row."""
         names = [""] * len(self.index)
         for name, row in self.index.items():
             names[row] = name
@@ -67,7 +73,7 @@ class LinearModel:
 
 
 def train(rows: Sequence[tuple[Sequence[str], Sequence[str]]], labels: Sequence[str],
-          all_labels: Sequence[str], alpha: float = 1e-5) -> LinearModel:
+          all_labels: Sequence[str], alpha: float = 5e-6) -> LinearModel:
     """Fit on (text features, fixed features) per message: text ones scaled to unit length, fixed at 1."""
     from scipy.sparse import csr_matrix
     from sklearn.linear_model import SGDClassifier
@@ -119,9 +125,7 @@ def load_cached(key: str) -> LinearModel | None:
 def save_cached(key: str, model: LinearModel) -> None:
     """Save a model under `key`; a cache that cannot be written only costs a retrain next time."""
     folder = cache_dir()
-    names = [""] * len(model.index)
-    for name, row in model.index.items():
-        names[row] = name
+    names = model.names
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, suffix=".npz", delete=False) as tmp:
