@@ -122,7 +122,7 @@ class Classifier:
         self._phrases = dict((dialect.phrases if dialect else {}))
         self._dialect_tokens = dict((dialect.tokens if dialect else {}))
         self.model = model
-        self.explain = True  # name the model's strongest features in `why` (off in the service)
+        self.explain = False  # name the model's strongest features in `why` (the CLI turns it on)
         self.background: Sequence[str] = ()  # the corpus' messages: word weights for FAQ similarity
 
         targets: dict[str, list[tuple[int, str]]] = {}

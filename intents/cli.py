@@ -38,6 +38,7 @@ def as_record(result: Intent) -> dict[str, object]:
 
 def classify_lines(classifier: Classifier, lines: Iterable[str], out: TextIO) -> None:
     """Print one JSON object per input line."""
+    classifier.explain = True
     for line in lines:
         out.write(json.dumps(as_record(classifier.classify(line.rstrip("\r\n"))), ensure_ascii=False) + "\n")
 
@@ -90,6 +91,7 @@ def render(report: Report, title: str) -> str:
 
 def explain(classifier: Classifier, text: str, previous: str | None = None) -> str:
     """A readable account of one decision."""
+    classifier.explain = True
     result = classifier.classify(text, previous=previous)
     parsed = classifier.parse(text)
     lines = [f"message:    {text}",
