@@ -1,10 +1,15 @@
-"""Toneless pinyin of Chinese characters, one syllable per character, cached."""
+"""Toneless pinyin of Chinese characters, one syllable per character, from pypinyin's character table.
+
+Importing the pypinyin package costs ~57 MB (its phrase dictionary); one reading per character
+is all the router needs, so only the package's character table is loaded (a few MB).
+"""
 
 from __future__ import annotations
 
 import functools
-
-from pypinyin import Style, lazy_pinyin
+import importlib.util
+import unicodedata
+from pathlib import Path
 
 
 def is_han(char: str) -> bool:
@@ -12,13 +17,33 @@ def is_han(char: str) -> bool:
     return "\u4e00" <= char <= "\u9fff" or "\u3400" <= char <= "\u4dbf"
 
 
+@functools.cache
+def _table() -> dict[int, str]:
+    """pypinyin's code point -> readings table ('líng,yuán,xīng'), without importing the package."""
+    spec = importlib.util.find_spec("pypinyin")
+    assert spec is not None and spec.submodule_search_locations, "pypinyin is not installed"
+    path = Path(next(iter(spec.submodule_search_locations))) / "pinyin_dict.py"
+    module_spec = importlib.util.spec_from_file_location("_wecom_pinyin_table", path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    table: dict[int, str] = module.pinyin_dict
+    return table
+
+
+def _toneless(reading: str) -> str:
+    """'lǘ' -> 'lv', 'yuán' -> 'yuan' (as pypinyin's NORMAL style writes them)."""
+    reading = reading.replace("ü", "v").replace("ǖ", "v").replace("ǘ", "v").replace("ǚ", "v").replace("ǜ", "v")
+    return "".join(c for c in unicodedata.normalize("NFD", reading) if not unicodedata.combining(c))
+
+
 @functools.lru_cache(maxsize=65536)
 def syllable(char: str) -> str:
     """The toneless pinyin of one Chinese character (its most common reading); '' for others."""
     if not is_han(char):
         return ""
-    spelled = lazy_pinyin(char, style=Style.NORMAL, errors="ignore")
-    return spelled[0] if spelled else ""
+    readings = _table().get(ord(char))
+    return _toneless(readings.split(",", 1)[0]) if readings else ""
 
 
 def spell(text: str) -> str:
