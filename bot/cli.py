@@ -371,8 +371,8 @@ def main(argv: list[str] | None = None) -> int:
             handler.setFormatter(JsonFormatter())
     for noisy in ("jieba", "apscheduler", "waitress.queue"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    if args.command == "intents" and args.action == "eval" and not args.file:
-        raise SystemExit("usage: wecom-bot intents eval FILE [--json]")
+    if args.command == "intents" and args.action == "eval" and not args.file and not (args.cv or args.by_brand):
+        raise SystemExit("usage: wecom-bot intents eval FILE [--json]  |  intents eval --cv 5 [--by-brand]")
     if args.command == "coupons" and args.action == "redeem" and not args.code:
         raise SystemExit("usage: wecom-bot coupons redeem CODE")
     return args.func(args)

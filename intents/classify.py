@@ -280,7 +280,9 @@ class Classifier:
 
     def _finish(self, text: str, intent: str, confidence: float, rule: RuleResult, negated: bool,
                 why: list[str], parsed: Parsed, matched: tuple[str, ...] | None = None) -> Intent:
-        if intent == "greeting" and not self._only_greeting(parsed.norm, rule.greeting_spans, rule.topics):
+        # A greeting beside an FAQ topic word ("退款到账了，谢谢") is thanks when the model is sure of it.
+        topics = rule.topics if confidence < GREETING_BY_MODEL else {}
+        if intent == "greeting" and not self._only_greeting(parsed.norm, rule.greeting_spans, topics):
             why.append("more than a greeting: treated as other")
             intent = "other"
         topic = self._pick_topic(intent, rule.topics, parsed) if intent in ("other", "greeting") else None
