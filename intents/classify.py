@@ -25,11 +25,13 @@ from .config import (
     load_faq,
     load_keywords,
 )
-from .examples import Example, digest, load_corpus
+from bot.yamlfile import ConfigError
+
+from .examples import Example, read_corpus
 from .faq import FaqIndex
 from .features import features
 from .normalize import normalize
-from .pinyin import is_han, spell, syllable
+from .pinyin import is_han, is_pinyin, spellings, syllable
 
 ROUTES = {
     "complaint": "handoff",
@@ -56,8 +58,12 @@ MIN_PINYIN = 4
 GREETING_BY_MODEL = 0.85
 # After a negated keyword, a label without keyword evidence needs this much confidence.
 NEGATED_THRESHOLD = 0.7
+# A label whose keyword the message has wins over other/greeting at this model probability.
+KEYWORD_SECOND = 0.3
 # Messages this short may borrow the customer's previous message as context.
 CONTEXT_CHARS = 8
+# Words that decline or put off: a short message with one of them never borrows a request.
+_DECLINE = re.compile(r"不用|不要|不买|算了|再看看|再说|先不|考虑|问问|没事|不需要|不了")
 # ... when alone they are "other", have no keyword of their own ("这个呢" after "有优惠吗"), or the
 # model is less sure than this.
 CONTEXT_UNSURE = 0.8
@@ -167,16 +173,19 @@ class Classifier:
         self._spelled: dict[str, str] = {}
         for word, kinds in self._targets.items():
             if len(word) >= 2 and all(is_han(c) for c in word) and any(k in (_LABEL, _FORCE) for k, _ in kinds):
-                sound = spell(word)
-                if len(sound) >= MIN_PINYIN:
-                    self._spelled.setdefault(sound, word)
+                for sound in spellings(word):  # 便宜: bianyi and pianyi
+                    if len(sound) >= MIN_PINYIN:
+                        self._spelled.setdefault(sound, word)
         self._sound_lengths = sorted({len(w) for w in self._spelled.values()}, reverse=True)
         self._first_sounds = frozenset(syllable(w[0]) for w in self._spelled.values())
 
         jieba.setLogLevel(logging.WARNING)  # jieba logs its dictionary loading at DEBUG on its own handler
         jieba.initialize()
+        # jieba's dictionary is shared by the process: add only what it lacks, so rebuilding a
+        # classifier (a reload) never shifts the frequencies the model was trained with.
+        known = jieba.dt.FREQ
         for word in (*targets, *self._phrases.values(), *self._dialect_tokens):
-            if len(word) > 1 and not word.isascii():
+            if len(word) > 1 and not word.isascii() and not known.get(word):
                 jieba.add_word(word)
 
     # --- the decision ------------------------------------------------------------------------
@@ -189,11 +198,20 @@ class Classifier:
         result = self._decide(text, parsed)
         if previous and self._wants_context(parsed, result):
             joined = self._decide(text, self.parse(f"{previous[-60:]}，{text}"))
-            if joined.intent not in ("other", "greeting") and joined.confidence >= self.threshold:
+            if joined.intent not in ("other", "greeting") and joined.confidence >= self.threshold and \
+                    self._could_mean(parsed, joined.intent):
                 return Intent(text, joined.intent, joined.topic, joined.matched, joined.negated, joined.route,
                               joined.confidence, (f"context: read together with the previous message "
                                                   f"「{previous[-30:]}」", *joined.why))
         return result
+
+    def _could_mean(self, parsed: Parsed, label: str) -> bool:
+        """The message alone leaves `label` open: no "no" in it ("不用了" after "转人工" is not a second
+        request for a person), and more than a number."""
+        rule = self._rules(parsed)
+        if rule.negated_labels or _DECLINE.search(parsed.norm):
+            return False
+        return any(c.isalpha() for c in parsed.norm)
 
     def _wants_context(self, parsed: Parsed, result: Intent) -> bool:
         """A short message that alone says little (not a greeting, not a confident label)."""
@@ -243,10 +261,18 @@ class Classifier:
         if intent == "greeting" and "greeting" not in rule.found and confidence < GREETING_BY_MODEL:
             why.append("no greeting word: treated as other")
             intent, confidence = "other", float(1.0 - confidence)
+        if intent in ("other", "greeting") and rule.found:
+            # A keyword the model nearly agrees with ("嗯嗯，我想投诉一下") wins over small talk.
+            probs_by_label = dict(ranked)
+            keyword = next((lab for lab in self._priority if lab in rule.found and lab != "greeting"
+                            and probs_by_label.get(lab, 0.0) >= KEYWORD_SECOND), None)
+            if keyword:
+                why.append(f"keyword label {keyword} ({probs_by_label[keyword]:.2f}) over {intent}")
+                intent, confidence = keyword, max(probs_by_label[keyword], self.threshold)
         threshold = self.threshold
-        if intent not in rule.found and intent not in rule.pinyin:  # no keyword of its own
+        if intent not in rule.found:  # no keyword of its own (a sound-alike is only a hint)
             threshold = max(threshold, self.threshold_model_only)
-        if rule.negated_labels and intent not in rule.found and intent not in rule.pinyin:
+        if rule.negated_labels and intent not in rule.found:
             threshold = max(threshold, NEGATED_THRESHOLD)  # what is left after a "no" must be clear
         if intent not in ("other", "greeting") and confidence < threshold:
             why.append(f"confidence {confidence:.2f} below {threshold:.2f}: treated as other")
@@ -299,7 +325,7 @@ class Classifier:
     def parse(self, text: str) -> Parsed:
         """Normalise (dialect words included) and cut into tokens."""
         norm = self._apply_phrases(normalize(text))
-        tokens = [self._dialect_tokens.get(t, t) for t in jieba.lcut(norm)] if norm else []
+        tokens = [self._dialect_tokens.get(t, t) for t in jieba.lcut(norm, HMM=False)] if norm else []
         if self._dialect_tokens and tokens:
             norm = "".join(tokens)
         return Parsed(norm, tokens)
@@ -399,18 +425,38 @@ class Classifier:
                 if end not in ends or any(covered[start:end]) or not all(sounds[start:end]):
                     continue
                 word = spelled.get("".join(sounds[start:end]))
-                if word and word != norm[start:end]:
+                piece = norm[start:end]
+                # A typing slip keeps at least one character (尤惠 for 优惠, 顾文 for 顾问); a real word
+                # of its own (克服, 主观, 受到) is not a slip.
+                if word and word != piece and not set(word).isdisjoint(piece) and \
+                        not (jieba.dt.FREQ.get(piece) and piece not in self._targets):
                     out.append((start, end, word, "sound"))
                     covered[start:end] = b"\x01" * length
                     break
-        # Latin tokens (one or a few in a row) that spell a keyword.
+        # Latin tokens (one or a few in a row, only spaces between) that spell a keyword; in a
+        # message without Chinese, only when every Latin word reads as pinyin ("pole" is English).
         if not _LATIN.search(norm):
             return out
-        spans, pos = [], 0
+        spans, pos, runs = [], 0, []
         for token in tokens:
             if _LATIN.fullmatch(token):
                 spans.append((pos, pos + len(token), token))
+            elif not token.isspace() and spans:
+                runs.append(spans)
+                spans = []
             pos += len(token)
+        runs.append(spans)
+        latin = [t for run in runs for _, _, t in run]
+        if not any(is_han(c) for c in norm) and not all(is_pinyin(t) for t in latin):
+            return out
+        for spans in runs:
+            out += self._latin_hits(spans, covered)
+        return out
+
+    def _latin_hits(self, spans: list[tuple[int, int, str]], covered: bytearray) -> list[tuple[int, int, str, str]]:
+        """Keywords spelled by consecutive Latin tokens."""
+        out: list[tuple[int, int, str, str]] = []
+        spelled = self._spelled
         for i in range(len(spans)):
             joined = ""
             for j in range(i, min(i + 4, len(spans))):
@@ -426,7 +472,7 @@ class Classifier:
         feats = [f"R:{name}" for name in rule.found]
         feats += [f"RN:{name}" for name in rule.negated_labels]
         feats += [f"RP:{name}" for name in rule.pinyin]
-        if rule.topics:
+        if any(not self._topics[name].greeting for name in rule.topics):
             feats.append("RT")
         return feats
 
@@ -499,10 +545,10 @@ class Sources:
     examples: Path = EXAMPLES_PATH
     dialect: Path | None = DIALECT_PATH
 
-    def key(self) -> str:
+    def key(self, corpus_digest: str) -> str:
         """The model cache key: every byte the trained model depends on."""
-        parts = [digest(self.examples)]
-        for path in (self.keywords, self.dialect):
+        parts = [corpus_digest, jieba.__version__]
+        for path in (self.keywords, self.faq, self.dialect):
             parts.append(path.read_text(encoding="utf-8") if path and path.exists() else "")
         return linear.cache_key(*parts)
 
@@ -525,11 +571,14 @@ def load_classifier(keywords_path: Path | str | None = None, faq_path: Path | st
                   Path(examples_path or EXAMPLES_PATH), Path(dialect_path) if dialect_path else DIALECT_PATH)
     dialect = load_dialect(src.dialect) if src.dialect and src.dialect.exists() else None
     clf = Classifier(load_keywords(src.keywords), load_faq(src.faq), dialect)
-    examples = load_corpus(src.examples)
-    key = src.key()
+    examples, corpus_digest = read_corpus(src.examples)
+    key = src.key(corpus_digest)
     trained = linear.load_cached(key) if use_cache else None
     if trained is None:
-        trained = train_model(clf, examples)
+        try:
+            trained = train_model(clf, examples)
+        except ValueError as exc:  # scikit-learn refusing the data: say which files
+            raise ConfigError(f"{src.examples}:1: cannot train the intent model: {exc}") from None
         if use_cache:
             linear.save_cached(key, trained)
     clf.model = trained

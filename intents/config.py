@@ -42,7 +42,7 @@ class KeywordRules:
     negation_words: tuple[str, ...]
     negation_window: int
     ignore: tuple[str, ...]
-    threshold: float = 0.5
+    threshold: float = 0.45
     context_seconds: int = 600
     threshold_model_only: float = 0.6
 
@@ -153,7 +153,7 @@ def load_keywords(path: Path | str = KEYWORDS_PATH) -> KeywordRules:
     ignore = _words(doc, ("ignore",), top.get("ignore", []))
     model = _mapping(doc, ("model",), top.get("model", {}), ("threshold", "threshold_model_only",
                                                                 "context_seconds"))
-    threshold = _number(doc, ("model", "threshold"), model.get("threshold", 0.5), 0.0, 1.0)
+    threshold = _number(doc, ("model", "threshold"), model.get("threshold", 0.45), 0.0, 1.0)
     model_only = _number(doc, ("model", "threshold_model_only"), model.get("threshold_model_only", 0.6), 0.0, 1.0)
     context = int(_number(doc, ("model", "context_seconds"), model.get("context_seconds", 600), 0, 86400, whole=True))
     return KeywordRules(tuple(priority), labels, negation_words, window, ignore, threshold, context, model_only)

@@ -26,9 +26,18 @@ def read_examples(path: Path | str) -> list[Example]:
     """Read a labelled TSV; a header line (first field 'text'), blank lines and # comments are skipped."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path}:1: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}:1: cannot read: {exc.strerror or exc}") from None
+    return parse_examples(data, path)
+
+
+def parse_examples(data: bytes, path: Path) -> list[Example]:
+    """Parse the bytes of a labelled TSV (see read_examples)."""
+    try:
+        lines = data.decode("utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}:1: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     out = []
     for number, line in enumerate(lines, 1):
         if not line.strip() or line.startswith("#"):
@@ -53,19 +62,24 @@ def example_files(path: Path | str) -> list[Path]:
 
 def load_corpus(path: Path | str) -> list[Example]:
     """Every example of a folder (or file); a broken line is a ConfigError with file and line."""
+    return read_corpus(path)[0]
+
+
+def read_corpus(path: Path | str) -> tuple[list[Example], str]:
+    """The examples of a folder (or file) and a hash of exactly the bytes they were parsed from."""
     files = example_files(path)
     if not files:
         raise ConfigError(f"{path}:1: no .tsv example files")
-    return [ex for f in files for ex in read_examples(f)]
-
-
-def digest(path: Path | str) -> str:
-    """A hash of the examples' bytes (the model cache key part for the corpus)."""
-    h = hashlib.sha256()
-    for f in example_files(path):
-        h.update(f.name.encode())
+    h, out = hashlib.sha256(), []
+    for f in files:
         try:
-            h.update(f.read_bytes())
-        except OSError:
-            pass
-    return h.hexdigest()
+            data = f.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"{f}:1: cannot read: {exc.strerror or exc}") from None
+        h.update(f.name.encode() + b"\0" + data)
+        out += parse_examples(data, f)
+    labels = {ex.label for ex in out}
+    if len(labels) < 2:
+        raise ConfigError(f"{files[0]}:1: the examples must cover at least two labels (found: "
+                          f"{', '.join(sorted(labels)) or 'no example'})")
+    return out, h.hexdigest()

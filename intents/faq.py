@@ -8,6 +8,8 @@ from typing import Protocol
 
 # Below this cosine similarity no topic is close enough: the fallback answers.
 MIN_SIMILARITY = 0.34
+# ... and must share this many words or character pairs with the example.
+MIN_SHARED_TERMS = 3
 
 
 class _Parsed(Protocol):
@@ -51,14 +53,18 @@ class FaqIndex:
             return []
         qnorm = math.sqrt(sum(idf[t] ** 2 for t in terms)) or 1.0
         sums: dict[int, float] = {}
+        hits: dict[int, int] = {}
         for term in terms:
             if term not in postings:
                 continue
             weight = idf[term] / qnorm
             for doc, value in postings[term]:
                 sums[doc] = sums.get(doc, 0.0) + weight * value
+                hits[doc] = hits.get(doc, 0) + 1
         best: dict[str, float] = {}
         for doc, score in sums.items():
+            if hits[doc] < MIN_SHARED_TERMS:  # one shared word ("沙发") says nothing about the topic
+                continue
             name = self._names[doc]
             best[name] = max(best.get(name, 0.0), score)
         return sorted(best.items(), key=lambda p: -p[1])

@@ -22,7 +22,9 @@ import numpy as np
 log = logging.getLogger("intents.model")
 
 # Bump when features or training change: cached models of other versions are ignored.
-VERSION = "5"
+VERSION = "6"
+# Cached model versions kept on disk.
+KEEP_CACHED = 6
 
 
 @dataclass
@@ -116,9 +118,14 @@ def load_cached(key: str) -> LinearModel | None:
     try:
         with np.load(path, allow_pickle=False) as saved:
             names = saved["names"].tolist()
-            return LinearModel(tuple(saved["labels"].tolist()), {n: i for i, n in enumerate(names)},
-                               saved["weights"], saved["bias"])
-    except (OSError, KeyError, ValueError):
+            labels = tuple(saved["labels"].tolist())
+            weights, bias = saved["weights"], saved["bias"]
+        if weights.shape != (len(names), len(labels)) or bias.shape != (len(labels),):
+            raise ValueError("shapes do not agree")
+        return LinearModel(labels, {n: i for i, n in enumerate(names)}, weights, bias)
+    except Exception as exc:  # noqa: BLE001 - any unreadable cache only costs a retrain
+        if path.exists():
+            log.warning("intent model cache %s unreadable (%s): retraining", path, exc)
         return None
 
 
@@ -132,5 +139,8 @@ def save_cached(key: str, model: LinearModel) -> None:
             np.savez(tmp, names=np.array(names), labels=np.array(model.labels), weights=model.weights,
                      bias=model.bias)
         os.replace(tmp.name, folder / f"intents-{key}.npz")
+        # Keep the newest few versions: every edit of an examples file makes a new one.
+        for old in sorted(folder.glob("intents-*.npz"), key=lambda f: f.stat().st_mtime)[:-KEEP_CACHED]:
+            old.unlink(missing_ok=True)
     except OSError as exc:
         log.warning("intent model cache not written to %s: %s", folder, exc)

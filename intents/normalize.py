@@ -38,7 +38,9 @@ def _emoji_word(match: re.Match[str]) -> str:
 
 def normalize(text: str) -> str:
     """Traditional->simplified, full-width->half-width, lower-case, emoji read or dropped, runs collapsed."""
-    text = _EMOJI.sub(_emoji_word, text[:MAX_CHARS])
+    if len(text) > MAX_CHARS:  # customers often state their demand at the end of a long story
+        text = f"{text[:MAX_CHARS // 2 - 1]}。{text[-(MAX_CHARS // 2):]}"
+    text = _EMOJI.sub(_emoji_word, text)
     text = _JUNK.sub(" ", text)
     text = _t2s.convert(text)
     if not unicodedata.is_normalized("NFKC", text):

@@ -46,6 +46,32 @@ def syllable(char: str) -> str:
     return _toneless(readings.split(",", 1)[0]) if readings else ""
 
 
+@functools.cache
+def _syllable_set() -> frozenset[str]:
+    """Every toneless syllable of the table."""
+    return frozenset(_toneless(r) for readings in _table().values() for r in readings.split(","))
+
+
+@functools.lru_cache(maxsize=4096)
+def is_pinyin(word: str) -> bool:
+    """True when a Latin word splits into pinyin syllables ("zhuanrengong" yes, "need" no)."""
+    valid, size = _syllable_set(), len(word)
+    ok = [True] + [False] * size
+    for end in range(1, size + 1):
+        ok[end] = any(ok[start] and word[start:end] in valid for start in range(max(0, end - 6), end))
+    return ok[size]
+
+
+def spellings(word: str, limit: int = 16) -> set[str]:
+    """Every reading of a word run together, for polyphonic characters too (便宜: bianyi, pianyi)."""
+    out = [""]
+    for char in word:
+        readings = _table().get(ord(char), "")
+        options = list(dict.fromkeys(_toneless(r) for r in readings.split(",") if r)) or [""]
+        out = [head + tail for head in out for tail in options][:limit]
+    return set(out)
+
+
 def spell(text: str) -> str:
     """Toneless pinyin of the Chinese characters of `text`, run together ('优惠' -> 'youhui')."""
     return "".join(syllable(c) for c in text)

@@ -163,3 +163,56 @@ def test_examples_train_the_model(tmp_path: Path) -> None:
     (examples / "brand.tsv").write_text(f"text\tlabel\tkind\n{taught}\n", encoding="utf-8")
     after = load_classifier(KEYWORDS_PATH, FAQ_PATH, examples, use_cache=False).classify("开个喵喵通道")
     assert before.intent != "human" and after.intent == "human"
+
+
+@pytest.mark.parametrize(("text", "not_this"), [
+    ("我克服了很多困难才买到", "human"), ("受到了伤害", "greeting"), ("这个太主观了吧", "human"),  # real words, not slips
+    ("I need a new curtain pole", "complaint"), ("is this sofa for sale", "discount"),  # English, not pinyin
+    ("I can't stop loving it", "unsubscribe"),
+])
+def test_sound_alikes_and_english_do_not_fire(clf: Classifier, text: str, not_this: str) -> None:
+    assert clf.classify(text).intent != not_this
+
+
+def test_polyphonic_keywords_match_every_reading(clf: Classifier) -> None:
+    assert clf.classify("pianyi dian").intent == "discount"  # 便宜 read pian yi
+
+
+@pytest.mark.parametrize(("previous", "text", "not_this"), [("转人工", "不用了", "human"),
+                                                            ("能便宜点吗", "那我再看看", "discount")])
+def test_a_decline_never_borrows_the_previous_request(clf: Classifier, previous: str, text: str,
+                                                       not_this: str) -> None:
+    assert clf.classify(text, previous=previous).intent != not_this
+
+
+def test_the_end_of_a_long_message_counts(clf: Classifier) -> None:
+    story = "我上个月在你们店里买了一张沙发，" + "当时导购说了很多，" * 80 + "我要投诉，马上给我退款！"
+    assert len(story) > 600 and clf.classify(story).intent == "complaint"
+
+
+def test_one_word_finds_no_faq_topic_by_similarity(clf: Classifier) -> None:
+    assert clf.classify("沙发").topic is None
+
+
+def test_rebuilding_the_classifier_keeps_the_tokens(clf: Classifier) -> None:
+    texts = [ex.text for ex in load_corpus(EXAMPLES_PATH)][::7]
+    before = [clf.parse(t).tokens for t in texts]
+    load_classifier()
+    load_classifier()
+    assert [clf.parse(t).tokens for t in texts] == before
+
+
+def test_a_damaged_model_cache_is_retrained(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("WECOM_BOT_CACHE", str(tmp_path))
+    load_classifier()
+    (cached,) = tmp_path.glob("intents-*.npz")
+    cached.write_bytes(b"not a zip file")
+    assert load_classifier().classify("多少钱").intent == "price"
+
+
+def test_examples_of_one_label_are_a_config_error(tmp_path: Path) -> None:
+    examples = tmp_path / "examples"
+    examples.mkdir()
+    (examples / "only.tsv").write_text("text\tlabel\n多少钱\tprice\n几钱\tprice\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"only\.tsv:1: the examples must cover at least two labels"):
+        load_classifier(KEYWORDS_PATH, FAQ_PATH, examples)
