@@ -8,9 +8,10 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import jieba
+
+from bot.yamlfile import ConfigError
 
 from . import model as linear
 from .config import (
@@ -25,8 +26,6 @@ from .config import (
     load_faq,
     load_keywords,
 )
-from bot.yamlfile import ConfigError
-
 from .examples import Example, read_corpus
 from .faq import FaqIndex
 from .features import features
@@ -125,8 +124,8 @@ class Classifier:
         self._topics = {t.name: t for t in faq.topics}
         self._topic_rank = {t.name: i for i, t in enumerate(faq.topics)}
         self._fallback = faq.fallback
-        self._phrases = dict((dialect.phrases if dialect else {}))
-        self._dialect_tokens = dict((dialect.tokens if dialect else {}))
+        self._phrases = dict(dialect.phrases if dialect else {})
+        self._dialect_tokens = dict(dialect.tokens if dialect else {})
         self.model = model
         self.explain = False  # name the model's strongest features in `why` (the CLI turns it on)
         self.background: Sequence[str] = ()  # the corpus' messages: word weights for FAQ similarity
@@ -247,7 +246,7 @@ class Classifier:
         if not fixed and len(rows) <= 2 and not self._knows(parsed):
             why.append("no word the model knows")
             return self._finish(text, "other", 1.0, rule, negated, why, parsed)
-        ranked = sorted(zip(self.model.labels, probs), key=lambda p: -p[1])
+        ranked = sorted(zip(self.model.labels, probs, strict=True), key=lambda p: -p[1])
         intent, confidence = ranked[0]
         refused = rule.negated_labels - set(rule.found) - set(rule.pinyin)
         if intent in refused:  # the customer said no to it ("不用转人工", "不要优惠券了")
@@ -302,7 +301,7 @@ class Classifier:
             return {}
         parsed = self.parse(text)
         probs = self._model_scores(parsed, self._rules(parsed))[2]
-        return dict(zip(self.model.labels, probs))
+        return dict(zip(self.model.labels, probs, strict=True))
 
     def _finish(self, text: str, intent: str, confidence: float, rule: RuleResult, negated: bool,
                 why: list[str], parsed: Parsed, matched: tuple[str, ...] | None = None) -> Intent:
@@ -583,5 +582,5 @@ def load_classifier(keywords_path: Path | str | None = None, faq_path: Path | st
             linear.save_cached(key, trained)
     clf.model = trained
     clf.background = [ex.text for ex in examples]
-    clf.faq_index  # built now, not on the first customer message
+    _ = clf.faq_index  # built now, not on the first customer message
     return clf

@@ -65,7 +65,7 @@ class FaqRules:
 
     topics: tuple[Topic, ...]
     fallback: str
-    repeat: "RepeatRule | None" = None
+    repeat: RepeatRule | None = None
 
 
 @dataclass(frozen=True)
@@ -177,13 +177,13 @@ def load_faq(path: Path | str = FAQ_PATH) -> FaqRules:
     fallback = _text(doc, ("fallback",), top["fallback"])
     repeat = None
     if "after_fallbacks" in top:
-        keypath = ("after_fallbacks",)
-        spec = _mapping(doc, keypath, top["after_fallbacks"], ("count", "then", "text"))
-        count = int(_number(doc, (*keypath, "count"), spec.get("count", 2), 1, 100, whole=True))
-        mode = spec.get("then", "offer")
+        where: KeyPath = ("after_fallbacks",)
+        rule = _mapping(doc, where, top["after_fallbacks"], ("count", "then", "text"))
+        count = int(_number(doc, (*where, "count"), rule.get("count", 2), 1, 100, whole=True))
+        mode = rule.get("then", "offer")
         if mode not in ("offer", "handoff"):
-            raise doc.error((*keypath, "then"), "must be offer (suggest a person) or handoff (hand the chat over)")
-        repeat = RepeatRule(count, mode, _text(doc, (*keypath, "text"), spec.get("text")))
+            raise doc.error((*where, "then"), "must be offer (suggest a person) or handoff (hand the chat over)")
+        repeat = RepeatRule(count, mode, _text(doc, (*where, "text"), rule.get("text")))
     topics: list[Topic] = []
     seen: set[str] = set()
     for section in ("topics", "greetings"):

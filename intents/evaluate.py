@@ -64,7 +64,7 @@ class Report:
 
     def worst(self, count: int = 20) -> list[tuple[Example, str, float]]:
         """The mistakes made with the most confidence first: the ones to fix."""
-        ranked = sorted(zip(self.errors, self.error_confidence), key=lambda p: -p[1])
+        ranked = sorted(zip(self.errors, self.error_confidence, strict=True), key=lambda p: -p[1])
         return [(ex, pred, conf) for (ex, pred), conf in ranked[:count]]
 
     def as_dict(self) -> dict[str, object]:
@@ -77,7 +77,7 @@ class Report:
             "total": self.total,
             "confusion": self.confusion,
             "errors": [{"text": ex.text, "label": ex.label, "predicted": p, "line": ex.line, "source": ex.source,
-                        "confidence": c} for (ex, p), c in zip(self.errors, self.error_confidence)],
+                        "confidence": c} for (ex, p), c in zip(self.errors, self.error_confidence, strict=True)],
         }
 
 

@@ -20,7 +20,7 @@ def features(norm: str, tokens: list[str], rules: Iterable[str] = ()) -> list[st
     out += [f"w:{t}" for t in words]
     # Syllable pairs: same-sounding characters share them (优惠 / 尤惠: s2:you_hui).
     sounds = [syllable(c) for c in text if is_han(c)]
-    out += [f"s2:{a}_{b}" for a, b in zip(sounds, sounds[1:])]
+    out += [f"s2:{a}_{b}" for a, b in zip(sounds, sounds[1:], strict=False)]
     size = len(text)
     out.append("len:" + ("0" if size == 0 else "1-2" if size <= 2 else "3-5" if size <= 5 else
                          "6-10" if size <= 10 else "11-25" if size <= 25 else "26+"))

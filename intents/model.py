@@ -81,7 +81,7 @@ def train(rows: Sequence[tuple[Sequence[str], Sequence[str]]], labels: Sequence[
     from sklearn.linear_model import SGDClassifier
 
     index: dict[str, int] = {}
-    indptr, indices, data = [0], [], []
+    indptr, indices, data = [0], list[int](), list[float]()
     for feats, fixed in rows:
         cols = {index.setdefault(f, len(index)) for f in feats}
         fixed_cols = {index.setdefault(f, len(index)) for f in fixed} - cols

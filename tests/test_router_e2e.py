@@ -6,14 +6,13 @@ import dataclasses
 import os
 import shutil
 import time
-from pathlib import Path
 
 from bot.content import Content
+from bot.crypto import CallbackCrypto
 from bot.runtime import Runtime
 from bot.store import Store
 from intents.config import EXAMPLES_PATH, load_faq
 from tests.conftest import Service, drain, kf_notice
-from bot.crypto import CallbackCrypto
 
 
 def say(sandbox, service, runtime, text: str, customer: str) -> list[str]:
