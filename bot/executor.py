@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
-from bot.actions import (Action, IssueCoupon, OptOut, Record, RequestHandoff, SendFailed, SendText, SessionChanged,
+from handlers.actions import (Action, IssueCoupon, OptOut, Record, RequestHandoff, SendFailed, SendText, SessionChanged,
                          StaffReplied, Tag, Welcome)
 from bot.customers import Customers
 from bot.store import Store

@@ -8,10 +8,10 @@ from dataclasses import replace
 from typing import Any, Callable, Mapping
 
 import handlers
-from bot.actions import Action, OptOut, Record, Tag
+from handlers.actions import Action, OptOut, Record, Tag
 from bot.customers import Customers
 from bot.executor import Executor
-from bot.inbound import KfMessage
+from handlers.messages import KfMessage
 from bot.store import Store
 from handlers.context import Ctx
 

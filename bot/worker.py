@@ -15,7 +15,8 @@ import redis
 
 from bot.config import WorkerSettings
 from bot.metrics import heartbeat_worker, observe_processing
-from bot.inbound import Callback, KfMessage
+from bot.inbound import Callback
+from handlers.messages import KfMessage
 from bot.inbox import KF_MSGID_TTL, Entry, Inbox, Item
 from bot.pipeline import Pipeline
 from bot.store import Store

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from bot.actions import Action
-from bot.inbound import KfMessage
+from handlers.actions import Action
+from handlers.messages import KfMessage
 from handlers import coupons, events, handoff, optout, staff, text
 from handlers.context import Ctx
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions import Action, Record, SendFailed, SessionChanged, Welcome
-from bot.inbound import KfMessage
+from handlers.actions import Action, Record, SendFailed, SessionChanged, Welcome
+from handlers.messages import KfMessage
 from handlers.context import Ctx
 
 

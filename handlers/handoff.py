@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions import Action, RequestHandoff, Tag
-from bot.inbound import KfMessage
+from handlers.actions import Action, RequestHandoff, Tag
+from handlers.messages import KfMessage
 from handlers.context import Ctx
 
 TAGS = {"price": "询价", "complaint": "投诉", "human": "要人工"}

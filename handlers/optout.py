@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.actions import Action, OptOut
-from bot.inbound import KfMessage
+from handlers.actions import Action, OptOut
+from handlers.messages import KfMessage
 from handlers.context import Ctx
 
 

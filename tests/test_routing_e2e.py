@@ -16,7 +16,7 @@ import yaml
 
 import handlers
 from bot.customers import Customers
-from bot.inbound import KfMessage
+from handlers.messages import KfMessage
 from bot.store import Store
 from handlers.context import Ctx
 from intents.classify import Intent
