@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 from bot.config import SANDBOX_AES_KEY, SANDBOX_CORP_ID, SANDBOX_OPEN_KFID, SANDBOX_TOKEN  # noqa: E402
 from bot.crypto import CallbackCrypto  # noqa: E402
 from bot.redis_server import EmbeddedRedis, connect, free_port  # noqa: E402
-from bot.sandbox import Sandbox  # noqa: E402
+from bot.wecom.sandbox import Sandbox  # noqa: E402
 
 # gunicorn's recommended worker count, for both apps
 WORKERS = os.environ.get("BENCH_GUNICORN_WORKERS", str(2 * (os.cpu_count() or 1) + 1))

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime
 from typing import Any, Callable
 
-from bot import cards
+from bot.wecom import cards
 from bot.consultants import Assignment, Team, next_on_duty, on_duty, pick
 from bot.customers import Customers
 from bot.handoffs import MAX_LEVEL, Handoff, Handoffs

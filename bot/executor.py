@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import logging
 import time
 from datetime import datetime
@@ -14,25 +12,13 @@ from handlers.actions import (Action, IssueCoupon, OptOut, Record, RequestHandof
                          StaffReplied, Tag, Welcome)
 from bot.customers import Customers
 from bot.store import Store
-from bot.wecom import KF_CANNOT_SEND, WeCom, WeComError
+from bot.wecom import KF_CANNOT_SEND, KF_TEXT_MAX_BYTES, WeCom, WeComError, clip, derive_msgid
 
 log = logging.getLogger(__name__)
 
-KF_TEXT_MAX_BYTES = 2048
 # msg_send_fail types after which WeCom takes no more messages until the customer writes:
 # 4 session expired, 5 session closed, 6 over 5 messages, 10 customer refused messages.
 KF_WINDOW_FAIL_TYPES = {4, 5, 6, 10}
-
-
-def derive_msgid(key: str) -> str:
-    """Our kf msgid for an action: stable across retries, <= 32 bytes of [0-9a-zA-Z_-]."""
-    return "b" + base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()).decode()[:31]
-
-
-def clip(text: str, limit: int = KF_TEXT_MAX_BYTES) -> str:
-    """Cut text to WeCom's byte limit without splitting a character."""
-    data = text.encode()
-    return text if len(data) <= limit else data[:limit].decode(errors="ignore")
 
 
 class Executor:
@@ -184,7 +170,7 @@ class Executor:
         """The customer opened the kf chat: a new customer gets the welcome with the event's code
         (send_msg_on_event; it does not use the 5-message budget)."""
         send = (lambda text: self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"), {
-            "msgtype": "text", "text": {"content": clip(text)}})) if code else None
+            "msgtype": "text", "text": {"content": clip(text, KF_TEXT_MAX_BYTES, "")}})) if code else None
         self.start_new_customer(customer, at, send)
 
     def intent_seen(self, customer: str, intent: str, at: float) -> None:
@@ -201,14 +187,14 @@ class Executor:
                 self.customers.set_owner(customer, staff)
             code = fields.get("WelcomeCode")
             send = (lambda text: self.wecom.call("POST", "externalcontact/send_welcome_msg", {
-                "welcome_code": code, "text": {"content": clip(text, 4000)}})) if code else None
+                "welcome_code": code, "text": {"content": clip(text, 4000, "")}})) if code else None
             self.start_new_customer(customer, at, send)
         elif change in ("del_external_contact", "del_follow_user") and customer:
             self.sop_fact(customer, "contact_deleted", at)
 
     def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> str | None:
         """A kf text within the reply budget (see send)."""
-        return self.send(open_kfid, customer, {"msgtype": "text", "text": {"content": clip(text)}}, key)
+        return self.send(open_kfid, customer, {"msgtype": "text", "text": {"content": clip(text, KF_TEXT_MAX_BYTES, "")}}, key)
 
     def send(self, open_kfid: str, customer: str, payload: dict[str, Any], key: str) -> str | None:
         """One kf message, once per key, within the reply budget: None when sent, else why not

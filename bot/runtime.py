@@ -23,7 +23,7 @@ from bot.inbox import Inbox
 from bot.pipeline import Pipeline
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from bot.store import Store
-from bot.wecom_client import WechatpyWeCom
+from bot.wecom.client import WechatpyWeCom
 from bot.worker import Worker
 
 log = logging.getLogger("bot")
@@ -127,7 +127,7 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
     sandbox = None
     try:
         if settings.sandbox if with_sandbox is None else with_sandbox:
-            from bot.sandbox import Sandbox
+            from bot.wecom.sandbox import Sandbox
 
             try:
                 sandbox = Sandbox(settings.corp_id, "sandbox-secret", SANDBOX_OPEN_KFID, port=sandbox_port).start()

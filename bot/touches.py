@@ -6,7 +6,7 @@ import time
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
-from bot.cards import LIMITS, clip
+from bot.wecom.cards import LIMITS, clip
 from bot.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer
 from bot.executor import Executor
 from bot.wecom import WeComError

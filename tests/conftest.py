@@ -58,7 +58,7 @@ from bot.config import SANDBOX_AES_KEY, SANDBOX_CORP_ID, SANDBOX_OPEN_KFID, SAND
 from bot.crypto import CallbackCrypto  # noqa: E402
 from bot.content import Content
 from bot.runtime import Runtime  # noqa: E402
-from bot.sandbox import Sandbox  # noqa: E402
+from bot.wecom.sandbox import Sandbox  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 

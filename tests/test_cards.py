@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
-from bot.cards import (
+from bot.wecom.cards import (
     LIMITS,
     alert_card,
     app_text,
@@ -26,7 +26,7 @@ from bot.cards import (
 )
 from bot.consultants import CardSpec, Consultant
 from bot.handoffs import Escalation, Handoff
-from bot.sandbox import Sandbox
+from bot.wecom.sandbox import Sandbox
 
 TZ = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 1, 26, 10, 0, tzinfo=TZ)

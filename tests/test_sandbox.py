@@ -7,7 +7,7 @@ import threading
 import pytest
 import requests
 
-from bot.sandbox import Sandbox
+from bot.wecom.sandbox import Sandbox
 
 KF = "wkSandboxKf0000000000000000000001"
 USER = "wmCustomer0001"

@@ -6,7 +6,7 @@ import pytest
 
 from bot.config import SANDBOX_CORP_ID
 from bot.wecom import WeComConfigError, WeComError, WeComRateLimited
-from bot.wecom_client import WechatpyWeCom
+from bot.wecom.client import WechatpyWeCom
 
 
 def client(sandbox, r, secret="sandbox-secret", corp=SANDBOX_CORP_ID, sleeps=None):

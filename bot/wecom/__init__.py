@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -30,6 +32,26 @@ CONFIG_HINTS = {
     60020: "this server's public IP is not in the app's 企业可信IP list: add it under 应用管理 -> your app",
     48002: "the app lacks permission for this API: bind it under 微信客服 -> 可调用接口的应用",
 }
+
+KF_TEXT_MAX_BYTES = 2048  # kf send_msg text.content
+ELLIPSIS = "…"
+
+
+def derive_msgid(key: str) -> str:
+    """Our kf msgid for an action: stable across retries, <= 32 bytes of [0-9a-zA-Z_-]."""
+    return "b" + base64.urlsafe_b64encode(hashlib.sha256(key.encode()).digest()).decode()[:31]
+
+
+def clip(text: str, max_bytes: int, ellipsis: str = ELLIPSIS) -> str:
+    """`text` cut to at most `max_bytes` UTF-8 bytes on a character boundary, `ellipsis` ending it if cut."""
+    data = text.encode()
+    if len(data) <= max_bytes:
+        return text
+    room = max_bytes - len(ellipsis.encode())
+    if room <= 0:
+        return data[:max_bytes].decode(errors="ignore")
+    return data[:room].decode(errors="ignore") + ellipsis
+
 
 # kf errors after which retrying the same send cannot succeed.
 KF_CANNOT_SEND = {95001, 95002, 95013, 95018}

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from bot.consultants import Consultant
+from bot.wecom import clip
 
 if TYPE_CHECKING:
     from bot.handoffs import Handoff
@@ -58,22 +59,10 @@ HISTORY_LINES = 5
 
 INTENT_LABELS = {"price": "询价", "human": "找人工", "complaint": "投诉", "discount": "要优惠"}
 SOURCE_DESC = "私域助手·转人工"
-ELLIPSIS = "…"
 
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
-
-
-def clip(text: str, max_bytes: int, ellipsis: str = ELLIPSIS) -> str:
-    """`text` cut to at most `max_bytes` UTF-8 bytes on a character boundary, with an ellipsis if cut."""
-    data = text.encode()
-    if len(data) <= max_bytes:
-        return text
-    room = max_bytes - len(ellipsis.encode())
-    if room <= 0:
-        return data[:max_bytes].decode(errors="ignore")
-    return data[:room].decode(errors="ignore") + ellipsis
 
 
 def valid_task_id(task_id: str) -> bool:
