@@ -12,7 +12,7 @@ from flask import Blueprint, jsonify, request
 
 from bot.api import authenticate
 from bot.config import Settings
-from bot.customers import Customers
+from bot.records.customers import Customers
 
 __all__ = ["make_sop_api", "record_purchase", "parse_birthday", "parse_at", "ORDER_KEY", "ORDER_TTL"]
 

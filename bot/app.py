@@ -12,7 +12,7 @@ from bot.api_sop import make_sop_api
 from bot.config import Settings
 from bot.console import make_console
 from bot.metrics import make_metrics, readiness
-from bot.customers import Customers
+from bot.records.customers import Customers
 from bot.crypto import CallbackCrypto
 from bot.inbox import Inbox
 from bot.webhook import make_webhook

@@ -236,7 +236,7 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
     from dataclasses import asdict
     from datetime import datetime, timedelta
 
-    from bot.handoffs import Handoffs
+    from bot.records.handoffs import Handoffs
 
     rt = _runtime(_settings(), with_sandbox=False)
     try:

@@ -14,7 +14,7 @@ import redis
 
 from bot.api_sop import parse_at, parse_birthday, record_purchase
 from bot.config import Settings
-from bot.customers import Customer, Customers
+from bot.records.customers import Customer, Customers
 from bot.redis_server import RedisUnavailable, connect
 from sop import cli as sop_cli
 from sop import journeys as journeys_mod

@@ -8,9 +8,9 @@ from typing import Any, Callable
 
 from bot.wecom import cards
 from bot.consultants import Assignment, Team, next_on_duty, on_duty, pick
-from bot.customers import Customers
-from bot.handoffs import MAX_LEVEL, Handoff, Handoffs
-from bot.store import Store
+from bot.records.customers import Customers
+from bot.records.handoffs import MAX_LEVEL, Handoff, Handoffs
+from bot.records.store import Store
 from bot.wecom import WeCom, WeComError, WeComRateLimited
 
 log = logging.getLogger("bot.desk")

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 from handlers.actions import (Action, IssueCoupon, OptOut, Record, RequestHandoff, SendFailed, SendText, SessionChanged,
                          StaffReplied, Tag, Welcome)
-from bot.customers import Customers
-from bot.store import Store
+from bot.records.customers import Customers
+from bot.records.store import Store
 from bot.wecom import KF_CANNOT_SEND, KF_TEXT_MAX_BYTES, WeCom, WeComError, clip, derive_msgid
 
 log = logging.getLogger(__name__)

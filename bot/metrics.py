@@ -21,8 +21,8 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from bot.store import COUNTERS as STORE_COUNTERS
-from bot.store import EVENTS
+from bot.records.store import COUNTERS as STORE_COUNTERS
+from bot.records.store import EVENTS
 
 DAILY = "wecom:daily:"
 TOTALS = "wecom:totals"
@@ -445,7 +445,7 @@ class BotCollector:
     def _handoffs(self) -> Iterable[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        from bot.handoffs import Handoffs
+        from bot.records.handoffs import Handoffs
 
         book = Handoffs(self.r, self.settings.timezone)
         now = datetime.now(self.settings.timezone)
@@ -497,7 +497,7 @@ def coupon_book(settings: Any, r: redis.Redis, content: Any = None) -> Any:
         return None
     from pathlib import Path
 
-    from bot.coupons import CouponBook, load_campaigns
+    from bot.records.coupons import CouponBook, load_campaigns
 
     key = (str(path), Path(path).stat().st_mtime if Path(path).exists() else 0.0)
     if key not in _books:

@@ -9,10 +9,10 @@ from typing import Any, Callable, Mapping
 
 import handlers
 from handlers.actions import Action, OptOut, Record, Tag
-from bot.customers import Customers
+from bot.records.customers import Customers
 from bot.executor import Executor
 from handlers.messages import KfMessage
-from bot.store import Store
+from bot.records.store import Store
 from handlers.context import Ctx
 
 log = logging.getLogger("bot.pipeline")

@@ -15,14 +15,14 @@ import redis
 
 from bot.config import SANDBOX_OPEN_KFID, Settings
 from bot.content import Content
-from bot.customers import Customers
+from bot.records.customers import Customers
 from bot.desk import Desk
-from bot.handoffs import Handoffs
+from bot.records.handoffs import Handoffs
 from bot.executor import Executor
 from bot.inbox import Inbox
 from bot.pipeline import Pipeline
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
-from bot.store import Store
+from bot.records.store import Store
 from bot.wecom.client import WechatpyWeCom
 from bot.worker import Worker
 

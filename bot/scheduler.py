@@ -12,7 +12,7 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot.handoffs import MAX_LEVEL, Handoffs
+from bot.records.handoffs import MAX_LEVEL, Handoffs
 from bot.inbound import Callback
 from bot.inbox import Inbox, Item
 from bot.metrics import flush, rollup

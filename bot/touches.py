@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Callable
 
 from bot.wecom.cards import LIMITS, clip
-from bot.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer
+from bot.records.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer
 from bot.executor import Executor
 from bot.wecom import WeComError
 

@@ -19,7 +19,7 @@ from bot.inbound import Callback
 from handlers.messages import KfMessage
 from bot.inbox import KF_MSGID_TTL, Entry, Inbox, Item
 from bot.pipeline import Pipeline
-from bot.store import Store
+from bot.records.store import Store
 from bot.wecom import WeCom, WeComConfigError, WeComError
 
 log = logging.getLogger("bot.worker")

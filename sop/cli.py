@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from bot.customers import Customer
+from bot.records.customers import Customer
 from sop import journeys as journeys_mod
 from sop.journeys import Journey, Segment
 from sop.plan import DEFAULT_TZ, Rules, lifecycle, segment_matches
@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return validate_cmd(args.path)
     record = None
     if args.customer and args.redis_url:
-        from bot.customers import Customers
+        from bot.records.customers import Customers
         from bot.redis_server import connect
 
         customers = Customers(connect(args.redis_url))

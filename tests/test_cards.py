@@ -25,7 +25,7 @@ from bot.wecom.cards import (
     valid_task_id,
 )
 from bot.consultants import CardSpec, Consultant
-from bot.handoffs import Escalation, Handoff
+from bot.records.handoffs import Escalation, Handoff
 from bot.wecom.sandbox import Sandbox
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot import cli_sop
-from bot.customers import Customers
+from bot.records.customers import Customers
 from sop import journeys
 from sop.engine import DUE, HIST
 

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.coupons import (CODE_ALPHABET, DEFAULT_EXHAUSTED_REPLY, Campaign, ConfigError, CouponBook, describe_value,
+from bot.records.coupons import (CODE_ALPHABET, DEFAULT_EXHAUSTED_REPLY, Campaign, ConfigError, CouponBook, describe_value,
                          load_campaigns)
 
 SH = ZoneInfo("Asia/Shanghai")
@@ -297,7 +297,7 @@ def test_msgid_is_scoped_to_customer(r) -> None:
 
 
 def test_a_journey_names_its_campaign_and_chat_never_offers_journey_only_ones(r):
-    from bot.coupons import CouponBook, load_campaigns
+    from bot.records.coupons import CouponBook, load_campaigns
 
     book = CouponBook(r, load_campaigns(ROOT / "content" / "coupons.yaml"))
     now = datetime(2026, 12, 1, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))

@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.handoffs import Handoffs
+from bot.records.handoffs import Handoffs
 from bot.inbox import Inbox
 from bot.scheduler import Scheduler
-from bot.store import Store
+from bot.records.store import Store
 from tests.conftest import drain, kf_notice
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.handoffs import Handoffs, percentile
+from bot.records.handoffs import Handoffs, percentile
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 1, 26, 10, 0, tzinfo=TZ)

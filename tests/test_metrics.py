@@ -72,7 +72,7 @@ def test_wecom_calls_and_processing_times_from_any_process(app, r):
 
 
 def test_rollup_is_incremental_and_record_daily_adds(r, runtime):
-    from bot.store import Store
+    from bot.records.store import Store
 
     tz = runtime.settings.timezone
     store = Store(r)

@@ -7,7 +7,7 @@ import time
 
 import requests
 
-from bot.store import Store
+from bot.records.store import Store
 from tests.conftest import kf_notice, drain
 
 

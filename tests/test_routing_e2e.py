@@ -15,9 +15,9 @@ import requests
 import yaml
 
 import handlers
-from bot.customers import Customers
+from bot.records.customers import Customers
 from handlers.messages import KfMessage
-from bot.store import Store
+from bot.records.store import Store
 from handlers.context import Ctx
 from intents.classify import Intent
 from tests.conftest import ROOT, drain, kf_notice
@@ -231,7 +231,7 @@ def test_broken_yaml_stops_the_service_at_start_with_file_and_line(tmp_path, red
 def test_tags_mirror_to_wecom_corp_tags_where_configured(sandbox, service, runtime):
     import dataclasses
 
-    from bot.customers import Customers
+    from bot.records.customers import Customers
 
     runtime.settings = dataclasses.replace(runtime.settings, corp_tags={"询价": "etPRICE"})
     Customers(runtime.r).set_owner("wmTagged", "li.consultant")

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.customers import Customer, Customers
+from bot.records.customers import Customer, Customers
 from bot.inbox import STREAM, Inbox
 from sop import journeys
 from sop.engine import DUE, INFLIGHT, Engine

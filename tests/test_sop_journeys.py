@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.customers import Customer
+from bot.records.customers import Customer
 from sop import journeys
 from sop.cli import plan_cmd, segment_cmd, validate_cmd
 from sop.plan import Rules

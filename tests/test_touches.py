@@ -10,9 +10,9 @@ from flask import Flask
 
 from bot.api_sop import make_sop_api
 from bot.config import SANDBOX_OPEN_KFID
-from bot.customers import Customers
+from bot.records.customers import Customers
 from bot.executor import Executor
-from bot.store import Store
+from bot.records.store import Store
 from bot.touches import TouchRunner
 from sop import journeys
 from sop.engine import DUE, HIST, Engine

@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 import redis
 
 from bot import metrics
-from bot.customers import Customers
-from bot.handoffs import Handoffs
-from bot.store import EVENTS
+from bot.records.customers import Customers
+from bot.records.handoffs import Handoffs
+from bot.records.store import EVENTS
 
 INTENT_NAMES = {"price": "价格咨询", "human": "要人工", "complaint": "投诉", "unsubscribe": "退订",
                 "discount": "优惠/券", "greeting": "问候", "faq": "常见问题", "other": "其他", "none": "非文本/未识别"}

@@ -12,7 +12,7 @@ from bot.consultants import Consultant
 from bot.wecom import clip
 
 if TYPE_CHECKING:
-    from bot.handoffs import Handoff
+    from bot.records.handoffs import Handoff
 
 __all__ = [
     "INTENT_LABELS",
