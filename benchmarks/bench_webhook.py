@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.config import SANDBOX_AES_KEY, SANDBOX_CORP_ID, SANDBOX_OPEN_KFID, SANDBOX_TOKEN  # noqa: E402
-from bot.crypto import CallbackCrypto  # noqa: E402
+from bot.web.envelope import CallbackCrypto  # noqa: E402
 from bot.redis_server import EmbeddedRedis, connect, free_port  # noqa: E402
 from bot.wecom.sandbox import Sandbox  # noqa: E402
 

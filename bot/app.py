@@ -7,15 +7,15 @@ from typing import Any
 import redis
 from flask import Flask, jsonify
 
-from bot.api import make_api
-from bot.api_sop import make_sop_api
+from bot.web.api import make_api
+from bot.web.api import make_sop_api
 from bot.config import Settings
 from bot.console import make_console
 from bot.metrics import make_metrics, readiness
 from bot.records.customers import Customers
-from bot.crypto import CallbackCrypto
-from bot.inbox import Inbox
-from bot.webhook import make_webhook
+from bot.web.envelope import CallbackCrypto
+from bot.queue.inbox import Inbox
+from bot.web.webhook import make_webhook
 
 
 def create_app(settings: Settings, r: redis.Redis, content: Any = None, sandbox_url: str | None = None) -> Flask:

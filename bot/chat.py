@@ -9,7 +9,7 @@ from typing import TextIO
 
 import requests
 
-from bot.crypto import CallbackCrypto
+from bot.web.envelope import CallbackCrypto
 
 
 def kf_notice_xml(corp_id: str, token: str, open_kfid: str) -> str:

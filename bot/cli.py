@@ -55,7 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from waitress.server import create_server
 
     from bot.runtime import start_threads, write_sandbox_info
-    from bot.scheduler import Scheduler
+    from bot.queue.scheduler import Scheduler
 
     settings = _settings()
     received = _catch_signals()
@@ -137,7 +137,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
     """The scheduler process (one active at a time, by Redis lease)."""
-    from bot.scheduler import Scheduler
+    from bot.queue.scheduler import Scheduler
 
     received = _catch_signals()
     rt = _runtime(_settings(), with_sandbox=False)
@@ -161,7 +161,7 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_dlq(args: argparse.Namespace) -> int:
     """List or replay dead letters."""
-    from bot.inbox import Inbox
+    from bot.queue.inbox import Inbox
 
     rt = _runtime(_settings(), with_sandbox=False)
     try:
@@ -222,7 +222,7 @@ def cmd_coupons(args: argparse.Namespace) -> int:
                     print(f"{row['campaign']:24} {row['budget']:>7} {row['issued']:>7} {row['remaining']:>9} "
                           f"{row['redeemed']:>8} {row['expired']:>7}")
             return 0
-        from bot.api import redeem_coupon
+        from bot.web.api import redeem_coupon
 
         result = redeem_coupon(book, rt.engine(), args.code, now, args.order)
         print(json.dumps({"code": args.code, "status": result.status}, ensure_ascii=False))

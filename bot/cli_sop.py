@@ -12,7 +12,7 @@ from typing import Any
 
 import redis
 
-from bot.api_sop import parse_at, parse_birthday, record_purchase
+from bot.web.api import parse_at, parse_birthday, record_purchase
 from bot.config import Settings
 from bot.records.customers import Customer, Customers
 from bot.redis_server import RedisUnavailable, connect
@@ -24,7 +24,7 @@ from sop.plan import Rules
 
 __all__ = ["register", "RELOAD_KEY"]
 
-from bot.scheduler import RELOAD_KEY  # noqa: E402 - the running scheduler reloads when this changes
+from bot.queue.scheduler import RELOAD_KEY  # noqa: E402 - the running scheduler reloads when this changes
 LIFECYCLES = ("new", "active", "silent")
 
 

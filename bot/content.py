@@ -109,7 +109,7 @@ class Content:
         if journeys is None:
             return None
         if self._engine is None or self._engine[0] is not journeys:
-            from bot.inbox import Inbox
+            from bot.queue.inbox import Inbox
             from sop.engine import Engine
             from sop.plan import Rules
 

@@ -307,7 +307,7 @@ def readiness(r: redis.Redis, settings: Any) -> tuple[bool, dict[str, Any]]:
     body["config"] = "ok" if not problems else problems
     try:
         r.ping()
-        from bot.inbox import Inbox
+        from bot.queue.inbox import Inbox
 
         body["redis"] = "ok"
         body["inbox"] = Inbox(r).depth()
@@ -383,7 +383,7 @@ class BotCollector:
     def _redis_families(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-        from bot.inbox import Inbox
+        from bot.queue.inbox import Inbox
 
         def gauge(name: str, doc: str, value: float) -> Any:
             g = GaugeMetricFamily(name, doc)

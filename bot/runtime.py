@@ -19,12 +19,12 @@ from bot.records.customers import Customers
 from bot.desk import Desk
 from bot.records.handoffs import Handoffs
 from bot.executor import Executor
-from bot.inbox import Inbox
+from bot.queue.inbox import Inbox
 from bot.pipeline import Pipeline
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from bot.records.store import Store
 from bot.wecom.client import WechatpyWeCom
-from bot.worker import Worker
+from bot.queue.worker import Worker
 
 log = logging.getLogger("bot")
 

@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from bot.records.customers import Customer, Customers
-from bot.inbox import Inbox, Item
+from bot.queue.inbox import Inbox, Item
 from sop import journeys as journeys_mod
 from sop.journeys import ConfigError, Journey
 from sop.plan import (

@@ -10,10 +10,10 @@ from typing import Any
 from flask import Flask
 
 from bot.console import make_console
-from bot.crypto import CallbackCrypto
-from bot.inbox import Inbox
+from bot.web.envelope import CallbackCrypto
+from bot.queue.inbox import Inbox
 from bot.metrics import make_metrics
-from bot.webhook import make_webhook
+from bot.web.webhook import make_webhook
 from tests.conftest import ROOT, Service, drain, kf_notice
 
 ARTIFACTS = ROOT / "test-artifacts"

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import yaml
 
-from bot.crypto import CallbackCrypto
+from bot.web.envelope import CallbackCrypto
 from bot.redis_server import EmbeddedRedis, connect, free_port
 from bot.content import Content
 from bot.runtime import Runtime

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.records.handoffs import Handoffs
-from bot.inbox import Inbox
-from bot.scheduler import Scheduler
+from bot.queue.inbox import Inbox
+from bot.queue.scheduler import Scheduler
 from bot.records.store import Store
 from tests.conftest import drain, kf_notice
 

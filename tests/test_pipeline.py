@@ -118,7 +118,7 @@ def test_staff_reply_is_recorded_not_answered(sandbox, service, runtime):
 
 
 def test_entry_that_keeps_failing_goes_to_dead_letters_and_replays(sandbox, service, runtime):
-    from bot.inbox import Inbox
+    from bot.queue.inbox import Inbox
 
     sandbox.queue("kf/sync_msg", {"errcode": 40058, "errmsg": "invalid parameter"}, times=100)
     customer_says(sandbox, service, "你好")
@@ -142,7 +142,7 @@ def test_entry_that_keeps_failing_goes_to_dead_letters_and_replays(sandbox, serv
 def test_wrong_secret_keeps_messages_until_fixed(sandbox, service, runtime, r):
     import dataclasses
 
-    from bot.inbox import Inbox
+    from bot.queue.inbox import Inbox
 
     customer_says(sandbox, service, "你好")
     broken = dataclasses.replace(runtime, settings=dataclasses.replace(runtime.settings, secret="wrong"))

@@ -7,7 +7,7 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from bot.scheduler import Scheduler
+from bot.queue.scheduler import Scheduler
 from bot.records.store import Store
 from tests.conftest import drain, kf_notice
 from tests.test_routing_e2e import cli

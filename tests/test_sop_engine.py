@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.records.customers import Customer, Customers
-from bot.inbox import STREAM, Inbox
+from bot.queue.inbox import STREAM, Inbox
 from sop import journeys
 from sop.engine import DUE, INFLIGHT, Engine
 from sop.journeys import Journey, Segment, Step, Trigger

@@ -8,7 +8,7 @@ from datetime import datetime
 import pytest
 from flask import Flask
 
-from bot.api_sop import make_sop_api
+from bot.web.api import make_sop_api
 from bot.config import SANDBOX_OPEN_KFID
 from bot.records.customers import Customers
 from bot.executor import Executor

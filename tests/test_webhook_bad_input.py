@@ -7,7 +7,7 @@ import time
 import pytest
 import requests
 
-from bot.crypto import CallbackCrypto
+from bot.web.envelope import CallbackCrypto
 from tests.conftest import kf_notice
 
 
@@ -20,7 +20,7 @@ def envelope(encrypt: str) -> str:
 
 
 def signed(service, encrypt: str, ts: str | None = None) -> dict:
-    from bot.crypto import signature
+    from bot.web.envelope import signature
 
     ts = ts or str(int(time.time()))
     return {"msg_signature": signature(service.crypto.token, ts, "n1", encrypt), "timestamp": ts, "nonce": "n1"}

@@ -10,7 +10,7 @@ import redis
 import requests
 
 from bot.chat import kf_notice_xml
-from bot.crypto import CallbackCrypto
+from bot.web.envelope import CallbackCrypto
 
 SAID = "wecom:console:sandbox:said:"  # customer -> what they typed here (JSON lines), 7 days
 KEEP = 200

@@ -1,4 +1,5 @@
-"""WeCom callback crypto: constant-time signature check, AES decrypt via wechatpy, envelope building."""
+"""The callback envelope: constant-time signature check, AES decrypt via wechatpy, parse, rejections;
+and envelope building for tests, the sandbox and `chat`."""
 
 from __future__ import annotations
 
@@ -6,10 +7,13 @@ import hashlib
 import hmac
 import secrets
 import time
+from xml.etree import ElementTree
 
 from wechatpy.crypto import PrpCrypto
 from wechatpy.enterprise import WeChatCrypto
 from wechatpy.exceptions import InvalidAppIdException
+
+from bot.queue.callback import Callback
 
 
 class CallbackRejected(Exception):
@@ -81,3 +85,39 @@ class CallbackCrypto:
         echostr = self._prp.encrypt(plain, self.corp_id).decode()
         return {"msg_signature": signature(self.token, timestamp, nonce, echostr),
                 "timestamp": timestamp, "nonce": nonce, "echostr": echostr}
+
+
+def parse_xml(text: str | bytes) -> dict[str, str]:
+    """The children of the <xml> root as tag -> text. WeCom never sends a DTD, so any DOCTYPE or
+    entity declaration is refused before parsing (no entity expansion, no external entities)."""
+    data = text.encode() if isinstance(text, str) else text
+    if b"<!DOCTYPE" in data or b"<!ENTITY" in data:
+        raise BadPayload("DOCTYPE or entity declarations are not allowed")
+    try:
+        root = ElementTree.fromstring(data)
+    except (ElementTree.ParseError, ValueError):
+        raise BadPayload("malformed XML") from None
+    if root.tag != "xml":
+        raise BadPayload("XML without an <xml> root")
+    return {child.tag: (child.text or "").strip() if len(child) == 0 else "" for child in root}
+
+
+KINDS = {"kf_msg_or_event": "kf_notice", "change_external_contact": "contact_change",
+         "template_card_event": "card_event"}
+
+
+def parse_callback(plain_xml: str, corp_id: str) -> Callback:
+    """Decrypted plaintext -> Callback; raises BadPayload on anything we cannot read."""
+    fields = parse_xml(plain_xml)
+    if fields.get("ToUserName") and fields["ToUserName"] != corp_id:
+        raise BadPayload("ToUserName is not our CorpID")
+    msg_type = fields.get("MsgType", "")
+    if not msg_type:
+        raise BadPayload("callback without MsgType")
+    if msg_type != "event":
+        kind = "app_message"
+    else:
+        kind = KINDS.get(fields.get("Event", ""), "event")
+    if kind == "kf_notice" and not fields.get("OpenKfId"):
+        raise BadPayload("kf_msg_or_event without OpenKfId")
+    return Callback(kind, fields)

@@ -10,13 +10,13 @@ from collections import Counter
 import redis
 from flask import Blueprint, Response, request
 
-from bot.crypto import BadSignature, CallbackCrypto, CallbackRejected
-from bot.inbound import parse_callback, parse_xml
-from bot.groupcommit import GroupCommit
-from bot.inbox import Inbox, Item
+from bot.web.envelope import BadSignature, CallbackCrypto, CallbackRejected
+from bot.web.envelope import parse_callback, parse_xml
+from bot.web.groupcommit import GroupCommit
+from bot.queue.inbox import Inbox, Item
 from bot.metrics import observe_callback
 
-log = logging.getLogger("bot.webhook")
+log = logging.getLogger("bot.web.webhook")
 
 
 class CallbackCounts:

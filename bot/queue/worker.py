@@ -15,14 +15,14 @@ import redis
 
 from bot.config import WorkerSettings
 from bot.metrics import heartbeat_worker, observe_processing
-from bot.inbound import Callback
+from bot.queue.callback import Callback
 from handlers.messages import KfMessage
-from bot.inbox import KF_MSGID_TTL, Entry, Inbox, Item
+from bot.queue.inbox import KF_MSGID_TTL, Entry, Inbox, Item
 from bot.pipeline import Pipeline
 from bot.records.store import Store
 from bot.wecom import WeCom, WeComConfigError, WeComError
 
-log = logging.getLogger("bot.worker")
+log = logging.getLogger("bot.queue.worker")
 
 INVALID_SYNC_TOKEN = 95007  # the callback Token expired (valid 10 minutes)
 BACKLOG_SECONDS = 1800  # on an account's first pull, older messages are recorded, not answered

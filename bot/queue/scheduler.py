@@ -13,11 +13,11 @@ from typing import Any
 from apscheduler.schedulers.background import BackgroundScheduler
 
 from bot.records.handoffs import MAX_LEVEL, Handoffs
-from bot.inbound import Callback
-from bot.inbox import Inbox, Item
+from bot.queue.callback import Callback
+from bot.queue.inbox import Inbox, Item
 from bot.metrics import flush, rollup
 
-log = logging.getLogger("bot.scheduler")
+log = logging.getLogger("bot.queue.scheduler")
 
 LEASE = "wecom:lease:scheduler"
 KNOWN_KF = "wecom:kf:known"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 
-from bot.inbox import ENVELOPE_TTL, Inbox, Item
+from bot.queue.inbox import ENVELOPE_TTL, Inbox, Item
 from bot.metrics import maybe_flush
 
 
