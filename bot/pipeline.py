@@ -10,7 +10,7 @@ from typing import Any, Callable, Mapping
 import handlers
 from handlers.actions import Action, OptOut, Record, Tag
 from bot.records.customers import Customers
-from bot.executor import Executor
+from bot.act.executor import Executor
 from handlers.messages import KfMessage
 from bot.records.store import Store
 from handlers.context import Ctx

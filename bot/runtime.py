@@ -16,9 +16,9 @@ import redis
 from bot.config import SANDBOX_OPEN_KFID, Settings
 from bot.content import Content
 from bot.records.customers import Customers
-from bot.desk import Desk
+from bot.act.desk import Desk
 from bot.records.handoffs import Handoffs
-from bot.executor import Executor
+from bot.act.executor import Executor
 from bot.queue.inbox import Inbox
 from bot.pipeline import Pipeline
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
@@ -83,7 +83,7 @@ class Runtime:
 
     def touches(self, executor: Executor) -> Any:
         """Runs SOP touch entries through `executor`."""
-        from bot.touches import TouchRunner
+        from bot.act.touches import TouchRunner
 
         team = self.team()
         default = team.consultants[0].userid if team and team.consultants else None

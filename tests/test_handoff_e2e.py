@@ -243,7 +243,7 @@ def test_unsubscribe_while_a_human_holds_the_chat_still_counts(desk_env, service
 
 
 def test_alerts_to_one_member_wait_for_the_next_minute_instead_of_being_dropped(runtime, clock):
-    from bot.desk import APP_MESSAGES_PER_MINUTE
+    from bot.act.desk import APP_MESSAGES_PER_MINUTE
     from bot.wecom import WeComRateLimited
 
     desk = runtime.pipeline().executor.desk

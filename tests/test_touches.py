@@ -11,9 +11,9 @@ from flask import Flask
 from bot.web.api import make_sop_api
 from bot.config import SANDBOX_OPEN_KFID
 from bot.records.customers import Customers
-from bot.executor import Executor
+from bot.act.executor import Executor
 from bot.records.store import Store
-from bot.touches import TouchRunner
+from bot.act.touches import TouchRunner
 from sop import journeys
 from sop.engine import DUE, HIST, Engine
 from sop.plan import Rules

@@ -13,7 +13,7 @@ from bot.records.handoffs import MAX_LEVEL, Handoff, Handoffs
 from bot.records.store import Store
 from bot.wecom import WeCom, WeComError, WeComRateLimited
 
-log = logging.getLogger("bot.desk")
+log = logging.getLogger("bot.act.desk")
 
 # kf errors on service_state/trans (platform notes §2.8)
 SERVICER_STOPPED, SESSION_ENDED, TRANSITION_REFUSED = 95019, 95013, 95016

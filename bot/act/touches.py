@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from bot.wecom.cards import LIMITS, clip
 from bot.records.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer
-from bot.executor import Executor
+from bot.act.executor import Executor
 from bot.wecom import WeComError
 
 if TYPE_CHECKING:
