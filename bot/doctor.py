@@ -112,7 +112,7 @@ def _load_coupons(settings: Any, path: Path) -> None:
 
 
 def _load_team(settings: Any, path: Path) -> None:
-    from bot.consultants import load_team
+    from bot.content.team import load_team
 
     load_team(path, settings.timezone)
 
@@ -249,7 +249,7 @@ def _consultant_ids(settings: Any) -> list[str]:
     if not path:
         return []
     try:
-        from bot.consultants import load_team
+        from bot.content.team import load_team
 
         return [c.userid for c in load_team(path, settings.timezone).consultants]
     except Exception:

@@ -24,7 +24,7 @@ from bot.wecom.cards import (
     robot_text,
     valid_task_id,
 )
-from bot.consultants import CardSpec, Consultant
+from bot.content.team import CardSpec, Consultant
 from bot.records.handoffs import Escalation, Handoff
 from bot.wecom.sandbox import Sandbox
 

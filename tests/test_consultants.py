@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.consultants import ConfigError, Team, load_team, next_on_duty, on_duty, pick
+from bot.content.team import ConfigError, Team, load_team, next_on_duty, on_duty, pick
 
 TZ = ZoneInfo("Asia/Shanghai")
 ROOT = Path(__file__).resolve().parent.parent

@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from bot.wecom import cards
-from bot.consultants import Assignment, Team, next_on_duty, on_duty, pick
+from bot.content.team import Assignment, Team, next_on_duty, on_duty, pick
 from bot.records.customers import Customers
 from bot.records.handoffs import MAX_LEVEL, Handoff, Handoffs
 from bot.records.store import Store

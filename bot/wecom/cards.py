@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.consultants import Consultant
+from bot.content.team import Consultant
 from bot.wecom import clip
 
 if TYPE_CHECKING:

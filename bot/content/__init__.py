@@ -56,7 +56,7 @@ def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
     if content.get("journeys") and content.get("coupons"):
         _check_campaigns(content["journeys"], content["coupons"])
     if paths.get("consultants"):
-        from bot.consultants import load_team
+        from bot.content.team import load_team
 
         content["team"] = load_team(paths["consultants"], settings.timezone)
     return content
