@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import cli_sop
+from bot.ops import cli_sop
 from bot.records.customers import Customers
 from sop import journeys
 from sop.engine import DUE, HIST

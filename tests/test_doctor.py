@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 
-from bot.doctor import run_doctor
+from bot.ops.doctor import run_doctor
 
 
 def doctor(settings, **kw) -> tuple[int, str]:

@@ -9,7 +9,7 @@ from typing import Any
 import redis
 import requests
 
-from bot.chat import kf_notice_xml
+from bot.ops.chat import kf_notice_xml
 from bot.web.envelope import CallbackCrypto
 
 SAID = "wecom:console:sandbox:said:"  # customer -> what they typed here (JSON lines), 7 days

@@ -11,27 +11,10 @@ import threading
 import time
 from typing import Any, Callable
 
-from bot.config import Settings, load_settings
-from bot.redis_server import RedisUnavailable
+from bot.ops.common import runtime_or_exit, settings_or_exit
 from bot.yamlfile import ConfigError
 
 log = logging.getLogger("bot")
-
-
-def _settings() -> Settings:
-    try:
-        return load_settings()
-    except ConfigError as exc:
-        raise SystemExit(f"config error: {exc}") from None
-
-
-def _runtime(settings: Settings, **kw: Any):
-    from bot.runtime import StartError, start
-
-    try:
-        return start(settings, **kw)
-    except (ConfigError, RedisUnavailable, StartError) as exc:
-        raise SystemExit(f"cannot start: {exc}") from None
 
 
 def _catch_signals() -> list[int]:
@@ -57,9 +40,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from bot.runtime import start_threads, write_sandbox_info
     from bot.queue.scheduler import Scheduler
 
-    settings = _settings()
+    settings = settings_or_exit()
     received = _catch_signals()
-    rt = _runtime(settings, sandbox_port=args.sandbox_port)
+    rt = runtime_or_exit(settings, sandbox_port=args.sandbox_port)
     stop = threading.Event()
     try:
         try:
@@ -96,7 +79,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     """The webhook under gunicorn (production); no worker or scheduler in this process."""
     from gunicorn.app.base import BaseApplication
 
-    settings = _settings()
+    settings = settings_or_exit()
     if not settings.redis_url:
         raise SystemExit("wecom-bot web runs several processes on one Redis: set REDIS_URL "
                          "(or use `wecom-bot serve` for one process with the embedded Redis)")
@@ -123,7 +106,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from bot.runtime import start_threads
 
     received = _catch_signals()
-    rt = _runtime(_settings(), with_sandbox=False)
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
     stop = threading.Event()
     try:
         threads = start_threads(rt, args.threads, stop)
@@ -140,7 +123,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
     from bot.queue.scheduler import Scheduler
 
     received = _catch_signals()
-    rt = _runtime(_settings(), with_sandbox=False)
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
     stop = threading.Event()
     scheduler = Scheduler(rt, stop)
     try:
@@ -154,7 +137,7 @@ def cmd_scheduler(args: argparse.Namespace) -> int:
 
 def cmd_chat(args: argparse.Namespace) -> int:
     """Type as a customer; see what the bot and staff were sent."""
-    from bot.chat import run_chat
+    from bot.ops.chat import run_chat
 
     return run_chat(args.info, args.customer, sys.stdin, sys.stdout, wait=args.wait)
 
@@ -163,7 +146,7 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     """List or replay dead letters."""
     from bot.queue.inbox import Inbox
 
-    rt = _runtime(_settings(), with_sandbox=False)
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
     try:
         inbox = Inbox(rt.r)
         if args.action == "list":
@@ -188,7 +171,7 @@ def cmd_intents(args: argparse.Namespace) -> int:
     from intents.classify import load_classifier
     from intents.cli import classify_lines, eval_file
 
-    settings = _settings()
+    settings = settings_or_exit()
     try:
         classifier = load_classifier(settings.content.get("keywords"), settings.content.get("faq"))
     except ConfigError as exc:
@@ -206,7 +189,7 @@ def cmd_coupons(args: argparse.Namespace) -> int:
     """Coupon numbers, or report a redemption."""
     from datetime import datetime
 
-    rt = _runtime(_settings(), with_sandbox=False)
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
     try:
         book = rt.content.get("coupons")
         if book is None:
@@ -238,7 +221,7 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
 
     from bot.records.handoffs import Handoffs
 
-    rt = _runtime(_settings(), with_sandbox=False)
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
     try:
         book = Handoffs(rt.r, rt.settings.timezone)
         now = datetime.now(rt.settings.timezone)
@@ -264,9 +247,9 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     """Check the set-up and say what to fix; non-zero exit when something is wrong."""
-    from bot.doctor import run_doctor
+    from bot.ops.doctor import run_doctor
 
-    return run_doctor(_settings(), sys.stdout)
+    return run_doctor(settings_or_exit(), sys.stdout)
 
 
 class JsonFormatter(logging.Formatter):
@@ -326,7 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true")
     sp.add_argument("--all", action="store_true", help="list closed ones too")
     sp.add_argument("--days", type=int, default=7, help="stats period")
-    from bot import cli_sop
+    from bot.ops import cli_sop
 
     cli_sop.register(sub)
     return p

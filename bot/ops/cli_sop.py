@@ -15,7 +15,7 @@ import redis
 from bot.web.api import parse_at, parse_birthday, record_purchase
 from bot.config import Settings
 from bot.records.customers import Customer, Customers
-from bot.redis_server import RedisUnavailable, connect
+from bot.ops.common import existing_redis, runtime_or_exit, settings_or_exit
 from sop import cli as sop_cli
 from sop import journeys as journeys_mod
 from sop.engine import BIRTHDAYS, Engine
@@ -28,12 +28,6 @@ from bot.queue.scheduler import RELOAD_KEY  # noqa: E402 - the running scheduler
 LIFECYCLES = ("new", "active", "silent")
 
 
-def _settings() -> Settings:
-    from bot.cli import _settings as load
-
-    return load()
-
-
 def _journeys(path: str | None) -> list[Journey]:
     """Valid journeys under `path` (default sop/journeys), or exit 1 printing every error."""
     found, errors = journeys_mod.load_dir(path or journeys_mod.DEFAULT_DIR)
@@ -41,20 +35,6 @@ def _journeys(path: str | None) -> list[Journey]:
         sop_cli.validate_cmd(path, sys.stderr)
         raise SystemExit(1)
     return found
-
-
-def _existing_redis(settings: Settings) -> redis.Redis | None:
-    """REDIS_URL, else the embedded server if one is running; never starts one (a preview must not)."""
-    if settings.redis_url:
-        try:
-            return connect(settings.redis_url)
-        except RedisUnavailable:
-            return None
-    port_file = settings.embedded_redis_dir / "port"
-    try:
-        return connect(f"redis://127.0.0.1:{int(port_file.read_text())}/0")
-    except (OSError, ValueError, RedisUnavailable):
-        return None
 
 
 def _birthday(r: redis.Redis, customer: str) -> date | None:
@@ -104,14 +84,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Preview one customer's touches (or a segment's counts per day) with reasons."""
-    settings = _settings()
+    settings = settings_or_exit()
     tz = settings.timezone
     found = _journeys(args.path)
     try:
         start = parse_at(args.start, tz)
     except ValueError:
         raise SystemExit(f"--start must be an ISO 8601 time, got {args.start!r}") from None
-    r = _existing_redis(settings)
+    r = existing_redis(settings)
     try:
         if args.segment:
             if r is None:
@@ -143,9 +123,7 @@ def cmd_reload(args: argparse.Namespace) -> int:
 
 
 def _runtime() -> Any:
-    from bot.cli import _runtime as start
-
-    return start(_settings(), with_sandbox=False)
+    return runtime_or_exit(settings_or_exit(), with_sandbox=False)
 
 
 def _engine(rt: Any) -> Engine:
