@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from multiprocessing import Pool
 from pathlib import Path
 
-from bot.records.coupons import DEFAULT_TZ, Campaign, CouponBook
+from bot.records.coupons import Campaign, CouponBook
+from bot.times import DEFAULT_TZ
 from bot.redis_server import EmbeddedRedis, connect
 
 NOW = datetime(2024, 12, 1, 10, 0, tzinfo=DEFAULT_TZ)

@@ -16,7 +16,8 @@ from pathlib import Path
 from bot.redis_server import EmbeddedRedis, connect
 from sop import journeys
 from sop.engine import DUE, Engine
-from sop.plan import DEFAULT_TZ, Rules
+from bot.times import DEFAULT_TZ
+from sop.plan import Rules
 
 START = datetime(2024, 12, 2, 10, 0, tzinfo=DEFAULT_TZ)
 CHUNK = 1000

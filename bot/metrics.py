@@ -23,6 +23,7 @@ import redis
 
 from bot.records.store import COUNTERS as STORE_COUNTERS
 from bot.records.store import EVENTS
+from bot.times import DEFAULT_TZ, from_ts
 
 DAILY = "wecom:daily:"
 TOTALS = "wecom:totals"
@@ -31,12 +32,11 @@ SOP_LAST = "wecom:rollup:sop_last"
 LOCK = "wecom:rollup:lock"
 DAILY_TTL = 400 * 86400
 SOP_COUNTERS = "wecom:sop:{sop}:counters"
-DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
 
 
 def day_of(at: float | datetime, tz: ZoneInfo = DEFAULT_TZ) -> str:
     """The local day (YYYY-MM-DD) of a timestamp."""
-    moment = at if isinstance(at, datetime) else datetime.fromtimestamp(at, tz)
+    moment = at if isinstance(at, datetime) else from_ts(at, tz)
     return moment.astimezone(tz).date().isoformat()
 
 

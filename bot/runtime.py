@@ -6,7 +6,6 @@ import json
 import logging
 import threading
 import time
-from datetime import datetime
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -25,6 +24,7 @@ from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from bot.records.store import Store
 from bot.wecom.client import WechatpyWeCom
 from bot.queue.worker import Worker
+from bot.times import from_ts
 
 log = logging.getLogger("bot")
 
@@ -72,7 +72,7 @@ class Runtime:
         executor = Executor(wecom, store, customers, tz, content=self.content, clock=self.clock,
                             corp_tags=self.settings.corp_tags)
         executor.desk = Desk(wecom, store, customers, handoffs, self.team, self.settings.agent_id, executor.send,
-                             now=lambda: datetime.fromtimestamp(self.clock(), tz))
+                             now=lambda: from_ts(self.clock(), tz))
         executor.sop = self.engine
         return Pipeline(executor, store, customers, self.settings.replies, self.content,
                         human_holds=lambda customer, msgid: _held(handoffs, customer, msgid))

@@ -13,9 +13,10 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from bot.records.customers import Customer
+from bot.times import DEFAULT_TZ, from_ts
 from sop import journeys as journeys_mod
 from sop.journeys import Journey, Segment
-from sop.plan import DEFAULT_TZ, Rules, lifecycle, segment_matches
+from sop.plan import Rules, lifecycle, segment_matches
 from sop.simulate import Profile, Row, simulate
 
 __all__ = ["validate_cmd", "plan_cmd", "segment_cmd", "profile_of", "main"]
@@ -37,8 +38,8 @@ def profile_of(record: Customer | None, tz: ZoneInfo = DEFAULT_TZ, value: float 
     """A preview profile from a customer record (None: a hypothetical new customer)."""
     if record is None or not record.first_seen:
         return None if record is None else Profile(id=record.id, unsubscribed=record.unsubscribed, value=value)
-    return Profile(id=record.id, first_seen=datetime.fromtimestamp(record.first_seen, tz),
-                   last_inbound=datetime.fromtimestamp(record.last_inbound, tz) if record.last_inbound else None,
+    return Profile(id=record.id, first_seen=from_ts(record.first_seen, tz),
+                   last_inbound=from_ts(record.last_inbound, tz) if record.last_inbound else None,
                    tags=record.tag_times(tz), unsubscribed=record.unsubscribed, value=value)
 
 

@@ -16,10 +16,11 @@ import redis
 
 from bot.records.customers import Customer, Customers
 from bot.queue.inbox import Inbox, Item
+from bot.times import DEFAULT_TZ, aware, from_ts
 from sop import journeys as journeys_mod
 from sop.journeys import ConfigError, Journey
 from sop.plan import (
-    DEFAULT_TZ, Decision, History, Rules, Touch, anchor_for, decide, lifecycle, month_key, segment_matches,
+    Decision, History, Rules, Touch, anchor_for, decide, lifecycle, month_key, segment_matches,
     step_due, touch_for, trigger_matches, wall,
 )
 
@@ -184,9 +185,7 @@ class Engine:
         touches: list[Touch | None] = []
         records = {} if records is None else records
         for customer, trigger, at, facts in events:
-            if at.tzinfo is None or at.utcoffset() is None:
-                raise ValueError(f"at must be timezone-aware, got {at!r}")
-            at = at.astimezone(self.tz)
+            at = aware(at, "at").astimezone(self.tz)
             for j in self.journeys.values():
                 if only is not None and j.id not in only:
                     continue
@@ -230,8 +229,8 @@ class Engine:
         return self._matches(j, rec, at, facts.get("value"))
 
     def _matches(self, j: Journey, rec: Customer, at: datetime, value: float | None) -> bool:
-        first = datetime.fromtimestamp(rec.first_seen, self.tz) if rec.first_seen else None
-        last = datetime.fromtimestamp(rec.last_inbound, self.tz) if rec.last_inbound else None
+        first = from_ts(rec.first_seen, self.tz) if rec.first_seen else None
+        last = from_ts(rec.last_inbound, self.tz) if rec.last_inbound else None
         return segment_matches(j.segment, lifecycle(first, last, at), set(rec.tags), value)
 
     # --- scans ----------------------------------------------------------------------------------
@@ -272,7 +271,7 @@ class Engine:
             for rec in chunk:
                 last = max(rec.last_inbound, rec.first_seen)
                 for j in sil if last else ():
-                    at = datetime.fromtimestamp(last, self.tz) + timedelta(days=j.trigger.days or 0)
+                    at = from_ts(last, self.tz) + timedelta(days=j.trigger.days or 0)
                     if now - lookback <= at <= now:
                         events.append((rec.id, "silence", at, {"days": j.trigger.days}))
             n += len(self._enroll(events, records={rec.id: rec for rec in chunk})[0])
@@ -344,7 +343,7 @@ class Engine:
     def _history(self, rec: dict[str, str], hist: dict[str, str]) -> History:
         tz = self.tz
         last = max(float(rec.get("last_inbound", 0)), float(hist.get("last_in", 0)))
-        last_in = datetime.fromtimestamp(last, tz) if last else None
+        last_in = from_ts(last, tz) if last else None
         li = str(int(last))
         ignored: dict[str, int] = {}
         for f, v in hist.items():
@@ -354,7 +353,7 @@ class Engine:
                     ignored[f[2:]] = int(n)
 
         def at(name: str) -> datetime | None:
-            return datetime.fromtimestamp(float(hist[name]), tz) if name in hist else None
+            return from_ts(float(hist[name]), tz) if name in hist else None
 
         return History(
             sent_by_day={date.fromisoformat(f[2:]): int(v) for f, v in hist.items() if f.startswith("d:")},
@@ -469,8 +468,8 @@ class Engine:
             return None, "journey_removed"
         if live_anchor is not None and int(live_anchor) > ref.anchor:
             return None, "superseded"
-        anchor = datetime.fromtimestamp(ref.anchor, self.tz)
-        since = datetime.fromtimestamp(ref.since, self.tz)
+        anchor = from_ts(ref.anchor, self.tz)
+        since = from_ts(ref.since, self.tz)
         step = j.step(ref.step)
         if step is None:
             # The step was removed in a new version: continue with the first step not yet due.
@@ -485,7 +484,7 @@ class Engine:
         nxt = j.after(step) if j else None
         if nxt is None:
             return
-        anchor = datetime.fromtimestamp(ref.anchor, self.tz)
+        anchor = from_ts(ref.anchor, self.tz)
         member = Ref(ref.journey, nxt.id, ref.customer, ref.anchor, ref.since, ref.key).member()
         nexts[member] = max(_ts(step_due(nxt, anchor, self.tz)), _ts(now))
 

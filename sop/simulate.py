@@ -8,8 +8,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.times import DEFAULT_TZ
 from sop.journeys import Journey
-from sop.plan import DEFAULT_TZ, History, Rules, Touch, anchor_for, decide, lifecycle, segment_matches, touch_for, wall
+from sop.plan import History, Rules, Touch, anchor_for, decide, lifecycle, segment_matches, touch_for, wall
 
 __all__ = ["Profile", "Row", "simulate"]
 

@@ -13,6 +13,7 @@ from handlers.actions import (Action, IssueCoupon, OptOut, Record, RequestHandof
 from bot.records.customers import Customers
 from bot.records.store import Store
 from bot.wecom import KF_CANNOT_SEND, KF_TEXT_MAX_BYTES, WeCom, WeComError, clip, derive_msgid
+from bot.times import from_ts
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,10 @@ class Executor:
                 self.welcome(open_kfid, customer, code, at or now, key)
             case StaffReplied(customer, servicer, at):
                 if self.desk:
-                    self.desk.staff_replied(customer, servicer, datetime.fromtimestamp(at or now, self.tz))
+                    self.desk.staff_replied(customer, servicer, from_ts(at or now, self.tz))
             case SessionChanged(customer, change_type, servicer, at):
                 if self.desk:
-                    self.desk.session_changed(customer, change_type, servicer, datetime.fromtimestamp(at or now, self.tz))
+                    self.desk.session_changed(customer, change_type, servicer, from_ts(at or now, self.tz))
             case OptOut(open_kfid, customer, reply):
                 self.customers.set_unsubscribed(customer)
                 self.sop_fact(customer, "unsubscribed", now)
@@ -85,7 +86,7 @@ class Executor:
                      campaign: str | None = None, handoff_when_exhausted: bool = True) -> None:
         """Issue through the coupon book (atomic, budgeted) and send the reply it renders."""
         record = self.customers.get(customer)
-        when = datetime.fromtimestamp(now, self.tz)
+        when = from_ts(now, self.tz)
         is_new = not record.first_seen or now - record.first_seen < 7 * 86400
         coupons = self.content.get("coupons") if self.content else None
         if coupons is None:
@@ -121,7 +122,7 @@ class Executor:
     # -- SOP triggers and stop facts ---------------------------------------------------------
 
     def _dt(self, ts: float) -> datetime:
-        return datetime.fromtimestamp(ts, self.tz)
+        return from_ts(ts, self.tz)
 
     def sop_fact(self, customer: str, fact: str, at: float) -> None:
         """A stop condition for the customer's journeys (unsubscribed, handed_off, purchased...)."""

@@ -10,6 +10,7 @@ from bot.wecom.cards import LIMITS, clip
 from bot.records.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer
 from bot.act.executor import Executor
 from bot.wecom import WeComError
+from bot.times import from_ts
 
 if TYPE_CHECKING:
     from sop.engine import Engine
@@ -251,7 +252,7 @@ class TouchRunner:
         """A "send" could not be delivered: give the engine its slot back, then remind staff."""
         sub = f"{key}:failed"
         if not self.store.is_done(sub):
-            self.engine.note_failed(data["customer"], data, datetime.fromtimestamp(now, self.executor.tz),
+            self.engine.note_failed(data["customer"], data, from_ts(now, self.executor.tz),
                                     str(data.get("channel")))
             self.store.count("sop_failed")
             self.store.record("touch_failed", customer=data["customer"], touch_id=data.get("touch_id"), reason=why)
@@ -278,7 +279,7 @@ class TouchRunner:
             return ""
         rec = self.executor.customers.get(data["customer"])
         is_new = not rec.first_seen or now - rec.first_seen < 7 * 86400
-        result = book.issue(rec.id, str(data["touch_id"]), datetime.fromtimestamp(now, self.executor.tz),
+        result = book.issue(rec.id, str(data["touch_id"]), from_ts(now, self.executor.tz),
                             is_new=is_new, tags=tuple(rec.tags), campaign=_campaign(data))
         self.store.record("coupon", customer=rec.id, status=result.status,
                           code=result.coupon.code if result.coupon else None)

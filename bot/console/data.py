@@ -14,6 +14,7 @@ from bot import metrics
 from bot.records.customers import Customers
 from bot.records.handoffs import Handoffs
 from bot.records.store import EVENTS
+from bot.times import from_ts
 
 INTENT_NAMES = {"price": "价格咨询", "human": "要人工", "complaint": "投诉", "unsubscribe": "退订",
                 "discount": "优惠/券", "greeting": "问候", "faq": "常见问题", "other": "其他", "none": "非文本/未识别"}
@@ -136,12 +137,12 @@ def timeline(r: redis.Redis, content: Any, tz: ZoneInfo, customer: str, scan: in
         items.append({"at": datetime.fromtimestamp(float(f.get("at") or 0), tz), "kind": kind,
                       "kind_name": EVENT_NAMES.get(kind, kind), "detail": _detail(kind, data)})
     for tag, ts in rec.tags.items():
-        items.append({"at": datetime.fromtimestamp(ts, tz), "kind": "tag", "kind_name": "打标签", "detail": tag})
+        items.append({"at": from_ts(ts, tz), "kind": "tag", "kind_name": "打标签", "detail": tag})
     items.sort(key=lambda i: i["at"], reverse=True)
     return {"rec": rec, "coupons": coupons, "handoffs": handoffs, "events": items[:500],
             "intents": sorted(((intent_name(k), v) for k, v in rec.intents.items()), key=lambda kv: -kv[1]),
-            "first_seen": datetime.fromtimestamp(rec.first_seen, tz) if rec.first_seen else None,
-            "last_seen": datetime.fromtimestamp(rec.last_seen, tz) if rec.last_seen else None,
+            "first_seen": from_ts(rec.first_seen, tz) if rec.first_seen else None,
+            "last_seen": from_ts(rec.last_seen, tz) if rec.last_seen else None,
             "exists": Customers(r).exists(customer)}
 
 
@@ -174,7 +175,7 @@ def next_days(r: redis.Redis, tz: ZoneInfo, days: int = 7, now: datetime | None 
     overdue: Counter[str] = Counter()
     for member, score in r.zrangebyscore(DUE, "-inf", end.timestamp(), withscores=True):
         ref = Ref.parse(member)
-        when = datetime.fromtimestamp(score, tz)
+        when = from_ts(score, tz)
         if when < now:
             overdue[ref.journey] += 1
             when = now

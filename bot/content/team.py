@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from bot import yamlfile
 from bot.yamlfile import ConfigError, Doc, KeyPath
+from bot.times import DEFAULT_TZ, aware
 
 __all__ = [
     "DAYS",
@@ -30,7 +31,6 @@ __all__ = [
     "pick",
 ]
 
-DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_MINUTES = 24 * 60
 WEEK_MINUTES = 7 * DAY_MINUTES
@@ -130,7 +130,7 @@ def _at(day: date, minutes: int, tz: ZoneInfo) -> datetime:
 
 def _periods_around(consultant: Consultant, now: datetime, days_back: int, days_ahead: int) -> list[tuple[datetime, datetime]]:
     """Working periods starting from `days_back` days before to `days_ahead` days after now's local date."""
-    _aware(now)
+    aware(now)
     today = now.astimezone(consultant.tz).date()
     out = []
     for offset in range(-days_back, days_ahead + 1):
@@ -157,11 +157,6 @@ def next_on_duty(consultant: Consultant, now: datetime) -> datetime:
     return min(starts, key=lambda s: s.timestamp())
 
 
-def _aware(moment: datetime) -> datetime:
-    """`moment`, or ValueError if it is naive."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError("now must be a timezone-aware datetime")
-    return moment
 
 
 # ---------------------------------------------------------------------------------------------
@@ -176,7 +171,7 @@ def pick(team: Team, *, owner: str | None, receiving: Mapping[str, int], load: M
     `load` the open handoffs per userid. `priority` (complaints) may exceed max_concurrent
     rather than wait in the queue, and names the supervisor to alert as well.
     """
-    _aware(now)
+    aware(now)
     pool = [c for c in team.consultants if c.userid not in exclude]
     present = [c for c in pool if receiving.get(c.userid) == 0 and on_duty(c, now)]
     free = [c for c in present if load.get(c.userid, 0) < c.max_concurrent]

@@ -16,6 +16,7 @@ from bot.records.handoffs import MAX_LEVEL, Handoffs
 from bot.queue.callback import Callback
 from bot.queue.inbox import Inbox, Item
 from bot.metrics import flush, rollup
+from bot.times import from_ts
 
 log = logging.getLogger("bot.queue.scheduler")
 
@@ -73,7 +74,7 @@ class Scheduler:
             self.r.set(HEARTBEAT, f"{now:.0f}", ex=int(self.interval * 10))
             rollup(self.r, self.tz)  # daily numbers for the console, from the event stream
             flush(self.r)
-            moment = datetime.fromtimestamp(now, self.tz)
+            moment = from_ts(now, self.tz)
             return self.safety_sync(now) + self.handoff_clock(moment) + self.sop_clock(moment)
         except Exception as exc:  # a failed tick must not kill the scheduler thread
             log.warning("scheduler tick failed: %s", exc)

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
+from bot.times import DEFAULT_TZ, aware
 from bot import yamlfile
 from bot.yamlfile import ConfigError, Doc, KeyPath
 
@@ -23,7 +24,6 @@ __all__ = [
     "DEFAULT_TZ", "DEFAULT_EXHAUSTED_REPLY", "load_campaigns", "describe_value", "normalize_code",
 ]
 
-DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
 DEFAULT_EXHAUSTED_REPLY = "本期优惠券已经发完啦，顾问稍后为您争取专属优惠"
 DEFAULT_REPLY = "🎁 送您一张「{title}」：{value}\n券码：{code}\n{expires} 前有效，下单时填写券码即可使用～"
 EXISTING_PREFIX = "您已经领过这张券啦，还没使用哦～\n"
@@ -420,11 +420,6 @@ def _key(campaign: str, *parts: str) -> str:
     return ":".join((PREFIX, "{" + campaign + "}", *parts))
 
 
-def _aware(moment: datetime, what: str = "now") -> datetime:
-    """`moment`, or ValueError if it is naive."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{what} must be a timezone-aware datetime")
-    return moment
 
 
 class CouponBook:
@@ -446,7 +441,7 @@ class CouponBook:
 
         Without `campaign` (a chat request) the campaigns offered in chat are walked in order; with it
         (an SOP step) only that campaign is considered, eligibility rules aside."""
-        _aware(now)
+        aware(now)
         if not customer or not cause_msgid:
             raise ValueError("customer and cause_msgid must be non-empty")
         cause_key = f"{PREFIX}:cause:{customer}:{cause_msgid}"
@@ -540,7 +535,7 @@ class CouponBook:
 
     def redeem(self, code: str, now: datetime, order_id: str | None = None) -> RedeemResult:
         """Mark a code used; redeeming again answers 'already' with the first redemption."""
-        _aware(now)
+        aware(now)
         code = normalize_code(code)
         campaign = self.r.get(f"{PREFIX}:code:{code}") if code else None
         if campaign is None:
@@ -565,8 +560,8 @@ class CouponBook:
 
     def expiring_between(self, start: datetime, end: datetime) -> list[Coupon]:
         """Unredeemed coupons expiring in [start, end), soonest first (for reminder SOPs)."""
-        _aware(start, "start")
-        _aware(end, "end")
+        aware(start, "start")
+        aware(end, "end")
         out: list[Coupon] = []
         for campaign in self.campaigns:
             codes = self.r.zrangebyscore(_key(campaign.name, "expiry"), repr(start.timestamp()), f"({end.timestamp()!r}")
@@ -575,7 +570,7 @@ class CouponBook:
 
     def stats(self, now: datetime) -> list[dict[str, Any]]:
         """Per campaign: budget, issued, remaining, redeemed, expired (unredeemed past expiry at `now`)."""
-        _aware(now)
+        aware(now)
         pipe = self.r.pipeline(transaction=False)
         for c in self.campaigns:
             pipe.get(_key(c.name, "issued"))
@@ -618,7 +613,7 @@ class CouponBook:
 
     def _now(self, now: datetime | None) -> datetime:
         """`now` checked, or the current time."""
-        return datetime.now(self.tz) if now is None else _aware(now)
+        return datetime.now(self.tz) if now is None else aware(now)
 
     # -- replies ---------------------------------------------------------------------------
 

@@ -32,9 +32,10 @@ from zoneinfo import ZoneInfo
 
 import redis
 
+from bot.times import DEFAULT_TZ, aware
+
 __all__ = ["DEFAULT_TZ", "MAX_LEVEL", "ClaimResult", "Escalation", "Handoff", "Handoffs", "percentile"]
 
-DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
 PREFIX = "wecom:handoff"
 DUE, QUEUED, ACTIVE, ALL = (f"{PREFIX}:{k}" for k in ("due", "queued", "active", "all"))
 CAUSE_TTL = 7 * 24 * 3600
@@ -157,11 +158,6 @@ def _ckey(kind: str, customer: str, *rest: str) -> str:
     return ":".join((PREFIX, kind, "{" + customer + "}", *rest))
 
 
-def _aware(moment: datetime, what: str = "now") -> datetime:
-    """`moment`, or ValueError if it is naive."""
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{what} must be a timezone-aware datetime")
-    return moment
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,11 +255,11 @@ class Handoffs:
         returns that one (compare `cause_msgid` to tell). `queued_until`: off hours, when the
         alert is due and the SLA clock starts.
         """
-        _aware(now)
+        aware(now)
         if not customer or not cause_msgid:
             raise ValueError("customer and cause_msgid must be non-empty")
         if queued_until is not None:
-            _aware(queued_until, "queued_until")
+            aware(queued_until, "queued_until")
         for _ in range(3):
             new_id = f"{now.astimezone(self.tz):%y%m%d}{secrets.token_hex(5)}"
             how, hid = self._open(keys=[_ckey("cause", customer, cause_msgid), _ckey("open", customer)],
@@ -309,7 +305,7 @@ class Handoffs:
 
     def claim(self, hid: str, userid: str, now: datetime) -> ClaimResult:
         """Claim atomically: the first claimer wins; others learn who has it."""
-        _aware(now)
+        aware(now)
         status, _ = self._claim(keys=[_hkey(hid)], args=[userid, now.isoformat()])
         return ClaimResult(status, self.get(hid))
 
@@ -323,14 +319,14 @@ class Handoffs:
 
     def reassign(self, hid: str, userid: str, now: datetime) -> Handoff | None:
         """Give an unanswered handoff to another consultant (e.g. 转给同事, or 95019); None if too late."""
-        _aware(now)
+        aware(now)
         if not self._reassign(keys=[_hkey(hid)], args=[userid]):
             return None
         return self.get(hid)
 
     def first_reply(self, customer: str, servicer: str, at: datetime) -> Handoff | None:
         """Record the first human reply (kf origin 5) to the customer's open handoff; stops the SLA clock."""
-        _aware(at, "at")
+        aware(at, "at")
         h = self.open_for(customer)
         # send_time has 1 s resolution: allow a reply stamped in the same second as the handoff
         if h is None or at < h.created_at - timedelta(seconds=1):
@@ -351,7 +347,7 @@ class Handoffs:
 
     def close_id(self, hid: str, at: datetime, reason: str) -> Handoff | None:
         """Close a handoff by id (staff command); closing twice keeps the first close."""
-        _aware(at, "at")
+        aware(at, "at")
         status = self._close(keys=[_hkey(hid)], args=[at.isoformat(), reason, RETENTION])
         if status == "unknown":
             return None
@@ -375,7 +371,7 @@ class Handoffs:
         Repeating a level records nothing new. After level MAX_LEVEL the handoff leaves the
         deadline set. Returns None for unknown handoffs.
         """
-        _aware(now)
+        aware(now)
         if not 1 <= level <= MAX_LEVEL:
             raise ValueError(f"level must be 1..{MAX_LEVEL}")
         status = self._escalate(keys=[_hkey(hid)], args=[level, to, now.isoformat()])
@@ -391,7 +387,7 @@ class Handoffs:
 
     def postpone(self, hid: str, until: datetime) -> None:
         """Move the next escalation deadline (e.g. nobody is at work until `until`)."""
-        self.r.zadd(DUE, {hid: _aware(until, "until").timestamp()}, xx=True)
+        self.r.zadd(DUE, {hid: aware(until, "until").timestamp()}, xx=True)
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -422,7 +418,7 @@ class Handoffs:
 
     def due_for_escalation(self, now: datetime) -> list[Handoff]:
         """Unclaimed or unanswered handoffs past their current deadline, earliest first."""
-        _aware(now)
+        aware(now)
         ids = self.r.zrangebyscore(DUE, "-inf", repr(now.timestamp()))
         out, stale = [], []
         for h in self._many(ids):
@@ -434,7 +430,7 @@ class Handoffs:
 
     def due_for_alert(self, now: datetime) -> list[Handoff]:
         """Off-hours handoffs whose first alert is due (queued_until reached, no card yet)."""
-        _aware(now)
+        aware(now)
         ids = self.r.zrangebyscore(QUEUED, "-inf", repr(now.timestamp()))
         return [h for h in self._many(ids) if h.state in LIVE and not h.task_id]
 
@@ -462,8 +458,8 @@ class Handoffs:
         Times are seconds from the SLA start. A handoff still waiting past its SLA counts as
         missed; one still waiting within its SLA is left out of the share.
         """
-        _aware(now)
-        _aware(since, "since")
+        aware(now)
+        aware(since, "since")
         ids = self.r.zrangebyscore(ALL, repr(since.timestamp()), repr(now.timestamp()))
         handoffs = self._many(ids)
         by_intent: dict[str, list[Handoff]] = {}
