@@ -11,7 +11,7 @@ from bot.web.api import make_api
 from bot.web.api import make_sop_api
 from bot.config import Settings
 from bot.console import make_console
-from bot.metrics import make_metrics, readiness
+from bot.web.metrics import make_metrics, readiness
 from bot.records.customers import Customers
 from bot.web.envelope import CallbackCrypto
 from bot.queue.inbox import Inbox

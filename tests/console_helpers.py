@@ -12,7 +12,7 @@ from flask import Flask
 from bot.console import make_console
 from bot.web.envelope import CallbackCrypto
 from bot.queue.inbox import Inbox
-from bot.metrics import make_metrics
+from bot.web.metrics import make_metrics
 from bot.web.webhook import make_webhook
 from tests.conftest import ROOT, Service, drain, kf_notice
 

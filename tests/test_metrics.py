@@ -10,7 +10,9 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bot import metrics
+from bot import observe
+from bot.records import daily
+from bot.web import metrics
 from tests.console_helpers import serve, traffic
 
 
@@ -53,12 +55,12 @@ def test_metrics_parse_and_counters_move_with_traffic(app, sandbox, runtime):
 
 
 def test_wecom_calls_and_processing_times_from_any_process(app, r):
-    metrics.observe_wecom_call("/cgi-bin/kf/send_msg?access_token=x", 0, 0.03)
-    metrics.observe_wecom_call("kf/send_msg", 95001, 0.2)
-    metrics.observe_wecom_call("gettoken", None, 6.0)
-    metrics.observe_processing("callback", "ok", 0.004)
-    metrics.heartbeat_worker(r, "w1")  # a worker's loop flushes its observations
-    metrics.flush(r)
+    observe.observe_wecom_call("/cgi-bin/kf/send_msg?access_token=x", 0, 0.03)
+    observe.observe_wecom_call("kf/send_msg", 95001, 0.2)
+    observe.observe_wecom_call("gettoken", None, 6.0)
+    observe.observe_processing("callback", "ok", 0.004)
+    observe.heartbeat_worker(r, "w1")  # a worker's loop flushes its observations
+    observe.flush(r)
     got = scrape(app.url)
     assert got[("wecom_api_calls_total", (("endpoint", "kf/send_msg"), ("errcode", "0")))] == 1
     assert got[("wecom_api_calls_total", (("endpoint", "kf/send_msg"), ("errcode", "95001")))] == 1
@@ -78,27 +80,27 @@ def test_rollup_is_incremental_and_record_daily_adds(r, runtime):
     store = Store(r)
     store.record("message_in", customer="c1", intent="price", text="多少钱")
     store.record("coupon", customer="c1", status="issued", code="NOPE")
-    assert metrics.rollup(r, tz) == 2
-    assert metrics.rollup(r, tz) == 0
+    assert daily.rollup(r, tz) == 2
+    assert daily.rollup(r, tz) == 0
     store.record("message_in", customer="c2", intent=None, text="")
-    metrics.rollup(r, tz)
-    metrics.record_daily(r, "custom", time.time(), 3, tz)
+    daily.rollup(r, tz)
+    daily.record_daily(r, "custom", time.time(), 3, tz)
     today = datetime.now(tz).date()
-    day = metrics.daily(r, [today])[today.isoformat()]
+    day = daily.daily(r, [today])[today.isoformat()]
     assert day["message_in"] == 2 and day["intent:price"] == 1 and day["intent:none"] == 1
     assert day["coupon:issued"] == 1 and day["coupon_issued:unknown"] == 1 and day["custom"] == 3
-    assert metrics.totals(r)["message_in"] == 2
+    assert daily.totals(r)["message_in"] == 2
 
 
 def test_readiness_needs_redis_config_worker_and_scheduler(r, runtime):
     ok, body = metrics.readiness(r, runtime.settings)
     assert not ok and body["redis"] == "ok" and body["config"] == "ok"
     assert "none alive" in body["workers"] and "not alive" in body["scheduler"]
-    metrics.heartbeat_worker(r, "host-1-abc")
-    r.set(metrics.HEARTBEAT_SCHEDULER, f"{time.time():.0f}", ex=50)
+    observe.heartbeat_worker(r, "host-1-abc")
+    r.set(observe.HEARTBEAT_SCHEDULER, f"{time.time():.0f}", ex=50)
     ok, body = metrics.readiness(r, runtime.settings)
     assert ok and body["status"] == "ok" and body["workers"] == ["host-1-abc"]
-    assert r.ttl(metrics.HEARTBEAT_WORKER + "host-1-abc") <= metrics.WORKER_TTL
+    assert r.ttl(observe.HEARTBEAT_WORKER + "host-1-abc") <= observe.WORKER_TTL
 
 
 def test_readiness_explains_unreachable_redis(runtime):
@@ -121,7 +123,7 @@ def test_callback_counts_are_summed_over_web_processes(r):
     """Two web processes (two apps on one Redis): /metrics of either shows both."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from bot.metrics import CALLBACKS, flush, observe_callback
+    from bot.observe import CALLBACKS, flush, observe_callback
 
     r.delete(CALLBACKS)
     observe_callback("accepted")

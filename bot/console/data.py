@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from bot import metrics
+from bot.records import daily
 from bot.records.customers import Customers
 from bot.records.handoffs import Handoffs
 from bot.records.store import EVENTS
@@ -36,10 +36,10 @@ def intent_name(label: str) -> str:
 
 def overview(r: redis.Redis, content: Any, tz: ZoneInfo, days: int, now: datetime | None = None) -> dict[str, Any]:
     """Numbers for the overview page over the last `days` local days."""
-    metrics.rollup(r, tz)
+    daily.rollup(r, tz)
     now = now or datetime.now(tz)
-    period = metrics.days_back(now.date(), days)
-    per_day = metrics.daily(r, period)
+    period = daily.days_back(now.date(), days)
+    per_day = daily.daily(r, period)
     labels = [d.strftime("%m-%d") for d in period]
     total: Counter[str] = Counter()
     for row in per_day.values():

@@ -84,7 +84,7 @@ def run_doctor(settings: Any, out: TextIO, open_kfids: list[str] | None = None) 
 
 def check_config(settings: Any, rep: Report) -> None:
     """The loaded settings and the operator files they name."""
-    from bot.metrics import config_problems
+    from bot.web.metrics import config_problems
 
     problems = config_problems(settings)
     for p in problems:

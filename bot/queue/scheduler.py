@@ -15,14 +15,15 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from bot.records.handoffs import MAX_LEVEL, Handoffs
 from bot.queue.callback import Callback
 from bot.queue.inbox import Inbox, Item
-from bot.metrics import flush, rollup
+from bot.observe import HEARTBEAT_SCHEDULER as HEARTBEAT
+from bot.observe import flush
+from bot.records.daily import rollup
 from bot.times import from_ts
 
 log = logging.getLogger("bot.queue.scheduler")
 
 LEASE = "wecom:lease:scheduler"
 KNOWN_KF = "wecom:kf:known"
-HEARTBEAT = "wecom:heartbeat:scheduler"
 RELOAD_KEY = "wecom:sop:reload"  # set by `wecom-bot sop reload`
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] or redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then

@@ -14,7 +14,7 @@ from typing import Any, Callable
 import redis
 
 from bot.config import WorkerSettings
-from bot.metrics import heartbeat_worker, observe_processing
+from bot.observe import heartbeat_worker, observe_processing
 from bot.queue.callback import Callback
 from handlers.messages import KfMessage
 from bot.queue.inbox import KF_MSGID_TTL, Entry, Inbox, Item

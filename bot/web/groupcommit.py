@@ -6,7 +6,7 @@ import threading
 from concurrent.futures import Future
 
 from bot.queue.inbox import ENVELOPE_TTL, Inbox, Item
-from bot.metrics import maybe_flush
+from bot.observe import maybe_flush
 
 
 class GroupCommit:

@@ -14,7 +14,7 @@ from bot.web.envelope import BadSignature, CallbackCrypto, CallbackRejected
 from bot.web.envelope import parse_callback, parse_xml
 from bot.web.groupcommit import GroupCommit
 from bot.queue.inbox import Inbox, Item
-from bot.metrics import observe_callback
+from bot.observe import observe_callback
 
 log = logging.getLogger("bot.web.webhook")
 

@@ -13,7 +13,7 @@ from wechatpy.enterprise import WeChatClient
 from wechatpy.exceptions import WeChatClientException
 from wechatpy.session.redisstorage import RedisStorage
 
-from bot.metrics import observe_wecom_call
+from bot.observe import observe_wecom_call
 from bot.wecom import CONFIG_HINTS, KfBatch, WeComConfigError, WeComError, WeComRateLimited
 
 log = logging.getLogger(__name__)
