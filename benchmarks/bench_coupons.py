@@ -14,7 +14,8 @@ from datetime import datetime, timedelta
 from multiprocessing import Pool
 from pathlib import Path
 
-from bot.records.coupons import Campaign, CouponBook
+from bot.content.campaigns import Campaign
+from bot.records.coupons import CouponBook
 from bot.times import DEFAULT_TZ
 from bot.redis_server import EmbeddedRedis, connect
 

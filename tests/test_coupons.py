@@ -11,8 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.records.coupons import (CODE_ALPHABET, DEFAULT_EXHAUSTED_REPLY, Campaign, ConfigError, CouponBook, describe_value,
-                         load_campaigns)
+from bot.content.campaigns import DEFAULT_EXHAUSTED_REPLY, Campaign, describe_value, load_campaigns
+from bot.records.coupons import CODE_ALPHABET, CouponBook
+from bot.yamlfile import ConfigError
 
 SH = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2024, 12, 1, 10, 0, tzinfo=SH)
@@ -297,7 +298,8 @@ def test_msgid_is_scoped_to_customer(r) -> None:
 
 
 def test_a_journey_names_its_campaign_and_chat_never_offers_journey_only_ones(r):
-    from bot.records.coupons import CouponBook, load_campaigns
+    from bot.content.campaigns import load_campaigns
+    from bot.records.coupons import CouponBook
 
     book = CouponBook(r, load_campaigns(ROOT / "content" / "coupons.yaml"))
     now = datetime(2026, 12, 1, 10, 0, tzinfo=ZoneInfo("Asia/Shanghai"))

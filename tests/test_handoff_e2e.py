@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from bot.records import handoff_stats
 from bot.records.handoffs import Handoffs
 from bot.queue.inbox import Inbox
 from bot.queue.scheduler import Scheduler
@@ -166,7 +167,7 @@ def test_first_human_reply_stops_the_sla_clock(desk_env, service, runtime, clock
     scheduler.tick(clock.advance(minutes=20).timestamp())
     drain(runtime.worker())
     assert open_handoff(runtime).level == 0 and not cards_to(desk_env, "wang.consultant")
-    stats = Handoffs(runtime.r, TZ).stats(clock.at, clock.at - timedelta(days=1))
+    stats = handoff_stats.stats(Handoffs(runtime.r, TZ), clock.at, clock.at - timedelta(days=1))
     assert stats  # the numbers exist once a human answered
 
 

@@ -8,7 +8,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.records.handoffs import Handoffs, percentile
+from bot.records.handoff_stats import percentile
+from bot.records import handoff_stats
+from bot.records.handoffs import Handoffs
 
 TZ = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 1, 26, 10, 0, tzinfo=TZ)
@@ -183,7 +185,7 @@ def test_stats(book: Handoffs) -> None:
     book.escalate(late.id, 1, "li.consultant", T0 + mins(3))
     pending = open_(book, customer="wm10", msgid="m10", now=T0 + mins(9), sla=180, consultant=None)
     open_(book, customer="wm11", msgid="m11", now=T0 - timedelta(days=10))
-    stats = book.stats(T0 + mins(10), since=T0 - timedelta(days=1))
+    stats = handoff_stats.stats(book, T0 + mins(10), since=T0 - timedelta(days=1))
     total = stats["total"]
     assert total["count"] == 7 and total["answered"] == 5 and total["open"] == 2 and total["claimed"] == 0
     assert total["escalations"] == 1 and total["escalated"] == 1 and total["escalations_by_level"] == {"1": 1}

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from bot.records import daily
+from bot.records import daily, handoff_stats
 from bot.records.customers import Customers
 from bot.records.handoffs import Handoffs
 from bot.records.store import EVENTS
@@ -53,7 +53,7 @@ def overview(r: redis.Redis, content: Any, tz: ZoneInfo, days: int, now: datetim
                       key=lambda kv: -kv[1])
 
     since = datetime.combine(period[0], datetime.min.time(), tz)
-    hstats = Handoffs(r, tz).stats(now, since)
+    hstats = handoff_stats.stats(Handoffs(r, tz), now, since)
     book = content.get("coupons") if content else None
     coupons = book.stats(now) if book else []
     issued_period = dict(by_prefix("coupon_issued:"))
@@ -89,7 +89,7 @@ def live_handoffs(r: redis.Redis, tz: ZoneInfo, now: datetime | None = None) -> 
         c = per.setdefault(h.holder or "（排队中）", Counter())
         c[h.state] += 1
         c["overdue"] += overdue
-    stats = book.stats(now, now - timedelta(days=7))
+    stats = handoff_stats.stats(book, now, now - timedelta(days=7))
     groups = [(name, [c["open"], c["claimed"], c["answered"], c["overdue"]]) for name, c in sorted(per.items())]
     return {"rows": rows, "per_consultant": sorted(per.items()), "consultant_groups": groups, "stats": stats, "now": now,
             "waiting": sum(h.state == "open" for h in live), "claimed": sum(h.state == "claimed" for h in live),

@@ -45,7 +45,8 @@ def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
     if paths.get("keywords"):
         content["classifier"] = _classifier(paths["keywords"], paths.get("faq"), _mtimes(paths))
     if paths.get("coupons"):
-        from bot.records.coupons import CouponBook, load_campaigns
+        from bot.content.campaigns import load_campaigns
+        from bot.records.coupons import CouponBook
 
         tz = settings.timezone
         content["coupons"] = CouponBook(r, load_campaigns(paths["coupons"], tz), tz)

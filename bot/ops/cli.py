@@ -219,6 +219,7 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
     from dataclasses import asdict
     from datetime import datetime, timedelta
 
+    from bot.records import handoff_stats
     from bot.records.handoffs import Handoffs
 
     rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
@@ -226,7 +227,7 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
         book = Handoffs(rt.r, rt.settings.timezone)
         now = datetime.now(rt.settings.timezone)
         if args.action == "stats":
-            stats = book.stats(now, now - timedelta(days=args.days))
+            stats = handoff_stats.stats(book, now, now - timedelta(days=args.days))
             print(json.dumps(stats, ensure_ascii=False, default=str, indent=None if args.json else 2))
             return 0
         rows = book.list(None if args.all else "open") + ([] if args.all else book.list("claimed") +

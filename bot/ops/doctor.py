@@ -106,7 +106,7 @@ def check_config(settings: Any, rep: Report) -> None:
 
 
 def _load_coupons(settings: Any, path: Path) -> None:
-    from bot.records.coupons import load_campaigns
+    from bot.content.campaigns import load_campaigns
 
     load_campaigns(path, settings.timezone)
 

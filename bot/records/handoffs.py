@@ -22,7 +22,6 @@ Redis keys (the {...} hash tag keeps each Lua script's keys in one cluster slot)
 from __future__ import annotations
 
 import json
-import math
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -34,7 +33,7 @@ import redis
 
 from bot.times import DEFAULT_TZ, aware
 
-__all__ = ["DEFAULT_TZ", "MAX_LEVEL", "ClaimResult", "Escalation", "Handoff", "Handoffs", "percentile"]
+__all__ = ["DEFAULT_TZ", "MAX_LEVEL", "ClaimResult", "Escalation", "Handoff", "Handoffs"]
 
 PREFIX = "wecom:handoff"
 DUE, QUEUED, ACTIVE, ALL = (f"{PREFIX}:{k}" for k in ("due", "queued", "active", "all"))
@@ -450,27 +449,11 @@ class Handoffs:
         found = [h for h in self._many(self.r.zrevrange(key, 0, -1)) if state is None or h.state == state]
         return found[:limit] if limit is not None else found
 
-    # -- numbers ---------------------------------------------------------------------------
-
-    def stats(self, now: datetime, since: datetime) -> dict[str, Any]:
-        """Counts, time to claim and to first human reply (median, p90, share within SLA), escalations.
-
-        Times are seconds from the SLA start. A handoff still waiting past its SLA counts as
-        missed; one still waiting within its SLA is left out of the share.
-        """
+    def created_between(self, since: datetime, now: datetime) -> list[Handoff]:
+        """Every handoff opened from `since` to `now` (closed ones are kept RETENTION)."""
         aware(now)
         aware(since, "since")
-        ids = self.r.zrangebyscore(ALL, repr(since.timestamp()), repr(now.timestamp()))
-        handoffs = self._many(ids)
-        by_intent: dict[str, list[Handoff]] = {}
-        by_consultant: dict[str, list[Handoff]] = {}
-        for h in handoffs:
-            by_intent.setdefault(h.intent, []).append(h)
-            by_consultant.setdefault(h.holder or "queue", []).append(h)
-        return {"since": since.astimezone(self.tz).isoformat(), "now": now.astimezone(self.tz).isoformat(),
-                "total": _block(handoffs, now),
-                "by_intent": {k: _block(v, now) for k, v in sorted(by_intent.items())},
-                "by_consultant": {k: _block(v, now) for k, v in sorted(by_consultant.items())}}
+        return self._many(self.r.zrangebyscore(ALL, repr(since.timestamp()), repr(now.timestamp())))
 
     # -- decoding --------------------------------------------------------------------------
 
@@ -499,48 +482,3 @@ def _json_list(raw: str | None) -> list[Any]:
     """A JSON list field; Lua's cjson writes an empty list as {}."""
     value = json.loads(raw) if raw else []
     return value if isinstance(value, list) else []
-
-
-def percentile(values: list[float], p: float) -> float | None:
-    """Linear-interpolated percentile (p in 0..1) of `values`; None when empty."""
-    if not values:
-        return None
-    xs = sorted(values)
-    pos = p * (len(xs) - 1)
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
-
-
-def _timing(handoffs: list[Handoff], now: datetime, attr: str) -> dict[str, Any]:
-    """n, median, p90 (seconds) and share within SLA for one milestone (claimed_at / first_reply_at)."""
-    samples: list[float] = []
-    met = judged = 0
-    for h in handoffs:
-        at = getattr(h, attr)
-        start = h.sla_start
-        if at is not None:
-            waited = max(0.0, (at - start).total_seconds())
-            samples.append(waited)
-            judged += 1
-            met += waited <= h.sla_seconds
-        elif (h.closed_at or now) > h.deadline:
-            judged += 1  # still waiting past the SLA, or closed after it without: missed
-    median, p90 = percentile(samples, 0.5), percentile(samples, 0.9)
-    return {"n": len(samples), "median": None if median is None else round(median, 1),
-            "p90": None if p90 is None else round(p90, 1),
-            "within_sla": round(met / judged, 3) if judged else None}
-
-
-def _block(handoffs: list[Handoff], now: datetime) -> dict[str, Any]:
-    """The numbers for one group of handoffs."""
-    states = {s: sum(h.state == s for h in handoffs) for s in ("open", "claimed", "answered", "closed")}
-    levels: dict[str, int] = {}
-    for h in handoffs:
-        for e in h.escalations:
-            levels[str(e.level)] = levels.get(str(e.level), 0) + 1
-    return {"count": len(handoffs), **states,
-            "off_hours": sum(h.off_hours for h in handoffs),
-            "time_to_claim": _timing(handoffs, now, "claimed_at"),
-            "time_to_first_reply": _timing(handoffs, now, "first_reply_at"),
-            "escalated": sum(bool(h.escalations) for h in handoffs),
-            "escalations": sum(len(h.escalations) for h in handoffs), "escalations_by_level": levels}

@@ -10,6 +10,7 @@ import redis
 
 from bot.observe import (API_CALLS, API_SECONDS, BUCKETS, CALLBACKS, HEARTBEAT_SCHEDULER, HEARTBEAT_WORKER,
                          PROC_COUNT, PROC_SECONDS, WORKER_TTL, flush)
+from bot.records import handoff_stats
 from bot.records.daily import rollup, totals
 from bot.records.store import COUNTERS as STORE_COUNTERS
 from sop.engine import COUNTERS as SOP_COUNTERS
@@ -202,7 +203,7 @@ class BotCollector:
         g = GaugeMetricFamily("wecom_handoffs_overdue", "Live handoffs past their SLA without a human reply")
         g.add_metric([], overdue)
         yield g
-        block = book.stats(now, now - timedelta(days=7))["total"]["time_to_first_reply"]
+        block = handoff_stats.stats(book, now, now - timedelta(days=7))["total"]["time_to_first_reply"]
         sla = GaugeMetricFamily("wecom_handoff_first_reply_seconds", "Time to first human reply, last 7 days",
                                 labels=["stat"])
         for stat in ("median", "p90"):
@@ -241,7 +242,8 @@ def coupon_book(settings: Any, r: redis.Redis, content: Any = None) -> Any:
         return None
     from pathlib import Path
 
-    from bot.records.coupons import CouponBook, load_campaigns
+    from bot.content.campaigns import load_campaigns
+    from bot.records.coupons import CouponBook
 
     key = (str(path), Path(path).stat().st_mtime if Path(path).exists() else 0.0)
     if key not in _books:
