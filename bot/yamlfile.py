@@ -15,6 +15,11 @@ class ConfigError(ValueError):
     """A configuration file is wrong; the message names file, line and key."""
 
 
+def shown(value: Any) -> str:
+    """A value's type and repr, for error messages ("nothing" for a missing value)."""
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
+
+
 def render_path(keypath: KeyPath) -> str:
     """('steps', 2, 'coupon') -> 'steps[2].coupon'."""
     out = ""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import yamlfile
-from bot.yamlfile import ConfigError, Doc, KeyPath
+from bot.yamlfile import ConfigError, Doc, KeyPath, shown
 
 __all__ = [
     "ConfigError", "Journey", "Segment", "Step", "Trigger", "DEFAULT_DIR", "TRIGGERS", "STOP_FACTS",
@@ -156,7 +156,7 @@ class _Checker:
     def mapping(self, at: KeyPath, value: Any, allowed: Iterable[str]) -> dict | None:
         """A mapping with only `allowed` keys (unknown keys are reported, not fatal)."""
         if not isinstance(value, dict):
-            self.err(at, f"expected a mapping, got {_kind(value)}")
+            self.err(at, f"expected a mapping, got {shown(value)}")
             return None
         allowed = set(allowed)
         for key in value:
@@ -171,7 +171,7 @@ class _Checker:
             return None
         value = data[key]
         if not isinstance(value, str) or not value.strip():
-            self.err((*at, key), f"expected non-empty text, got {_kind(value)}")
+            self.err((*at, key), f"expected non-empty text, got {shown(value)}")
             return None
         if limit and len(value.encode()) > limit:
             self.err((*at, key), f"too long: {len(value.encode())} bytes, WeCom allows {limit}")
@@ -185,7 +185,7 @@ class _Checker:
             return None
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            self.err((*at, key), f"expected a whole number, got {_kind(value)}")
+            self.err((*at, key), f"expected a whole number, got {shown(value)}")
             return None
         if value < lo or (hi is not None and value > hi):
             self.err((*at, key), f"must be between {lo} and {hi}, got {value}" if hi is not None
@@ -204,7 +204,7 @@ class _Checker:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
-            self.err(at, f"expected a list of {', '.join(options)}, got {_kind(value)}")
+            self.err(at, f"expected a list of {', '.join(options)}, got {shown(value)}")
             return ()
         out = []
         for i, v in enumerate(value):
@@ -224,14 +224,14 @@ class _Checker:
             raw = data["tags"]
             raw = [raw] if isinstance(raw, str) else raw
             if not isinstance(raw, list) or not all(isinstance(t, str) and t.strip() for t in raw):
-                self.err((*at, "tags"), f"expected a list of tag names, got {_kind(data['tags'])}")
+                self.err((*at, "tags"), f"expected a list of tag names, got {shown(data['tags'])}")
             else:
                 tags = tuple(t.strip() for t in raw)
         min_value = None
         if "min_value" in data:
             v = data["min_value"]
             if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                self.err((*at, "min_value"), f"expected a number >= 0, got {_kind(v)}")
+                self.err((*at, "min_value"), f"expected a number >= 0, got {shown(v)}")
             else:
                 min_value = float(v)
         return Segment(lifecycle, tags, min_value)
@@ -241,7 +241,7 @@ class _Checker:
         if short:
             value = {"type": value}
         if not isinstance(value, dict):
-            self.err(at, f"expected a trigger name or a mapping with 'type', got {_kind(value)}")
+            self.err(at, f"expected a trigger name or a mapping with 'type', got {shown(value)}")
             return None, None
         kind = value.get("type")
         if kind not in TRIGGER_KEYS:
@@ -353,7 +353,7 @@ class _Checker:
         priority = self.integer(at, data, "priority", 0, 1000)
         enabled = data.get("enabled", True)
         if not isinstance(enabled, bool):
-            self.err((*at, "enabled"), f"expected true or false, got {_kind(enabled)}")
+            self.err((*at, "enabled"), f"expected true or false, got {shown(enabled)}")
         trigger, cal_segment = (self.trigger((*at, "trigger"), data["trigger"]) if "trigger" in data
                                 else (self.err(at, "missing key 'trigger'"), None))
         stop_on = frozenset(self.words((*at, "stop_on"), data["stop_on"], STOP_FACTS)) if "stop_on" in data else frozenset()
@@ -381,8 +381,6 @@ class _Checker:
         return Journey(jid, title, priority, trigger, tuple(steps), stop_on, segment, enabled, str(self.doc.path))
 
 
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
 
 
 def load_file(path: Path | str) -> tuple[list[Journey], list[ConfigError]]:

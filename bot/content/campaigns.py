@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 
 from bot import yamlfile
 from bot.times import DEFAULT_TZ
-from bot.yamlfile import ConfigError, Doc, KeyPath
+from bot.yamlfile import ConfigError, Doc, KeyPath, shown
 
 __all__ = ["Campaign", "DEFAULT_EXHAUSTED_REPLY", "load_campaigns", "describe_value", "local_time"]
 
@@ -215,7 +215,7 @@ def _text(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = False
         return None
     value = data[key]
     if not isinstance(value, str) or not value.strip():
-        raise doc.error((*at, key), f"expected non-empty text, got {_kind(value)}")
+        raise doc.error((*at, key), f"expected non-empty text, got {shown(value)}")
     return value.strip() if key != "reply" else value.rstrip("\n")
 
 
@@ -239,7 +239,7 @@ def _integer(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = Fa
         return None
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int):
-        raise doc.error((*at, key), f"expected a whole number, got {_kind(value)}")
+        raise doc.error((*at, key), f"expected a whole number, got {shown(value)}")
     if value < minimum:
         raise doc.error((*at, key), f"must be at least {minimum}, got {value}")
     return value
@@ -253,7 +253,7 @@ def _number(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = Fal
         return None
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise doc.error((*at, key), f"expected a number, got {_kind(value)}")
+        raise doc.error((*at, key), f"expected a number, got {shown(value)}")
     if not value > 0 or round(value, 2) != value:
         raise doc.error((*at, key), f"must be a positive number with at most 2 decimals, got {value}")
     return value
@@ -269,13 +269,10 @@ def _datetime(doc: Doc, keypath: KeyPath, value: Any, tz: ZoneInfo) -> datetime:
     if isinstance(value, date) and not isinstance(value, datetime):
         raise doc.error(keypath, "give a time too, e.g. 2024-12-01 23:59")
     if not isinstance(value, datetime):
-        raise doc.error(keypath, f"expected an ISO datetime like 2024-12-01 20:00, got {_kind(value)}")
+        raise doc.error(keypath, f"expected an ISO datetime like 2024-12-01 20:00, got {shown(value)}")
     return value.replace(tzinfo=tz) if value.tzinfo is None else value
 
 
-def _kind(value: Any) -> str:
-    """A value's type and repr, for error messages."""
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
 
 
 # ---------------------------------------------------------------------------------------------

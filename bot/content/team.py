@@ -1,4 +1,4 @@
-"""Consultants from YAML, working hours, and the pure choice of who takes a handoff."""
+"""Consultants from YAML (working hours in hours.py) and the pure choice of who takes a handoff."""
 
 from __future__ import annotations
 
@@ -6,15 +6,15 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta
-from itertools import pairwise
+from datetime import datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 from bot import yamlfile
-from bot.yamlfile import ConfigError, Doc, KeyPath
+from bot.content.hours import DAYS, Week, in_hours, next_start, parse_hours
+from bot.yamlfile import ConfigError, Doc, KeyPath, shown
 from bot.times import DEFAULT_TZ, aware
 
 __all__ = [
@@ -31,16 +31,12 @@ __all__ = [
     "pick",
 ]
 
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-DAY_MINUTES = 24 * 60
-WEEK_MINUTES = 7 * DAY_MINUTES
 DEFAULT_SLA_MINUTES = 5
 DEFAULT_MAX_CONCURRENT = 10
 # WeCom member userid: 1-64 bytes of letters, digits, _ - . @
 USERID_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 ENV_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
 INTENT_RE = re.compile(r"[a-z][a-z0-9_]*")
-TIME_RE = re.compile(r"(\d{1,2}):(\d{2})")
 # kf send_msg link: title <=128 bytes, desc <=512 bytes, url <=2048 bytes
 LINK_LIMITS = {"title": 128, "desc": 512, "url": 2048}
 
@@ -49,7 +45,6 @@ CONSULTANT_KEYS = frozenset({"userid", "name", "title", "card", "hours", "max_co
 CARD_KEYS = {"business_card": frozenset({"type"}),
              "link": frozenset({"type", "url", "title", "desc", "thumb_media_id"})}
 
-Period = tuple[int, int]  # minutes from the day's midnight; end > 1440 runs past midnight
 Reason = Literal["owner", "least_loaded", "priority_over_capacity",
                  "queue_off_hours", "queue_none_receiving", "queue_at_capacity"]
 
@@ -73,7 +68,7 @@ class Consultant:
     name: str
     title: str
     card: CardSpec
-    hours: tuple[tuple[Period, ...], ...]  # 7 entries, Monday first
+    hours: Week  # 7 entries, Monday first
     max_concurrent: int = DEFAULT_MAX_CONCURRENT
     backup: str | None = None
     supervisor: str | None = None
@@ -118,49 +113,17 @@ class Assignment:
     supervisor: str | None = None  # priority (complaint): also alert this supervisor
 
 
-# ---------------------------------------------------------------------------------------------
-# Working hours
-
-
-def _at(day: date, minutes: int, tz: ZoneInfo) -> datetime:
-    """The local moment `minutes` after midnight of `day` (may be on a later day)."""
-    days, rest = divmod(minutes, DAY_MINUTES)
-    return datetime.combine(day + timedelta(days=days), time(rest // 60, rest % 60), tzinfo=tz)
-
-
-def _periods_around(consultant: Consultant, now: datetime, days_back: int, days_ahead: int) -> list[tuple[datetime, datetime]]:
-    """Working periods starting from `days_back` days before to `days_ahead` days after now's local date."""
-    aware(now)
-    today = now.astimezone(consultant.tz).date()
-    out = []
-    for offset in range(-days_back, days_ahead + 1):
-        day = today + timedelta(days=offset)
-        for start, end in consultant.hours[day.weekday()]:
-            out.append((_at(day, start, consultant.tz), _at(day, end, consultant.tz)))
-    return out
-
-
 def on_duty(consultant: Consultant, now: datetime) -> bool:
     """Whether `now` falls in one of the consultant's working periods."""
-    ts = now.timestamp()
-    return any(s.timestamp() <= ts < e.timestamp() for s, e in _periods_around(consultant, now, 1, 0))
+    return in_hours(consultant.hours, consultant.tz, now)
 
 
 def next_on_duty(consultant: Consultant, now: datetime) -> datetime:
     """`now` if on duty, else the start of the next working period (local time)."""
-    if on_duty(consultant, now):
-        return now.astimezone(consultant.tz)
-    ts = now.timestamp()
-    starts = [s for s, _ in _periods_around(consultant, now, 0, 8) if s.timestamp() > ts]
-    if not starts:
+    start = next_start(consultant.hours, consultant.tz, now)
+    if start is None:
         raise ValueError(f"{consultant.userid} has no working hours")
-    return min(starts, key=lambda s: s.timestamp())
-
-
-
-
-# ---------------------------------------------------------------------------------------------
-# Assignment
+    return start
 
 
 def pick(team: Team, *, owner: str | None, receiving: Mapping[str, int], load: Mapping[str, int],
@@ -248,7 +211,7 @@ def _sla(doc: Doc, data: Any) -> Mapping[str, float]:
         if not isinstance(key, str) or not INTENT_RE.fullmatch(key):
             raise doc.error(at, "expected an intent name (lower case), e.g. price, complaint, default")
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
-            raise doc.error(at, f"expected a positive number of minutes, got {_kind(value)}")
+            raise doc.error(at, f"expected a positive number of minutes, got {shown(value)}")
         out[key] = value
     return MappingProxyType(out)
 
@@ -268,10 +231,10 @@ def _consultant(doc: Doc, at: KeyPath, data: Any, tz: ZoneInfo) -> Consultant:
     title = _text(doc, (*at, "title"), data["title"]) if "title" in data else "专属顾问"
     limit = data.get("max_concurrent", DEFAULT_MAX_CONCURRENT)
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
-        raise doc.error((*at, "max_concurrent"), f"expected a whole number >= 1, got {_kind(limit)}")
+        raise doc.error((*at, "max_concurrent"), f"expected a whole number >= 1, got {shown(limit)}")
     refs = {k: _userid(doc, (*at, k), data[k]) if data.get(k) is not None else None for k in ("backup", "supervisor")}
     return Consultant(userid=userid, name=name, title=title, card=_card(doc, (*at, "card"), data["card"]),
-                      hours=_hours(doc, (*at, "hours"), data["hours"]), max_concurrent=limit, tz=tz, **refs)
+                      hours=parse_hours(doc, (*at, "hours"), data["hours"]), max_concurrent=limit, tz=tz, **refs)
 
 
 def _card(doc: Doc, at: KeyPath, data: Any) -> CardSpec:
@@ -282,7 +245,7 @@ def _card(doc: Doc, at: KeyPath, data: Any) -> CardSpec:
         raise doc.error(at, "expected {type: business_card} or {type: link, url: ..., title: ...}")
     kind = data.get("type")
     if kind not in CARD_KEYS:
-        raise doc.error((*at, "type"), f"expected business_card or link, got {_kind(kind)}")
+        raise doc.error((*at, "type"), f"expected business_card or link, got {shown(kind)}")
     for key in data:
         if key not in CARD_KEYS[kind]:
             raise doc.error((*at, str(key)), f"unknown key for a {kind} card")
@@ -302,89 +265,6 @@ def _card(doc: Doc, at: KeyPath, data: Any) -> CardSpec:
     if not re.match(r"https?://", fields["url"] or ""):
         raise doc.error((*at, "url"), "expected an http(s) URL, e.g. the consultant's 「联系我」 link")
     return CardSpec("link", **fields)
-
-
-def _hours(doc: Doc, at: KeyPath, data: Any) -> tuple[tuple[Period, ...], ...]:
-    """hours: {mon-fri: "09:00-18:00", sat: "10:00-16:00", ...}; unlisted days are off."""
-    if not isinstance(data, dict) or not data:
-        raise doc.error(at, 'expected a mapping of days to hours, e.g. mon-fri: "09:00-18:00"')
-    week: list[list[Period]] = [[] for _ in DAYS]
-    owner: dict[int, str] = {}
-    for key, value in data.items():
-        where = (*at, str(key))
-        for day in _days(doc, where, key):
-            if day in owner:
-                raise doc.error(where, f"{DAYS[day]} is already given by {owner[day]!r}")
-            owner[day] = str(key)
-            week[day] = _periods(doc, where, value)
-    spans: list[tuple[int, int, int]] = []
-    for day, periods in enumerate(week):
-        for start, end in periods:
-            base = day * DAY_MINUTES
-            spans.append((base + start, base + end, day))
-            if base + end > WEEK_MINUTES:  # Sunday night into Monday morning
-                spans.append((base + start - WEEK_MINUTES, base + end - WEEK_MINUTES, day))
-    spans.sort()
-    for (_, e1, d1), (s2, _, d2) in pairwise(spans):
-        if s2 < e1:
-            raise doc.error((*at, owner[d2]), f"hours on {DAYS[d2]} overlap hours on {DAYS[d1]}")
-    if not any(week):
-        raise doc.error(at, "no working hours at all")
-    return tuple(tuple(sorted(p)) for p in week)
-
-
-def _days(doc: Doc, at: KeyPath, key: Any) -> list[int]:
-    """'mon', 'mon-fri', 'sat,sun', 'fri-mon' (wraps), 'daily' -> weekday numbers."""
-    text = str(key).strip().lower()
-    if text in ("daily", "every day", "mon-sun"):
-        return list(range(7))
-    out: list[int] = []
-    for part in text.split(","):
-        ends = [p.strip() for p in part.split("-")]
-        if len(ends) > 2 or not all(e in DAYS for e in ends):
-            raise doc.error(at, "expected days like mon, mon-fri, sat,sun or daily")
-        first, last = DAYS.index(ends[0]), DAYS.index(ends[-1])
-        span = [(first + i) % 7 for i in range((last - first) % 7 + 1)]
-        for day in span:
-            if day in out:
-                raise doc.error(at, f"{DAYS[day]} is listed twice")
-            out.append(day)
-    return out
-
-
-def _periods(doc: Doc, at: KeyPath, value: Any) -> list[Period]:
-    """'09:00-18:00', '09:00-12:00, 13:30-18:00', a list of those, or 'off'."""
-    if value is False or (isinstance(value, str) and value.strip().lower() == "off"):  # YAML reads off as false
-        return []
-    parts = value if isinstance(value, list) else str(value).split(",") if isinstance(value, str) else None
-    if not parts:
-        raise doc.error(at, f'expected hours like "09:00-18:00" (quoted), got {_kind(value)}')
-    out: list[Period] = []
-    for part in parts:
-        if not isinstance(part, str) or part.count("-") != 1:
-            raise doc.error(at, f'expected hours like "09:00-18:00" (quoted), got {_kind(part)}')
-        start, end = (_minute(doc, at, p.strip(), allow_24=i == 1) for i, p in enumerate(part.split("-")))
-        if start == end:
-            raise doc.error(at, f"{part.strip()!r} is empty (start equals end)")
-        out.append((start, end if end > start else end + DAY_MINUTES))  # end <= start: runs past midnight
-    out.sort()
-    for (_, e1), (s2, _) in pairwise(out):
-        if s2 < e1:
-            raise doc.error(at, "periods overlap")
-    return out
-
-
-def _minute(doc: Doc, at: KeyPath, text: str, *, allow_24: bool) -> int:
-    """'09:30' -> 570; '24:00' only as an end."""
-    m = TIME_RE.fullmatch(text)
-    if not m:
-        raise doc.error(at, f"expected a time like 09:00, got {text!r}")
-    h, mi = int(m[1]), int(m[2])
-    if (h, mi) == (24, 0) and allow_24:
-        return DAY_MINUTES
-    if h > 23 or mi > 59:
-        raise doc.error(at, f"{text!r} is not a time of day")
-    return h * 60 + mi
 
 
 def _check_refs(doc: Doc, consultants: list[Consultant]) -> None:
@@ -419,17 +299,14 @@ def _check_refs(doc: Doc, consultants: list[Consultant]) -> None:
 def _userid(doc: Doc, at: KeyPath, value: Any) -> str:
     """A WeCom member userid."""
     if not isinstance(value, str) or not USERID_RE.fullmatch(value):
-        raise doc.error(at, f"expected a WeCom userid (letters, digits, _ . @ -), got {_kind(value)}")
+        raise doc.error(at, f"expected a WeCom userid (letters, digits, _ . @ -), got {shown(value)}")
     return value
 
 
 def _text(doc: Doc, at: KeyPath, value: Any) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value.strip():
-        raise doc.error(at, f"expected non-empty text, got {_kind(value)}")
+        raise doc.error(at, f"expected non-empty text, got {shown(value)}")
     return value.strip()
 
 
-def _kind(value: Any) -> str:
-    """A value's type and repr, for error messages."""
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
