@@ -1,4 +1,4 @@
-"""`wecom-bot sop ...`, `purchase` and `birthday` subcommands, parsed as bot/cli.py would after register()."""
+"""`wecom-bot sop ...`, `purchase` and `birthday` subcommands, parsed as bot/ops/cli.py would after register()."""
 
 from __future__ import annotations
 

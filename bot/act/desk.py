@@ -22,7 +22,7 @@ APP_MESSAGES_PER_MINUTE = 28  # WeCom drops what exceeds 30 per member per minut
 
 
 class Desk:
-    """Performs what handoffs need against WeCom; the records live in bot/handoffs.py."""
+    """Performs what handoffs need against WeCom; the records live in bot/records/handoffs.py."""
 
     def __init__(self, wecom: WeCom, store: Store, customers: Customers, handoffs: Handoffs,
                  team: Callable[[], Team | None], agent_id: int,

@@ -34,7 +34,7 @@ class Executor:
         self.content = content
         self.clock = clock
         self.corp_tags = corp_tags or {}  # our tag name -> WeCom corp tag id
-        self.desk: Any = None  # bot.desk.Desk, attached by the runtime
+        self.desk: Any = None  # bot.act.desk.Desk, attached by the runtime
         self.sop: Callable[[], Any] = lambda: None  # the SOP engine (sop.engine.Engine) or None
 
     def run(self, actions: list[Action], key: str) -> None:
