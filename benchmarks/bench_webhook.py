@@ -130,7 +130,7 @@ def end_to_end(redis_url: str, samples: int) -> list[float]:
     sb = Sandbox(SANDBOX_CORP_ID, "sandbox-secret", SANDBOX_OPEN_KFID).start()
     settings, _ = make_settings(sb.url, redis_url)
     r = connect(redis_url)
-    rt = Runtime(settings, r, content=Content(settings, r))
+    rt = Runtime(settings, r, content=Content(settings))
     svc = Service(rt.app(), CRYPTO, settings.callback_path)
     stop = threading.Event()
     rt.settings = dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, block_ms=5))

@@ -6,14 +6,17 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import redis
 
 from bot.config import SANDBOX_OPEN_KFID, Settings
 from bot.content import Content
+from bot.content.campaigns import Campaign
+from bot.content.team import Team
+from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.act.desk import Desk
 from bot.records.handoffs import Handoffs
@@ -24,7 +27,14 @@ from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from bot.records.store import Store
 from bot.wecom.client import WechatpyWeCom
 from bot.queue.worker import Worker
+from bot.wecom.sandbox import Sandbox
+from sop.engine import Engine
+from sop.journeys import Journey
+from sop.plan import Rules
 from bot.times import from_ts
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger("bot")
 
@@ -51,14 +61,51 @@ def open_redis(settings: Settings) -> tuple[redis.Redis, EmbeddedRedis | None]:
 
 @dataclass
 class Runtime:
-    """The parts one process uses; `close()` stops what it started."""
+    """The parts one process uses, each built once; `close()` stops what it started."""
 
     settings: Settings
     r: redis.Redis
     embedded: EmbeddedRedis | None = None
-    sandbox: Any = None
-    content: Any = None
+    sandbox: Sandbox | None = None
+    content: Content | None = None
     clock: Callable[[], float] = time.time
+    store: Store = field(init=False)
+    customers: Customers = field(init=False)
+    handoffs: Handoffs = field(init=False)
+    inbox: Inbox = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.r)
+        self.customers = Customers(self.r)
+        self.handoffs = Handoffs(self.r, self.settings.timezone)
+        self.inbox = Inbox(self.r)
+        self._lock = threading.Lock()
+        self._book: tuple[tuple[Campaign, ...], CouponBook] | None = None
+        self._engine: tuple[tuple[Journey, ...], Engine] | None = None
+
+    def coupons(self) -> CouponBook | None:
+        """The coupon book over the campaigns as currently loaded (None when none are configured)."""
+        campaigns = self.content.campaigns if self.content else None
+        if campaigns is None:
+            return None
+        with self._lock:
+            if self._book is None or self._book[0] is not campaigns:
+                self._book = (campaigns, CouponBook(self.r, campaigns, self.settings.timezone))
+            return self._book[1]
+
+    def engine(self) -> Engine | None:
+        """The SOP engine, running the journeys as currently loaded (None when none are configured)."""
+        journeys = self.content.journeys if self.content else None
+        if journeys is None:
+            return None
+        with self._lock:
+            if self._engine is None:
+                self._engine = (journeys, Engine(self.r, journeys, Rules(), self.settings.timezone,
+                                                 customers=self.customers, emit=self.inbox.emit_touches))
+            elif self._engine[0] is not journeys:
+                self._engine[1].use(journeys)
+                self._engine = (journeys, self._engine[1])
+            return self._engine[1]
 
     def wecom(self) -> WechatpyWeCom:
         s = self.settings
@@ -68,8 +115,8 @@ class Runtime:
     def pipeline(self, wecom: Any | None = None) -> Pipeline:
         wecom = wecom or self.wecom()
         tz = self.settings.timezone
-        store, customers, handoffs = Store(self.r), Customers(self.r), Handoffs(self.r, tz)
-        executor = Executor(wecom, store, customers, tz, content=self.content, clock=self.clock,
+        store, customers, handoffs = self.store, self.customers, self.handoffs
+        executor = Executor(wecom, store, customers, tz, coupons=self.coupons, clock=self.clock,
                             corp_tags=self.settings.corp_tags)
         executor.desk = Desk(wecom, store, customers, handoffs, self.team, self.settings.agent_id, executor.send,
                              now=lambda: from_ts(self.clock(), tz))
@@ -77,34 +124,31 @@ class Runtime:
         return Pipeline(executor, store, customers, self.settings.replies, self.content,
                         human_holds=lambda customer, msgid: _held(handoffs, customer, msgid))
 
-    def engine(self) -> Any:
-        """The SOP engine for the journeys as currently loaded (None when none are configured)."""
-        return self.content.engine() if self.content else None
-
     def touches(self, executor: Executor) -> Any:
         """Runs SOP touch entries through `executor`."""
         from bot.act.touches import TouchRunner
 
         team = self.team()
         default = team.consultants[0].userid if team and team.consultants else None
-        handoffs = Handoffs(self.r, self.settings.timezone)
+        handoffs = self.handoffs
         return TouchRunner(executor, self.engine(), lambda c: executor.customers.owner(c) or handoffs.owner_of(c),
                            default, clock=self.clock, human_holds=lambda c: handoffs.open_for(c) is not None)
 
-    def team(self) -> Any:
+    def team(self) -> Team | None:
         """The consultants as currently loaded (None when not configured)."""
-        return self.content.get("team") if self.content else None
+        return self.content.team if self.content else None
 
     def worker(self, name: str | None = None) -> Worker:
         wecom = self.wecom()
         pipeline = self.pipeline(wecom)
-        return Worker(Inbox(self.r), Store(self.r), wecom, pipeline, self.settings.worker, name,
+        return Worker(self.inbox, self.store, wecom, pipeline, self.settings.worker, name,
                       touches=self.touches(pipeline.executor), clock=self.clock)
 
-    def app(self):
+    def app(self) -> Flask:
         from bot.app import create_app
 
-        return create_app(self.settings, self.r, self.content, self.sandbox.url if self.sandbox else None)
+        return create_app(self.settings, self.r, self.content, self.sandbox.url if self.sandbox else None,
+                          coupons=self.coupons, engine=self.engine)
 
     def close(self) -> None:
         if self.sandbox is not None:
@@ -127,8 +171,6 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
     sandbox = None
     try:
         if settings.sandbox if with_sandbox is None else with_sandbox:
-            from bot.wecom.sandbox import Sandbox
-
             try:
                 sandbox = Sandbox(settings.corp_id, "sandbox-secret", SANDBOX_OPEN_KFID, port=sandbox_port).start()
             except OSError as exc:
@@ -136,7 +178,7 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
                                        f"is another `wecom-bot serve` running? (--sandbox-port)") from None
             sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
             settings = settings.with_api_base(f"{sandbox.url}/cgi-bin/")
-        return Runtime(settings, r, embedded, sandbox, Content(settings, r))
+        return Runtime(settings, r, embedded, sandbox, Content(settings))
     except Exception:
         if sandbox:
             sandbox.stop()
@@ -144,6 +186,13 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
             embedded.stop()
             (settings.embedded_redis_dir / "port").unlink(missing_ok=True)
         raise
+
+
+def production_app(settings: Settings) -> Flask:
+    """The app for a web-only process on the shared REDIS_URL (gunicorn, `wecom-bot web`)."""
+    if not settings.redis_url:
+        raise SystemExit("a web-only process needs REDIS_URL (use `wecom-bot serve` for the all-in-one mode)")
+    return Runtime(settings, connect(settings.redis_url), content=Content(settings)).app()
 
 
 def write_sandbox_info(rt: Runtime, service_url: str) -> Path:

@@ -102,7 +102,7 @@ def settings(sandbox, redis_url, r):
 
 @pytest.fixture()
 def runtime(settings, r):
-    rt = Runtime(settings, r, content=Content(settings, r))
+    rt = Runtime(settings, r, content=Content(settings))
     yield rt
 
 

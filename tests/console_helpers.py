@@ -20,20 +20,22 @@ ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "console-admin-token-1234"
 
 
-def build_app(settings: Any, r: Any, content: Any, sandbox_url: str | None, token: str | None) -> Flask:
+def build_app(settings: Any, r: Any, content: Any, sandbox_url: str | None, token: str | None,
+              coupons: Any = lambda: None) -> Flask:
     """The callback endpoint, the console at /admin and /metrics, as create_app mounts them."""
     app = Flask("console-test")
     wh = make_webhook(CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), Inbox(r),
                       settings.callback_path, settings.max_body_bytes, settings.max_clock_skew_seconds)
     app.register_blueprint(wh)
-    app.register_blueprint(make_console(settings, r, content, sandbox_url, admin_token=token), url_prefix="/admin")
-    app.register_blueprint(make_metrics(settings, r, wh.counts, content))
+    app.register_blueprint(make_console(settings, r, content, sandbox_url, admin_token=token, coupons=coupons), url_prefix="/admin")
+    app.register_blueprint(make_metrics(settings, r, wh.counts, coupons))
     return app
 
 
-def serve(settings: Any, r: Any, content: Any, sandbox_url: str | None, token: str | None) -> Service:
+def serve(settings: Any, r: Any, content: Any, sandbox_url: str | None, token: str | None,
+          coupons: Any = lambda: None) -> Service:
     """That app over real HTTP on loopback."""
-    app = build_app(settings, r, content, sandbox_url, token)
+    app = build_app(settings, r, content, sandbox_url, token, coupons)
     return Service(app, CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), settings.callback_path)
 
 

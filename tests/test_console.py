@@ -32,13 +32,13 @@ def login(svc, token: str = TOKEN) -> requests.Session:
 
 @pytest.fixture()
 def console(runtime, sandbox, r):
-    svc = serve(runtime.settings, r, runtime.content, sandbox.url, TOKEN)
+    svc = serve(runtime.settings, r, runtime.content, sandbox.url, TOKEN, runtime.coupons)
     yield svc
     svc.stop()
 
 
 def test_console_is_off_without_a_token_outside_sandbox_mode(runtime, sandbox, r):
-    svc = serve(runtime.settings, r, runtime.content, sandbox.url, None)
+    svc = serve(runtime.settings, r, runtime.content, sandbox.url, None, runtime.coupons)
     try:
         assert requests.get(svc.url + "/admin/").status_code == 404
         assert requests.get(svc.url + "/admin/login").status_code == 404
@@ -49,7 +49,7 @@ def test_console_is_off_without_a_token_outside_sandbox_mode(runtime, sandbox, r
 
 def test_sandbox_mode_without_a_token_is_open_to_localhost_only(runtime, sandbox, r):
     settings = dataclasses.replace(runtime.settings, secret=None)
-    svc = serve(settings, r, runtime.content, sandbox.url, None)
+    svc = serve(settings, r, runtime.content, sandbox.url, None, runtime.coupons)
     try:
         assert requests.get(svc.url + "/admin/").status_code == 200
         assert requests.get(svc.url + "/admin/sandbox").status_code == 200
@@ -129,7 +129,7 @@ def shot(page, name: str) -> None:
 def test_browser_login_every_page_charts_and_sandbox_chat(browser, runtime, sandbox, service, r):
     traffic(sandbox, service, runtime)
     settings = dataclasses.replace(runtime.settings, secret=None)  # sandbox mode: the 沙盒 page is on
-    svc = serve(settings, r, runtime.content, sandbox.url, TOKEN)
+    svc = serve(settings, r, runtime.content, sandbox.url, TOKEN, runtime.coupons)
     try:
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(svc.url + "/admin/")

@@ -69,7 +69,7 @@ def test_redis_stopped_mid_run_callbacks_503_then_all_acked_answered(sandbox, tm
     url = server.url
     settings, _ = make_settings(sandbox.url, url)
     r = connect(url)
-    rt = Runtime(settings, r, content=Content(settings, r))
+    rt = Runtime(settings, r, content=Content(settings))
     svc = Service(rt.app(), CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), settings.callback_path)
     stop = threading.Event()
     worker = threading.Thread(target=rt.worker().run_forever, args=(stop,), daemon=True)

@@ -29,7 +29,7 @@ def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 @pytest.fixture()
 def app(runtime, sandbox, r):
-    svc = serve(runtime.settings, r, runtime.content, sandbox.url, None)
+    svc = serve(runtime.settings, r, runtime.content, sandbox.url, None, runtime.coupons)
     yield svc
     svc.stop()
 

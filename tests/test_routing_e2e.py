@@ -46,7 +46,7 @@ def test_discount_gets_a_coupon_and_asking_again_gets_the_same(sandbox, service,
     code = coupon_code(first[0])
     again = say(sandbox, service, runtime, "還有優惠券嗎？")
     assert coupon_code(again[0]) == code
-    stats = runtime.content.get("coupons").stats(__import__("datetime").datetime.now(runtime.settings.timezone))
+    stats = runtime.coupons().stats(__import__("datetime").datetime.now(runtime.settings.timezone))
     assert sum(row["issued"] for row in stats) == 1
     assert "要优惠" in Customers(runtime.r).get("wmRoute0001").tags
 
@@ -57,7 +57,7 @@ def test_replayed_message_gets_one_coupon_and_one_reply(sandbox, service, runtim
     runtime.r.delete(f"wecom:kf:{{{sandbox.open_kfid}}}:cursor")
     say(sandbox, service, runtime, "你好", "wmOther")
     assert len([d for d in sandbox.delivered() if d["touser"] == "wmReplay"]) == 1
-    book = runtime.content.get("coupons")
+    book = runtime.coupons()
     assert len(book.coupons_of("wmReplay")) == 1
 
 
@@ -145,7 +145,8 @@ def test_redeem_endpoint_authenticated_and_idempotent(sandbox, service, runtime,
     from bot.app import create_app
     from tests.conftest import Service
 
-    svc = Service(create_app(dataclasses.replace(settings, api_token="s3cret"), runtime.r, runtime.content),
+    svc = Service(create_app(dataclasses.replace(settings, api_token="s3cret"), runtime.r, runtime.content,
+                             coupons=runtime.coupons, engine=runtime.engine),
                   service.crypto, settings.callback_path)
     try:
         auth = {"Authorization": "Bearer s3cret"}
@@ -172,7 +173,7 @@ def test_broken_edit_keeps_the_running_version(tmp_path, settings, r):
         src = Path(settings.content[name])
         (shutil.copytree if src.is_dir() else shutil.copy)(src, tmp_path / src.name)
     paths = {name: tmp_path / Path(p).name for name, p in settings.content.items()}
-    content = Content(dataclasses.replace(settings, content=paths), r, check_every=0)
+    content = Content(dataclasses.replace(settings, content=paths), check_every=0)
     before = content.get("classifier")
     assert before.classify("有优惠吗").intent == "discount"
     paths["keywords"].write_text("labels: [unclosed\n")
@@ -253,4 +254,4 @@ def test_a_journey_naming_an_unknown_coupon_campaign_is_a_config_error(tmp_path,
     bday = journeys / "birthday.yaml"
     bday.write_text(bday.read_text().replace("campaign: birthday-80", "campaign: no-such-coupon"))
     with pytest.raises(ConfigError, match=r"birthday.yaml:\d+: .*no-such-coupon"):
-        Content(dataclasses.replace(settings, content={**settings.content, "journeys": journeys}), r)
+        Content(dataclasses.replace(settings, content={**settings.content, "journeys": journeys}))

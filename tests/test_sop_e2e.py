@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from bot.queue.scheduler import Scheduler
 from bot.records.store import Store

@@ -11,11 +11,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.records.customers import Customer, Customers
-from bot.queue.inbox import STREAM, Inbox
+from bot.queue.inbox import STREAM
 from sop import journeys
 from sop.engine import DUE, INFLIGHT, Engine
 from sop.journeys import Journey, Segment, Step, Trigger
 from sop.plan import Rules
+from tests.support import engine_for
 
 SH = ZoneInfo("Asia/Shanghai")
 MON_2350 = datetime(2024, 12, 2, 23, 50, tzinfo=SH)
@@ -47,7 +48,7 @@ def run_until(engine: Engine, now: datetime) -> None:
 
 
 def test_welcome_at_once_then_day1_at_ten_not_at_night(r):
-    e = Engine(r, [week()], Rules(), SH)
+    e = engine_for(r, [week()], Rules(), SH)
     (w,) = e.welcome("c1", "customer_added", MON_2350)
     assert w.step == "welcome" and w.content == {"text": "你好"}
     assert e.welcome("c1", "customer_added", MON_2350) == []  # idempotent
@@ -63,7 +64,7 @@ def test_welcome_at_once_then_day1_at_ten_not_at_night(r):
 
 def test_enroll_is_idempotent_and_night_steps_defer(r):
     j = Journey("late", "晚", 10, Trigger("tag", tag="要优惠"), (step("a", timedelta(hours=2)),), frozenset(), Segment())
-    e = Engine(r, [j], Rules(), SH)
+    e = engine_for(r, [j], Rules(), SH)
     assert e.enroll("c1", "tag", at(2, 21), tag="要优惠") == 1
     assert e.enroll("c1", "tag", at(2, 21), tag="要优惠") == 0
     assert e.enroll("c1", "tag", at(2, 21), tag="其他") == 0
@@ -77,7 +78,7 @@ def test_enroll_is_idempotent_and_night_steps_defer(r):
 def test_kf_window_then_mass_task_quota_then_staff_reminder(r):
     steps = tuple(step(f"s{i}", timedelta(days=i), at_=time(12), kind=f"k{i}") for i in range(1, 8))
     j = Journey("many", "多", 10, Trigger("purchase"), steps, frozenset(), Segment())
-    e = Engine(r, [j], Rules(), SH)
+    e = engine_for(r, [j], Rules(), SH)
     Customers(r).saw_message("c1", at(1, 11).timestamp())
     e.enroll("c1", "purchase", at(1, 12))
     for day in range(2, 9):
@@ -93,7 +94,7 @@ def test_kf_window_then_mass_task_quota_then_staff_reminder(r):
 def test_stop_conditions(r):
     j = Journey("wb", "唤醒", 10, Trigger("silence", days=30), (step("a", at_=time(20)), step("b", timedelta(days=3), at_=time(20))),
                 frozenset({"replied", "handed_off"}), Segment())
-    e = Engine(r, [j], Rules(), SH)
+    e = engine_for(r, [j], Rules(), SH)
     e.enroll("c1", "silence", at(1, 9), days=30)
     e.enroll("c2", "silence", at(1, 9), days=30)
     e.enroll("c3", "silence", at(1, 9), days=30)
@@ -111,7 +112,7 @@ def test_stop_conditions(r):
 def test_ignored_three_in_a_row_then_a_reply_resets(r):
     steps = tuple(step(f"o{i}", timedelta(days=i), at_=time(12), kind="offer") for i in range(1, 6))
     j = Journey("offers", "券", 10, Trigger("purchase"), steps, frozenset(), Segment())
-    e = Engine(r, [j], Rules(mass_quota=99), SH)
+    e = engine_for(r, [j], Rules(mass_quota=99), SH)
     e.enroll("c1", "purchase", at(1, 12))
     for day in (2, 3, 4, 5):
         run_until(e, at(day, 12))
@@ -126,9 +127,9 @@ def test_two_engines_ticking_concurrently_never_emit_a_touch_twice(r, redis_url)
     from bot.redis_server import connect
 
     j = Journey("one", "一", 10, Trigger("purchase"), (step("a", timedelta(hours=1)),), frozenset(), Segment())
-    Engine(r, [j], Rules(daily_cap=99, mass_quota=99), SH).enroll_many(
+    engine_for(r, [j], Rules(daily_cap=99, mass_quota=99), SH).enroll_many(
         (f"c{i}", "purchase", at(2, 9), {}) for i in range(3000))
-    engines = [Engine(connect(redis_url), [j], Rules(daily_cap=99, mass_quota=99), SH) for _ in range(4)]
+    engines = [engine_for(connect(redis_url), [j], Rules(daily_cap=99, mass_quota=99), SH) for _ in range(4)]
     claimed = [0] * len(engines)
 
     def work(i: int) -> None:
@@ -154,20 +155,20 @@ class Crash(RuntimeError):
 def test_crash_mid_batch_then_another_scheduler_emits_each_touch_once(r, where):
     j = Journey("one", "一", 10, Trigger("purchase"), (step("a", timedelta(hours=1)), step("b", timedelta(days=1), at_=time(12))),
                 frozenset(), Segment())
-    dead = Engine(r, [j], Rules(), SH)
+    dead = engine_for(r, [j], Rules(), SH)
     dead.enroll_many((f"c{i}", "purchase", at(2, 9), {}) for i in range(20))
-    real = dead.inbox.put_many
+    real = dead.emit
 
     def crashing(items, ttl):
         if where == "after_put":
             real(items, ttl)
         raise Crash()
 
-    dead.inbox.put_many = crashing
+    dead.emit = crashing
     with pytest.raises(Crash):
         dead.tick(at(2, 12))
     assert r.zcard(INFLIGHT) == 20  # claimed and leased, not lost
-    other = Engine(r, [j], Rules(), SH, Inbox(r))
+    other = engine_for(r, [j], Rules(), SH)
     assert other.tick(at(2, 12)).claimed == 0  # the lease still holds
     res = other.tick(at(2, 12, 2))  # lease (60 s) expired: reclaimed
     assert res.claimed == 20 and res.emitted == (20 if where == "before_put" else 0)
@@ -179,7 +180,7 @@ def test_crash_mid_batch_then_another_scheduler_emits_each_touch_once(r, where):
 def test_reload_invalid_keeps_old_and_valid_moves_by_step_id(r, tmp_path: Path):
     src = (journeys.DEFAULT_DIR / "purchase_guide.yaml").read_text(encoding="utf-8")
     (tmp_path / "p.yaml").write_text(src, encoding="utf-8")
-    e = Engine(r, journeys.load(tmp_path), Rules(), SH)
+    e = engine_for(r, journeys.load(tmp_path), Rules(), SH)
     e.enroll("c1", "purchase", at(1, 12))
     (tmp_path / "p.yaml").write_text(src.replace("wait: 3d", "wait: three days"), encoding="utf-8")
     errors = e.reload(tmp_path)
@@ -192,7 +193,7 @@ def test_reload_invalid_keeps_old_and_valid_moves_by_step_id(r, tmp_path: Path):
 
 
 def test_removed_journey_is_skipped(r, tmp_path: Path):
-    e = Engine(r, [week()], Rules(), SH)
+    e = engine_for(r, [week()], Rules(), SH)
     e.enroll("c1", "customer_added", MON_2350)
     e.journeys = {}
     assert e.tick(at(3, 0)).reasons["skipped:journey_removed"] == 1
@@ -203,7 +204,7 @@ def test_scan_calendar_silence_and_birthdays(r):
                      frozenset(), Segment(lifecycle=("active", "silent")))
     wb = Journey("wb", "唤醒", 30, Trigger("silence", days=30), (step("a", at_=time(20)),), frozenset({"replied"}), Segment())
     bday = Journey("bd", "生日", 90, Trigger("birthday"), (step("a", at_=time(9, 30), kind="greeting"),), frozenset(), Segment())
-    e = Engine(r, [member, wb, bday], Rules(), SH)
+    e = engine_for(r, [member, wb, bday], Rules(), SH)
     old = at(1, 9) - timedelta(days=40)
     people = [Customer("new", first_seen=at(15, 9).timestamp(), last_inbound=at(15, 9).timestamp()),
               Customer("old", first_seen=old.timestamp(), last_inbound=(at(18, 8) - timedelta(days=30)).timestamp())]
@@ -217,7 +218,7 @@ def test_scan_calendar_silence_and_birthdays(r):
 
 
 def test_naive_times_are_refused(r):
-    e = Engine(r, [week()], Rules(), SH)
+    e = engine_for(r, [week()], Rules(), SH)
     with pytest.raises(ValueError):
         e.enroll("c1", "customer_added", datetime(2024, 12, 2, 10))
 
@@ -226,7 +227,7 @@ def test_newer_trigger_supersedes_the_pending_enrolment(r):
     j = Journey("tagged", "标签", 10, Trigger("tag", tag="要优惠"),
                 (step("a", timedelta(days=1), at_=time(12)), step("b", timedelta(days=2), at_=time(12))),
                 frozenset(), Segment())
-    e = Engine(r, [j], Rules(), SH)
+    e = engine_for(r, [j], Rules(), SH)
     assert e.enroll("c1", "tag", at(2, 9), tag="要优惠") == 1
     assert e.enroll("c1", "tag", at(1, 9), tag="要优惠") == 0  # older than the live one
     assert e.enroll("c1", "tag", at(2, 15), tag="要优惠") == 1  # restarts the journey
@@ -235,7 +236,7 @@ def test_newer_trigger_supersedes_the_pending_enrolment(r):
 
 
 def test_note_failed_gives_the_slot_back_and_note_sent_counts_manual_sends(r):
-    e = Engine(r, [week()], Rules(daily_cap=1), SH)
+    e = engine_for(r, [week()], Rules(daily_cap=1), SH)
     e.enroll("c1", "customer_added", at(2, 9))
     e.tick(at(2, 9))  # welcome via mass task (no welcome code)
     (entry,) = entries(r)

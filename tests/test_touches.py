@@ -15,7 +15,8 @@ from bot.act.executor import Executor
 from bot.records.store import Store
 from bot.act.touches import TouchRunner
 from sop import journeys
-from sop.engine import DUE, HIST, Engine
+from sop.engine import DUE, HIST
+from tests.support import engine_for
 from sop.plan import Rules
 
 OWNER = "li.consultant"
@@ -26,13 +27,13 @@ FALLBACK = "wang.consultant"
 def engine(r, settings):
     found, errors = journeys.load_dir()
     assert not errors
-    return Engine(r, found, Rules(), settings.timezone)
+    return engine_for(r, found, Rules(), settings.timezone)
 
 
 @pytest.fixture()
 def runner(runtime, engine):
     ex = Executor(runtime.wecom(), Store(runtime.r), Customers(runtime.r), runtime.settings.timezone,
-                  content=runtime.content)
+                  coupons=runtime.coupons)
     owners = {"c-kf": OWNER, "c-closed": OWNER, "c-mass": OWNER, "c-41048": OWNER, "c-coupon": OWNER}
     return TouchRunner(ex, engine, owners.get, FALLBACK)
 
@@ -127,7 +128,7 @@ def test_coupon_touch_issues_exactly_one_coupon(runner, sandbox, r, runtime):
     assert runner.run(data, "touch:t-bday") == "sent:kf"
     runner.run(data, "touch:t-bday")
     assert runner.run(data, "touch:t-bday-again") == "sent:kf"  # a re-emitted entry: same touch_id, same coupon
-    book = runtime.content.get("coupons")
+    book = runtime.coupons()
     (coupon,) = book.coupons_of("c-coupon")
     texts = [m["text"]["content"] for m in sandbox.delivered()]
     assert texts[0] == "🎂 生日快乐！" and coupon.code in texts[1]

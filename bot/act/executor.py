@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 from handlers.actions import (Action, IssueCoupon, OptOut, Record, RequestHandoff, SendFailed, SendText, SessionChanged,
                          StaffReplied, Tag, Welcome)
 from bot.records.customers import Customers
+from bot.records.coupons import CouponBook
 from bot.records.store import Store
 from bot.wecom import KF_CANNOT_SEND, KF_TEXT_MAX_BYTES, WeCom, WeComError, clip, derive_msgid
 from bot.times import from_ts
@@ -26,12 +27,13 @@ class Executor:
     """Performs actions; every action is keyed, and a key already done is skipped."""
 
     def __init__(self, wecom: WeCom, store: Store, customers: Customers, tz: ZoneInfo,
-                 content: Any = None, clock: Callable[[], float] = time.time, corp_tags: Any = None):
+                 coupons: Callable[[], CouponBook | None] = lambda: None, clock: Callable[[], float] = time.time,
+                 corp_tags: Any = None):
         self.wecom = wecom
         self.store = store
         self.customers = customers
         self.tz = tz
-        self.content = content
+        self.coupons = coupons  # the coupon book as currently configured, or None
         self.clock = clock
         self.corp_tags = corp_tags or {}  # our tag name -> WeCom corp tag id
         self.desk: Any = None  # bot.act.desk.Desk, attached by the runtime
@@ -88,7 +90,7 @@ class Executor:
         record = self.customers.get(customer)
         when = from_ts(now, self.tz)
         is_new = not record.first_seen or now - record.first_seen < 7 * 86400
-        coupons = self.content.get("coupons") if self.content else None
+        coupons = self.coupons()
         if coupons is None:
             raise RuntimeError("a coupon was asked for but no campaigns are configured (content.coupons)")
         result = coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags), campaign=campaign)

@@ -274,7 +274,7 @@ class TouchRunner:
 
     def _coupon_text(self, data: dict[str, Any], key: str, now: float) -> str:
         """Issue the step's coupon for a person to pass on; the book's reply text (with the code) or ''."""
-        book = self.executor.content.get("coupons") if self.executor.content else None
+        book = self.executor.coupons()
         if book is None:
             return ""
         rec = self.executor.customers.get(data["customer"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from datetime import datetime
-from typing import Any
+from typing import Any, Callable
 
 import redis
 from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
@@ -23,7 +23,7 @@ PUBLIC = {"console.login", "console.login_post", "console.static"}
 
 
 def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str | None,
-                 admin_token: Any = _ENV) -> Blueprint:
+                 admin_token: Any = _ENV, coupons: Callable[[], Any] = lambda: None) -> Blueprint:
     """The console blueprint; mount it at /admin. The token defaults to $WECOM_BOT_ADMIN_TOKEN."""
     token = os.environ.get("WECOM_BOT_ADMIN_TOKEN") if admin_token is _ENV else admin_token
     gate = Gate(token, settings.sandbox)
@@ -127,7 +127,7 @@ def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str |
     def overview() -> str:
         days = request.args.get("days", 7, type=int)
         days = days if days in PERIODS else 7
-        return page("overview.html", o=data.overview(r, content, tz, days), periods=PERIODS, active="overview")
+        return page("overview.html", o=data.overview(r, coupons(), tz, days), periods=PERIODS, active="overview")
 
     @bp.get("/handoffs")
     def handoffs() -> str:
@@ -142,7 +142,7 @@ def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str |
         found = data.find_customers(r, q) if q and not cid else []
         if q and not cid and len(found) == 1:
             cid = found[0]
-        t = data.timeline(r, content, tz, cid) if cid else None
+        t = data.timeline(r, coupons(), tz, cid) if cid else None
         return page("customer.html", q=q, found=found, cid=cid, t=t, active="customer")
 
     @bp.get("/sop")

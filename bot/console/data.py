@@ -34,7 +34,7 @@ def intent_name(label: str) -> str:
     return f"{INTENT_NAMES[label]}（{label}）" if label in INTENT_NAMES else label
 
 
-def overview(r: redis.Redis, content: Any, tz: ZoneInfo, days: int, now: datetime | None = None) -> dict[str, Any]:
+def overview(r: redis.Redis, book: Any, tz: ZoneInfo, days: int, now: datetime | None = None) -> dict[str, Any]:
     """Numbers for the overview page over the last `days` local days."""
     daily.rollup(r, tz)
     now = now or datetime.now(tz)
@@ -54,7 +54,6 @@ def overview(r: redis.Redis, content: Any, tz: ZoneInfo, days: int, now: datetim
 
     since = datetime.combine(period[0], datetime.min.time(), tz)
     hstats = handoff_stats.stats(Handoffs(r, tz), now, since)
-    book = content.get("coupons") if content else None
     coupons = book.stats(now) if book else []
     issued_period = dict(by_prefix("coupon_issued:"))
     return {
@@ -118,10 +117,9 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
-def timeline(r: redis.Redis, content: Any, tz: ZoneInfo, customer: str, scan: int = 20000) -> dict[str, Any]:
+def timeline(r: redis.Redis, book: Any, tz: ZoneInfo, customer: str, scan: int = 20000) -> dict[str, Any]:
     """One customer: record, tags, intents, coupons, handoffs and the recent event timeline."""
     rec = Customers(r).get(customer)
-    book = content.get("coupons") if content else None
     coupons = book.coupons_of(customer) if book else []
     handoffs = [h for h in Handoffs(r, tz).list(None, limit=2000) if h.customer == customer]
     hids = {h.id for h in handoffs}

@@ -1,4 +1,5 @@
-"""Operator-edited files (keywords, FAQ, coupons): fatal errors at start, kept running version on reload."""
+"""Operator-edited files (keywords, FAQ, coupons, journeys, consultants): fatal errors at start, the running
+version kept on a bad reload."""
 
 from __future__ import annotations
 
@@ -7,12 +8,16 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import Any
-
-import redis
+from typing import TYPE_CHECKING, Any
 
 from bot.config import Settings
 from bot.yamlfile import ConfigError
+
+if TYPE_CHECKING:
+    from bot.content.campaigns import Campaign
+    from bot.content.team import Team
+    from intents.classify import Classifier
+    from sop.journeys import Journey
 
 log = logging.getLogger("bot.content")
 
@@ -31,14 +36,14 @@ def _mtimes(paths: Any) -> tuple[float, ...]:
 
 
 @functools.lru_cache(maxsize=4)
-def _classifier(keywords: Path, faq: Path | None, mtimes: tuple[float, ...]) -> Any:
+def _classifier(keywords: Path, faq: Path | None, mtimes: tuple[float, ...]) -> Classifier:
     """Loading jieba and the keyword files costs a second: once per process per file version."""
     from intents.classify import load_classifier
 
     return load_classifier(keywords, faq)
 
 
-def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
+def load_content(settings: Settings) -> dict[str, Any]:
     """Load every file named in config.yaml `content`; raises ConfigError naming file, line and key."""
     content: dict[str, Any] = {}
     paths = settings.content
@@ -46,16 +51,14 @@ def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
         content["classifier"] = _classifier(paths["keywords"], paths.get("faq"), _mtimes(paths))
     if paths.get("coupons"):
         from bot.content.campaigns import load_campaigns
-        from bot.records.coupons import CouponBook
 
-        tz = settings.timezone
-        content["coupons"] = CouponBook(r, load_campaigns(paths["coupons"], tz), tz)
+        content["campaigns"] = load_campaigns(paths["coupons"], settings.timezone)
     if paths.get("journeys"):
         from sop import journeys
 
         content["journeys"] = journeys.load(paths["journeys"])
-    if content.get("journeys") and content.get("coupons"):
-        _check_campaigns(content["journeys"], content["coupons"])
+    if content.get("journeys") and content.get("campaigns"):
+        _check_campaigns(content["journeys"], content["campaigns"])
     if paths.get("consultants"):
         from bot.content.team import load_team
 
@@ -63,9 +66,9 @@ def load_content(settings: Settings, r: redis.Redis) -> dict[str, Any]:
     return content
 
 
-def _check_campaigns(journeys: Any, book: Any) -> None:
+def _check_campaigns(journeys: tuple[Journey, ...], campaigns: tuple[Campaign, ...]) -> None:
     """Every coupon a journey step names must be a configured campaign."""
-    known = {c.name for c in book.campaigns}
+    known = {c.name for c in campaigns}
     for journey in journeys:
         for step in journey.steps:
             name = ((step.content or {}).get("coupon") or {}).get("campaign")
@@ -85,37 +88,43 @@ def _line_of(path: Path, needle: str) -> int:
 
 
 class Content:
-    """The loaded files; `get()` picks up edits, at most one check every `check_every` seconds."""
+    """The loaded files; reading a property picks up edits, at most one check every `check_every` seconds.
+    It builds no Redis object: the runtime turns campaigns and journeys into the coupon book and engine."""
 
-    def __init__(self, settings: Settings, r: redis.Redis, check_every: float = 2.0):
+    def __init__(self, settings: Settings, check_every: float = 2.0) -> None:
         self.settings = settings
-        self.r = r
         self.check_every = check_every
         self.error: str | None = None
-        self._items = load_content(settings, r)
+        self._items = load_content(settings)
         self._mtimes = _mtimes(settings.content)
         self._checked = time.monotonic()
         self._lock = threading.Lock()
-        self._engine: tuple[Any, Any] | None = None  # (journeys, engine)
 
     def get(self, name: str) -> Any:
-        """The current object for `name` (classifier, coupons), or None."""
+        """The current object for `name` (classifier, campaigns, journeys, team), or None."""
         if time.monotonic() - self._checked >= self.check_every:
             self.reload_if_changed()
         return self._items.get(name)
 
-    def engine(self) -> Any:
-        """The SOP engine over the journeys as currently loaded (None when none are configured)."""
-        journeys = self.get("journeys")
-        if journeys is None:
-            return None
-        if self._engine is None or self._engine[0] is not journeys:
-            from bot.queue.inbox import Inbox
-            from sop.engine import Engine
-            from sop.plan import Rules
+    @property
+    def classifier(self) -> Classifier | None:
+        """The intent classifier (content.keywords, content.faq)."""
+        return self.get("classifier")
 
-            self._engine = (journeys, Engine(self.r, journeys, Rules(), self.settings.timezone, Inbox(self.r)))
-        return self._engine[1]
+    @property
+    def campaigns(self) -> tuple[Campaign, ...] | None:
+        """The coupon campaigns (content.coupons)."""
+        return self.get("campaigns")
+
+    @property
+    def journeys(self) -> tuple[Journey, ...] | None:
+        """The SOP journeys (content.journeys)."""
+        return self.get("journeys")
+
+    @property
+    def team(self) -> Team | None:
+        """The consultants (content.consultants)."""
+        return self.get("team")
 
     def reload_if_changed(self, force: bool = False) -> bool:
         """Reload when a file changed (or `force`); an invalid edit is logged and the running version stays."""
@@ -126,7 +135,7 @@ class Content:
                 return False
             self._mtimes = mtimes
             try:
-                self._items = load_content(self.settings, self.r)
+                self._items = load_content(self.settings)
             except ConfigError as exc:
                 self.error = str(exc)
                 log.error("content not reloaded, keeping the running version: %s", exc)

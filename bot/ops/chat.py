@@ -9,14 +9,7 @@ from typing import TextIO
 
 import requests
 
-from bot.web.envelope import CallbackCrypto
-
-
-def kf_notice_xml(corp_id: str, token: str, open_kfid: str) -> str:
-    """The plaintext of a kf_msg_or_event callback, as WeCom sends it."""
-    return (f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><CreateTime>{int(time.time())}</CreateTime>"
-            f"<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>"
-            f"<Token><![CDATA[{token}]]></Token><OpenKfId><![CDATA[{open_kfid}]]></OpenKfId></xml>")
+from bot.web.envelope import CallbackCrypto, kf_notice_xml
 
 
 def _show(item: dict, out: TextIO) -> None:

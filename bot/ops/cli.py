@@ -9,7 +9,7 @@ import signal
 import sys
 import threading
 import time
-from typing import Any, Callable
+from typing import Callable
 
 from bot.ops.common import runtime_or_exit, settings_or_exit
 from bot.yamlfile import ConfigError
@@ -93,7 +93,7 @@ def cmd_web(args: argparse.Namespace) -> int:
             self.cfg.set("accesslog", None)
 
         def load(self):
-            from bot.app import production_app
+            from bot.runtime import production_app
 
             return production_app(settings)
 
@@ -191,7 +191,7 @@ def cmd_coupons(args: argparse.Namespace) -> int:
 
     rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
     try:
-        book = rt.content.get("coupons")
+        book = rt.coupons()
         if book is None:
             raise SystemExit("no coupon campaigns configured (config.yaml content.coupons)")
         now = datetime.now(rt.settings.timezone)

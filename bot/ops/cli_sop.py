@@ -6,21 +6,23 @@ import argparse
 import dataclasses
 import sys
 import time
-from collections.abc import Iterator
-from datetime import date, datetime
-from typing import Any
+from datetime import date
+from typing import TYPE_CHECKING, Any
 
 import redis
 
 from bot.web.api import parse_at, parse_birthday, record_purchase
 from bot.config import Settings
-from bot.records.customers import Customer, Customers
+from bot.records.customers import Customers
 from bot.ops.common import existing_redis, runtime_or_exit, settings_or_exit
 from sop import cli as sop_cli
 from sop import journeys as journeys_mod
 from sop.engine import BIRTHDAYS, Engine
 from sop.journeys import Journey, Segment
 from sop.plan import Rules
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
 
 __all__ = ["register", "RELOAD_KEY"]
 
@@ -70,13 +72,6 @@ def _segment(name: str, found: list[Journey]) -> Segment:
     raise SystemExit(f"unknown segment {name!r}: use new, active, silent, tag:TAG, all or a journey id")
 
 
-def _all_customers(r: redis.Redis) -> Iterator[Customer]:
-    customers = Customers(r)
-    for key in r.scan_iter(match="wecom:cust:{*}", count=1000):
-        if key.endswith("}"):
-            yield customers.get(key[len("wecom:cust:{"):-1])
-
-
 def cmd_validate(args: argparse.Namespace) -> int:
     """Errors with file, line and key; exit status 1 if any."""
     return sop_cli.validate_cmd(args.path, sys.stdout)
@@ -96,7 +91,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if args.segment:
             if r is None:
                 raise SystemExit("sop plan --segment reads the customers from Redis: set REDIS_URL or run serve")
-            return sop_cli.segment_cmd(found, Rules(), _all_customers(r), start, args.days, sys.stdout, tz,
+            return sop_cli.segment_cmd(found, Rules(), Customers(r).all(), start, args.days, sys.stdout, tz,
                                        _segment(args.segment, found))
         if not args.customer:
             raise SystemExit("usage: wecom-bot sop plan --customer ID | --segment NAME")
@@ -122,12 +117,16 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runtime() -> Any:
+def _runtime() -> Runtime:
     return runtime_or_exit(settings_or_exit(), with_sandbox=False)
 
 
-def _engine(rt: Any) -> Engine:
-    return Engine(rt.r, _journeys(None), Rules(), rt.settings.timezone)
+def _engine(rt: Runtime) -> Engine:
+    """The runtime's SOP engine over config.yaml's content.journeys; exit 1 when none are configured."""
+    engine = rt.engine()
+    if engine is None:
+        raise SystemExit("no journeys configured (config.yaml content.journeys)")
+    return engine
 
 
 def cmd_purchase(args: argparse.Namespace) -> int:

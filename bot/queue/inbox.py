@@ -89,6 +89,10 @@ class Inbox:
             args += [it.kind, it.data]
         return int(self._put_many(keys=keys, args=args))
 
+    def emit_touches(self, entries: list[tuple[str, str]], ttl: int) -> int:
+        """The SOP engine's `emit`: each (key, JSON) pair becomes a "touch" entry, deduplicated on its key."""
+        return self.put_many([Item("touch", data, key) for key, data in entries], ttl)
+
     def put_each(self, items: list[Item], ttl: int) -> list[int | Exception]:
         """Several independent puts in one round trip; per item 1 (new), 0 (duplicate) or the error."""
         results = self._evalsha_each(items, ttl)

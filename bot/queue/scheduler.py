@@ -6,7 +6,6 @@ import json
 import logging
 import secrets
 import threading
-import time
 from datetime import datetime
 from typing import Any
 
@@ -104,7 +103,7 @@ class Scheduler:
         if not self.r.exists(f"wecom:sop:scanned:{day}"):
             engine.scan_calendar(now)
             engine.scan_silence(now)
-            if book := self.rt.content.get("coupons"):
+            if book := self.rt.coupons():
                 engine.scan_coupons(now, book)
             self.r.set(f"wecom:sop:scanned:{day}", "1", ex=3 * 86400)  # after the scans: a crash repeats them
         emitted = 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -55,6 +56,15 @@ class Customer:
         return {t: datetime.fromtimestamp(ts, tz) for t, ts in self.tags.items()}
 
 
+def _record(customer: str, h: dict[str, str], tags: dict[str, str], intents: dict[str, str]) -> Customer:
+    """A Customer from its hashes."""
+    return Customer(
+        id=customer, first_seen=float(h.get("first_seen", 0)), last_seen=float(h.get("last_seen", 0)),
+        last_inbound=float(h.get("last_inbound", 0)), sent_since_inbound=int(h.get("sent_since_inbound", 0)),
+        unsubscribed=h.get("unsubscribed") == "1", open_kfid=h.get("open_kfid", ""),
+        tags={k: float(v) for k, v in tags.items()}, intents={k: int(v) for k, v in intents.items()})
+
+
 class Customers:
     """Read and update customer records."""
 
@@ -64,15 +74,23 @@ class Customers:
         self._saw = r.register_script(SAW)
 
     def get(self, customer: str) -> Customer:
-        key = _key(customer)
+        """The customer's record (an empty one for a customer never seen)."""
+        return self.many([customer])[customer]
+
+    def many(self, customers: Sequence[str]) -> dict[str, Customer]:
+        """Several records in one round trip."""
         with self.r.pipeline(transaction=False) as p:
-            p.hgetall(key).hgetall(key + ":tags").hgetall(key + ":intents")
-            h, tags, intents = p.execute()
-        return Customer(
-            id=customer, first_seen=float(h.get("first_seen", 0)), last_seen=float(h.get("last_seen", 0)),
-            last_inbound=float(h.get("last_inbound", 0)), sent_since_inbound=int(h.get("sent_since_inbound", 0)),
-            unsubscribed=h.get("unsubscribed") == "1", open_kfid=h.get("open_kfid", ""),
-            tags={k: float(v) for k, v in tags.items()}, intents={k: int(v) for k, v in intents.items()})
+            for customer in customers:
+                key = _key(customer)
+                p.hgetall(key).hgetall(key + ":tags").hgetall(key + ":intents")
+            raw = p.execute()
+        return {c: _record(c, *raw[3 * i:3 * i + 3]) for i, c in enumerate(customers)}
+
+    def all(self) -> Iterator[Customer]:
+        """Every customer record (SCAN over wecom:cust:{id})."""
+        for key in self.r.scan_iter(match=_key("*"), count=1000):
+            if key.endswith("}"):
+                yield self.get(key[len(_key("")) - 1:-1])
 
     def first_contact(self, customer: str) -> bool:
         """True when we first learn of the customer (kf or a staff contact) — and again on a retry,

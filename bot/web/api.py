@@ -11,6 +11,7 @@ import redis
 from flask import Blueprint, jsonify, request
 
 from bot.config import Settings
+from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 
 
@@ -32,7 +33,8 @@ def redeem_coupon(book: Any, engine: Any, code: str, now: datetime, order_id: st
     return result
 
 
-def make_api(settings: Settings, content: Any, engine: Callable[[], Any] = lambda: None) -> Blueprint:
+def make_api(settings: Settings, coupons: Callable[[], CouponBook | None],
+             engine: Callable[[], Any] = lambda: None) -> Blueprint:
     """`POST /api/coupons/redeem {"code", "order_id"?}` -> {"code", "status", "redeemed_at"}."""
     bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -43,7 +45,7 @@ def make_api(settings: Settings, content: Any, engine: Callable[[], Any] = lambd
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("code"), str) or not body["code"].strip():
             return jsonify(error='expected JSON {"code": "...", "order_id": "..."}'), 400
-        book = content.get("coupons") if content else None
+        book = coupons()
         if book is None:
             return jsonify(error="no coupon campaigns configured"), 404
         order = body.get("order_id")

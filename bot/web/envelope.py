@@ -121,3 +121,10 @@ def parse_callback(plain_xml: str, corp_id: str) -> Callback:
     if kind == "kf_notice" and not fields.get("OpenKfId"):
         raise BadPayload("kf_msg_or_event without OpenKfId")
     return Callback(kind, fields)
+
+
+def kf_notice_xml(corp_id: str, token: str, open_kfid: str) -> str:
+    """The plaintext of a kf_msg_or_event callback, as WeCom sends it."""
+    return (f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><CreateTime>{int(time.time())}</CreateTime>"
+            f"<MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>"
+            f"<Token><![CDATA[{token}]]></Token><OpenKfId><![CDATA[{open_kfid}]]></OpenKfId></xml>")

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import redis
 
 from bot.observe import (API_CALLS, API_SECONDS, BUCKETS, CALLBACKS, HEARTBEAT_SCHEDULER, HEARTBEAT_WORKER,
                          PROC_COUNT, PROC_SECONDS, WORKER_TTL, flush)
 from bot.records import handoff_stats
+from bot.records.coupons import CouponBook
 from bot.records.daily import rollup, totals
 from bot.records.store import COUNTERS as STORE_COUNTERS
 from sop.engine import COUNTERS as SOP_COUNTERS
@@ -98,8 +99,9 @@ def _histogram(name: str, doc: str, label: str, raw: dict[str, str]) -> Any:
 class BotCollector:
     """Reads Redis (and this process's callback counts) at scrape time."""
 
-    def __init__(self, settings: Any, r: redis.Redis, callback_counts: Any, content: Any = None) -> None:
-        self.settings, self.r, self.counts, self.content = settings, r, callback_counts, content
+    def __init__(self, settings: Any, r: redis.Redis, callback_counts: Any,
+                 coupons: Callable[[], CouponBook | None]) -> None:
+        self.settings, self.r, self.counts, self.coupons = settings, r, callback_counts, coupons
 
     def collect(self) -> Iterable[Any]:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -177,7 +179,7 @@ class BotCollector:
     def _coupons(self, gauge: Any) -> Iterable[Any]:
         from prometheus_client.core import GaugeMetricFamily
 
-        book = coupon_book(self.settings, self.r, self.content)
+        book = self.coupons()
         if book is None:
             return
         g = GaugeMetricFamily("wecom_coupons", "Coupons per campaign: budget, issued, remaining, redeemed, expired",
@@ -230,35 +232,14 @@ class BotCollector:
         yield gauge("wecom_sop_inflight", "SOP touches claimed by a tick, not yet settled", inflight)
 
 
-_books: dict[tuple[str, float], Any] = {}
-
-
-def coupon_book(settings: Any, r: redis.Redis, content: Any = None) -> Any:
-    """The coupon book from the loaded content, else from config (cached per file version), else None."""
-    if content is not None:
-        return content.get("coupons")
-    path = (settings.content or {}).get("coupons")
-    if not path:
-        return None
-    from pathlib import Path
-
-    from bot.content.campaigns import load_campaigns
-    from bot.records.coupons import CouponBook
-
-    key = (str(path), Path(path).stat().st_mtime if Path(path).exists() else 0.0)
-    if key not in _books:
-        _books.clear()
-        _books[key] = load_campaigns(path, settings.timezone)
-    return CouponBook(r, _books[key], settings.timezone)
-
-
-def make_metrics(settings: Any, r: redis.Redis, callback_counts: Any, content: Any = None) -> Any:
+def make_metrics(settings: Any, r: redis.Redis, callback_counts: Any,
+                 coupons: Callable[[], CouponBook | None] = lambda: None) -> Any:
     """A blueprint serving GET /metrics (Prometheus text format)."""
     from flask import Blueprint, Response
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(BotCollector(settings, r, callback_counts, content))
+    registry.register(BotCollector(settings, r, callback_counts, coupons))
     bp = Blueprint("metrics", __name__)
 
     @bp.get("/metrics")
