@@ -16,9 +16,9 @@ from pathlib import Path
 from bot.queue.inbox import Inbox
 from bot.records.customers import Customers
 from bot.redis_server import EmbeddedRedis, connect
+from bot.times import DEFAULT_TZ
 from sop import journeys
 from sop.engine import DUE, Engine
-from bot.times import DEFAULT_TZ
 from sop.plan import Rules
 
 START = datetime(2024, 12, 2, 10, 0, tzinfo=DEFAULT_TZ)

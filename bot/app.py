@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import redis
 from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 
 from bot.config import Settings
 from bot.console import make_console
@@ -16,7 +17,7 @@ from bot.records.customers import Customers
 from bot.web.api import make_api, make_sop_api
 from bot.web.envelope import CallbackCrypto
 from bot.web.metrics import make_metrics, readiness
-from bot.web.webhook import make_webhook
+from bot.web.webhook import CallbackCounts, make_webhook
 from sop.engine import Engine
 
 
@@ -29,22 +30,23 @@ def create_app(settings: Settings, r: redis.Redis, content: Content | None = Non
     app.config["MAX_CONTENT_LENGTH"] = None  # the webhook enforces its own limit with a clean 413
     crypto = CallbackCrypto(settings.token, settings.aes_key, settings.corp_id)
     inbox = Inbox(r)
+    counts = CallbackCounts()
     webhook = make_webhook(crypto, inbox, settings.callback_path, settings.max_body_bytes,
-                           settings.max_clock_skew_seconds)
+                           settings.max_clock_skew_seconds, counts)
     app.register_blueprint(webhook)
     app.register_blueprint(make_api(settings, coupons, engine))
     app.register_blueprint(make_sop_api(settings, engine, Customers(r)))
-    app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": webhook.counts}
+    app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": counts}
 
     @app.get("/healthz")
-    def healthz():
+    def healthz() -> ResponseReturnValue:
         return jsonify(status="ok", sandbox=settings.sandbox)
 
     app.register_blueprint(make_console(settings, r, content, sandbox_url, coupons=coupons), url_prefix="/admin")
-    app.register_blueprint(make_metrics(settings, r, webhook.counts, coupons))
+    app.register_blueprint(make_metrics(settings, r, counts, coupons))
 
     @app.get("/readyz")
-    def readyz():
+    def readyz() -> ResponseReturnValue:
         ok, body = readiness(r, settings)
         return jsonify(body), (200 if ok else 503)
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot import yamlfile
@@ -74,7 +75,7 @@ class Settings:
         """No WECOM_SECRET: run against the built-in sandbox."""
         return self.secret is None
 
-    def with_api_base(self, url: str) -> "Settings":
+    def with_api_base(self, url: str) -> Settings:
         """A copy pointing every WeCom call at `url`."""
         return replace(self, api_base_url=url if url.endswith("/") else url + "/")
 

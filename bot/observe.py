@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import Counter
+from collections import defaultdict
 
 import redis
 
@@ -21,8 +21,9 @@ WORKER_TTL = 30
 FLUSH_EVERY = 1.0
 
 _lock = threading.Lock()
-_buf: dict[str, Counter] = {API_CALLS: Counter(), API_SECONDS: Counter(), PROC_COUNT: Counter(),
-                            PROC_SECONDS: Counter(), CALLBACKS: Counter()}
+# hash -> field -> amount (seconds sums are floats)
+_buf: dict[str, defaultdict[str, float]] = {k: defaultdict(float) for k in (API_CALLS, API_SECONDS, PROC_COUNT,
+                                                                             PROC_SECONDS, CALLBACKS)}
 _last_flush = 0.0
 
 
@@ -72,7 +73,7 @@ def flush(r: redis.Redis) -> None:
     with _lock:
         taken = {k: v for k, v in _buf.items() if v}
         for k in taken:
-            _buf[k] = Counter()
+            _buf[k] = defaultdict(float)
         _last_flush = time.monotonic()
     if not taken:
         return
@@ -80,7 +81,7 @@ def flush(r: redis.Redis) -> None:
         with r.pipeline(transaction=False) as p:
             for key, counts in taken.items():
                 for field, n in counts.items():
-                    if isinstance(n, float) and not n.is_integer():
+                    if not float(n).is_integer():
                         p.hincrbyfloat(key, field, n)
                     else:
                         p.hincrby(key, field, int(n))
@@ -88,7 +89,8 @@ def flush(r: redis.Redis) -> None:
     except redis.RedisError:
         with _lock:  # keep them for the next flush
             for k, v in taken.items():
-                _buf[k].update(v)
+                for field, n in v.items():
+                    _buf[k][field] += n
         raise
 
 

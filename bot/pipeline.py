@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import handlers
-from handlers.actions import Action, OptOut, Record, Tag
-from bot.records.customers import Customers
 from bot.act.executor import Executor
-from handlers.messages import KfMessage
+from bot.records.customers import Customers
 from bot.records.store import Store
+from handlers.actions import Action, OptOut, Record, Tag
 from handlers.context import Ctx
+from handlers.messages import KfMessage
 
 log = logging.getLogger("bot.pipeline")
 

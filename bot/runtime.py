@@ -6,32 +6,34 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import redis
 
+from bot.act.desk import Desk
+from bot.act.executor import Executor
+from bot.act.touches import TouchRunner
 from bot.config import SANDBOX_OPEN_KFID, Settings
 from bot.content import Content
 from bot.content.campaigns import Campaign
 from bot.content.team import Team
+from bot.pipeline import Pipeline
+from bot.queue.inbox import Inbox
+from bot.queue.worker import Worker
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
-from bot.act.desk import Desk
 from bot.records.handoffs import Handoffs
-from bot.act.executor import Executor
-from bot.queue.inbox import Inbox
-from bot.pipeline import Pipeline
-from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from bot.records.store import Store
+from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
+from bot.times import from_ts
 from bot.wecom.client import WechatpyWeCom
-from bot.queue.worker import Worker
 from bot.wecom.sandbox import Sandbox
 from sop.engine import Engine
 from sop.journeys import Journey
 from sop.plan import Rules
-from bot.times import from_ts
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -124,14 +126,15 @@ class Runtime:
         return Pipeline(executor, store, customers, self.settings.replies, self.content,
                         human_holds=lambda customer, msgid: _held(handoffs, customer, msgid))
 
-    def touches(self, executor: Executor) -> Any:
-        """Runs SOP touch entries through `executor`."""
-        from bot.act.touches import TouchRunner
-
+    def touches(self, executor: Executor) -> TouchRunner | None:
+        """Runs SOP touch entries through `executor` (None when no journeys are configured)."""
+        engine = self.engine()
+        if engine is None:
+            return None
         team = self.team()
         default = team.consultants[0].userid if team and team.consultants else None
         handoffs = self.handoffs
-        return TouchRunner(executor, self.engine(), lambda c: executor.customers.owner(c) or handoffs.owner_of(c),
+        return TouchRunner(executor, engine, lambda c: executor.customers.owner(c) or handoffs.owner_of(c),
                            default, clock=self.clock, human_holds=lambda c: handoffs.open_for(c) is not None)
 
     def team(self) -> Team | None:
@@ -198,6 +201,8 @@ def production_app(settings: Settings) -> Flask:
 def write_sandbox_info(rt: Runtime, service_url: str) -> Path:
     """Tell `wecom-bot chat` where the service and the sandbox are (var/sandbox.json)."""
     s = rt.settings
+    if rt.sandbox is None:
+        raise ValueError("write_sandbox_info needs a runtime with the sandbox")
     path = s.root / "var" / "sandbox.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"service_url": service_url, "sandbox_url": rt.sandbox.url,

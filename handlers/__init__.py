@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
-from handlers.actions import Action
-from handlers.messages import KfMessage
 from handlers import coupons, events, handoff, optout, staff, text
+from handlers.actions import Action
 from handlers.context import Ctx
+from handlers.messages import KfMessage
 
 Predicate = Callable[[KfMessage, Any], bool]
 Handler = Callable[[KfMessage, Any, Ctx], list[Action]]

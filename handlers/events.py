@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.actions import Action, Record, SendFailed, SessionChanged, Welcome
-from handlers.messages import KfMessage
 from handlers.context import Ctx
+from handlers.messages import KfMessage
 
 
 def on_event(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:

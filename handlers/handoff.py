@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.actions import Action, RequestHandoff, Tag
-from handlers.messages import KfMessage
 from handlers.context import Ctx
+from handlers.messages import KfMessage
 
 TAGS = {"price": "询价", "complaint": "投诉", "human": "要人工"}
 

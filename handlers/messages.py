@@ -31,10 +31,10 @@ class KfMessage:
         return self.origin == 5
 
     @classmethod
-    def from_api(cls, item: dict[str, Any], open_kfid: str = "") -> "KfMessage":
+    def from_api(cls, item: dict[str, Any], open_kfid: str = "") -> KfMessage:
         """Build from sync_msg JSON; event fields are also lifted for convenience."""
-        event = item.get("event") if isinstance(item.get("event"), dict) else {}
-        text = item.get("text") if isinstance(item.get("text"), dict) else {}
+        event: dict[str, Any] = item["event"] if isinstance(item.get("event"), dict) else {}
+        text: dict[str, Any] = item["text"] if isinstance(item.get("text"), dict) else {}
         return cls(
             msgid=str(item.get("msgid", "")),
             open_kfid=str(item.get("open_kfid") or event.get("open_kfid") or open_kfid),
@@ -49,5 +49,5 @@ class KfMessage:
         )
 
     @classmethod
-    def from_json(cls, data: str) -> "KfMessage":
+    def from_json(cls, data: str) -> KfMessage:
         return cls.from_api(json.loads(data))

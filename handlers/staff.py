@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from handlers.actions import Action, Record, StaffReplied
-from handlers.messages import KfMessage
 from handlers.context import Ctx
+from handlers.messages import KfMessage
 
 
 def on_staff_reply(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:

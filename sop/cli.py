@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 from bot.times import DEFAULT_TZ, from_ts
 from sop import journeys as journeys_mod
-from sop.journeys import Journey, Segment
 from sop.engine import CustomerFacts
+from sop.journeys import Journey, Segment
 from sop.plan import Rules, lifecycle, segment_matches
 from sop.simulate import Profile, Row, simulate
 

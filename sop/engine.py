@@ -20,10 +20,21 @@ import redis
 
 from bot.times import aware, from_ts
 from sop import journeys as journeys_mod
-from sop.journeys import ConfigError, Journey
+from sop.journeys import ConfigError, Journey, Step
 from sop.plan import (
-    Decision, History, Rules, Touch, anchor_for, decide, lifecycle, month_key, segment_matches,
-    step_due, touch_for, trigger_matches, wall,
+    Decision,
+    History,
+    Rules,
+    Touch,
+    anchor_for,
+    decide,
+    lifecycle,
+    month_key,
+    segment_matches,
+    step_due,
+    touch_for,
+    trigger_matches,
+    wall,
 )
 
 __all__ = ["Engine", "TickResult", "CustomerFacts", "CustomerReader", "Emit", "DUE", "INFLIGHT", "ENROLLED",
@@ -99,7 +110,7 @@ class CustomerReader(Protocol):
 
     def get(self, customer: str) -> CustomerFacts: ...
 
-    def many(self, customers: Sequence[str]) -> dict[str, CustomerFacts]: ...
+    def many(self, customers: Sequence[str]) -> Mapping[str, CustomerFacts]: ...
 
     def all(self) -> Iterator[CustomerFacts]: ...
 
@@ -239,9 +250,10 @@ class Engine:
                 if anchor is None:
                     continue
                 key = str(facts.get("key", ""))
-                first = j.steps[0]
+                first: Step | None = j.steps[0]
                 greet = None
-                if welcome and first.kind == "welcome" and not first.wait and not first.at and not first.window:
+                if (welcome and first is not None and first.kind == "welcome" and not first.wait and not first.at
+                        and not first.window):
                     greet = touch_for(j, first, customer, anchor, self.tz, since=at, key=key)
                     first = j.after(first.id)
                 ref = Ref(j.id, first.id if first else "", customer, _ts(anchor), _ts(at), key)
@@ -290,7 +302,8 @@ class Engine:
             only = {j.id for j in cal}
             for chunk in _chunks(customers if customers is not None else self.customers.all(), 1000):
                 records = {rec.id: rec for rec in chunk}
-                events = [(rec.id, "calendar", midnight, {}) for rec in chunk]
+                events: list[tuple[str, str, datetime, dict[str, Any]]] = [
+                    (rec.id, "calendar", midnight, {}) for rec in chunk]
                 n += len(self._enroll(events, records=records, only=only)[0])
         born = self.r.smembers(BIRTHDAYS % local.strftime("%m-%d"))
         n += self.enroll_many((c, "birthday", midnight, {}) for c in born)
@@ -305,7 +318,7 @@ class Engine:
             return 0
         n = 0
         for chunk in _chunks(customers if customers is not None else self.customers.all(), 1000):
-            events = []
+            events: list[tuple[str, str, datetime, dict[str, Any]]] = []
             for rec in chunk:
                 last = max(rec.last_inbound, rec.first_seen)
                 for j in sil if last else ():
@@ -439,9 +452,9 @@ class Engine:
             p.hmget(ENROLLED, [ref.enrolment() for ref in refs])
             raw = p.execute()
         hists = {c: self._history(records[c], raw[i]) for i, c in enumerate(customers)}
-        live = dict(zip(members, raw[-1]))
+        live = dict(zip(members, raw[-1], strict=True))
         work: list[tuple[str, Ref, Touch | None, str]] = []
-        for m, ref in zip(members, refs):
+        for m, ref in zip(members, refs, strict=True):
             touch, why = self._touch(ref, now, live[m])
             work.append((m, ref, touch, why))
         work.sort(key=lambda w: (w[1].customer, -(w[2].priority if w[2] else 0), w[2].due if w[2] else now))

@@ -327,8 +327,8 @@ class _Checker:
         if "window" in data:
             raw = data["window"]
             parts = raw.split("-") if isinstance(raw, str) else []
-            times = [parse_time(p) for p in parts]
-            if len(times) != 2 or None in times or times[0] >= times[1]:
+            times = [t for t in (parse_time(p) for p in parts) if t is not None]
+            if len(parts) != 2 or len(times) != 2 or times[0] >= times[1]:
                 self.err((*at, "window"), f"bad window {raw!r} (use \"10:00-21:00\", start before end)")
             else:
                 window = (times[0], times[1])
@@ -354,8 +354,11 @@ class _Checker:
         enabled = data.get("enabled", True)
         if not isinstance(enabled, bool):
             self.err((*at, "enabled"), f"expected true or false, got {shown(enabled)}")
-        trigger, cal_segment = (self.trigger((*at, "trigger"), data["trigger"]) if "trigger" in data
-                                else (self.err(at, "missing key 'trigger'"), None))
+        trigger, cal_segment = None, None
+        if "trigger" in data:
+            trigger, cal_segment = self.trigger((*at, "trigger"), data["trigger"])
+        else:
+            self.err(at, "missing key 'trigger'")
         stop_on = frozenset(self.words((*at, "stop_on"), data["stop_on"], STOP_FACTS)) if "stop_on" in data else frozenset()
         segment = self.segment((*at, "segment"), data["segment"]) if "segment" in data else Segment()
         if cal_segment is not None:
@@ -376,7 +379,7 @@ class _Checker:
                 self.err((*at, "steps", i, "id"), f"duplicate step id {step.id!r}")
             seen.add(step.id)
             steps.append(step)
-        if len(self.errors) > n or trigger is None:
+        if len(self.errors) > n or trigger is None or jid is None or title is None or priority is None:
             return None
         return Journey(jid, title, priority, trigger, tuple(steps), stop_on, segment, enabled, str(self.doc.path))
 

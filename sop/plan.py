@@ -8,8 +8,8 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from sop.journeys import Journey, Segment, Step
 from bot.times import DEFAULT_TZ, aware
+from sop.journeys import Journey, Segment, Step
 
 __all__ = [
     "DEFAULT_TZ", "Decision", "History", "Rules", "Touch", "anchor_for", "decide", "lifecycle", "next_allowed",

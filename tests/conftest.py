@@ -54,10 +54,16 @@ import time  # noqa: E402
 import requests  # noqa: E402
 from werkzeug.serving import make_server  # noqa: E402
 
-from bot.config import SANDBOX_AES_KEY, SANDBOX_CORP_ID, SANDBOX_OPEN_KFID, SANDBOX_TOKEN, load_settings  # noqa: E402
-from bot.web.envelope import CallbackCrypto  # noqa: E402
-from bot.content import Content
+from bot.config import (  # noqa: E402
+    SANDBOX_AES_KEY,
+    SANDBOX_CORP_ID,
+    SANDBOX_OPEN_KFID,
+    SANDBOX_TOKEN,
+    load_settings,
+)
+from bot.content import Content  # noqa: E402
 from bot.runtime import Runtime  # noqa: E402
+from bot.web.envelope import CallbackCrypto  # noqa: E402
 from bot.wecom.sandbox import Sandbox  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent

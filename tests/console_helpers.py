@@ -10,10 +10,10 @@ from typing import Any
 from flask import Flask
 
 from bot.console import make_console
-from bot.web.envelope import CallbackCrypto
 from bot.queue.inbox import Inbox
+from bot.web.envelope import CallbackCrypto
 from bot.web.metrics import make_metrics
-from bot.web.webhook import make_webhook
+from bot.web.webhook import CallbackCounts, make_webhook
 from tests.conftest import ROOT, Service, drain, kf_notice
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -24,11 +24,12 @@ def build_app(settings: Any, r: Any, content: Any, sandbox_url: str | None, toke
               coupons: Any = lambda: None) -> Flask:
     """The callback endpoint, the console at /admin and /metrics, as create_app mounts them."""
     app = Flask("console-test")
+    counts = CallbackCounts()
     wh = make_webhook(CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), Inbox(r),
-                      settings.callback_path, settings.max_body_bytes, settings.max_clock_skew_seconds)
+                      settings.callback_path, settings.max_body_bytes, settings.max_clock_skew_seconds, counts)
     app.register_blueprint(wh)
     app.register_blueprint(make_console(settings, r, content, sandbox_url, admin_token=token, coupons=coupons), url_prefix="/admin")
-    app.register_blueprint(make_metrics(settings, r, wh.counts, coupons))
+    app.register_blueprint(make_metrics(settings, r, counts, coupons))
     return app
 
 
@@ -68,7 +69,7 @@ class BackgroundWorker:
         self.stop = threading.Event()
         self.thread = threading.Thread(target=runtime.worker().run_forever, args=(self.stop,), daemon=True)
 
-    def __enter__(self) -> "BackgroundWorker":
+    def __enter__(self) -> BackgroundWorker:
         self.thread.start()
         return self
 

@@ -9,6 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 import requests
 
+from bot.content.team import CardSpec, Consultant
+from bot.records.handoffs import Escalation, Handoff
 from bot.wecom.cards import (
     LIMITS,
     alert_card,
@@ -24,8 +26,6 @@ from bot.wecom.cards import (
     robot_text,
     valid_task_id,
 )
-from bot.content.team import CardSpec, Consultant
-from bot.records.handoffs import Escalation, Handoff
 from bot.wecom.sandbox import Sandbox
 
 TZ = ZoneInfo("Asia/Shanghai")

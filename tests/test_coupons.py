@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import textwrap
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -140,7 +140,7 @@ def test_shapes_render(r, kw: dict, value: str) -> None:
 
 def test_reply_uses_template_and_local_time(r) -> None:
     book = CouponBook(r, [camp(reply="{title}|{value}|{code}|{expires}")], SH)
-    result = book.issue("u1", "m1", datetime(2024, 12, 1, 12, 0, tzinfo=timezone.utc))
+    result = book.issue("u1", "m1", datetime(2024, 12, 1, 12, 0, tzinfo=UTC))
     assert book.reply_text(result) == f"测试券|无门槛减10元|{result.coupon.code}|12月2日 20:00"
     assert result.coupon.issued_at.tzinfo is not None and result.coupon.expires_at.utcoffset() == timedelta(hours=8)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import yaml
 
-from bot.web.envelope import CallbackCrypto
-from bot.redis_server import EmbeddedRedis, connect, free_port
 from bot.content import Content
+from bot.redis_server import EmbeddedRedis, connect, free_port
 from bot.runtime import Runtime
+from bot.web.envelope import CallbackCrypto
 from tests.conftest import ROOT, Service, kf_notice, make_settings
 
 

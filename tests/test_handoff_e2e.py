@@ -9,10 +9,10 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.records import handoff_stats
-from bot.records.handoffs import Handoffs
 from bot.queue.inbox import Inbox
 from bot.queue.scheduler import Scheduler
+from bot.records import handoff_stats
+from bot.records.handoffs import Handoffs
 from bot.records.store import Store
 from tests.conftest import drain, kf_notice
 

@@ -8,8 +8,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.records.handoff_stats import percentile
 from bot.records import handoff_stats
+from bot.records.handoff_stats import percentile
 from bot.records.handoffs import Handoffs
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -129,8 +129,8 @@ def test_callback_counts_are_summed_over_web_processes(r):
     observe_callback("accepted")
     flush(r)
     r.hincrby(CALLBACKS, "accepted", 2)  # what another process flushed
-    from tests.conftest import make_settings
     from bot.app import create_app
+    from tests.conftest import make_settings
 
     settings, _ = make_settings("http://127.0.0.1:1", f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/"
                                 f"{r.connection_pool.connection_kwargs.get('db', 0)}")

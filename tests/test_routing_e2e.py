@@ -16,9 +16,9 @@ import yaml
 
 import handlers
 from bot.records.customers import Customers
-from handlers.messages import KfMessage
 from bot.records.store import Store
 from handlers.context import Ctx
+from handlers.messages import KfMessage
 from intents.classify import Intent
 from tests.conftest import ROOT, drain, kf_notice
 

@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.records.customers import Customer, Customers
 from bot.queue.inbox import STREAM
+from bot.records.customers import Customer, Customers
 from sop import journeys
 from sop.engine import DUE, INFLIGHT, Engine
 from sop.journeys import Journey, Segment, Step, Trigger

@@ -8,16 +8,16 @@ from datetime import datetime
 import pytest
 from flask import Flask
 
-from bot.web.api import make_sop_api
+from bot.act.executor import Executor
+from bot.act.touches import TouchRunner
 from bot.config import SANDBOX_OPEN_KFID
 from bot.records.customers import Customers
-from bot.act.executor import Executor
 from bot.records.store import Store
-from bot.act.touches import TouchRunner
+from bot.web.api import make_sop_api
 from sop import journeys
 from sop.engine import DUE, HIST
-from tests.support import engine_for
 from sop.plan import Rules
+from tests.support import engine_for
 
 OWNER = "li.consultant"
 FALLBACK = "wang.consultant"

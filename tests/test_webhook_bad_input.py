@@ -121,10 +121,8 @@ def test_bad_inputs_are_counted(service):
 def test_redis_unreachable_is_503(sandbox, redis_url):
     """Covered in depth by test_durability; here: a dead Redis URL answers 503, not 500."""
     from bot.app import create_app
-    from bot.redis_server import free_port
+    from bot.redis_server import connect, free_port
     from tests.conftest import Service, make_settings
-
-    from bot.redis_server import connect
 
     settings, _ = make_settings(sandbox.url, redis_url)
     dead = connect(f"redis://127.0.0.1:{free_port()}/0", check=False)

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
-from bot.wecom import cards
 from bot.content.team import Assignment, Team, next_on_duty, on_duty, pick
 from bot.records.customers import Customers
 from bot.records.handoffs import MAX_LEVEL, Handoff, Handoffs
 from bot.records.store import Store
-from bot.wecom import WeCom, WeComError, WeComRateLimited
+from bot.wecom import WeCom, WeComError, WeComRateLimited, cards
 
 log = logging.getLogger("bot.act.desk")
 
@@ -76,8 +77,8 @@ class Desk:
                 consultant or team.get(a.next_userid), off_hours=a.off_hours, next_available=a.next_available,
                 now=now, complaint=intent == "complaint")), f"{key}:text:{a.userid or 'queue'}")
             try:
-                self.once(f"{key}:trans:{a.userid or 'queue'}", lambda: self.wecom.trans_service_state(
-                    open_kfid, customer, a.state, a.userid or ""))
+                self.once(f"{key}:trans:{a.userid or 'queue'}", functools.partial(
+                    self.wecom.trans_service_state, open_kfid, customer, a.state, a.userid or ""))
             except WeComError as exc:
                 if exc.errcode == SERVICER_STOPPED and a.userid:
                     exclude.add(a.userid)
@@ -88,16 +89,18 @@ class Desk:
                     raise
                 self.store.record("handoff_transfer_refused", handoff=h.id, errcode=exc.errcode)
             break
-        self.once(f"{key}:opened", lambda: (
+        def opened() -> None:
             self.store.record("handoff_opened", handoff=h.id, customer=customer, intent=intent,
-                              matched=list(matched), consultant=a.userid, state=a.state, reason=a.reason),
-            self.store.count(f"handoff:{intent}")))
+                              matched=list(matched), consultant=a.userid, state=a.state, reason=a.reason)
+            self.store.count(f"handoff:{intent}")
+
+        self.once(f"{key}:opened", opened)
         if a.userid and not a.off_hours:
-            self.once(f"{key}:alert:{a.userid}", lambda: self.alert(h, a.userid, level=0))
+            self.once(f"{key}:alert:{a.userid}", functools.partial(self.alert, h, a.userid, 0))
         if a.supervisor and not a.off_hours:
-            self.once(f"{key}:alert_sup:{a.supervisor}", lambda: self.alert(h, a.supervisor, level=0))
+            self.once(f"{key}:alert_sup:{a.supervisor}", functools.partial(self.alert, h, a.supervisor, 0))
         if a.userid is None and not a.off_hours:
-            self.once(f"{key}:robot", lambda: self.robot(h))
+            self.once(f"{key}:robot", functools.partial(self.robot, h))
         return h
 
     @staticmethod
@@ -178,7 +181,11 @@ class Desk:
         if h is None or h.state == "closed":
             self._update(response_code, userid, "已结束" if h else "无效转接")
             return "closed" if h else "unknown"
-        name = lambda uid: (team.get(uid).name if team and team.get(uid) else uid)  # noqa: E731
+
+        def name(uid: str) -> str:
+            consultant = team.get(uid) if team else None
+            return consultant.name if consultant else uid
+
         if action == "claim":
             res = self.handoffs.claim(hid, userid, now)
             escalated_to = {e.to for e in h.escalations}
@@ -187,7 +194,7 @@ class Desk:
                 self.handoffs.reassign(hid, userid, now)
                 res = self.handoffs.claim(hid, userid, now)
             if res.status == "taken_by_other":
-                holder = res.handoff.holder if res.handoff else ""
+                holder = (res.handoff.holder if res.handoff else None) or ""
                 self._update(response_code, userid, f"已由{name(holder)}接待")
                 self.wecom.send_app_message(cards.app_text(userid, self.agent_id, f"该客户已由{name(holder)}接待，无需处理。"))
                 return "taken_by_other"

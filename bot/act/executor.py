@@ -4,17 +4,29 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
-from handlers.actions import (Action, IssueCoupon, OptOut, Record, RequestHandoff, SendFailed, SendText, SessionChanged,
-                         StaffReplied, Tag, Welcome)
-from bot.records.customers import Customers
 from bot.records.coupons import CouponBook
+from bot.records.customers import Customers
 from bot.records.store import Store
-from bot.wecom import KF_CANNOT_SEND, KF_TEXT_MAX_BYTES, WeCom, WeComError, clip, derive_msgid
 from bot.times import from_ts
+from bot.wecom import KF_CANNOT_SEND, KF_TEXT_MAX_BYTES, WeCom, WeComError, clip, derive_msgid
+from handlers.actions import (
+    Action,
+    IssueCoupon,
+    OptOut,
+    Record,
+    RequestHandoff,
+    SendFailed,
+    SendText,
+    SessionChanged,
+    StaffReplied,
+    Tag,
+    Welcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +108,7 @@ class Executor:
         result = coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags), campaign=campaign)
         self.store.record("coupon", customer=customer, status=result.status,
                           code=result.coupon.code if result.coupon else None)
-        if result.status == "issued" and (engine := self.sop()):
+        if result.status == "issued" and result.coupon is not None and (engine := self.sop()):
             c = result.coupon
             engine.enroll(customer, "coupon_issued", c.issued_at, expires_at=c.expires_at, campaign=c.campaign,
                           key=c.code)

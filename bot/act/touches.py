@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from bot.wecom.cards import LIMITS, clip
-from bot.records.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer
 from bot.act.executor import Executor
-from bot.wecom import WeComError
+from bot.records.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer
 from bot.times import from_ts
+from bot.wecom import WeComError
+from bot.wecom.cards import LIMITS, clip
 
 if TYPE_CHECKING:
     from sop.engine import Engine

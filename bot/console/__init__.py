@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any, Callable
+from typing import Any
 
 import redis
 from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
@@ -93,7 +94,7 @@ def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str |
     # --- login ----------------------------------------------------------------------------
 
     @bp.get("/login")
-    def login() -> str:
+    def login() -> Any:
         if not gate.token:
             return redirect(url_for("console.overview")) if g.authed else abort(403)
         return page("login.html", error=None, next=_safe_next(request.args.get("next")))

@@ -124,7 +124,7 @@ def timeline(r: redis.Redis, book: Any, tz: ZoneInfo, customer: str, scan: int =
     handoffs = [h for h in Handoffs(r, tz).list(None, limit=2000) if h.customer == customer]
     hids = {h.id for h in handoffs}
     items = []
-    for eid, f in r.xrevrange(EVENTS, count=scan):
+    for _, f in r.xrevrange(EVENTS, count=scan):
         try:
             data = json.loads(f.get("data") or "{}")
         except ValueError:

@@ -118,7 +118,7 @@ def _campaign(doc: Doc, at: KeyPath, data: Any, tz: ZoneInfo) -> Campaign:
         if key not in COMMON_KEYS | SHAPE_KEYS:
             raise doc.error((*at, str(key)), "unknown key")
     name = _text(doc, at, data, "name", required=True)
-    if not NAME_RE.fullmatch(name):
+    if name is None or not NAME_RE.fullmatch(name):
         raise doc.error((*at, "name"), "must be 1-64 characters of a-z, 0-9, '_' or '-'")
     shape = _choice(doc, at, data, "shape", tuple(SHAPES), required=True)
     fields: dict[str, Any] = {"name": name, "shape": shape, "title": _text(doc, at, data, "title", required=True)}
@@ -287,13 +287,14 @@ def _num(x: Number) -> str:
 def describe_value(campaign: Campaign) -> str:
     """What a coupon is worth, in Chinese: 无门槛减10元, 满199减30, 8.5折, 免运费, 赠品：xxx."""
     spend = f"满{_num(campaign.threshold)}" if campaign.threshold else ""
+    amount, percent = campaign.amount or 0, campaign.pay_percent or 0  # the loader requires them for their shapes
     match campaign.shape:
         case "amount":
-            return f"无门槛减{_num(campaign.amount)}元"
+            return f"无门槛减{_num(amount)}元"
         case "spend_save":
-            return f"{spend}减{_num(campaign.amount)}"
+            return f"{spend}减{_num(amount)}"
         case "percent":
-            return f"{spend}享{_num(campaign.pay_percent / 10)}折" if spend else f"{_num(campaign.pay_percent / 10)}折"
+            return f"{spend}享{_num(percent / 10)}折" if spend else f"{_num(percent / 10)}折"
         case "free_shipping":
             return f"{spend}免运费"
         case "gift":

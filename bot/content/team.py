@@ -14,8 +14,8 @@ from zoneinfo import ZoneInfo
 
 from bot import yamlfile
 from bot.content.hours import DAYS, Week, in_hours, next_start, parse_hours
-from bot.yamlfile import ConfigError, Doc, KeyPath, shown
 from bot.times import DEFAULT_TZ, aware
+from bot.yamlfile import ConfigError, Doc, KeyPath, shown
 
 __all__ = [
     "DAYS",
@@ -46,7 +46,7 @@ CARD_KEYS = {"business_card": frozenset({"type"}),
              "link": frozenset({"type", "url", "title", "desc", "thumb_media_id"})}
 
 Reason = Literal["owner", "least_loaded", "priority_over_capacity",
-                 "queue_off_hours", "queue_none_receiving", "queue_at_capacity"]
+                 "queue_off_hours", "queue_none_receiving", "queue_at_capacity", "resumed"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,10 +258,10 @@ def _card(doc: Doc, at: KeyPath, data: Any) -> CardSpec:
                 raise doc.error(at, f"missing key {key!r} (required for a link card)")
             fields[key] = None
             continue
-        fields[key] = _text(doc, (*at, key), data[key])
+        text = fields[key] = _text(doc, (*at, key), data[key])
         limit = LINK_LIMITS.get(key)
-        if limit and len(fields[key].encode()) > limit:
-            raise doc.error((*at, key), f"too long: {len(fields[key].encode())} bytes, WeCom allows {limit}")
+        if limit and len(text.encode()) > limit:
+            raise doc.error((*at, key), f"too long: {len(text.encode())} bytes, WeCom allows {limit}")
     if not re.match(r"https?://", fields["url"] or ""):
         raise doc.error((*at, "url"), "expected an http(s) URL, e.g. the consultant's 「联系我」 link")
     return CardSpec("link", **fields)

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import requests
 
 from bot.web.envelope import CallbackCrypto, kf_notice_xml
 
 
-def _show(item: dict, out: TextIO) -> None:
+def _show(item: dict[str, Any], out: TextIO) -> None:
+    """One line per message the sandbox recorded: what the customer or a staff member was sent."""
     if item.get("kind") == "customer":
-        kind = item.get("msgtype")
+        kind = str(item.get("msgtype"))
         body = {"text": lambda: item["text"]["content"],
                 "business_card": lambda: f"[顾问名片] {item['business_card']['userid']}",
                 "link": lambda: f"[链接] {item['link'].get('title', '')} {item['link'].get('url', '')}",

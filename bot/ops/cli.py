@@ -9,7 +9,8 @@ import signal
 import sys
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
+from typing import Any
 
 from bot.ops.common import runtime_or_exit, settings_or_exit
 from bot.yamlfile import ConfigError
@@ -37,8 +38,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Web + worker + scheduler in one process (embedded Redis and the sandbox when unconfigured)."""
     from waitress.server import create_server
 
-    from bot.runtime import start_threads, write_sandbox_info
     from bot.queue.scheduler import Scheduler
+    from bot.runtime import start_threads, write_sandbox_info
 
     settings = settings_or_exit()
     received = _catch_signals()
@@ -92,7 +93,7 @@ def cmd_web(args: argparse.Namespace) -> int:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", None)
 
-        def load(self):
+        def load(self) -> Any:
             from bot.runtime import production_app
 
             return production_app(settings)

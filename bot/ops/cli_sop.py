@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
-from bot.web.api import parse_at, parse_birthday, record_purchase
 from bot.config import Settings
-from bot.records.customers import Customers
 from bot.ops.common import existing_redis, runtime_or_exit, settings_or_exit
+from bot.records.customers import Customers
+from bot.web.api import parse_at, parse_birthday, record_purchase
 from sop import cli as sop_cli
 from sop import journeys as journeys_mod
 from sop.engine import BIRTHDAYS, Engine
@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = ["register", "RELOAD_KEY"]
 
 from bot.queue.scheduler import RELOAD_KEY  # noqa: E402 - the running scheduler reloads when this changes
+
 LIFECYCLES = ("new", "active", "silent")
 
 

@@ -49,7 +49,8 @@ class Report:
 
 def hint(errcode: int | None) -> str:
     """What to do about a WeCom errcode."""
-    return CONFIG_HINTS.get(errcode) or EXTRA_HINTS.get(errcode) or \
+    known = CONFIG_HINTS.get(errcode) or EXTRA_HINTS.get(errcode) if errcode is not None else None
+    return known or \
         f"see https://developer.work.weixin.qq.com/devtool/query?e={errcode}"
 
 
@@ -227,7 +228,7 @@ def check_kf(settings: Any, rep: Report, token: str, known: list[str]) -> None:
         data, error, _ = _get(settings, "kf/servicer/list", {"access_token": token, "open_kfid": kfid})
         if data is None or data.get("errcode"):
             code = data.get("errcode") if data else None
-            rep.fail(f"kf {kfid}: servicer/list failed: {error or data.get('errmsg')} (errcode {code})",
+            rep.fail(f"kf {kfid}: servicer/list failed: {error or (data or {}).get('errmsg')} (errcode {code})",
                      hint(code) if code else "check the network to WeCom")
             continue
         servicers = {s.get("userid"): s.get("status") for s in data.get("servicer_list") or [] if s.get("userid")}

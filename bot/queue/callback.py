@@ -36,6 +36,6 @@ class Callback:
         return json.dumps({"kind": self.kind, "fields": self.fields}, ensure_ascii=False)
 
     @classmethod
-    def from_json(cls, data: str) -> "Callback":
+    def from_json(cls, data: str) -> Callback:
         raw = json.loads(data)
         return cls(raw["kind"], raw["fields"])

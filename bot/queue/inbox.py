@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any
 
 import redis
 
@@ -98,7 +99,7 @@ class Inbox:
         results = self._evalsha_each(items, ttl)
         if any(isinstance(res, redis.exceptions.NoScriptError) for res in results):
             self.r.script_load(PUT_MANY)  # a restarted Redis forgot it; the refused items did not run
-            again = iter(self._evalsha_each([it for it, res in zip(items, results)
+            again = iter(self._evalsha_each([it for it, res in zip(items, results, strict=True)
                                              if isinstance(res, redis.exceptions.NoScriptError)], ttl))
             results = [next(again) if isinstance(res, redis.exceptions.NoScriptError) else res for res in results]
         return results
@@ -121,7 +122,7 @@ class Inbox:
                                                       start_id="0-0", count=count))
         return _entries(res[1])
 
-    def _grouped(self, call):
+    def _grouped(self, call: Callable[[], Any]) -> Any:
         """Run a group command; if Redis came back without the group (NOGROUP), create it again."""
         self.ensure_group()
         try:
@@ -187,6 +188,6 @@ class Inbox:
         """Entries waiting, pending (taken, not acknowledged) and dead."""
         self.ensure_group()
         info = self.r.xinfo_groups(STREAM)
-        group = next((g for g in info if g["name"] == GROUP), {})
+        group: dict[str, Any] = next((g for g in info if g["name"] == GROUP), {})
         return {"length": int(self.r.xlen(STREAM)), "pending": int(group.get("pending", 0)),
                 "lag": int(group.get("lag") or 0), "dead": int(self.r.xlen(DLQ))}

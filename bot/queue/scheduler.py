@@ -11,12 +11,12 @@ from typing import Any
 
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from bot.records.handoffs import MAX_LEVEL, Handoffs
-from bot.queue.callback import Callback
-from bot.queue.inbox import Inbox, Item
 from bot.observe import HEARTBEAT_SCHEDULER as HEARTBEAT
 from bot.observe import flush
+from bot.queue.callback import Callback
+from bot.queue.inbox import Inbox, Item
 from bot.records.daily import rollup
+from bot.records.handoffs import MAX_LEVEL, Handoffs
 from bot.times import from_ts
 
 log = logging.getLogger("bot.queue.scheduler")

@@ -9,18 +9,19 @@ import secrets
 import socket
 import threading
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import redis
 
 from bot.config import WorkerSettings
 from bot.observe import heartbeat_worker, observe_processing
-from bot.queue.callback import Callback
-from handlers.messages import KfMessage
-from bot.queue.inbox import KF_MSGID_TTL, Entry, Inbox, Item
 from bot.pipeline import Pipeline
+from bot.queue.callback import Callback
+from bot.queue.inbox import KF_MSGID_TTL, Entry, Inbox, Item
 from bot.records.store import Store
 from bot.wecom import WeCom, WeComConfigError, WeComError
+from handlers.messages import KfMessage
 
 log = logging.getLogger("bot.queue.worker")
 
@@ -134,6 +135,7 @@ class Worker:
                 desk.command(f.get("FromUserName", ""), f.get("Content", ""))
             elif callback.kind == "contact_change":
                 self.pipeline.executor.contact_changed(f)
+            return None
         elif entry.kind == "kf_msg":
             return f"route={self.pipeline.process(KfMessage.from_json(entry.data))}"
         elif entry.kind == "touch" and self.touches:

@@ -8,13 +8,20 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import redis
 
-from bot.content.campaigns import (DEFAULT_EXHAUSTED_REPLY, EXISTING_PREFIX, INELIGIBLE_REPLY, LIMIT_REPLY, Campaign,
-                                   describe_value, local_time)
+from bot.content.campaigns import (
+    DEFAULT_EXHAUSTED_REPLY,
+    EXISTING_PREFIX,
+    INELIGIBLE_REPLY,
+    LIMIT_REPLY,
+    Campaign,
+    describe_value,
+    local_time,
+)
 from bot.times import DEFAULT_TZ, aware
 
 __all__ = ["Coupon", "CouponBook", "IssueResult", "RedeemResult", "normalize_code"]
@@ -24,6 +31,9 @@ CODE_ALPHABET = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
 CODE_LENGTH = 8
 CODE_ATTEMPTS = 8
 CAUSE_TTL = 7 * 24 * 3600  # seconds a message id is remembered for replays
+
+
+CouponStatus = Literal["issued", "redeemed", "expired"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +46,7 @@ class Coupon:
     issued_at: datetime
     expires_at: datetime
     cause_msgid: str
-    status: Literal["issued", "redeemed", "expired"]
+    status: CouponStatus
     redeemed_at: datetime | None = None
     order_id: str | None = None
 
@@ -164,14 +174,13 @@ class CouponBook:
             return IssueResult("ineligible")
         held = self._held(customer, eligible, now)
         if held is not None:
-            status = "issued" if held.cause_msgid == cause else "existing"
-            return IssueResult(status, held, self.by_name[held.campaign])
+            return IssueResult("issued" if held.cause_msgid == cause else "existing", held, self.by_name[held.campaign])
         exhausted: Campaign | None = None
         limited: Campaign | None = None
         for campaign in eligible:
             outcome, coupon = self._try(campaign, customer, cause, now)
             if coupon is not None:
-                return IssueResult(outcome, coupon, campaign)
+                return IssueResult("issued" if outcome == "issued" else "existing", coupon, campaign)
             if outcome == "exhausted":
                 exhausted = exhausted or campaign
             else:
@@ -301,7 +310,7 @@ class CouponBook:
     def _coupon(self, h: dict[str, str], now: datetime) -> Coupon:
         """A coupon from its Redis hash, times in the book's timezone."""
         expires_at = self._time(h["expires_at"])
-        status = h["status"]
+        status = cast(CouponStatus, h["status"])  # written by ISSUE_LUA / REDEEM_LUA
         if status == "issued" and expires_at <= now:
             status = "expired"
         return Coupon(code=h["code"], campaign=h["campaign"], customer=h["customer"],

@@ -14,8 +14,9 @@ import json
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
-from typing import Any, Iterable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
@@ -54,12 +55,12 @@ def days_back(today: date, days: int) -> list[date]:
 
 def daily(r: redis.Redis, days: Iterable[date]) -> dict[str, dict[str, int]]:
     """day (ISO) -> {name: count} for each day."""
-    days = [d.isoformat() for d in days]
+    names = [d.isoformat() for d in days]
     with r.pipeline(transaction=False) as p:
-        for d in days:
-            p.hgetall(DAILY + d)
+        for name in names:
+            p.hgetall(DAILY + name)
         rows = p.execute()
-    return {d: {k: int(v) for k, v in row.items()} for d, row in zip(days, rows)}
+    return {name: {k: int(v) for k, v in row.items()} for name, row in zip(names, rows, strict=True)}
 
 
 def totals(r: redis.Redis) -> dict[str, int]:

@@ -21,12 +21,13 @@ Redis keys (the {...} hash tag keeps each Lua script's keys in one cluster slot)
 
 from __future__ import annotations
 
+import builtins
 import json
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo
 
 import redis
@@ -273,6 +274,8 @@ class Handoffs:
                                       sla_seconds, now, cause_msgid, off_hours, queued_until)
                 self._create(keys=[_hkey(hid)], args=[x for kv in fields.items() for x in kv])
                 existing = self.get(hid)
+            if existing is None:
+                raise RuntimeError(f"handoff {hid} vanished while it was opened")
             self._index(existing, now)
             return existing
         raise RuntimeError(f"could not open a handoff for {customer}")
@@ -419,7 +422,8 @@ class Handoffs:
         """Unclaimed or unanswered handoffs past their current deadline, earliest first."""
         aware(now)
         ids = self.r.zrangebyscore(DUE, "-inf", repr(now.timestamp()))
-        out, stale = [], []
+        out: list[Handoff] = []
+        stale: list[Handoff] = []
         for h in self._many(ids):
             (out if h.state in LIVE and h.first_reply_at is None else stale).append(h)
         missing = set(ids) - {h.id for h in out} - {h.id for h in stale}
@@ -449,7 +453,7 @@ class Handoffs:
         found = [h for h in self._many(self.r.zrevrange(key, 0, -1)) if state is None or h.state == state]
         return found[:limit] if limit is not None else found
 
-    def created_between(self, since: datetime, now: datetime) -> list[Handoff]:
+    def created_between(self, since: datetime, now: datetime) -> builtins.list[Handoff]:
         """Every handoff opened from `since` to `now` (closed ones are kept RETENTION)."""
         aware(now)
         aware(since, "since")
@@ -457,18 +461,22 @@ class Handoffs:
 
     # -- decoding --------------------------------------------------------------------------
 
+    def _at(self, value: str) -> datetime:
+        """A stored ISO time that is always there, in the book's timezone."""
+        return datetime.fromisoformat(value).astimezone(self.tz)
+
     def _time(self, value: str | None) -> datetime | None:
         """A stored ISO time in the book's timezone."""
         return datetime.fromisoformat(value).astimezone(self.tz) if value else None
 
     def _handoff(self, d: dict[str, str]) -> Handoff:
         """A Handoff from its hash."""
-        escalations = tuple(Escalation(int(e["level"]), e["to"], self._time(e["at"]))
+        escalations = tuple(Escalation(int(e["level"]), e["to"], self._at(e["at"]))
                             for e in _json_list(d.get("escalations")))
         return Handoff(
             id=d["id"], customer=d["customer"], open_kfid=d.get("open_kfid", ""), intent=d.get("intent", ""),
             matched=tuple(_json_list(d.get("matched"))), text=d.get("text", ""),
-            consultant=d.get("consultant") or None, state=d["state"], created_at=self._time(d["created_at"]),
+            consultant=d.get("consultant") or None, state=cast(State, d["state"]), created_at=self._at(d["created_at"]),
             claimed_at=self._time(d.get("claimed_at")), claimed_by=d.get("claimed_by") or None,
             first_reply_at=self._time(d.get("first_reply_at")), closed_at=self._time(d.get("closed_at")),
             escalations=escalations, task_id=d.get("task_id") or None, response_code=d.get("response_code") or None,

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
 from datetime import date, datetime
-from typing import Any, Callable
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
 from flask import Blueprint, jsonify, request
+from flask.typing import ResponseReturnValue
 
 from bot.config import Settings
 from bot.records.coupons import CouponBook
@@ -41,7 +43,7 @@ def make_api(settings: Settings, coupons: Callable[[], CouponBook | None],
     bp.before_request(lambda: authenticate(settings))
 
     @bp.post("/coupons/redeem")
-    def redeem():
+    def redeem() -> ResponseReturnValue:
         body = request.get_json(silent=True)
         if not isinstance(body, dict) or not isinstance(body.get("code"), str) or not body["code"].strip():
             return jsonify(error='expected JSON {"code": "...", "order_id": "..."}'), 400
@@ -103,7 +105,7 @@ def make_sop_api(settings: Settings, engine_getter: Callable[[], Any], customers
     bp.before_request(lambda: authenticate(settings))
 
     @bp.post("/purchases")
-    def purchase():
+    def purchase() -> ResponseReturnValue:
         body = request.get_json(silent=True)
         usage = 'expected JSON {"customer": "...", "order_id": "...", "amount": 199.0, "at": "ISO 8601"}'
         if not isinstance(body, dict):
@@ -126,7 +128,7 @@ def make_sop_api(settings: Settings, engine_getter: Callable[[], Any], customers
                        enrolled=n, at=at.isoformat())
 
     @bp.post("/customers/<customer>/birthday")
-    def birthday(customer: str):
+    def birthday(customer: str) -> ResponseReturnValue:
         body = request.get_json(silent=True)
         text = body.get("date") if isinstance(body, dict) else None
         try:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import threading
 from concurrent.futures import Future
 
-from bot.queue.inbox import ENVELOPE_TTL, Inbox, Item
 from bot.observe import maybe_flush
+from bot.queue.inbox import ENVELOPE_TTL, Inbox, Item
 
 
 class GroupCommit:
@@ -50,7 +50,7 @@ class GroupCommit:
             for _, done in batch:
                 done.set_exception(exc)
             return
-        for (_, done), result in zip(batch, results):
+        for (_, done), result in zip(batch, results, strict=True):
             if isinstance(result, Exception):
                 done.set_exception(result)
             else:

@@ -3,19 +3,31 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import redis
 
-from bot.observe import (API_CALLS, API_SECONDS, BUCKETS, CALLBACKS, HEARTBEAT_SCHEDULER, HEARTBEAT_WORKER,
-                         PROC_COUNT, PROC_SECONDS, WORKER_TTL, flush)
+from bot.observe import (
+    API_CALLS,
+    API_SECONDS,
+    BUCKETS,
+    CALLBACKS,
+    HEARTBEAT_SCHEDULER,
+    HEARTBEAT_WORKER,
+    PROC_COUNT,
+    PROC_SECONDS,
+    WORKER_TTL,
+    flush,
+)
 from bot.records import handoff_stats
 from bot.records.coupons import CouponBook
 from bot.records.daily import rollup, totals
 from bot.records.store import COUNTERS as STORE_COUNTERS
 from sop.engine import COUNTERS as SOP_COUNTERS
 from sop.engine import DUE, INFLIGHT
+
 
 def workers_alive(r: redis.Redis) -> list[str]:
     """Names of workers with a live heartbeat."""
@@ -62,7 +74,7 @@ def readiness(r: redis.Redis, settings: Any) -> tuple[bool, dict[str, Any]]:
     except redis.RedisError as exc:
         body.update(status="unavailable", redis=f"unreachable: {exc}")
         return False, body
-    body["workers"] = workers or "none alive (no heartbeat within %ds)" % WORKER_TTL
+    body["workers"] = workers or f"none alive (no heartbeat within {WORKER_TTL}s)"
     body["scheduler"] = {"heartbeat_age_seconds": round(age, 1)} if age is not None else "not alive (no heartbeat)"
     ok = not problems and bool(workers) and age is not None
     body["status"] = "ok" if ok else "unavailable"

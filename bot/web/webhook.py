@@ -10,11 +10,16 @@ from collections import Counter
 import redis
 from flask import Blueprint, Response, request
 
-from bot.web.envelope import BadSignature, CallbackCrypto, CallbackRejected
-from bot.web.envelope import parse_callback, parse_xml
-from bot.web.groupcommit import GroupCommit
-from bot.queue.inbox import Inbox, Item
 from bot.observe import observe_callback
+from bot.queue.inbox import Inbox, Item
+from bot.web.envelope import (
+    BadSignature,
+    CallbackCrypto,
+    CallbackRejected,
+    parse_callback,
+    parse_xml,
+)
+from bot.web.groupcommit import GroupCommit
 
 log = logging.getLogger("bot.web.webhook")
 
@@ -38,7 +43,6 @@ def make_webhook(crypto: CallbackCrypto, inbox: Inbox, path: str, max_body: int,
     bp = Blueprint("wecom_callback", __name__)
     counts = counts or CallbackCounts()
     writer = GroupCommit(inbox)
-    bp.counts = counts  # type: ignore[attr-defined]
 
     def check(args: dict[str, str], encrypt: str) -> None:
         crypto.verify(args.get("msg_signature", ""), args.get("timestamp", ""), args.get("nonce", ""), encrypt)

@@ -156,12 +156,18 @@ class WechatpyWeCom:
         except (requests.RequestException, ValueError) as exc:  # the URL carries the key: do not echo it
             raise WeComError(None, f"network: {exc.__class__.__name__}", "webhook/send") from None
         if body.get("errcode"):
-            raise WeComError(body.get("errcode"), str(body.get("errmsg", "")), "webhook/send")
+            raise WeComError(_int(body.get("errcode")), str(body.get("errmsg", "")), "webhook/send")
 
 
 def _code(exc: WeChatClientException) -> int | None:
+    """The errcode of a wechatpy error as a number (None when there is none)."""
+    return _int(exc.errcode)
+
+
+def _int(value: Any) -> int | None:
+    """An errcode as WeCom sent it (a number, or a numeric string) -> int; None when it is not one."""
     try:
-        return int(exc.errcode) if exc.errcode is not None else None
+        return int(value) if value is not None else None
     except (TypeError, ValueError):
         return None
 

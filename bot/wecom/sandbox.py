@@ -7,8 +7,9 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 TOKEN_TTL = 7200  # gettoken expires_in
@@ -56,7 +57,7 @@ class Sandbox:
         self._thread: threading.Thread | None = None
         self._offset = 0.0
         self.reset()
-        self._api: dict[str, Callable[[Json | None, dict[str, str]], Json]] = {
+        self._api: dict[str, Callable[[Any, dict[str, str]], Json]] = {
             "/cgi-bin/kf/sync_msg": self._sync_msg,
             "/cgi-bin/kf/send_msg": self._send_msg,
             "/cgi-bin/kf/send_msg_on_event": self._send_msg_on_event,
@@ -83,7 +84,7 @@ class Sandbox:
 
     # ---- lifecycle -------------------------------------------------------------------------
 
-    def start(self) -> "Sandbox":
+    def start(self) -> Sandbox:
         """Bind and serve on a daemon thread; returns self."""
         self._server = ThreadingHTTPServer((self.host, self.port), _make_handler(self))
         self._server.daemon_threads = True
@@ -104,7 +105,7 @@ class Sandbox:
             self._thread.join(timeout=5)
             self._thread = None
 
-    def __enter__(self) -> "Sandbox":
+    def __enter__(self) -> Sandbox:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
@@ -124,7 +125,7 @@ class Sandbox:
             self._current_token = ""
             self._callback_tokens: dict[str, float] = {}  # sync token -> expiry
             self._sessions: dict[tuple[str, str], Json] = {}
-            self._codes: dict[str, tuple[str, str]] = {}  # msg/welcome code -> (open_kfid, customer)
+            self._codes: dict[str, tuple[Any, Any]] = {}  # msg/welcome code -> (open_kfid, customer)
             self._servicers: dict[str, int] = {}
             self._offset = 0.0
 
@@ -248,7 +249,7 @@ class Sandbox:
 
     # ---- internals -------------------------------------------------------------------------
 
-    def _session(self, kfid: str, user: str) -> Json:
+    def _session(self, kfid: Any, user: Any) -> Json:
         return self._sessions.setdefault((kfid, user), {"state": 0, "servicer": "", "last_customer": None,
                                                         "replies": 0})
 
@@ -323,10 +324,10 @@ class Sandbox:
         return bool(kfid) and (kfid == self.open_kfid or kfid in self._messages)
 
     def _sync_msg(self, d: Json, q: dict[str, str]) -> Json:
-        kfid = d.get("open_kfid")
+        kfid: Any = d.get("open_kfid")
         if not self._known_kfid(kfid):
             return err(95000, "invalid open_kfid")
-        token = d.get("token")
+        token: Any = d.get("token")
         if token and self._callback_tokens.get(token, 0) <= self.now():
             return err(95007, "invalid msg token")
         cursor = str(d.get("cursor") or "")
@@ -354,7 +355,7 @@ class Sandbox:
             return err(95008, "msgmenu has too many items")
         return None
 
-    def _deliver(self, d: Json, touser: str, kfid: str, **extra: Any) -> Json:
+    def _deliver(self, d: Json, touser: Any, kfid: Any, **extra: Any) -> Json:
         msgid = d.get("msgid") or secrets.token_hex(16)
         if msgid in self._delivered_ids:  # idempotent: a msgid is delivered once
             return ok(msgid=msgid)
