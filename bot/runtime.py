@@ -22,13 +22,15 @@ from bot.content.campaigns import Campaign
 from bot.content.team import Team
 from bot.pipeline import Pipeline
 from bot.queue.inbox import Inbox
-from bot.queue.worker import Worker
+from bot.queue.kfsync import KfSync
+from bot.queue.worker import Parts, Worker
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.records.handoffs import Handoffs
 from bot.records.store import Store
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
 from bot.times import from_ts
+from bot.wecom import WeCom
 from bot.wecom.client import WechatpyWeCom
 from bot.wecom.sandbox import Sandbox
 from sop.engine import Engine
@@ -141,11 +143,17 @@ class Runtime:
         """The consultants as currently loaded (None when not configured)."""
         return self.content.team if self.content else None
 
-    def worker(self, name: str | None = None) -> Worker:
-        wecom = self.wecom()
+    def parts(self, wecom: WeCom | None = None) -> Parts:
+        """What one worker acts through, on its own WeCom client."""
+        wecom = wecom or self.wecom()
         pipeline = self.pipeline(wecom)
-        return Worker(self.inbox, self.store, wecom, pipeline, self.settings.worker, name,
-                      touches=self.touches(pipeline.executor), clock=self.clock)
+        executor = pipeline.executor
+        return Parts(self.store, KfSync(self.store, self.inbox, wecom, self.clock), pipeline, executor.desk, executor,
+                     self.touches(executor))
+
+    def worker(self, name: str | None = None) -> Worker:
+        """An inbox consumer."""
+        return Worker(self.inbox, self.parts(), self.settings.worker, name)
 
     def app(self) -> Flask:
         from bot.app import create_app

@@ -13,6 +13,7 @@ import redis
 import requests
 
 from bot.config import DEFAULT_API_BASE, SANDBOX_CORP_ID, SANDBOX_OPEN_KFID, SANDBOX_SECRET
+from bot.records.store import Store
 from bot.wecom import CONFIG_HINTS
 
 EXTRA_HINTS = {
@@ -197,7 +198,7 @@ def _kfids(settings: Any, r: redis.Redis | None, given: list[str] | None) -> lis
     ids = list(given or [])
     if r is not None:
         try:
-            ids += sorted(r.smembers("wecom:kf:known"))
+            ids += Store(r).kf_accounts()
         except redis.RedisError:
             pass
     if settings.corp_id == SANDBOX_CORP_ID:

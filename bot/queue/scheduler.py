@@ -22,7 +22,6 @@ from bot.times import from_ts
 log = logging.getLogger("bot.queue.scheduler")
 
 LEASE = "wecom:lease:scheduler"
-KNOWN_KF = "wecom:kf:known"
 RELOAD_KEY = "wecom:sop:reload"  # set by `wecom-bot sop reload`
 RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] or redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
@@ -118,7 +117,7 @@ class Scheduler:
         """Every few minutes, pull each known kf account even without a callback (lost callbacks)."""
         bucket = int(now // self.safety_sync_seconds)
         items = []
-        for open_kfid in self.r.smembers(KNOWN_KF):
+        for open_kfid in self.rt.store.kf_accounts():
             event = Callback("kf_notice", {"OpenKfId": open_kfid, "Token": "", "CreateTime": f"safety-{bucket}"})
             items.append(Item("callback", event.to_json(), "cb:" + event.dedupe_key))
         return self.inbox.put_many(items, self.safety_sync_seconds * 2) if items else 0

@@ -1,4 +1,4 @@
-"""The worker: drains the inbox, pulls kf messages with sync_msg, hands them to the pipeline."""
+"""The worker: drains the inbox and performs each entry by its kind, as the KINDS table below says."""
 
 from __future__ import annotations
 
@@ -9,49 +9,123 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 import redis
 
+from bot.act.desk import Desk
+from bot.act.executor import Executor
+from bot.act.touches import TouchRunner
 from bot.config import WorkerSettings
 from bot.observe import heartbeat_worker, observe_processing
 from bot.pipeline import Pipeline
 from bot.queue.callback import Callback
-from bot.queue.inbox import KF_MSGID_TTL, Entry, Inbox, Item
+from bot.queue.inbox import Entry, Inbox
+from bot.queue.kfsync import KfSync
 from bot.records.store import Store
-from bot.wecom import WeCom, WeComConfigError, WeComError
+from bot.wecom import WeComConfigError
 from handlers.messages import KfMessage
 
 log = logging.getLogger("bot.queue.worker")
 
-INVALID_SYNC_TOKEN = 95007  # the callback Token expired (valid 10 minutes)
-BACKLOG_SECONDS = 1800  # on an account's first pull, older messages are recorded, not answered
+
+@dataclass(frozen=True, slots=True)
+class Parts:
+    """What the entry kinds act through; bot.runtime builds it for each worker."""
+
+    store: Store
+    kfsync: KfSync
+    pipeline: Pipeline
+    desk: Desk
+    executor: Executor
+    touches: TouchRunner | None
 
 
-def _older(item: dict, before: float) -> bool:
-    """A sync_msg item sent before `before` (0 = no limit)."""
-    try:
-        return bool(before) and float(item.get("send_time") or 0) < before
-    except (TypeError, ValueError):
-        return False
+# --- callbacks, by the kind bot/web/envelope.py gave them -----------------------------------------
+
+def on_kf_notice(p: Parts, f: Mapping[str, str]) -> str:
+    """kf_msg_or_event: pull the account's new messages (each becomes a "kf_msg" entry)."""
+    return f"queued={p.kfsync.pull(f.get('OpenKfId', ''), f.get('Token', ''))}"
+
+
+def on_card_click(p: Parts, f: Mapping[str, str]) -> str:
+    """A staff member tapped a button on an alert card."""
+    return p.desk.click(f.get("FromUserName", ""), f.get("EventKey", ""), f.get("ResponseCode", ""))
+
+
+def on_app_message(p: Parts, f: Mapping[str, str]) -> str | None:
+    """A staff member typed to the app: a command (我的, 接待 ID, 结束 ID)."""
+    return p.desk.command(f.get("FromUserName", ""), f.get("Content", "")) if f.get("MsgType") == "text" else None
+
+
+def on_contact_change(p: Parts, f: Mapping[str, str]) -> None:
+    """change_external_contact: a staff member added (welcome code) or lost a customer."""
+    p.executor.contact_changed(dict(f))
+
+
+CALLBACKS: Mapping[str, Callable[[Parts, Mapping[str, str]], str | None]] = {
+    "kf_notice": on_kf_notice,
+    "card_event": on_card_click,
+    "app_message": on_app_message,
+    "contact_change": on_contact_change,
+    # "event": any other event is only recorded
+}
+
+
+# --- inbox entries, by kind ------------------------------------------------------------------------
+
+def on_callback(p: Parts, data: str) -> str | None:
+    """A callback the webhook queued: recorded (but the kf notice), then by its kind."""
+    callback = Callback.from_json(data)
+    if callback.kind != "kf_notice":
+        p.store.record(f"callback_{callback.kind}", **callback.fields)
+    handle = CALLBACKS.get(callback.kind)
+    return handle(p, callback.fields) if handle else None
+
+
+def on_kf_msg(p: Parts, data: str) -> str:
+    """One message pulled with sync_msg: through the pipeline (classify, route, act)."""
+    return f"route={p.pipeline.process(KfMessage.from_json(data))}"
+
+
+def on_touch(p: Parts, data: str) -> str:
+    """An SOP touch the engine emitted."""
+    if p.touches is None:
+        raise ValueError("a touch entry, but no journeys are configured (content.journeys)")
+    touch = json.loads(data)
+    return p.touches.run(touch, f"touch:{touch['touch_id']}")
+
+
+def on_escalate(p: Parts, data: str) -> str:
+    """One rung of the SLA ladder, queued by the scheduler."""
+    rung = json.loads(data)
+    return f"to={p.desk.escalate(rung['id'], int(rung['level']))}"
+
+
+def on_wake(p: Parts, data: str) -> str:
+    """An off-hours handoff whose working hours began, queued by the scheduler."""
+    return f"to={p.desk.wake(json.loads(data)['id'])}"
+
+
+KINDS: Mapping[str, Callable[[Parts, str], str | None]] = {
+    "callback": on_callback,
+    "kf_msg": on_kf_msg,
+    "touch": on_touch,
+    "escalate": on_escalate,
+    "wake": on_wake,
+}
 
 
 class Worker:
     """One consumer of the inbox."""
 
-    def __init__(self, inbox: Inbox, store: Store, wecom: WeCom, pipeline: Pipeline,
-                 settings: WorkerSettings, name: str | None = None, touches: Any = None,
-                 clock: Callable[[], float] = time.time):
+    def __init__(self, inbox: Inbox, parts: Parts, settings: WorkerSettings, name: str | None = None) -> None:
         self.inbox = inbox
-        self.store = store
-        self.wecom = wecom
-        self.pipeline = pipeline
+        self.parts = parts
         self.settings = settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._last_claim = 0.0
-        self.touches = touches
-        self.clock = clock
 
     def run_once(self, block_ms: int | None = None) -> int:
         """Process what is available now (reclaimed entries first); returns how many entries."""
@@ -70,7 +144,7 @@ class Worker:
         log.info("worker %s started", self.name)
         while not stop.is_set():
             try:
-                heartbeat_worker(self.store.r, self.name)
+                heartbeat_worker(self.inbox.r, self.name)
                 if not self.run_once(block_ms=self.settings.block_ms):
                     stop.wait(0.01)
             except redis.RedisError as exc:
@@ -121,65 +195,8 @@ class Worker:
                 attempts, elapsed * 1000, detail)
 
     def dispatch(self, entry: Entry) -> str | None:
-        """Route an entry by kind; returns a short note for the log line."""
-        desk = self.pipeline.executor.desk
-        if entry.kind == "callback":
-            callback = Callback.from_json(entry.data)
-            f = callback.fields
-            if callback.kind == "kf_notice":
-                return f"queued={self.sync(f.get('OpenKfId', ''), f.get('Token', ''))}"
-            self.store.record(f"callback_{callback.kind}", **f)
-            if callback.kind == "card_event" and desk:
-                desk.click(f.get("FromUserName", ""), f.get("EventKey", ""), f.get("ResponseCode", ""))
-            elif callback.kind == "app_message" and f.get("MsgType") == "text" and desk:
-                desk.command(f.get("FromUserName", ""), f.get("Content", ""))
-            elif callback.kind == "contact_change":
-                self.pipeline.executor.contact_changed(f)
-            return None
-        elif entry.kind == "kf_msg":
-            return f"route={self.pipeline.process(KfMessage.from_json(entry.data))}"
-        elif entry.kind == "touch" and self.touches:
-            data = json.loads(entry.data)
-            return self.touches.run(data, f"touch:{data['touch_id']}")
-        elif entry.kind == "escalate" and desk:
-            data = json.loads(entry.data)
-            return f"to={desk.escalate(data['id'], int(data['level']))}"
-        elif entry.kind == "wake" and desk:
-            return f"to={desk.wake(json.loads(entry.data)['id'])}"
-        else:
+        """Perform an entry by its kind (the KINDS table); returns a short note for the log line."""
+        handle = KINDS.get(entry.kind)
+        if handle is None:
             raise ValueError(f"unknown inbox entry kind {entry.kind!r}")
-
-    def sync(self, open_kfid: str, token: str) -> int:
-        """Pull every new message of a kf account into the inbox; one puller per account at a time."""
-        queued = 0
-        self.store.r.sadd("wecom:kf:known", open_kfid)
-        with self.store.lock(f"kf:{open_kfid}") as renew:
-            cursor = self.store.cursor(open_kfid)
-            # First pull of an account: sync_msg returns up to 3 days of history; answer only what is
-            # recent. The cut-off is kept until that pull reaches the end, across retries.
-            cutoff_key = f"wecom:kf:{{{open_kfid}}}:backlog_before"
-            if not cursor:
-                self.store.r.set(cutoff_key, self.clock() - BACKLOG_SECONDS, nx=True, ex=86400)
-            backlog_before = float(self.store.r.get(cutoff_key) or 0)
-            while True:
-                try:
-                    batch = self.wecom.sync_kf(token, open_kfid, cursor)
-                except WeComError as exc:
-                    if exc.errcode != INVALID_SYNC_TOKEN or not token:
-                        raise
-                    token = ""  # pull without the expired token (slower, rate-limited)
-                    continue
-                # raw items: one odd message fails alone later (dead letter), not the whole page
-                items = [Item("kf_msg", json.dumps({**m, "open_kfid": m.get("open_kfid") or open_kfid,
-                                                    **({"backlog": True} if _older(m, backlog_before) else {})},
-                                                   ensure_ascii=False), f"kfmsg:{m['msgid']}")
-                         for m in batch.messages if isinstance(m, dict) and m.get("msgid")]
-                queued += self.inbox.put_many(items, KF_MSGID_TTL)
-                cursor = batch.next_cursor or cursor
-                self.store.save_cursor(open_kfid, cursor)  # only after the page is safely queued
-                renew()
-                if not batch.has_more:
-                    self.store.r.delete(cutoff_key)
-                    break
-        self.store.count("kf_messages_queued", queued)
-        return queued
+        return handle(self.parts, entry.data)

@@ -28,6 +28,14 @@ return 0
 """
 
 
+KF_KNOWN = "wecom:kf:known"  # every kf account seen
+
+
+def _kf(open_kfid: str, what: str) -> str:
+    """A key of one kf account (its own hash-tag slot)."""
+    return f"wecom:kf:{{{open_kfid}}}:{what}"
+
+
 class LockBusy(Exception):
     """Another process holds the lock."""
 
@@ -43,10 +51,32 @@ class Store:
     # kf pulling
     def cursor(self, open_kfid: str) -> str:
         """Last saved sync_msg cursor of a kf account ('' = from the oldest retained message)."""
-        return self.r.get(f"wecom:kf:{{{open_kfid}}}:cursor") or ""
+        return self.r.get(_kf(open_kfid, "cursor")) or ""
 
     def save_cursor(self, open_kfid: str, cursor: str) -> None:
-        self.r.set(f"wecom:kf:{{{open_kfid}}}:cursor", cursor)
+        self.r.set(_kf(open_kfid, "cursor"), cursor)
+
+    def add_kf_account(self, open_kfid: str) -> None:
+        """Remember a kf account, so the scheduler pulls it even when its callbacks are lost."""
+        self.r.sadd(KF_KNOWN, open_kfid)
+
+    def kf_accounts(self) -> list[str]:
+        """Every kf account seen so far."""
+        return sorted(self.r.smembers(KF_KNOWN))
+
+    def backlog_before(self, open_kfid: str, default: float) -> float:
+        """The cut-off of an account's first pull (older messages are not answered): set to `default` once,
+        kept across retries until clear_backlog() says the first pull reached the end."""
+        key = _kf(open_kfid, "backlog_before")
+        self.r.set(key, default, nx=True, ex=86400)
+        return float(self.r.get(key) or 0)
+
+    def current_backlog(self, open_kfid: str) -> float:
+        """The cut-off of a first pull still under way (0: none)."""
+        return float(self.r.get(_kf(open_kfid, "backlog_before")) or 0)
+
+    def clear_backlog(self, open_kfid: str) -> None:
+        self.r.delete(_kf(open_kfid, "backlog_before"))
 
     @contextmanager
     def lock(self, name: str, ttl: float = 10.0, wait: float = 15.0) -> Iterator[Callable[[], None]]:
