@@ -6,15 +6,16 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
 
 import handlers
 from bot.act.executor import Executor
+from bot.act.triggers import Triggers
 from bot.records.customers import Customers
 from bot.records.store import Store
 from handlers.actions import Action, OptOut, Record, Tag
 from handlers.context import Ctx
 from handlers.messages import KfMessage
+from intents.classify import Classifier, Intent
 
 log = logging.getLogger("bot.pipeline")
 
@@ -27,13 +28,15 @@ def silent(action: Action) -> Action:
 class Pipeline:
     """Turns a pulled kf message into executed actions."""
 
-    def __init__(self, executor: Executor, store: Store, customers: Customers, replies: Mapping[str, str],
-                 content: Any = None, human_holds: Callable[[str, str], bool] = lambda customer, msgid: False):
+    def __init__(self, executor: Executor, triggers: Triggers, store: Store, customers: Customers,
+                 replies: Mapping[str, str], classifier: Callable[[], Classifier | None] = lambda: None,
+                 human_holds: Callable[[str, str], bool] = lambda customer, msgid: False) -> None:
         self.executor = executor
+        self.triggers = triggers
         self.store = store
         self.customers = customers
         self.replies = replies
-        self.content = content
+        self.classifier = classifier  # the intent classifier as currently loaded, or None
         self.human_holds = human_holds
 
     def process(self, msg: KfMessage) -> str:
@@ -42,7 +45,7 @@ class Pipeline:
         if msg.raw.get("backlog"):  # history from before the bot's first pull of this account
             self.store.record("backlog_skipped", customer=msg.external_userid, msgid=msg.msgid, text=msg.text)
             return "backlog"
-        classifier = self.content.get("classifier") if self.content else None
+        classifier = self.classifier()
         ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None)
         intent = None
         if msg.is_customer:
@@ -63,15 +66,15 @@ class Pipeline:
                  len(actions), (time.perf_counter() - started) * 1000)
         return name
 
-    def see(self, msg: KfMessage, intent: Any, at: float) -> None:
+    def see(self, msg: KfMessage, intent: Intent | None, at: float) -> None:
         """Record a customer message once: customer record, triggers, history, numbers."""
         customer = msg.external_userid
         self.customers.saw_message(customer, at, msg.open_kfid)
-        self.executor.customer_wrote(customer, at)
+        self.triggers.customer_wrote(customer, at)
         self.customers.remember(customer, f"客户：{msg.text or '[' + msg.msgtype + ']'}")
         if intent is not None:
             self.customers.saw_intent(customer, intent.intent)
-            self.executor.intent_seen(customer, intent.intent, at)
+            self.triggers.intent_seen(customer, intent.intent, at)
         self.store.record("message_in", customer=customer, msgid=msg.msgid, text=msg.text, msgtype=msg.msgtype,
                           intent=getattr(intent, "intent", None), matched=list(getattr(intent, "matched", ())))
         self.store.count("message_in")

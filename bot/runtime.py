@@ -8,14 +8,17 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
 
 from bot.act.desk import Desk
-from bot.act.executor import Executor
+from bot.act.executor import Executor, KfSender
+from bot.act.staff import Staff
 from bot.act.touches import TouchRunner
+from bot.act.triggers import Triggers
 from bot.config import SANDBOX_OPEN_KFID, Settings
 from bot.content import Content
 from bot.content.campaigns import Campaign
@@ -23,6 +26,7 @@ from bot.content.team import Team
 from bot.pipeline import Pipeline
 from bot.queue.inbox import Inbox
 from bot.queue.kfsync import KfSync
+from bot.queue.scheduler import Scheduler
 from bot.queue.worker import Parts, Worker
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
@@ -33,6 +37,7 @@ from bot.times import from_ts
 from bot.wecom import WeCom
 from bot.wecom.client import WechatpyWeCom
 from bot.wecom.sandbox import Sandbox
+from intents.classify import Classifier
 from sop.engine import Engine
 from sop.journeys import Journey
 from sop.plan import Rules
@@ -77,12 +82,14 @@ class Runtime:
     customers: Customers = field(init=False)
     handoffs: Handoffs = field(init=False)
     inbox: Inbox = field(init=False)
+    triggers: Triggers = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = Store(self.r)
         self.customers = Customers(self.r)
         self.handoffs = Handoffs(self.r, self.settings.timezone)
         self.inbox = Inbox(self.r)
+        self.triggers = Triggers(self.engine, self.store, self.customers, self.settings.timezone)
         self._lock = threading.Lock()
         self._book: tuple[tuple[Campaign, ...], CouponBook] | None = None
         self._engine: tuple[tuple[Journey, ...], Engine] | None = None
@@ -116,40 +123,47 @@ class Runtime:
         return WechatpyWeCom(s.corp_id, s.secret or "sandbox-secret", s.agent_id, s.api_base_url, self.r,
                              timeout=s.http_timeout_seconds)
 
-    def pipeline(self, wecom: Any | None = None) -> Pipeline:
-        wecom = wecom or self.wecom()
-        tz = self.settings.timezone
-        store, customers, handoffs = self.store, self.customers, self.handoffs
-        executor = Executor(wecom, store, customers, tz, coupons=self.coupons, clock=self.clock,
-                            corp_tags=self.settings.corp_tags)
-        executor.desk = Desk(wecom, store, customers, handoffs, self.team, self.settings.agent_id, executor.send,
-                             now=lambda: from_ts(self.clock(), tz))
-        executor.sop = self.engine
-        return Pipeline(executor, store, customers, self.settings.replies, self.content,
-                        human_holds=lambda customer, msgid: _held(handoffs, customer, msgid))
-
-    def touches(self, executor: Executor) -> TouchRunner | None:
-        """Runs SOP touch entries through `executor` (None when no journeys are configured)."""
-        engine = self.engine()
-        if engine is None:
-            return None
-        team = self.team()
-        default = team.consultants[0].userid if team and team.consultants else None
-        handoffs = self.handoffs
-        return TouchRunner(executor, engine, lambda c: executor.customers.owner(c) or handoffs.owner_of(c),
-                           default, clock=self.clock, human_holds=lambda c: handoffs.open_for(c) is not None)
-
     def team(self) -> Team | None:
         """The consultants as currently loaded (None when not configured)."""
         return self.content.team if self.content else None
 
+    def classifier(self) -> Classifier | None:
+        """The intent classifier as currently loaded (None when not configured)."""
+        return self.content.classifier if self.content else None
+
     def parts(self, wecom: WeCom | None = None) -> Parts:
-        """What one worker acts through, on its own WeCom client."""
+        """What one worker acts through, built around its own WeCom client; every collaborator is a
+        constructor argument."""
         wecom = wecom or self.wecom()
-        pipeline = self.pipeline(wecom)
-        executor = pipeline.executor
-        return Parts(self.store, KfSync(self.store, self.inbox, wecom, self.clock), pipeline, executor.desk, executor,
-                     self.touches(executor))
+        s, tz = self.settings, self.settings.timezone
+        store, customers, handoffs = self.store, self.customers, self.handoffs
+
+        def now() -> datetime:
+            return from_ts(self.clock(), tz)
+
+        sender = KfSender(wecom, store, customers, self.clock)
+        staff = Staff(wecom, store, customers, handoffs, self.team, s.agent_id, now)
+        desk = Desk(wecom, store, handoffs, self.team, staff, sender.send, now)
+        executor = Executor(wecom, store, customers, sender, desk, staff, self.triggers, self.coupons, tz,
+                            self.clock, s.corp_tags)
+        pipeline = Pipeline(executor, self.triggers, store, customers, s.replies, self.classifier,
+                            human_holds=lambda customer, msgid: _held(handoffs, customer, msgid))
+        engine = self.engine()
+        touches = None
+        if engine is not None:
+            team = self.team()
+            default = team.consultants[0].userid if team and team.consultants else None
+            touches = TouchRunner(wecom, store, customers, sender, executor.issue_coupon, self.coupons, engine,
+                                  lambda c: customers.owner(c) or handoffs.owner_of(c), default, tz,
+                                  clock=self.clock, human_holds=lambda c: handoffs.open_for(c) is not None)
+        return Parts(store, KfSync(store, self.inbox, wecom, self.clock), pipeline, staff, executor, touches)
+
+    def scheduler(self, stop: threading.Event, **kw: Any) -> Scheduler:
+        """The scheduler of this process (it ticks only while it holds the lease)."""
+        content = self.content
+        return Scheduler(self.r, self.inbox, self.store, self.handoffs, self.parts().staff, self.engine,
+                         self.coupons, (lambda: content.reload_if_changed(force=True)) if content else (lambda: None),
+                         self.settings.timezone, stop, self.clock, **kw)
 
     def worker(self, name: str | None = None) -> Worker:
         """An inbox consumer."""

@@ -10,7 +10,6 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from bot.queue.inbox import Inbox
-from bot.queue.scheduler import Scheduler
 from bot.records import handoff_stats
 from bot.records.handoffs import Handoffs
 from bot.records.store import Store
@@ -141,7 +140,7 @@ def test_bot_silent_while_human_holds_then_back_after_session_end(desk_env, serv
 
 def test_unanswered_handoff_climbs_the_ladder(desk_env, service, runtime, clock):
     say(desk_env, service, runtime, "这个多少钱")
-    scheduler = Scheduler(runtime, threading.Event())
+    scheduler = runtime.scheduler(threading.Event())
     worker = runtime.worker()
     steps = []
     for minutes in (6, 6, 6):
@@ -163,7 +162,7 @@ def test_first_human_reply_stops_the_sla_clock(desk_env, service, runtime, clock
     desk_env.add_customer_text("wmSomeoneElse", "在吗")
     service.post(kf_notice(desk_env.callback_token(), create_time=time.time_ns()))
     drain(runtime.worker())
-    scheduler = Scheduler(runtime, threading.Event())
+    scheduler = runtime.scheduler(threading.Event())
     scheduler.tick(clock.advance(minutes=20).timestamp())
     drain(runtime.worker())
     assert open_handoff(runtime).level == 0 and not cards_to(desk_env, "wang.consultant")
@@ -178,7 +177,7 @@ def test_off_hours_queue_then_alert_when_work_starts(desk_env, service, runtime,
     assert "非工作时间" in text and "09:00" in text
     assert desk_env.service_state(CUSTOMER) == 2
     assert not cards_to(desk_env, "li.consultant")
-    scheduler = Scheduler(runtime, threading.Event())
+    scheduler = runtime.scheduler(threading.Event())
     scheduler.tick(clock.advance(hours=10, minutes=1).timestamp())  # Monday 09:01
     drain(runtime.worker())
     assert cards_to(desk_env, "li.consultant")
@@ -240,14 +239,14 @@ def test_unsubscribe_while_a_human_holds_the_chat_still_counts(desk_env, service
     before = len(to_customer(desk_env))
     say(desk_env, service, runtime, "以后别再给我推送了，退订")
     assert len(to_customer(desk_env)) == before
-    assert runtime.pipeline().customers.get(CUSTOMER).unsubscribed
+    assert runtime.customers.get(CUSTOMER).unsubscribed
 
 
 def test_alerts_to_one_member_wait_for_the_next_minute_instead_of_being_dropped(runtime, clock):
-    from bot.act.desk import APP_MESSAGES_PER_MINUTE
+    from bot.act.staff import APP_MESSAGES_PER_MINUTE
     from bot.wecom import WeComRateLimited
 
-    desk = runtime.pipeline().executor.desk
+    desk = runtime.parts().staff
     for _ in range(APP_MESSAGES_PER_MINUTE):
         desk.within_rate("li.consultant")
     with pytest.raises(WeComRateLimited):
@@ -266,7 +265,7 @@ def test_customer_name_comes_from_kf_customer_batchget(desk_env, service, runtim
 def test_off_hours_handoff_is_not_closed_as_idle_overnight(desk_env, service, runtime, clock):
     clock.at = last_weekday_at(6, 23)  # Sunday 23:00
     say(desk_env, service, runtime, "多少钱")
-    scheduler = Scheduler(runtime, threading.Event())
+    scheduler = runtime.scheduler(threading.Event())
     scheduler.tick(clock.advance(hours=5).timestamp())  # 04:00: idle for 5 h, but nobody was on duty
     drain(runtime.worker())
     assert open_handoff(runtime) is not None
@@ -278,7 +277,7 @@ def test_off_hours_handoff_is_not_closed_as_idle_overnight(desk_env, service, ru
 def test_closing_from_the_app_gives_the_chat_back_to_the_bot(desk_env, service, runtime):
     say(desk_env, service, runtime, "多少钱")
     assert desk_env.service_state(CUSTOMER) == 3
-    runtime.pipeline().executor.desk.command("li.consultant", f"结束 {open_handoff(runtime).id}")
+    runtime.parts().staff.command("li.consultant", f"结束 {open_handoff(runtime).id}")
     assert desk_env.service_state(CUSTOMER) == 4
     before = len(to_customer(desk_env))
     say(desk_env, service, runtime, "你好")
@@ -305,7 +304,7 @@ def test_escalated_backup_can_take_over_a_claimed_but_unanswered_chat(desk_env, 
     h = open_handoff(runtime)
     service.post(card_click(h.consultant, f"claim:{h.id}", h.task_id, "CODE-1"))
     drain(runtime.worker())
-    Scheduler(runtime, threading.Event()).tick(clock.advance(minutes=6).timestamp())
+    runtime.scheduler(threading.Event()).tick(clock.advance(minutes=6).timestamp())
     drain(runtime.worker())
     backup = open_handoff(runtime).escalations[0].to
     card = cards_to(desk_env, backup)[-1]["template_card"]
@@ -324,7 +323,7 @@ def test_console_finds_customers_by_nickname(desk_env, service, runtime):
 def test_sla_ladder_waits_overnight_and_climbs_when_work_starts(desk_env, service, runtime, clock):
     clock.at = last_weekday_at(0, 17, 58)  # Monday 17:58: 小李 on duty until 18:00, 赵经理 until 18:30
     say(desk_env, service, runtime, "多少钱")
-    scheduler = Scheduler(runtime, threading.Event())
+    scheduler = runtime.scheduler(threading.Event())
     scheduler.tick(clock.advance(hours=2).timestamp())  # 19:58: nobody at work
     drain(runtime.worker())
     assert open_handoff(runtime).level == 0

@@ -7,7 +7,6 @@ import threading
 import time
 from datetime import datetime
 
-from bot.queue.scheduler import Scheduler
 from bot.records.store import Store
 from tests.conftest import drain, kf_notice
 from tests.test_routing_e2e import cli
@@ -44,14 +43,14 @@ def test_staff_contact_added_gets_send_welcome_msg(sandbox, service, runtime):
     drain(runtime.worker())
     calls = sandbox.requests("externalcontact/send_welcome_msg")
     assert len(calls) == 1 and calls[0]["json"]["welcome_code"] == "WC-123"
-    assert runtime.pipeline().customers.owner("wmStaffAdded") == "li.consultant"
+    assert runtime.customers.owner("wmStaffAdded") == "li.consultant"
 
 
 def test_due_touch_goes_out_through_the_worker_once(sandbox, service, runtime):
     sandbox.add_customer_text("wmJourney", "你好")
     post_and_drain(sandbox, service, runtime)  # first contact: enrolled in the new-customer week
     before = len([d for d in sandbox.delivered() if d["touser"] == "wmJourney"])
-    scheduler = Scheduler(runtime, threading.Event())
+    scheduler = runtime.scheduler(threading.Event())
     now = time.time()
     emitted = scheduler.tick(now + 1)  # the welcome step is due at once
     drain(runtime.worker())
@@ -70,7 +69,7 @@ def test_unsubscribed_customer_gets_no_touches(sandbox, service, runtime):
     sandbox.add_customer_text("wmTD", "TD")
     post_and_drain(sandbox, service, runtime)
     before = len([d for d in sandbox.delivered() if d["touser"] == "wmTD"])
-    scheduler = Scheduler(runtime, threading.Event())
+    scheduler = runtime.scheduler(threading.Event())
     for days in range(0, 8):
         scheduler.tick(time.time() + days * 86400 + 1)
         drain(runtime.worker())

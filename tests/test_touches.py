@@ -8,7 +8,6 @@ from datetime import datetime
 import pytest
 from flask import Flask
 
-from bot.act.executor import Executor
 from bot.act.touches import TouchRunner
 from bot.config import SANDBOX_OPEN_KFID
 from bot.records.customers import Customers
@@ -30,12 +29,17 @@ def engine(r, settings):
     return engine_for(r, found, Rules(), settings.timezone)
 
 
+def touch_runner(runtime, engine, owner_of, default_staff) -> TouchRunner:
+    """A TouchRunner on the runtime's parts, with its own engine, owners and default staff member."""
+    ex = runtime.parts().executor
+    return TouchRunner(ex.wecom, ex.store, ex.customers, ex.sender, ex.issue_coupon, runtime.coupons, engine,
+                       owner_of, default_staff, runtime.settings.timezone)
+
+
 @pytest.fixture()
 def runner(runtime, engine):
-    ex = Executor(runtime.wecom(), Store(runtime.r), Customers(runtime.r), runtime.settings.timezone,
-                  coupons=runtime.coupons)
     owners = {"c-kf": OWNER, "c-closed": OWNER, "c-mass": OWNER, "c-41048": OWNER, "c-coupon": OWNER}
-    return TouchRunner(ex, engine, owners.get, FALLBACK)
+    return touch_runner(runtime, engine, owners.get, FALLBACK)
 
 
 def entry(customer: str, content: dict, channel: str = "kf", decision: str = "send",
@@ -185,8 +189,7 @@ def test_birthday_endpoint(client, r):
 
 
 def test_unowned_staff_touch_without_default_is_failed(runtime, engine, sandbox):
-    ex = Executor(runtime.wecom(), Store(runtime.r), Customers(runtime.r), runtime.settings.timezone)
-    runner = TouchRunner(ex, engine, lambda c: None, None)
+    runner = touch_runner(runtime, engine, lambda c: None, None)
     data = entry("c-x", {"text": "hi"}, "staff", decision="remind", reason="staff_step")
     assert runner.run(data, "touch:x") == "failed:no_staff:staff_step"
     assert sandbox.staff_messages() == [] and Store(runtime.r).counters()["sop_failed"] == 1

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.act.desk import Desk
+from bot.act.staff import Staff
+from bot.act.triggers import Triggers
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.records.store import Store
@@ -35,181 +37,20 @@ log = logging.getLogger(__name__)
 KF_WINDOW_FAIL_TYPES = {4, 5, 6, 10}
 
 
-class Executor:
-    """Performs actions; every action is keyed, and a key already done is skipped."""
+class KfSender:
+    """kf messages to customers: each once per key, within the reply budget (5 per 48 h)."""
 
-    def __init__(self, wecom: WeCom, store: Store, customers: Customers, tz: ZoneInfo,
-                 coupons: Callable[[], CouponBook | None] = lambda: None, clock: Callable[[], float] = time.time,
-                 corp_tags: Any = None):
+    def __init__(self, wecom: WeCom, store: Store, customers: Customers,
+                 clock: Callable[[], float] = time.time) -> None:
         self.wecom = wecom
         self.store = store
         self.customers = customers
-        self.tz = tz
-        self.coupons = coupons  # the coupon book as currently configured, or None
         self.clock = clock
-        self.corp_tags = corp_tags or {}  # our tag name -> WeCom corp tag id
-        self.desk: Any = None  # bot.act.desk.Desk, attached by the runtime
-        self.sop: Callable[[], Any] = lambda: None  # the SOP engine (sop.engine.Engine) or None
-
-    def run(self, actions: list[Action], key: str) -> None:
-        """Execute `actions` in order; the i-th is keyed `key:i`."""
-        for i, action in enumerate(actions):
-            self.execute(action, f"{key}:{i}")
-
-    def execute(self, action: Action, key: str) -> None:
-        """Perform one action unless it was already performed under `key`."""
-        if self.store.is_done(key):
-            return
-        now = self.clock()
-        match action:
-            case SendText(open_kfid, customer, text):
-                self.send_text(open_kfid, customer, text, key)
-            case IssueCoupon(open_kfid, customer, cause):
-                self.issue_coupon(open_kfid, customer, cause, key, now)
-            case RequestHandoff(open_kfid, customer, intent, matched, text, reply, cause):
-                self.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
-            case Welcome(open_kfid, customer, code, at):
-                self.welcome(open_kfid, customer, code, at or now, key)
-            case StaffReplied(customer, servicer, at):
-                if self.desk:
-                    self.desk.staff_replied(customer, servicer, from_ts(at or now, self.tz))
-            case SessionChanged(customer, change_type, servicer, at):
-                if self.desk:
-                    self.desk.session_changed(customer, change_type, servicer, from_ts(at or now, self.tz))
-            case OptOut(open_kfid, customer, reply):
-                self.customers.set_unsubscribed(customer)
-                self.sop_fact(customer, "unsubscribed", now)
-                self.store.record("unsubscribed", customer=customer)
-                if reply:
-                    self.send_text(open_kfid, customer, reply, key)
-            case Tag(customer, tag):
-                self.customers.tag(customer, tag, now)
-                self.mirror_tag(customer, tag)
-                if engine := self.sop():
-                    engine.enroll(customer, "tag", self._dt(now), tag=tag)
-            case SendFailed(customer, fail_type, fail_msgid):
-                if fail_type in KF_WINDOW_FAIL_TYPES:
-                    self.customers.exhaust_budget(customer)
-                self.store.record("send_failed", customer=customer, fail_type=fail_type, fail_msgid=fail_msgid)
-                self.store.count(f"send_failed:{fail_type}")
-            case Record(kind, data):
-                self.store.record(kind, **data)
-        self.store.mark_done(key)
-
-    def issue_coupon(self, open_kfid: str, customer: str, cause: str, key: str, now: float,
-                     campaign: str | None = None, handoff_when_exhausted: bool = True) -> None:
-        """Issue through the coupon book (atomic, budgeted) and send the reply it renders."""
-        record = self.customers.get(customer)
-        when = from_ts(now, self.tz)
-        is_new = not record.first_seen or now - record.first_seen < 7 * 86400
-        coupons = self.coupons()
-        if coupons is None:
-            raise RuntimeError("a coupon was asked for but no campaigns are configured (content.coupons)")
-        result = coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags), campaign=campaign)
-        self.store.record("coupon", customer=customer, status=result.status,
-                          code=result.coupon.code if result.coupon else None)
-        if result.status == "issued" and result.coupon is not None and (engine := self.sop()):
-            c = result.coupon
-            engine.enroll(customer, "coupon_issued", c.issued_at, expires_at=c.expires_at, campaign=c.campaign,
-                          key=c.code)
-        self.store.count(f"coupon:{result.status}")
-        self.send_text(open_kfid, customer, coupons.reply_text(result), key)
-        if result.handoff and handoff_when_exhausted:
-            self.hand_off(open_kfid, customer, "human", ("优惠券已发完",), "（优惠券已发完，客户想要优惠）", cause,
-                          f"{key}:handoff", None)
-
-    def hand_off(self, open_kfid: str, customer: str, intent: str, matched: tuple[str, ...], text: str,
-                 cause: str, key: str, reply: str | None) -> None:
-        """Through the desk when there is one; else record the request and send `reply`."""
-        if not self.store.is_done(f"{key}:requested"):
-            self.store.count(f"handoff_requested:{intent}")
-            self.store.mark_done(f"{key}:requested")
-        self.sop_fact(customer, "handed_off", self.clock())
-        if self.desk is not None:
-            self.desk.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
-            return
-        self.store.record("handoff_requested", customer=customer, open_kfid=open_kfid,
-                          intent=intent, matched=list(matched), text=text)
-        if reply:
-            self.send_text(open_kfid, customer, reply, key)
-
-    # -- SOP triggers and stop facts ---------------------------------------------------------
-
-    def _dt(self, ts: float) -> datetime:
-        return from_ts(ts, self.tz)
-
-    def sop_fact(self, customer: str, fact: str, at: float) -> None:
-        """A stop condition for the customer's journeys (unsubscribed, handed_off, purchased...)."""
-        if engine := self.sop():
-            engine.note_fact(customer, fact, self._dt(at))
-
-    def customer_wrote(self, customer: str, at: float) -> None:
-        """A customer message: replied-stops, and the new-customer journeys on the first contact."""
-        if engine := self.sop():
-            engine.note_customer_message(customer, self._dt(at))
-            self.start_new_customer(customer, at, None)
-
-    def start_new_customer(self, customer: str, at: float, send_welcome: Callable[[str], Any] | None) -> None:
-        """First contact: enrol the new-customer journeys; with a welcome code (`send_welcome`), their
-        welcome step goes out at once through it (the code is valid for 20 seconds and one call)."""
-        engine = self.sop()
-        if engine is None or not self.customers.first_contact(customer):
-            return
-        when = self._dt(at)
-        engine.enroll(customer, "first_contact", when)
-        if send_welcome is None:
-            engine.enroll(customer, "customer_added", when)
-        else:
-            touches = engine.welcome(customer, "customer_added", when)
-            text = next((t.content.get("text") for t in touches if t.content.get("text")), None)
-            try:
-                if text:
-                    send_welcome(text)
-                    self.store.record("welcome_sent", customer=customer)
-            except WeComError as exc:
-                self.store.record("welcome_not_sent", customer=customer, errcode=exc.errcode)
-        self.customers.first_contact_done(customer)
-
-    def mirror_tag(self, customer: str, tag: str) -> None:
-        """Where configured, set the matching WeCom corp tag (needs the staff member who has the contact)."""
-        owner = self.customers.owner(customer) if tag in self.corp_tags else None
-        if not owner:
-            return
-        try:
-            self.wecom.call("POST", "externalcontact/mark_tag",
-                            {"userid": owner, "external_userid": customer, "add_tag": [self.corp_tags[tag]]})
-        except WeComError as exc:  # a mirror must never hold up the handoff or coupon that follows
-            self.store.record("tag_mirror_failed", customer=customer, tag=tag, errcode=exc.errcode)
-
-    def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str) -> None:
-        """The customer opened the kf chat: a new customer gets the welcome with the event's code
-        (send_msg_on_event; it does not use the 5-message budget)."""
-        send = (lambda text: self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"), {
-            "msgtype": "text", "text": {"content": clip(text, KF_TEXT_MAX_BYTES, "")}})) if code else None
-        self.start_new_customer(customer, at, send)
-
-    def intent_seen(self, customer: str, intent: str, at: float) -> None:
-        """Intent-triggered journeys (e.g. price asked, no purchase in 2 days)."""
-        if intent not in ("other", "greeting") and (engine := self.sop()):
-            engine.enroll(customer, "intent", self._dt(at), intent=intent)
-
-    def contact_changed(self, fields: dict[str, str]) -> None:
-        """change_external_contact: a staff member added (welcome code, 20 s) or lost a customer."""
-        customer, staff, change = fields.get("ExternalUserID", ""), fields.get("UserID", ""), fields.get("ChangeType")
-        at = float(fields["CreateTime"]) if fields.get("CreateTime", "").isdigit() else self.clock()
-        if change == "add_external_contact" and customer:
-            if staff:
-                self.customers.set_owner(customer, staff)
-            code = fields.get("WelcomeCode")
-            send = (lambda text: self.wecom.call("POST", "externalcontact/send_welcome_msg", {
-                "welcome_code": code, "text": {"content": clip(text, 4000, "")}})) if code else None
-            self.start_new_customer(customer, at, send)
-        elif change in ("del_external_contact", "del_follow_user") and customer:
-            self.sop_fact(customer, "contact_deleted", at)
 
     def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> str | None:
         """A kf text within the reply budget (see send)."""
-        return self.send(open_kfid, customer, {"msgtype": "text", "text": {"content": clip(text, KF_TEXT_MAX_BYTES, "")}}, key)
+        return self.send(open_kfid, customer, {"msgtype": "text", "text": {"content": clip(text, KF_TEXT_MAX_BYTES, "")}},
+                         key)
 
     def send(self, open_kfid: str, customer: str, payload: dict[str, Any], key: str) -> str | None:
         """One kf message, once per key, within the reply budget: None when sent, else why not
@@ -238,3 +79,129 @@ class Executor:
         self.store.record("reply_sent", customer=customer, msgid=msgid, text=shown)
         self.store.count("reply_sent")
         return None
+
+
+class Executor:
+    """Performs actions; every action is keyed, and a key already done is skipped."""
+
+    def __init__(self, wecom: WeCom, store: Store, customers: Customers, sender: KfSender, desk: Desk, staff: Staff,
+                 triggers: Triggers, coupons: Callable[[], CouponBook | None], tz: ZoneInfo,
+                 clock: Callable[[], float] = time.time, corp_tags: Mapping[str, str] | None = None) -> None:
+        self.wecom = wecom
+        self.store = store
+        self.customers = customers
+        self.sender = sender
+        self.desk = desk
+        self.staff = staff
+        self.triggers = triggers
+        self.coupons = coupons  # the coupon book as currently configured, or None
+        self.tz = tz
+        self.clock = clock
+        self.corp_tags = corp_tags or {}  # our tag name -> WeCom corp tag id
+
+    def run(self, actions: list[Action], key: str) -> None:
+        """Execute `actions` in order; the i-th is keyed `key:i`."""
+        for i, action in enumerate(actions):
+            self.execute(action, f"{key}:{i}")
+
+    def execute(self, action: Action, key: str) -> None:
+        """Perform one action unless it was already performed under `key`."""
+        if self.store.is_done(key):
+            return
+        now = self.clock()
+        match action:
+            case SendText(open_kfid, customer, text):
+                self.send_text(open_kfid, customer, text, key)
+            case IssueCoupon(open_kfid, customer, cause):
+                self.issue_coupon(open_kfid, customer, cause, key, now)
+            case RequestHandoff(open_kfid, customer, intent, matched, text, reply, cause):
+                self.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
+            case Welcome(open_kfid, customer, code, at):
+                self.welcome(open_kfid, customer, code, at or now, key)
+            case StaffReplied(customer, servicer, at):
+                self.staff.staff_replied(customer, servicer, from_ts(at or now, self.tz))
+            case SessionChanged(customer, change_type, servicer, at):
+                self.staff.session_changed(customer, change_type, servicer, from_ts(at or now, self.tz))
+            case OptOut(open_kfid, customer, reply):
+                self.customers.set_unsubscribed(customer)
+                self.triggers.fact(customer, "unsubscribed", now)
+                self.store.record("unsubscribed", customer=customer)
+                if reply:
+                    self.send_text(open_kfid, customer, reply, key)
+            case Tag(customer, tag):
+                self.customers.tag(customer, tag, now)
+                self.mirror_tag(customer, tag)
+                self.triggers.tagged(customer, tag, now)
+            case SendFailed(customer, fail_type, fail_msgid):
+                if fail_type in KF_WINDOW_FAIL_TYPES:
+                    self.customers.exhaust_budget(customer)
+                self.store.record("send_failed", customer=customer, fail_type=fail_type, fail_msgid=fail_msgid)
+                self.store.count(f"send_failed:{fail_type}")
+            case Record(kind, data):
+                self.store.record(kind, **data)
+        self.store.mark_done(key)
+
+    def issue_coupon(self, open_kfid: str, customer: str, cause: str, key: str, now: float,
+                     campaign: str | None = None, handoff_when_exhausted: bool = True) -> None:
+        """Issue through the coupon book (atomic, budgeted) and send the reply it renders."""
+        record = self.customers.get(customer)
+        when = from_ts(now, self.tz)
+        is_new = not record.first_seen or now - record.first_seen < 7 * 86400
+        coupons = self.coupons()
+        if coupons is None:
+            raise RuntimeError("a coupon was asked for but no campaigns are configured (content.coupons)")
+        result = coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags), campaign=campaign)
+        self.store.record("coupon", customer=customer, status=result.status,
+                          code=result.coupon.code if result.coupon else None)
+        if result.status == "issued" and result.coupon is not None:
+            self.triggers.coupon_issued(result.coupon)
+        self.store.count(f"coupon:{result.status}")
+        self.send_text(open_kfid, customer, coupons.reply_text(result), key)
+        if result.handoff and handoff_when_exhausted:
+            self.hand_off(open_kfid, customer, "human", ("优惠券已发完",), "（优惠券已发完，客户想要优惠）", cause,
+                          f"{key}:handoff", None)
+
+    def hand_off(self, open_kfid: str, customer: str, intent: str, matched: tuple[str, ...], text: str,
+                 cause: str, key: str, reply: str | None) -> None:
+        """Count the request once, set the handed_off stop fact, and open the handoff at the desk."""
+        if not self.store.is_done(f"{key}:requested"):
+            self.store.count(f"handoff_requested:{intent}")
+            self.store.mark_done(f"{key}:requested")
+        self.triggers.fact(customer, "handed_off", self.clock())
+        self.desk.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
+
+    def mirror_tag(self, customer: str, tag: str) -> None:
+        """Where configured, set the matching WeCom corp tag (needs the staff member who has the contact)."""
+        owner = self.customers.owner(customer) if tag in self.corp_tags else None
+        if not owner:
+            return
+        try:
+            self.wecom.call("POST", "externalcontact/mark_tag",
+                            {"userid": owner, "external_userid": customer, "add_tag": [self.corp_tags[tag]]})
+        except WeComError as exc:  # a mirror must never hold up the handoff or coupon that follows
+            self.store.record("tag_mirror_failed", customer=customer, tag=tag, errcode=exc.errcode)
+
+    def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str) -> None:
+        """The customer opened the kf chat: a new customer gets the welcome with the event's code
+        (send_msg_on_event; it does not use the 5-message budget)."""
+        send = (lambda text: self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"), {
+            "msgtype": "text", "text": {"content": clip(text, KF_TEXT_MAX_BYTES, "")}})) if code else None
+        self.triggers.first_contact(customer, at, send)
+
+    def contact_changed(self, fields: dict[str, str]) -> None:
+        """change_external_contact: a staff member added (welcome code, 20 s) or lost a customer."""
+        customer, staff, change = fields.get("ExternalUserID", ""), fields.get("UserID", ""), fields.get("ChangeType")
+        at = float(fields["CreateTime"]) if fields.get("CreateTime", "").isdigit() else self.clock()
+        if change == "add_external_contact" and customer:
+            if staff:
+                self.customers.set_owner(customer, staff)
+            code = fields.get("WelcomeCode")
+            send = (lambda text: self.wecom.call("POST", "externalcontact/send_welcome_msg", {
+                "welcome_code": code, "text": {"content": clip(text, 4000, "")}})) if code else None
+            self.triggers.first_contact(customer, at, send)
+        elif change in ("del_external_contact", "del_follow_user") and customer:
+            self.triggers.fact(customer, "contact_deleted", at)
+
+    def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> str | None:
+        """A kf text within the reply budget (KfSender.send_text)."""
+        return self.sender.send_text(open_kfid, customer, text, key)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+from zoneinfo import ZoneInfo
 
-from bot.act.executor import Executor
-from bot.records.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer
+from bot.act.executor import KfSender
+from bot.records.coupons import CouponBook
+from bot.records.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer, Customers
+from bot.records.store import Store
 from bot.times import from_ts
-from bot.wecom import WeComError
+from bot.wecom import WeCom, WeComError
 from bot.wecom.cards import LIMITS, clip
 
 if TYPE_CHECKING:
@@ -18,6 +21,13 @@ if TYPE_CHECKING:
 
 
 __all__ = ["TouchRunner", "mass_task_body", "kf_payloads", "reminder_text"]
+
+
+class IssueCoupon(Protocol):
+    """Executor.issue_coupon: issue through the coupon book, record it, send the book's reply."""
+
+    def __call__(self, open_kfid: str, customer: str, cause: str, key: str, now: float, campaign: str | None = None,
+                 handoff_when_exhausted: bool = True) -> None: ...
 
 # add_msg_template: errcode 41048 = no customer to send to (quota used, not a contact of the sender...).
 MASS_NO_CUSTOMER = 41048
@@ -141,20 +151,22 @@ def _kf_room(rec: Customer, now: float) -> int:
 class TouchRunner:
     """Runs "touch" entries emitted by sop.engine.Engine.tick; idempotent per entry key and sub-step."""
 
-    def __init__(self, executor: Executor, engine: Engine, owner_of: Callable[[str], str | None],
-                 default_staff: str | None, clock: Callable[[], float] = time.time,
-                 human_holds: Callable[[str], bool] = lambda customer: False):
-        self.executor = executor
-        self.human_holds = human_holds
+    def __init__(self, wecom: WeCom, store: Store, customers: Customers, sender: KfSender, issue_coupon: IssueCoupon,
+                 coupons: Callable[[], CouponBook | None], engine: Engine, owner_of: Callable[[str], str | None],
+                 default_staff: str | None, tz: ZoneInfo, clock: Callable[[], float] = time.time,
+                 human_holds: Callable[[str], bool] = lambda customer: False) -> None:
+        self.wecom = wecom
+        self.store = store
+        self.customers = customers
+        self.sender = sender
+        self.issue_coupon = issue_coupon  # Executor.issue_coupon: issue, record, send the book's reply
+        self.coupons = coupons
         self.engine = engine
         self.owner_of = owner_of
         self.default_staff = default_staff
+        self.tz = tz
         self.clock = clock
-
-    @property
-    def store(self) -> Any:
-        """The executor's store (done marks, records, counters)."""
-        return self.executor.store
+        self.human_holds = human_holds
 
     def run(self, data: dict[str, Any], key: str) -> str:
         """Perform one touch unless `key` is done; returns the outcome ("sent:kf", "reminded:<why>", ...)."""
@@ -184,7 +196,7 @@ class TouchRunner:
     def _kf(self, data: dict[str, Any], key: str, now: float) -> str:
         """kf send_msg to the account the customer last wrote to; refused -> note_failed + reminder."""
         customer, content = data["customer"], data.get("content") or {}
-        rec = self.executor.customers.get(customer)
+        rec = self.customers.get(customer)
         if not rec.open_kfid:
             return self._failed(data, key, now, "no_kf_account")
         if content.get("coupon"):
@@ -214,14 +226,14 @@ class TouchRunner:
         text = str((data.get("content") or {}).get("text") or "")
         if text and room >= 2:
             self._kf_send(rec, kf_payloads({"text": text})[0], f"{key}:kf:0", now)
-        self.executor.issue_coupon(rec.open_kfid, rec.id, data["touch_id"], sub, now, campaign=_campaign(data),
+        self.issue_coupon(rec.open_kfid, rec.id, data["touch_id"], sub, now, campaign=_campaign(data),
                                    handoff_when_exhausted=False)
         self.store.mark_done(sub)
         return None
 
     def _kf_send(self, rec: Customer, payload: dict[str, Any], key: str, now: float) -> str | None:
         """One kf message within the reply budget; None when sent, else why not (recorded, not retried)."""
-        return self.executor.send(rec.open_kfid, rec.id, payload, key)
+        return self.sender.send(rec.open_kfid, rec.id, payload, key)
 
     def _mass_task(self, data: dict[str, Any], key: str, now: float) -> str:
         """A confirm-to-send task for the owner; fail_list/41048/no owner -> note_failed + reminder."""
@@ -235,7 +247,7 @@ class TouchRunner:
         coupon_text = self._coupon_text(data, key, now) if content.get("coupon") else ""
         body = mass_task_body(customer, owner, content, coupon_text)
         try:
-            res = self.executor.wecom.call("POST", "externalcontact/add_msg_template", body)
+            res = self.wecom.call("POST", "externalcontact/add_msg_template", body)
         except WeComError as exc:
             if exc.errcode != MASS_NO_CUSTOMER:
                 raise
@@ -253,7 +265,7 @@ class TouchRunner:
         """A "send" could not be delivered: give the engine its slot back, then remind staff."""
         sub = f"{key}:failed"
         if not self.store.is_done(sub):
-            self.engine.note_failed(data["customer"], data, from_ts(now, self.executor.tz),
+            self.engine.note_failed(data["customer"], data, from_ts(now, self.tz),
                                     str(data.get("channel")))
             self.store.count("sop_failed")
             self.store.record("touch_failed", customer=data["customer"], touch_id=data.get("touch_id"), reason=why)
@@ -269,18 +281,18 @@ class TouchRunner:
         if not self.store.is_done(sub):
             coupon_text = self._coupon_text(data, key, now) if (data.get("content") or {}).get("coupon") else ""
             text = reminder_text(data, why, self._title(data), self._due(data), coupon_text)
-            self.executor.wecom.send_app_message({"touser": staff, "msgtype": "text", "text": {"content": text}})
+            self.wecom.send_app_message({"touser": staff, "msgtype": "text", "text": {"content": text}})
             self.store.mark_done(sub, staff)
         return f"reminded:{why}"
 
     def _coupon_text(self, data: dict[str, Any], key: str, now: float) -> str:
         """Issue the step's coupon for a person to pass on; the book's reply text (with the code) or ''."""
-        book = self.executor.coupons()
+        book = self.coupons()
         if book is None:
             return ""
-        rec = self.executor.customers.get(data["customer"])
+        rec = self.customers.get(data["customer"])
         is_new = not rec.first_seen or now - rec.first_seen < 7 * 86400
-        result = book.issue(rec.id, str(data["touch_id"]), from_ts(now, self.executor.tz),
+        result = book.issue(rec.id, str(data["touch_id"]), from_ts(now, self.tz),
                             is_new=is_new, tags=tuple(rec.tags), campaign=_campaign(data))
         self.store.record("coupon", customer=rec.id, status=result.status,
                           code=result.coupon.code if result.coupon else None)
@@ -294,7 +306,7 @@ class TouchRunner:
     def _due(self, data: dict[str, Any]) -> str:
         """When the touch was due, local, e.g. '12月03日 10:00'."""
         try:
-            return datetime.fromisoformat(data["due"]).astimezone(self.executor.tz).strftime("%m月%d日 %H:%M")
+            return datetime.fromisoformat(data["due"]).astimezone(self.tz).strftime("%m月%d日 %H:%M")
         except (KeyError, TypeError, ValueError):
             return ""
 

@@ -38,7 +38,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Web + worker + scheduler in one process (embedded Redis and the sandbox when unconfigured)."""
     from waitress.server import create_server
 
-    from bot.queue.scheduler import Scheduler
     from bot.runtime import start_threads, write_sandbox_info
 
     settings = settings_or_exit()
@@ -61,7 +60,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"redis: {'embedded at ' + rt.embedded.url if rt.embedded else 'configured'}; "
               f"callback URL: {url}{rt.settings.callback_path}; health: {url}/healthz", flush=True)
         workers = start_threads(rt, args.workers, stop)
-        scheduler = Scheduler(rt, stop)
+        scheduler = rt.scheduler(stop)
         scheduler.start()
         threading.Thread(target=server.run, daemon=True, name="web").start()
         _wait_for_signal(received, stop)
@@ -121,12 +120,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_scheduler(args: argparse.Namespace) -> int:
     """The scheduler process (one active at a time, by Redis lease)."""
-    from bot.queue.scheduler import Scheduler
 
     received = _catch_signals()
     rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
     stop = threading.Event()
-    scheduler = Scheduler(rt, stop)
+    scheduler = rt.scheduler(stop)
     try:
         scheduler.start()
         _wait_for_signal(received, stop)
@@ -206,7 +204,7 @@ def cmd_coupons(args: argparse.Namespace) -> int:
                     print(f"{row['campaign']:24} {row['budget']:>7} {row['issued']:>7} {row['remaining']:>9} "
                           f"{row['redeemed']:>8} {row['expired']:>7}")
             return 0
-        from bot.web.api import redeem_coupon
+        from bot.act.triggers import redeem_coupon
 
         result = redeem_coupon(book, rt.engine(), args.code, now, args.order)
         print(json.dumps({"code": args.code, "status": result.status}, ensure_ascii=False))

@@ -11,10 +11,11 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from bot.act.triggers import parse_birthday, record_purchase
 from bot.config import Settings
 from bot.ops.common import existing_redis, runtime_or_exit, settings_or_exit
 from bot.records.customers import Customers
-from bot.web.api import parse_at, parse_birthday, record_purchase
+from bot.times import parse_at
 from sop import cli as sop_cli
 from sop import journeys as journeys_mod
 from sop.engine import BIRTHDAYS, Engine

@@ -6,18 +6,25 @@ import json
 import logging
 import secrets
 import threading
+import time
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from zoneinfo import ZoneInfo
 
+import redis
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from bot.act.staff import Staff
 from bot.observe import HEARTBEAT_SCHEDULER as HEARTBEAT
 from bot.observe import flush
 from bot.queue.callback import Callback
 from bot.queue.inbox import Inbox, Item
+from bot.records.coupons import CouponBook
 from bot.records.daily import rollup
 from bot.records.handoffs import MAX_LEVEL, Handoffs
+from bot.records.store import Store
 from bot.times import from_ts
+from sop.engine import Engine
 
 log = logging.getLogger("bot.queue.scheduler")
 
@@ -33,21 +40,28 @@ return 0
 class Scheduler:
     """Ticks every `interval` seconds while holding the lease; others stand by."""
 
-    def __init__(self, rt: Any, stop: threading.Event, interval: float = 5.0, safety_sync_seconds: int = 300,
-                 idle_close_seconds: float = 4 * 3600):
-        self.rt = rt
-        self.r = rt.r
-        self.handoffs = Handoffs(rt.r, rt.settings.timezone)
-        self.desk = rt.pipeline().executor.desk
-        self.idle_close_seconds = idle_close_seconds
-        self._reload_seen = self.r.get(RELOAD_KEY)
-        self.inbox = Inbox(rt.r)
+    def __init__(self, r: redis.Redis, inbox: Inbox, store: Store, handoffs: Handoffs, staff: Staff,
+                 engine: Callable[[], Engine | None], coupons: Callable[[], CouponBook | None],
+                 reload: Callable[[], object], tz: ZoneInfo, stop: threading.Event,
+                 clock: Callable[[], float] = time.time, interval: float = 5.0, safety_sync_seconds: int = 300,
+                 idle_close_seconds: float = 4 * 3600) -> None:
+        self.r = r
+        self.inbox = inbox
+        self.store = store
+        self.handoffs = handoffs
+        self.staff = staff
+        self.engine = engine
+        self.coupons = coupons
+        self.reload = reload  # reload the operator files now (`wecom-bot sop reload`)
+        self.tz = tz
         self.stop = stop
+        self.clock = clock
         self.interval = interval
         self.safety_sync_seconds = safety_sync_seconds
+        self.idle_close_seconds = idle_close_seconds
+        self._reload_seen = self.r.get(RELOAD_KEY)
         self.me = secrets.token_hex(6)
         self._renew = self.r.register_script(RENEW)
-        self.tz = rt.settings.timezone
         self._aps = BackgroundScheduler(timezone=self.tz)
 
     def start(self) -> None:
@@ -69,7 +83,7 @@ class Scheduler:
         try:
             if not self.leader():
                 return 0
-            now = now or self.rt.clock()
+            now = now or self.clock()
             self.r.set(HEARTBEAT, f"{now:.0f}", ex=int(self.interval * 10))
             rollup(self.r, self.tz)  # daily numbers for the console, from the event stream
             flush(self.r)
@@ -86,7 +100,7 @@ class Scheduler:
         items = [Item("escalate", json.dumps({"id": h.id, "level": h.level + 1}), f"esc:{h.id}:{h.level + 1}:{bucket}")
                  for h in self.handoffs.due_for_escalation(now) if h.level < MAX_LEVEL]
         items += [Item("wake", json.dumps({"id": h.id}), f"wake:{h.id}") for h in self.handoffs.due_for_alert(now)]
-        closed = self.desk.close_idle(self.idle_close_seconds) if self.idle_close_seconds else 0
+        closed = self.staff.close_idle(self.idle_close_seconds) if self.idle_close_seconds else 0
         return (self.inbox.put_many(items, 7 * 86400) if items else 0) + closed
 
     def sop_clock(self, now: datetime) -> int:
@@ -94,15 +108,15 @@ class Scheduler:
         asked = self.r.get(RELOAD_KEY)
         if asked and asked != self._reload_seen:  # `wecom-bot sop reload`
             self._reload_seen = asked
-            self.rt.content.reload_if_changed(force=True)
-        engine = self.rt.engine()
+            self.reload()
+        engine = self.engine()
         if engine is None:
             return 0
         day = now.strftime("%Y-%m-%d")
         if not self.r.exists(f"wecom:sop:scanned:{day}"):
             engine.scan_calendar(now)
             engine.scan_silence(now)
-            if book := self.rt.coupons():
+            if book := self.coupons():
                 engine.scan_coupons(now, book)
             self.r.set(f"wecom:sop:scanned:{day}", "1", ex=3 * 86400)  # after the scans: a crash repeats them
         emitted = 0
@@ -117,7 +131,7 @@ class Scheduler:
         """Every few minutes, pull each known kf account even without a callback (lost callbacks)."""
         bucket = int(now // self.safety_sync_seconds)
         items = []
-        for open_kfid in self.rt.store.kf_accounts():
+        for open_kfid in self.store.kf_accounts():
             event = Callback("kf_notice", {"OpenKfId": open_kfid, "Token": "", "CreateTime": f"safety-{bucket}"})
             items.append(Item("callback", event.to_json(), "cb:" + event.dedupe_key))
         return self.inbox.put_many(items, self.safety_sync_seconds * 2) if items else 0

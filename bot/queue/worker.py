@@ -14,8 +14,8 @@ from dataclasses import dataclass
 
 import redis
 
-from bot.act.desk import Desk
 from bot.act.executor import Executor
+from bot.act.staff import Staff
 from bot.act.touches import TouchRunner
 from bot.config import WorkerSettings
 from bot.observe import heartbeat_worker, observe_processing
@@ -37,7 +37,7 @@ class Parts:
     store: Store
     kfsync: KfSync
     pipeline: Pipeline
-    desk: Desk
+    staff: Staff
     executor: Executor
     touches: TouchRunner | None
 
@@ -51,12 +51,12 @@ def on_kf_notice(p: Parts, f: Mapping[str, str]) -> str:
 
 def on_card_click(p: Parts, f: Mapping[str, str]) -> str:
     """A staff member tapped a button on an alert card."""
-    return p.desk.click(f.get("FromUserName", ""), f.get("EventKey", ""), f.get("ResponseCode", ""))
+    return p.staff.click(f.get("FromUserName", ""), f.get("EventKey", ""), f.get("ResponseCode", ""))
 
 
 def on_app_message(p: Parts, f: Mapping[str, str]) -> str | None:
     """A staff member typed to the app: a command (我的, 接待 ID, 结束 ID)."""
-    return p.desk.command(f.get("FromUserName", ""), f.get("Content", "")) if f.get("MsgType") == "text" else None
+    return p.staff.command(f.get("FromUserName", ""), f.get("Content", "")) if f.get("MsgType") == "text" else None
 
 
 def on_contact_change(p: Parts, f: Mapping[str, str]) -> None:
@@ -100,12 +100,12 @@ def on_touch(p: Parts, data: str) -> str:
 def on_escalate(p: Parts, data: str) -> str:
     """One rung of the SLA ladder, queued by the scheduler."""
     rung = json.loads(data)
-    return f"to={p.desk.escalate(rung['id'], int(rung['level']))}"
+    return f"to={p.staff.escalate(rung['id'], int(rung['level']))}"
 
 
 def on_wake(p: Parts, data: str) -> str:
     """An off-hours handoff whose working hours began, queued by the scheduler."""
-    return f"to={p.desk.wake(json.loads(data)['id'])}"
+    return f"to={p.staff.wake(json.loads(data)['id'])}"
 
 
 KINDS: Mapping[str, Callable[[Parts, str], str | None]] = {

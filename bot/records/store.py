@@ -106,6 +106,12 @@ class Store:
     def mark_done(self, key: str, result: str = "1") -> None:
         self.r.set(f"wecom:done:{{{key}}}", result, ex=DONE_TTL)
 
+    def once(self, key: str, step: Callable[[], Any]) -> None:
+        """Run `step` unless `key` is done; mark it done after it succeeded."""
+        if not self.is_done(key):
+            step()
+            self.mark_done(key)
+
     # numbers and history
     def count(self, name: str, n: int = 1) -> None:
         self.r.hincrby(COUNTERS, name, n)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Callable
-from datetime import date, datetime
+from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-import redis
 from flask import Blueprint, jsonify, request
 from flask.typing import ResponseReturnValue
 
+from bot.act.triggers import parse_birthday, record_purchase, redeem_coupon
 from bot.config import Settings
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
+from bot.times import parse_at
 
 
 def authenticate(settings: Settings) -> Any:
@@ -25,14 +25,6 @@ def authenticate(settings: Settings) -> Any:
     if not hmac.compare_digest(given.encode(), settings.api_token.encode()):
         return jsonify(error="bad or missing bearer token"), 401
     return None
-
-
-def redeem_coupon(book: Any, engine: Any, code: str, now: datetime, order_id: str | None) -> Any:
-    """Redeem a code (idempotent) and stop the customer's coupon reminders."""
-    result = book.redeem(code, now, order_id=order_id)
-    if result.status in ("redeemed", "already") and engine is not None and result.coupon is not None:
-        engine.note_fact(result.coupon.customer, "redeemed", now)
-    return result
 
 
 def make_api(settings: Settings, coupons: Callable[[], CouponBook | None],
@@ -58,41 +50,6 @@ def make_api(settings: Settings, coupons: Callable[[], CouponBook | None],
         return jsonify(code=body["code"], status=result.status, redeemed_at=at), status
 
     return bp
-
-
-ORDER_KEY = "wecom:sop:order:{%s}"  # order id -> customer, SET NX: one enrolment per order
-ORDER_TTL = 400 * 86400
-
-
-def parse_birthday(text: str) -> date:
-    """'MM-DD' or 'YYYY-MM-DD' -> a date (MM-DD lands in leap year 2000 so 02-29 is valid)."""
-    text = (text or "").strip()
-    if len(text) == 5:
-        return date.fromisoformat(f"2000-{text}")
-    return date.fromisoformat(text)
-
-
-def parse_at(text: str | None, tz: ZoneInfo) -> datetime:
-    """ISO 8601 time (naive = local `tz`), or now."""
-    if not text:
-        return datetime.now(tz)
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
-
-
-def record_purchase(r: redis.Redis, engine: Any, customer: str, order_id: str, at: datetime,
-                    amount: float | None = None) -> tuple[bool, int]:
-    """Enrol the purchase journeys and set the "purchased" stop fact once per order: (new, enrolments)."""
-    key = ORDER_KEY % order_id
-    if not r.set(key, customer, nx=True, ex=ORDER_TTL):
-        return False, 0
-    try:
-        n = engine.enroll(customer, "purchase", at, value=amount)
-        engine.note_fact(customer, "purchased", at)
-    except Exception:
-        r.delete(key)  # let the order system retry
-        raise
-    return True, n
 
 
 def _bad(message: str) -> Any:
