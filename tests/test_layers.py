@@ -7,6 +7,7 @@ only a late import keeps from failing at start is still a loop.
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,8 @@ PACKAGES = ("bot", "handlers", "intents", "sop")
 # What handlers/, intents/ and sop/ may use from bot/.
 ALLOWED_FROM_BOT = {"bot.yamlfile", "bot.times"}
 INNER = ("handlers", "intents", "sop")
+# A WeCom endpoint path as the client is called with it ("kf/send_msg", "externalcontact/mark_tag", ...).
+ENDPOINT = re.compile(r"(gettoken|(kf|message|externalcontact|webhook|user|department)/[a-z_/]+)")
 
 
 @dataclass(frozen=True)
@@ -163,6 +166,27 @@ def test_no_import_cycle_between_packages() -> None:
                 graph.setdefault(a, set()).add(b)
     found = cycles(graph)
     assert not found, "import cycles between packages:\n" + "\n".join(" <-> ".join(c) for c in found)
+
+
+def _strings(tree: ast.AST) -> Iterator[ast.Constant]:
+    """String constants that are not docstrings."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
+            yield node
+
+
+def test_wecom_endpoint_paths_only_in_bot_wecom() -> None:
+    found = []
+    for module, path in MODULES.items():
+        if module == "bot.wecom" or module.startswith("bot.wecom."):
+            continue
+        for node in _strings(ast.parse(path.read_text(encoding="utf-8"))):
+            if ENDPOINT.fullmatch(node.value.strip("/")):
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+    assert not found, "WeCom endpoints belong behind a typed method in bot/wecom/:\n" + "\n".join(found)
 
 
 def test_the_checks_catch_a_loop() -> None:

@@ -13,6 +13,7 @@ from bot.content.team import Assignment, Team, pick
 from bot.records.handoffs import Handoff, Handoffs
 from bot.records.store import Store
 from bot.wecom import WeCom, WeComError, cards
+from bot.wecom.payloads import kf_text
 
 # kf errors on service_state/trans (platform notes §2.8)
 SERVICER_STOPPED, SESSION_ENDED, TRANSITION_REFUSED = 95019, 95013, 95016
@@ -41,7 +42,7 @@ class Desk:
         if team is None:  # no consultants configured: a recorded request and a polite reply
             self.store.record("handoff_requested", customer=customer, intent=intent, matched=list(matched), text=text)
             if fallback_reply:
-                self.send(open_kfid, customer, _text(fallback_reply), f"{key}:reply")
+                self.send(open_kfid, customer, kf_text(fallback_reply), f"{key}:reply")
             return None
         receiving = self.staff.receiving(open_kfid)
         exclude: set[str] = set()
@@ -62,7 +63,7 @@ class Desk:
             consultant = team.get(a.userid)
             if consultant is not None:
                 self.send(open_kfid, customer, cards.consultant_card(consultant), f"{key}:card:{consultant.userid}")
-            self.send(open_kfid, customer, _text(cards.customer_text(
+            self.send(open_kfid, customer, kf_text(cards.customer_text(
                 consultant or team.get(a.next_userid), off_hours=a.off_hours, next_available=a.next_available,
                 now=now, complaint=intent == "complaint")), f"{key}:text:{a.userid or 'queue'}")
             try:
@@ -100,6 +101,3 @@ class Desk:
         return Assignment(h.consultant, 3 if h.consultant else 2, "resumed", off_hours=h.off_hours,
                           next_available=h.queued_until if h.off_hours else None, supervisor=supervisor)
 
-
-def _text(content: str) -> dict[str, Any]:
-    return {"msgtype": "text", "text": {"content": content}}

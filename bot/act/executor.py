@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +16,8 @@ from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.records.store import Store
 from bot.times import from_ts
-from bot.wecom import KF_CANNOT_SEND, KF_TEXT_MAX_BYTES, WeCom, WeComError, clip, derive_msgid
+from bot.wecom import KF_CANNOT_SEND, WeCom, WeComError, derive_msgid
+from bot.wecom.payloads import kf_text
 from handlers.actions import (
     Action,
     IssueCoupon,
@@ -49,8 +51,7 @@ class KfSender:
 
     def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> str | None:
         """A kf text within the reply budget (see send)."""
-        return self.send(open_kfid, customer, {"msgtype": "text", "text": {"content": clip(text, KF_TEXT_MAX_BYTES, "")}},
-                         key)
+        return self.send(open_kfid, customer, kf_text(text), key)
 
     def send(self, open_kfid: str, customer: str, payload: dict[str, Any], key: str) -> str | None:
         """One kf message, once per key, within the reply budget: None when sent, else why not
@@ -176,16 +177,15 @@ class Executor:
         if not owner:
             return
         try:
-            self.wecom.call("POST", "externalcontact/mark_tag",
-                            {"userid": owner, "external_userid": customer, "add_tag": [self.corp_tags[tag]]})
+            self.wecom.mark_tag(owner, customer, [self.corp_tags[tag]])
         except WeComError as exc:  # a mirror must never hold up the handoff or coupon that follows
             self.store.record("tag_mirror_failed", customer=customer, tag=tag, errcode=exc.errcode)
 
     def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str) -> None:
         """The customer opened the kf chat: a new customer gets the welcome with the event's code
         (send_msg_on_event; it does not use the 5-message budget)."""
-        send = (lambda text: self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"), {
-            "msgtype": "text", "text": {"content": clip(text, KF_TEXT_MAX_BYTES, "")}})) if code else None
+        send = (lambda text: self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"), kf_text(text))
+                ) if code else None
         self.triggers.first_contact(customer, at, send)
 
     def contact_changed(self, fields: dict[str, str]) -> None:
@@ -196,8 +196,7 @@ class Executor:
             if staff:
                 self.customers.set_owner(customer, staff)
             code = fields.get("WelcomeCode")
-            send = (lambda text: self.wecom.call("POST", "externalcontact/send_welcome_msg", {
-                "welcome_code": code, "text": {"content": clip(text, 4000, "")}})) if code else None
+            send = functools.partial(self.wecom.send_welcome_msg, code) if code else None
             self.triggers.first_contact(customer, at, send)
         elif change in ("del_external_contact", "del_follow_user") and customer:
             self.triggers.fact(customer, "contact_deleted", at)

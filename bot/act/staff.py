@@ -11,7 +11,7 @@ from bot.content.team import Team, next_on_duty, on_duty, pick
 from bot.records.customers import Customers
 from bot.records.handoffs import MAX_LEVEL, Handoff, Handoffs
 from bot.records.store import Store
-from bot.wecom import WeCom, WeComError, WeComRateLimited, cards
+from bot.wecom import APP_MESSAGE, WeCom, WeComError, WeComRateLimited, cards
 
 log = logging.getLogger("bot.act.staff")
 
@@ -58,8 +58,7 @@ class Staff:
         if name:
             return name
         try:
-            res = self.wecom.call("POST", "kf/customer/batchget", {"external_userid_list": [customer]})
-            name = next((c.get("nickname") for c in res.get("customer_list") or [] if c.get("nickname")), None)
+            name = self.wecom.kf_customer_nickname(customer)
         except WeComError:
             name = None
         if name:
@@ -75,7 +74,7 @@ class Staff:
             count, _ = p.incr(key).expire(key, 120).execute()
         if count > APP_MESSAGES_PER_MINUTE:
             raise WeComRateLimited(None, f"{userid} already got {APP_MESSAGES_PER_MINUTE} app messages this minute",
-                                   "message/send")
+                                   APP_MESSAGE)
 
     def robot(self, h: Handoff) -> None:
         """The team group robot (last rung, or nobody to assign)."""
@@ -153,8 +152,7 @@ class Staff:
         if not response_code:
             return
         try:
-            self.wecom.call("POST", "message/update_template_card",
-                            cards.button_update(response_code, self.agent_id, [userid], text))
+            self.wecom.update_template_card(cards.button_update(response_code, self.agent_id, [userid], text))
         except WeComError as exc:  # the code is single-use and expires after 72 h
             log.info("card not updated: %s", exc)
 

@@ -15,12 +15,13 @@ from bot.records.store import Store
 from bot.times import from_ts
 from bot.wecom import WeCom, WeComError
 from bot.wecom.cards import LIMITS, clip
+from bot.wecom.payloads import kf_payloads, mass_task_body, staff_text
 
 if TYPE_CHECKING:
     from sop.engine import Engine
 
 
-__all__ = ["TouchRunner", "mass_task_body", "kf_payloads", "reminder_text"]
+__all__ = ["TouchRunner", "reminder_text"]
 
 
 class IssueCoupon(Protocol):
@@ -31,8 +32,6 @@ class IssueCoupon(Protocol):
 
 # add_msg_template: errcode 41048 = no customer to send to (quota used, not a contact of the sender...).
 MASS_NO_CUSTOMER = 41048
-MASS_TEXT_MAX_BYTES = 4000  # add_msg_template text.content
-MINIPROGRAM_TITLE_MAX_BYTES = 64  # add_msg_template miniprogram.title
 
 KIND_LABELS = {"welcome": "欢迎语", "education": "使用指南", "care": "关怀回访", "offer": "优惠活动",
                "greeting": "节日/生日祝福", "reminder": "提醒", "winback": "召回", "content": "内容推荐",
@@ -86,59 +85,6 @@ def reminder_text(data: dict[str, Any], reason: str, title: str = "", due: str =
     body = "\n".join(_content_lines(data.get("content") or {}, coupon_text))
     text = "\n".join(head) + "\n请复制以下内容，在企业微信中发给该客户：\n————————\n" + body
     return clip(text, LIMITS["text"])
-
-
-def kf_payloads(content: dict[str, Any]) -> list[dict[str, Any]]:
-    """kf send_msg payloads for a step's text/link/image/miniprogram, in the order the customer sees them."""
-    out: list[dict[str, Any]] = []
-    if content.get("text"):
-        out.append({"msgtype": "text", "text": {"content": clip(str(content["text"]), LIMITS["text"], "")}})
-    if link := content.get("link"):
-        # kf link: title <=128 B, desc <=512 B, url <=2048 B, thumb_media_id
-        body = {"title": clip(link["title"], LIMITS["link.title"]), "url": link["url"]}
-        if link.get("desc"):
-            body["desc"] = clip(link["desc"], LIMITS["link.desc"])
-        if link.get("thumb_media_id"):
-            body["thumb_media_id"] = link["thumb_media_id"]
-        out.append({"msgtype": "link", "link": body})
-    if img := content.get("image"):
-        out.append({"msgtype": "image", "image": {"media_id": img["media_id"]}})
-    if mp := content.get("miniprogram"):
-        body = {k: mp[k] for k in ("appid", "title", "pagepath", "thumb_media_id") if mp.get(k)}
-        out.append({"msgtype": "miniprogram", "miniprogram": body})
-    return out
-
-
-def _attachments(content: dict[str, Any]) -> list[dict[str, Any]]:
-    """add_msg_template attachments (their field names differ from kf send_msg)."""
-    out: list[dict[str, Any]] = []
-    if img := content.get("image"):
-        out.append({"msgtype": "image", "image": {"media_id": img["media_id"]}})
-    if link := content.get("link"):
-        # link: title <=128 B, picurl, desc <=512 B, url <=2048 B
-        body = {"title": clip(link["title"], LIMITS["link.title"]), "url": link["url"]}
-        if link.get("desc"):
-            body["desc"] = clip(link["desc"], LIMITS["link.desc"])
-        out.append({"msgtype": "link", "link": body})
-    if mp := content.get("miniprogram"):
-        # miniprogram: title <=64 B, pic_media_id (cover, required), appid, page
-        body = {"title": clip(mp["title"], MINIPROGRAM_TITLE_MAX_BYTES), "appid": mp["appid"],
-                "page": mp["pagepath"]}
-        if mp.get("thumb_media_id"):
-            body["pic_media_id"] = mp["thumb_media_id"]
-        out.append({"msgtype": "miniprogram", "miniprogram": body})
-    return out
-
-
-def mass_task_body(customer: str, sender: str, content: dict[str, Any], extra_text: str = "") -> dict[str, Any]:
-    """externalcontact/add_msg_template body for one customer, sent by `sender` after they confirm it."""
-    text = "\n".join(t for t in (str(content.get("text") or ""), extra_text) if t)
-    body: dict[str, Any] = {"chat_type": "single", "external_userid": [customer], "sender": sender}
-    if text:
-        body["text"] = {"content": clip(text, MASS_TEXT_MAX_BYTES)}
-    if attachments := _attachments(content):
-        body["attachments"] = attachments
-    return body
 
 
 def _kf_room(rec: Customer, now: float) -> int:
@@ -247,16 +193,16 @@ class TouchRunner:
         coupon_text = self._coupon_text(data, key, now) if content.get("coupon") else ""
         body = mass_task_body(customer, owner, content, coupon_text)
         try:
-            res = self.wecom.call("POST", "externalcontact/add_msg_template", body)
+            task = self.wecom.add_msg_template(body)
         except WeComError as exc:
             if exc.errcode != MASS_NO_CUSTOMER:
                 raise
             return self._failed(data, key, now, f"mass_task_failed:{exc.errcode}")
-        if customer in (res.get("fail_list") or []):
+        if customer in task.fail_list:
             return self._failed(data, key, now, "mass_task_failed:fail_list")
-        self.store.record("mass_task", customer=customer, sender=owner, msgid=res.get("msgid"),
+        self.store.record("mass_task", customer=customer, sender=owner, msgid=task.msgid or None,
                           touch_id=data.get("touch_id"))
-        self.store.mark_done(sub, str(res.get("msgid") or "1"))
+        self.store.mark_done(sub, task.msgid or "1")
         return "sent:mass_task"
 
     # --- failures and reminders -----------------------------------------------------------------
@@ -281,7 +227,7 @@ class TouchRunner:
         if not self.store.is_done(sub):
             coupon_text = self._coupon_text(data, key, now) if (data.get("content") or {}).get("coupon") else ""
             text = reminder_text(data, why, self._title(data), self._due(data), coupon_text)
-            self.wecom.send_app_message({"touser": staff, "msgtype": "text", "text": {"content": text}})
+            self.wecom.send_app_message(staff_text(staff, text))
             self.store.mark_done(sub, staff)
         return f"reminded:{why}"
 

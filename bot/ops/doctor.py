@@ -10,11 +10,11 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
-import requests
 
 from bot.config import DEFAULT_API_BASE, SANDBOX_CORP_ID, SANDBOX_OPEN_KFID, SANDBOX_SECRET
 from bot.records.store import Store
 from bot.wecom import CONFIG_HINTS
+from bot.wecom.probe import Probe
 
 EXTRA_HINTS = {
     41002: "the CorpID is empty: set WECOM_CORP_ID (我的企业 -> 企业信息 -> 企业ID)",
@@ -159,27 +159,14 @@ def check_redis(settings: Any, rep: Report) -> redis.Redis | None:
     return client
 
 
-def _get(settings: Any, path: str, params: dict[str, Any]) -> tuple[dict[str, Any] | None, str, Any]:
-    """GET an API path: (JSON body or None, error text, response)."""
-    return _call(settings, "GET", path, params, None)
-
-
-def _call(settings: Any, method: str, path: str, params: dict[str, Any], body: Any) -> tuple[dict | None, str, Any]:
-    url = settings.api_base_url + path
-    try:
-        resp = requests.request(method, url, params=params, json=body, timeout=settings.http_timeout_seconds)
-    except requests.RequestException as exc:
-        detail = str(exc).replace(settings.secret or "\0", "***")  # the URL carries corpsecret
-        return None, f"cannot reach {settings.api_base_url}: {exc.__class__.__name__}: {detail}", None
-    try:
-        return resp.json(), "", resp
-    except ValueError:
-        return None, f"{url} answered HTTP {resp.status_code} without JSON", resp
+def _probe(settings: Any) -> Probe:
+    return Probe(settings.api_base_url, settings.http_timeout_seconds, settings.secret)
 
 
 def check_token(settings: Any, rep: Report) -> str | None:
     """gettoken with the configured CorpID and secret (never printed)."""
-    data, error, resp = _get(settings, "gettoken", {"corpid": settings.corp_id, "corpsecret": settings.secret or (SANDBOX_SECRET if settings.sandbox else "")})
+    data, error, resp = _probe(settings).gettoken(
+        settings.corp_id, settings.secret or (SANDBOX_SECRET if settings.sandbox else ""))
     if data is None:
         rep.fail(f"access token: {error}", "check outbound HTTPS from this server (proxy, DNS, firewall) "
                                            "and WECOM_API_BASE_URL")
@@ -208,7 +195,7 @@ def _kfids(settings: Any, r: redis.Redis | None, given: list[str] | None) -> lis
 
 def check_kf(settings: Any, rep: Report, token: str, known: list[str]) -> None:
     """A kf account is bound to the app, and it has servicers receiving (接待中)."""
-    data, error, _ = _call(settings, "POST", "kf/account/list", {"access_token": token}, {"offset": 0, "limit": 100})
+    data, error, _ = _probe(settings).kf_accounts(token)
     accounts = known
     if data is not None and not data.get("errcode"):
         accounts = [a["open_kfid"] for a in data.get("account_list") or [] if a.get("open_kfid")]
@@ -226,7 +213,7 @@ def check_kf(settings: Any, rep: Report, token: str, known: list[str]) -> None:
         return
     consultants = _consultant_ids(settings)
     for kfid in accounts:
-        data, error, _ = _get(settings, "kf/servicer/list", {"access_token": token, "open_kfid": kfid})
+        data, error, _ = _probe(settings).kf_servicers(token, kfid)
         if data is None or data.get("errcode"):
             code = data.get("errcode") if data else None
             rep.fail(f"kf {kfid}: servicer/list failed: {error or (data or {}).get('errmsg')} (errcode {code})",

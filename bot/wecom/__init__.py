@@ -33,7 +33,9 @@ CONFIG_HINTS = {
     48002: "the app lacks permission for this API: bind it under 微信客服 -> 可调用接口的应用",
 }
 
+APP_MESSAGE = "message/send"  # the endpoint of app messages (staff alerts), named in rate-limit errors
 KF_TEXT_MAX_BYTES = 2048  # kf send_msg text.content
+WELCOME_TEXT_MAX_BYTES = 4000  # externalcontact/send_welcome_msg text.content
 ELLIPSIS = "…"
 
 
@@ -66,6 +68,14 @@ class KfBatch:
     has_more: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class MassTask:
+    """What externalcontact/add_msg_template answered: the task id and the customers it could not include."""
+
+    msgid: str = ""
+    fail_list: list[str] = field(default_factory=list)
+
+
 class WeCom(Protocol):
     """What the bot asks of WeCom."""
 
@@ -85,5 +95,12 @@ class WeCom(Protocol):
 
     def send_robot(self, key: str, payload: dict[str, Any]) -> None: ...
 
-    def call(self, method: str, path: str, body: dict[str, Any] | None = None,
-             params: dict[str, Any] | None = None) -> dict[str, Any]: ...
+    def update_template_card(self, payload: dict[str, Any]) -> None: ...
+
+    def kf_customer_nickname(self, customer: str) -> str | None: ...
+
+    def send_welcome_msg(self, code: str, text: str) -> None: ...
+
+    def mark_tag(self, staff: str, customer: str, tag_ids: list[str]) -> None: ...
+
+    def add_msg_template(self, body: dict[str, Any]) -> MassTask: ...

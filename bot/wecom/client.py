@@ -14,7 +14,16 @@ from wechatpy.exceptions import WeChatClientException
 from wechatpy.session.redisstorage import RedisStorage
 
 from bot.observe import observe_wecom_call
-from bot.wecom import CONFIG_HINTS, KfBatch, WeComConfigError, WeComError, WeComRateLimited
+from bot.wecom import (
+    CONFIG_HINTS,
+    WELCOME_TEXT_MAX_BYTES,
+    KfBatch,
+    MassTask,
+    WeComConfigError,
+    WeComError,
+    WeComRateLimited,
+    clip,
+)
 
 log = logging.getLogger(__name__)
 
@@ -146,6 +155,29 @@ class WechatpyWeCom:
 
     def send_app_message(self, payload: dict[str, Any]) -> dict[str, Any]:
         return self.call("POST", "message/send", {"agentid": self.agent_id, **payload})
+
+    def update_template_card(self, payload: dict[str, Any]) -> None:
+        """Change the buttons of a sent template card (its response_code is single-use, valid 72 h)."""
+        self.call("POST", "message/update_template_card", payload)
+
+    def kf_customer_nickname(self, customer: str) -> str | None:
+        """The customer's WeChat nickname (kf/customer/batchget), or None when WeCom has none."""
+        res = self.call("POST", "kf/customer/batchget", {"external_userid_list": [customer]})
+        return next((str(c["nickname"]) for c in res.get("customer_list") or [] if c.get("nickname")), None)
+
+    def send_welcome_msg(self, code: str, text: str) -> None:
+        """The welcome message for a new contact, with the 20-second code of add_external_contact."""
+        self.call("POST", "externalcontact/send_welcome_msg",
+                  {"welcome_code": code, "text": {"content": clip(text, WELCOME_TEXT_MAX_BYTES, "")}})
+
+    def mark_tag(self, staff: str, customer: str, tag_ids: list[str]) -> None:
+        """Set corp tags on a customer, as seen by the staff member who has the contact."""
+        self.call("POST", "externalcontact/mark_tag", {"userid": staff, "external_userid": customer, "add_tag": tag_ids})
+
+    def add_msg_template(self, body: dict[str, Any]) -> MassTask:
+        """A confirm-to-send mass task for a staff member (externalcontact/add_msg_template)."""
+        res = self.call("POST", "externalcontact/add_msg_template", body)
+        return MassTask(str(res.get("msgid") or ""), [str(c) for c in res.get("fail_list") or []])
 
     def send_robot(self, key: str, payload: dict[str, Any]) -> None:
         """The group robot: its key is the credential, so no access token (works when gettoken fails)."""
