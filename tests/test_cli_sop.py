@@ -92,3 +92,39 @@ def test_purchase_and_birthday_commands(env, capsys):
     assert env.zcard(DUE) == 1 and env.hexists(HIST % "c-cli", "purchased")
     assert run(["birthday", "c-cli", "07-15"]) == 0
     assert env.sismember("wecom:sop:bday:07-15", "c-cli")
+
+
+@pytest.fixture()
+def elsewhere(env, tmp_path, monkeypatch):
+    """A config.yaml whose content.journeys is not the package's sop/journeys: one journey of its own."""
+    journeys_dir = tmp_path / "my-journeys"
+    journeys_dir.mkdir()
+    guide = (journeys.DEFAULT_DIR / "purchase_guide.yaml").read_text(encoding="utf-8")
+    (journeys_dir / "guide.yaml").write_text(guide.replace("id: purchase_guide", "id: my_guide"), encoding="utf-8")
+    config = (ROOT / "config.yaml").read_text(encoding="utf-8")
+    for name in ("intents/keywords.yaml", "intents/faq.yaml", "content/coupons.yaml", "content/consultants.yaml"):
+        config = config.replace(f": {name}", f": {ROOT / name}")
+    config = config.replace("journeys: sop/journeys", f"journeys: {journeys_dir}")
+    (tmp_path / "config.yaml").write_text(config, encoding="utf-8")
+    monkeypatch.setenv("WECOM_BOT_CONFIG", str(tmp_path / "config.yaml"))
+    return journeys_dir
+
+
+def test_sop_commands_use_the_configured_journeys(env, elsewhere, capsys):
+    assert run(["sop", "validate"]) == 0
+    assert capsys.readouterr().out.startswith("ok: 1 journeys")
+    assert run(["sop", "plan", "--customer", "c-new", "--start", "2024-12-02T09:00:00+08:00", "--json"]) == 0
+    assert {json.loads(line)["journey"] for line in capsys.readouterr().out.splitlines()} <= {"my_guide"}
+    assert run(["sop", "reload"]) == 0
+    assert str(elsewhere) in capsys.readouterr().out
+    Customers(env).saw_message("c-cfg", time.time(), open_kfid="wk1")
+    assert run(["purchase", "c-cfg", "O-cfg", "--at", "2024-12-02T15:00:00+08:00"]) == 0
+    assert "1 journey(s) enrolled" in capsys.readouterr().out
+    assert [m.split("|")[0] for m in env.zrange(DUE, 0, -1)] == ["my_guide"]
+
+
+def test_reload_refuses_a_path_the_scheduler_does_not_load(env, elsewhere, capsys):
+    with pytest.raises(SystemExit) as exc:
+        run(["sop", "reload", "--path", str(journeys.DEFAULT_DIR)])
+    assert exc.value.code == 1 and env.get(cli_sop.RELOAD_KEY) is None
+    assert "content.journeys" in capsys.readouterr().err

@@ -7,6 +7,7 @@ import dataclasses
 import sys
 import time
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -32,9 +33,17 @@ from bot.queue.scheduler import RELOAD_KEY  # noqa: E402 - the running scheduler
 LIFECYCLES = ("new", "active", "silent")
 
 
-def _journeys(path: str | None) -> list[Journey]:
-    """Valid journeys under `path` (default sop/journeys), or exit 1 printing every error."""
-    found, errors = journeys_mod.load_dir(path or journeys_mod.DEFAULT_DIR)
+def _configured(settings: Settings) -> Path:
+    """The journeys the service runs: config.yaml's content.journeys (what the scheduler loads and reloads)."""
+    path = settings.content.get("journeys")
+    if path is None:
+        raise SystemExit(f"no journeys configured ({settings.config_path}: content.journeys)")
+    return Path(path)
+
+
+def _journeys(path: Path) -> list[Journey]:
+    """Valid journeys under `path`, or exit 1 printing every error."""
+    found, errors = journeys_mod.load_dir(path)
     if errors:
         sop_cli.validate_cmd(path, sys.stderr)
         raise SystemExit(1)
@@ -75,15 +84,15 @@ def _segment(name: str, found: list[Journey]) -> Segment:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Errors with file, line and key; exit status 1 if any."""
-    return sop_cli.validate_cmd(args.path, sys.stdout)
+    """Errors with file, line and key; exit status 1 if any (default: the configured journeys)."""
+    return sop_cli.validate_cmd(args.path or _configured(settings_or_exit()), sys.stdout)
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Preview one customer's touches (or a segment's counts per day) with reasons."""
     settings = settings_or_exit()
     tz = settings.timezone
-    found = _journeys(args.path)
+    found = _journeys(Path(args.path) if args.path else _configured(settings))
     try:
         start = parse_at(args.start, tz)
     except ValueError:
@@ -106,14 +115,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_reload(args: argparse.Namespace) -> int:
     """Validate, then ask the running scheduler to reload (it keeps the old journeys if the files are bad)."""
-    found = _journeys(args.path)
-    rt = _runtime()
+    settings = settings_or_exit()
+    where = _configured(settings)
+    found = _journeys(Path(args.path) if args.path else where)
+    if args.path and Path(args.path).resolve() != where.resolve():
+        print(f"{args.path} is valid, but the scheduler reloads content.journeys ({where}); "
+              f"point {settings.config_path} at {args.path} to run it", file=sys.stderr)
+        raise SystemExit(1)
+    rt = runtime_or_exit(settings, with_sandbox=False)
     try:
         now = time.time()
         rt.r.set(RELOAD_KEY, f"{now:.3f}")
     finally:
         rt.close()
-    where = args.path or journeys_mod.DEFAULT_DIR
     print(f"ok: {len(found)} journeys valid in {where}; set {RELOAD_KEY}={now:.3f}. The running scheduler "
           f"reloads them on its next tick; pending touches continue on the new version by step id.")
     return 0
@@ -166,7 +180,7 @@ def register(sub: Any) -> None:
     sop = sub.add_parser("sop", help="SOP journeys: validate, plan preview, reload")
     sop_sub = sop.add_subparsers(dest="sop_command", required=True)
     v = sop_sub.add_parser("validate", help="check journey YAML (file:line: key: message)")
-    v.add_argument("path", nargs="?", help="a directory or file (default sop/journeys)")
+    v.add_argument("path", nargs="?", help="a directory or file (default: config.yaml content.journeys)")
     v.set_defaults(func=cmd_validate)
     p = sop_sub.add_parser("plan", help="what a customer (or a segment) would get, when, and why not")
     p.add_argument("--customer")
@@ -174,10 +188,10 @@ def register(sub: Any) -> None:
     p.add_argument("--start", help="ISO 8601 (local time if no offset); default now")
     p.add_argument("--days", type=int, default=14)
     p.add_argument("--json", action="store_true", help="one object per line")
-    p.add_argument("--path", help="journeys directory (default sop/journeys)")
+    p.add_argument("--path", help="journeys to preview (default: config.yaml content.journeys)")
     p.set_defaults(func=cmd_plan)
     rl = sop_sub.add_parser("reload", help="validate, then make the running scheduler reload")
-    rl.add_argument("--path", help="journeys directory to validate (default sop/journeys)")
+    rl.add_argument("--path", help="check that it is the configured content.journeys, then validate it")
     rl.set_defaults(func=cmd_reload)
     pu = sub.add_parser("purchase", help="record an order (starts the day-3 usage guide)")
     pu.add_argument("customer")
