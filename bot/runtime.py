@@ -40,7 +40,6 @@ from bot.wecom.sandbox import Sandbox
 from intents.classify import Classifier
 from sop.engine import Engine
 from sop.journeys import Journey
-from sop.plan import Rules
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -111,7 +110,7 @@ class Runtime:
             return None
         with self._lock:
             if self._engine is None:
-                self._engine = (journeys, Engine(self.r, journeys, Rules(), self.settings.timezone,
+                self._engine = (journeys, Engine(self.r, journeys, self.settings.sop_rules, self.settings.timezone,
                                                  customers=self.customers, emit=self.inbox.emit_touches))
             elif self._engine[0] is not journeys:
                 self._engine[1].use(journeys)

@@ -11,6 +11,7 @@ from typing import Any
 
 from bot import yamlfile
 from bot.yamlfile import ConfigError, Doc, KeyPath, shown
+from bot.yamlfile import time_of_day as parse_time
 
 __all__ = [
     "ConfigError", "Journey", "Segment", "Step", "Trigger", "DEFAULT_DIR", "TRIGGERS", "STOP_FACTS",
@@ -43,7 +44,6 @@ SEGMENT_KEYS = frozenset({"lifecycle", "tags", "min_value"})
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DURATION_RE = re.compile(r"(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?")
-TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 # kf send_msg payload limits in bytes (platform notes §2.4).
 LIMITS = {"text": 2048, "title": 128, "desc": 512, "url": 2048}
 ATTACHMENT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -132,15 +132,6 @@ def parse_duration(value: Any) -> timedelta | None:
         return None
     d, h, mins = (int(g or 0) for g in m.groups())
     return timedelta(days=d, hours=h, minutes=mins)
-
-
-def parse_time(value: Any) -> time | None:
-    """"20:00" -> time(20, 0); unquoted 20:00 (YAML 1.1 reads it as 1200) is accepted too."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
-        return time(*divmod(value, 60))
-    if isinstance(value, str) and (m := TIME_RE.fullmatch(value.strip())):
-        return time(int(m.group(1)), int(m.group(2)))
-    return None
 
 
 class _Checker:

@@ -150,7 +150,7 @@ def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str |
     def sop() -> str:
         journeys = content.get("journeys") if content else None
         cid = request.args.get("customer", "").strip()
-        plan = data.plan_for(journeys, r, tz, cid) if cid and journeys else None
+        plan = data.plan_for(journeys, r, tz, cid, settings.sop_rules) if cid and journeys else None
         return page("sop.html", journeys=journeys or (), errors=data.journey_errors(settings, content),
                     upcoming=data.next_days(r, tz), cid=cid, plan=plan, active="sop")
 

@@ -15,6 +15,7 @@ from bot.records.customers import Customers
 from bot.records.handoffs import Handoffs
 from bot.records.store import EVENTS
 from bot.times import from_ts
+from sop.plan import Rules
 
 INTENT_NAMES = {"price": "价格咨询", "human": "要人工", "complaint": "投诉", "unsubscribe": "退订",
                 "discount": "优惠/券", "greeting": "问候", "faq": "常见问题", "other": "其他", "none": "非文本/未识别"}
@@ -182,17 +183,17 @@ def next_days(r: redis.Redis, tz: ZoneInfo, days: int = 7, now: datetime | None 
             "grid": {j: [c.get(d, 0) for d in period] for j, c in sorted(grid.items())}, "overdue": overdue}
 
 
-def plan_for(journeys: Any, r: redis.Redis, tz: ZoneInfo, customer: str, days: int = 14) -> dict[str, Any]:
-    """The SOP plan preview for a customer (a hypothetical new customer when unknown)."""
+def plan_for(journeys: Any, r: redis.Redis, tz: ZoneInfo, customer: str, rules: Rules,
+             days: int = 14) -> dict[str, Any]:
+    """The SOP plan preview for a customer (a hypothetical new customer when unknown), under `rules`."""
     from sop.cli import profile_of
-    from sop.plan import Rules
     from sop.simulate import simulate
 
     customers = Customers(r)
     known = customers.exists(customer)
     profile = profile_of(customers.get(customer), tz) if known else None
     start = datetime.now(tz)
-    rows = simulate(list(journeys or ()), Rules(), profile, start, days, tz)
+    rows = simulate(list(journeys or ()), rules, profile, start, days, tz)
     return {"known": known, "rows": rows, "start": start, "days": days,
             "counts": Counter(row.decision for row in rows)}
 

@@ -21,7 +21,6 @@ from sop import cli as sop_cli
 from sop import journeys as journeys_mod
 from sop.engine import BIRTHDAYS, Engine
 from sop.journeys import Journey, Segment
-from sop.plan import Rules
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -102,11 +101,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if args.segment:
             if r is None:
                 raise SystemExit("sop plan --segment reads the customers from Redis: set REDIS_URL or run serve")
-            return sop_cli.segment_cmd(found, Rules(), Customers(r).all(), start, args.days, sys.stdout, tz,
+            return sop_cli.segment_cmd(found, settings.sop_rules, Customers(r).all(), start, args.days, sys.stdout, tz,
                                        _segment(args.segment, found))
         if not args.customer:
             raise SystemExit("usage: wecom-bot sop plan --customer ID | --segment NAME")
-        return sop_cli.plan_cmd(found, Rules(), _profile(r, args.customer, settings), start, args.days, args.json,
+        return sop_cli.plan_cmd(found, settings.sop_rules, _profile(r, args.customer, settings), start, args.days, args.json,
                                 sys.stdout, tz)
     finally:
         if r is not None:
