@@ -9,6 +9,8 @@ from typing import Any
 
 import redis
 
+from bot.records.store import DeleteIf
+
 # One hash tag for everything a single script or transaction touches (Redis Cluster).
 STREAM = "wecom:{inbox}:stream"
 DLQ = "wecom:{inbox}:dlq"
@@ -61,8 +63,7 @@ class Inbox:
     def __init__(self, r: redis.Redis):
         self.r = r
         self._put_many = r.register_script(PUT_MANY)
-        self._release = r.register_script(
-            "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0")
+        self._release = DeleteIf(r)
         self._group_ready = False
 
     def ensure_group(self) -> None:
@@ -140,7 +141,7 @@ class Inbox:
 
     def end(self, entry_id: str, consumer: str) -> None:
         """Give the lease back (only if still ours)."""
-        self._release(keys=[BUSY + entry_id], args=[consumer])
+        self._release(BUSY + entry_id, consumer)
 
     def attempt(self, entry_id: str) -> int:
         """Count one more processing attempt of an entry."""

@@ -22,7 +22,7 @@ from bot.queue.inbox import Inbox, Item
 from bot.records.coupons import CouponBook
 from bot.records.daily import rollup
 from bot.records.handoffs import MAX_LEVEL, Handoffs
-from bot.records.store import Store
+from bot.records.store import DeleteIf, Store
 from bot.times import from_ts
 from sop.engine import Engine
 
@@ -71,8 +71,7 @@ class Scheduler:
 
     def shutdown(self) -> None:
         self._aps.shutdown(wait=False)
-        self.r.eval("if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0",
-                    1, LEASE, self.me)
+        DeleteIf(self.r)(LEASE, self.me)
 
     def leader(self) -> bool:
         """Take or keep the lease (3 ticks long)."""

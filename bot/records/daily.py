@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from bot.records.store import COUNTERS as STORE_COUNTERS
-from bot.records.store import EVENTS
+from bot.records.store import EVENTS, DeleteIf
 from bot.times import DEFAULT_TZ, from_ts
 from sop.engine import COUNTERS as SOP_COUNTERS
 
@@ -137,8 +137,7 @@ def rollup(r: redis.Redis, tz: ZoneInfo = DEFAULT_TZ, budget: int = 50_000, batc
         _fold_sop(r, tz)
         return done
     finally:
-        if r.get(LOCK) == me:
-            r.delete(LOCK)
+        DeleteIf(r)(LOCK, me)
 
 
 def _write(r: redis.Redis, incr: Counter, sets: dict[str, str]) -> None:

@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
+from bot.records.store import DeleteIf
 from bot.times import DEFAULT_TZ, aware
 
 __all__ = ["DEFAULT_TZ", "MAX_LEVEL", "ClaimResult", "Escalation", "Handoff", "Handoffs"]
@@ -104,11 +105,6 @@ redis.call('EXPIRE', KEYS[1], ARGV[3])
 return 'closed'
 """
 
-# KEYS: a key. ARGV: expected value. Delete only if it still holds that value.
-DEL_IF_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
 
 # KEYS: handoff hash. ARGV: level, to, at iso. One record per level.
 ESCALATE_LUA = """
@@ -239,7 +235,7 @@ class Handoffs:
         self._claim = r.register_script(CLAIM_LUA)
         self._first = r.register_script(FIRST_REPLY_LUA)
         self._close = r.register_script(CLOSE_LUA)
-        self._del_if = r.register_script(DEL_IF_LUA)
+        self._del_if = DeleteIf(r)
         self._escalate = r.register_script(ESCALATE_LUA)
         self._set_card = r.register_script(SET_CARD_LUA)
         self._reassign = r.register_script(REASSIGN_LUA)
@@ -266,7 +262,7 @@ class Handoffs:
                                   args=[new_id, CAUSE_TTL])
             existing = self.get(hid)
             if how == "open" and existing is not None and existing.state == "closed":  # unfinished close
-                self._del_if(keys=[_ckey("open", customer)], args=[hid])
+                self._del_if(_ckey("open", customer), hid)
                 self.r.delete(_ckey("cause", customer, cause_msgid))
                 continue
             if existing is None:  # new, or a pointer left by a crash before the hash was written
@@ -356,7 +352,7 @@ class Handoffs:
         h = self.get(hid)
         if h is None:
             return None
-        self._del_if(keys=[_ckey("open", h.customer)], args=[hid])
+        self._del_if(_ckey("open", h.customer), hid)
         pipe = self.r.pipeline(transaction=False)
         pipe.zrem(DUE, hid)
         pipe.zrem(QUEUED, hid)

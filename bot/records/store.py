@@ -16,7 +16,8 @@ EVENTS_MAXLEN = 200_000
 COUNTERS = "wecom:counters"
 DONE_TTL = 7 * 86400
 
-RELEASE = """
+# KEYS: a key. ARGV: the value it must still hold. The one compare-and-delete of the bot.
+DELETE_IF = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
@@ -36,6 +37,16 @@ def _kf(open_kfid: str, what: str) -> str:
     return f"wecom:kf:{{{open_kfid}}}:{what}"
 
 
+class DeleteIf:
+    """Delete a key only while it holds a given value (a lock, lease or pointer that is still ours)."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self._script = r.register_script(DELETE_IF)
+
+    def __call__(self, key: str, value: str) -> bool:
+        return bool(self._script(keys=[key], args=[value]))
+
+
 class LockBusy(Exception):
     """Another process holds the lock."""
 
@@ -45,7 +56,7 @@ class Store:
 
     def __init__(self, r: redis.Redis):
         self.r = r
-        self._release = r.register_script(RELEASE)
+        self._release = DeleteIf(r)
         self._renew = r.register_script(RENEW)
 
     # kf pulling
@@ -93,7 +104,7 @@ class Store:
         try:
             yield lambda: self._renew(keys=[key], args=[token, int(ttl * 1000)])
         finally:
-            self._release(keys=[key], args=[token])
+            self._release(key, token)
 
     # idempotent actions
     def is_done(self, key: str) -> bool:
