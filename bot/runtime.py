@@ -145,7 +145,7 @@ class Runtime:
         desk = Desk(wecom, store, handoffs, self.team, staff, sender.send, now)
         executor = Executor(wecom, store, customers, sender, desk, staff, self.triggers, self.coupons, tz,
                             self.clock, s.corp_tags)
-        pipeline = Pipeline(executor, self.triggers, store, customers, s.replies, self.classifier,
+        pipeline = Pipeline(executor, s.replies, self.classifier,
                             human_holds=lambda customer, msgid: _held(handoffs, customer, msgid))
         engine = self.engine()
         touches = None

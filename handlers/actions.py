@@ -7,6 +7,20 @@ from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
+class Seen:
+    """A customer message arrived: record it once (customer record, SOP triggers, history, numbers)."""
+
+    open_kfid: str
+    customer: str
+    msgid: str
+    text: str
+    msgtype: str
+    at: int  # when the customer sent it (0: unknown, the executor takes now)
+    intent: str | None = None
+    matched: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class SendText:
     """A kf text message to a customer."""
 
@@ -100,4 +114,4 @@ class SendFailed:
     fail_msgid: str
 
 
-Action = Welcome | StaffReplied | SessionChanged | SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Record
+Action = Seen | Welcome | StaffReplied | SessionChanged | SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Record

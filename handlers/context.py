@@ -12,6 +12,7 @@ class Ctx:
 
     replies: Mapping[str, str] = field(default_factory=dict)
     faq_answer: Callable[[str | None], str] | None = None
+    human_holds: bool = False  # a consultant holds this customer's chat (an open handoff this message did not open)
 
     def reply(self, name: str) -> str:
         """A configured reply text (config.yaml `replies`)."""

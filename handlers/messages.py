@@ -30,6 +30,11 @@ class KfMessage:
     def is_staff(self) -> bool:
         return self.origin == 5
 
+    @property
+    def backlog(self) -> bool:
+        """History from before the bot's first pull of this account: recorded, not answered."""
+        return bool(self.raw.get("backlog"))
+
     @classmethod
     def from_api(cls, item: dict[str, Any], open_kfid: str = "") -> KfMessage:
         """Build from sync_msg JSON; event fields are also lifted for convenience."""

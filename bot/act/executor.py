@@ -24,6 +24,7 @@ from handlers.actions import (
     OptOut,
     Record,
     RequestHandoff,
+    Seen,
     SendFailed,
     SendText,
     SessionChanged,
@@ -111,6 +112,8 @@ class Executor:
             return
         now = self.clock()
         match action:
+            case Seen(open_kfid, customer, msgid, text, msgtype, at, intent, matched):
+                self.see(open_kfid, customer, msgid, text, msgtype, at or now, intent, matched)
             case SendText(open_kfid, customer, text):
                 self.send_text(open_kfid, customer, text, key)
             case IssueCoupon(open_kfid, customer, cause):
@@ -141,6 +144,19 @@ class Executor:
             case Record(kind, data):
                 self.store.record(kind, **data)
         self.store.mark_done(key)
+
+    def see(self, open_kfid: str, customer: str, msgid: str, text: str, msgtype: str, at: float,
+            intent: str | None, matched: tuple[str, ...]) -> None:
+        """Record a customer message: customer record, SOP triggers, the recent lines, numbers."""
+        self.customers.saw_message(customer, at, open_kfid)
+        self.triggers.customer_wrote(customer, at)
+        self.customers.remember(customer, f"客户：{text or '[' + msgtype + ']'}")
+        if intent is not None:
+            self.customers.saw_intent(customer, intent)
+            self.triggers.intent_seen(customer, intent, at)
+        self.store.record("message_in", customer=customer, msgid=msgid, text=text, msgtype=msgtype, intent=intent,
+                          matched=list(matched))
+        self.store.count("message_in")
 
     def issue_coupon(self, open_kfid: str, customer: str, cause: str, key: str, now: float,
                      campaign: str | None = None, handoff_when_exhausted: bool = True) -> None:
