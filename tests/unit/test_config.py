@@ -13,7 +13,7 @@ from bot.runtime import Runtime
 from bot.yamlfile import ConfigError
 from sop.plan import Rules
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SANDBOX_ENV: dict[str, str] = {}  # no WECOM_SECRET: sandbox credentials, nothing else needed
 
 

@@ -15,8 +15,8 @@ from intents.config import load_faq, load_keywords
 from intents.evaluate import evaluate, read_examples
 from intents.normalize import normalize
 
-DEV = Path(__file__).parent / "data" / "dev-utterances.tsv"  # a copy of shared/dev-utterances.tsv
-EXTRA = Path(__file__).parent / "data" / "extra-utterances.tsv"
+DEV = Path(__file__).resolve().parents[1] / "data" / "dev-utterances.tsv"  # a copy of shared/dev-utterances.tsv
+EXTRA = Path(__file__).resolve().parents[1] / "data" / "extra-utterances.tsv"
 
 
 @pytest.fixture(scope="module")

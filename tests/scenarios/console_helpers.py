@@ -14,7 +14,7 @@ from bot.queue.inbox import Inbox
 from bot.web.envelope import CallbackCrypto
 from bot.web.metrics import make_metrics
 from bot.web.webhook import CallbackCounts, make_webhook
-from tests.conftest import ROOT, Service, drain, kf_notice
+from tests.support import ROOT, Service, drain, kf_notice
 
 ARTIFACTS = ROOT / "test-artifacts"
 TOKEN = "console-admin-token-1234"

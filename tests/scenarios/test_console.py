@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.console_helpers import ARTIFACTS, TOKEN, BackgroundWorker, serve, traffic
+from tests.scenarios.console_helpers import ARTIFACTS, TOKEN, BackgroundWorker, serve, traffic
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",

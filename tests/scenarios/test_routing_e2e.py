@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,7 @@ from bot.records.store import Store
 from handlers.context import Ctx
 from handlers.messages import KfMessage
 from intents.classify import Intent
-from tests.conftest import ROOT, drain, kf_notice
+from tests.support import ROOT, cli, drain, kf_notice
 
 DEV_SET = ROOT / "tests" / "data" / "dev-utterances.tsv"  # a copy of shared/dev-utterances.tsv
 
@@ -143,7 +140,7 @@ def test_redeem_endpoint_authenticated_and_idempotent(sandbox, service, runtime,
     import dataclasses
 
     from bot.app import create_app
-    from tests.conftest import Service
+    from tests.support import Service
 
     svc = Service(create_app(dataclasses.replace(settings, api_token="s3cret"), runtime.r, runtime.content,
                              coupons=runtime.coupons, engine=runtime.engine),
@@ -183,11 +180,6 @@ def test_broken_edit_keeps_the_running_version(tmp_path, settings, r):
     paths["keywords"].write_text(text + "\n")
     time.sleep(0.01)
     assert content.get("classifier") is not None and content.error is None
-
-
-def cli(*args: str, stdin: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "bot", "--log-level", "WARNING", *args], input=stdin,
-                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
 
 
 def test_cli_intents_classify_contract():

@@ -17,7 +17,7 @@ from bot.content import Content
 from bot.redis_server import EmbeddedRedis, connect, free_port
 from bot.runtime import Runtime
 from bot.web.envelope import CallbackCrypto
-from tests.conftest import ROOT, Service, kf_notice, make_settings
+from tests.support import ROOT, Service, kf_notice, make_settings
 
 
 def write_config(tmp_path: Path, claim_idle: float = 1.0) -> Path:
@@ -101,7 +101,7 @@ def test_redis_stopped_mid_run_callbacks_503_then_all_acked_answered(sandbox, tm
 
 
 def test_redis_coming_back_empty_workers_recreate_their_group(sandbox, service, runtime, r):
-    from tests.conftest import drain
+    from tests.support import drain
 
     worker = runtime.worker()
     sandbox.add_customer_text("wmBefore", "你好")

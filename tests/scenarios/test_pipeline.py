@@ -8,7 +8,7 @@ import time
 import requests
 
 from bot.records.store import Store
-from tests.conftest import drain, kf_notice
+from tests.support import drain, kf_notice
 
 
 def customer_says(sandbox, service, text: str, customer: str = "wmCustomer0001"):

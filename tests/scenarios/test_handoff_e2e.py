@@ -13,7 +13,7 @@ from bot.queue.inbox import Inbox
 from bot.records import handoff_stats
 from bot.records.handoffs import Handoffs
 from bot.records.store import Store
-from tests.conftest import drain, kf_notice
+from tests.support import drain, kf_notice
 
 TZ = ZoneInfo("Asia/Shanghai")
 CUSTOMER = "wmHandoff0001"

@@ -17,7 +17,7 @@ from bot.yamlfile import ConfigError
 
 SH = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2024, 12, 1, 10, 0, tzinfo=SH)
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def camp(name: str = "c1", **kw) -> Campaign:

@@ -8,8 +8,7 @@ import time
 from datetime import datetime
 
 from bot.records.store import Store
-from tests.conftest import drain, kf_notice
-from tests.test_routing_e2e import cli
+from tests.support import cli, drain, kf_notice
 
 
 def post_and_drain(sandbox, service, runtime) -> None:

@@ -12,7 +12,7 @@ import pytest
 from bot.content.team import ConfigError, Team, load_team, next_on_duty, on_duty, pick
 
 TZ = ZoneInfo("Asia/Shanghai")
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 LI, WANG, ZHAO = "li.consultant", "wang.consultant", "zhao.supervisor"
 
 

@@ -8,7 +8,7 @@ import pytest
 import requests
 
 from bot.web.envelope import CallbackCrypto
-from tests.conftest import kf_notice
+from tests.support import kf_notice
 
 
 def inbox_len(r) -> int:
@@ -122,7 +122,7 @@ def test_redis_unreachable_is_503(sandbox, redis_url):
     """Covered in depth by test_durability; here: a dead Redis URL answers 503, not 500."""
     from bot.app import create_app
     from bot.redis_server import connect, free_port
-    from tests.conftest import Service, make_settings
+    from tests.support import Service, make_settings
 
     settings, _ = make_settings(sandbox.url, redis_url)
     dead = connect(f"redis://127.0.0.1:{free_port()}/0", check=False)

@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from bot import observe
 from bot.records import daily
 from bot.web import metrics
-from tests.console_helpers import serve, traffic
+from tests.scenarios.console_helpers import serve, traffic
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -130,7 +130,7 @@ def test_callback_counts_are_summed_over_web_processes(r):
     flush(r)
     r.hincrby(CALLBACKS, "accepted", 2)  # what another process flushed
     from bot.app import create_app
-    from tests.conftest import make_settings
+    from tests.support import make_settings
 
     settings, _ = make_settings("http://127.0.0.1:1", f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/"
                                 f"{r.connection_pool.connection_kwargs.get('db', 0)}")

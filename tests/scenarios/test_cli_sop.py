@@ -15,7 +15,7 @@ from bot.records.customers import Customers
 from sop import journeys
 from sop.engine import DUE, HIST
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PLAN_KEYS = {"journey", "step", "at", "due", "channel", "decision", "reason"}
 
 
