@@ -12,9 +12,12 @@ import redis
 from flask import Blueprint, Response, abort, g, redirect, render_template, request, url_for
 from itsdangerous import BadSignature
 
+from bot.config import Settings
 from bot.console import charts, data
 from bot.console.auth import COOKIE, MAX_AGE, Gate, mask
 from bot.console.sandbox_chat import SandboxChat
+from bot.content import Content
+from bot.records.coupons import CouponBook
 
 __all__ = ["make_console"]
 
@@ -23,8 +26,8 @@ PERIODS = (1, 7, 14, 30, 90)
 PUBLIC = {"console.login", "console.login_post", "console.static"}
 
 
-def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str | None,
-                 admin_token: Any = _ENV, coupons: Callable[[], Any] = lambda: None) -> Blueprint:
+def make_console(settings: Settings, r: redis.Redis, content: Content | None, sandbox_url: str | None,
+                 admin_token: Any = _ENV, coupons: Callable[[], CouponBook | None] = lambda: None) -> Blueprint:
     """The console blueprint; mount it at /admin. The token defaults to $WECOM_BOT_ADMIN_TOKEN."""
     token = os.environ.get("WECOM_BOT_ADMIN_TOKEN") if admin_token is _ENV else admin_token
     gate = Gate(token, settings.sandbox)
@@ -148,7 +151,7 @@ def make_console(settings: Any, r: redis.Redis, content: Any, sandbox_url: str |
 
     @bp.get("/sop")
     def sop() -> str:
-        journeys = content.get("journeys") if content else None
+        journeys = content.journeys if content else None
         cid = request.args.get("customer", "").strip()
         plan = data.plan_for(journeys, r, tz, cid, settings.sop_rules) if cid and journeys else None
         return page("sop.html", journeys=journeys or (), errors=data.journey_errors(settings, content),

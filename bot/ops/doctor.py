@@ -11,7 +11,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
-from bot.config import DEFAULT_API_BASE, SANDBOX_CORP_ID, SANDBOX_OPEN_KFID, SANDBOX_SECRET
+from bot.config import (
+    DEFAULT_API_BASE,
+    SANDBOX_CORP_ID,
+    SANDBOX_OPEN_KFID,
+    SANDBOX_SECRET,
+    Settings,
+)
 from bot.records.store import Store
 from bot.wecom import CONFIG_HINTS
 from bot.wecom.probe import Probe
@@ -64,7 +70,7 @@ def redact(url: str) -> str:
     return url
 
 
-def run_doctor(settings: Any, out: TextIO, open_kfids: list[str] | None = None) -> int:
+def run_doctor(settings: Settings, out: TextIO, open_kfids: list[str] | None = None) -> int:
     """Run every check, print what to fix; 0 when all is well, 1 otherwise."""
     rep = Report(out)
     print("wecom-bot doctor", file=out)
@@ -84,7 +90,7 @@ def run_doctor(settings: Any, out: TextIO, open_kfids: list[str] | None = None) 
     return 0
 
 
-def check_config(settings: Any, rep: Report) -> None:
+def check_config(settings: Settings, rep: Report) -> None:
     """The loaded settings and the operator files they name."""
     from bot.web.metrics import config_problems
 
@@ -107,19 +113,19 @@ def check_config(settings: Any, rep: Report) -> None:
             rep.ok(f"content {name}: {path}")
 
 
-def _load_coupons(settings: Any, path: Path) -> None:
+def _load_coupons(settings: Settings, path: Path) -> None:
     from bot.content.campaigns import load_campaigns
 
     load_campaigns(path, settings.timezone)
 
 
-def _load_team(settings: Any, path: Path) -> None:
+def _load_team(settings: Settings, path: Path) -> None:
     from bot.content.team import load_team
 
     load_team(path, settings.timezone)
 
 
-def _load_journeys(settings: Any, path: Path) -> None:
+def _load_journeys(settings: Settings, path: Path) -> None:
     from sop import journeys
 
     errors = journeys.load_dir(path)[1]
@@ -127,13 +133,13 @@ def _load_journeys(settings: Any, path: Path) -> None:
         raise ValueError("; ".join(str(e) for e in errors[:5]) + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""))
 
 
-def _load_keywords(settings: Any, path: Path) -> None:
+def _load_keywords(settings: Settings, path: Path) -> None:
     from intents.classify import load_classifier
 
     load_classifier(path, (settings.content or {}).get("faq"))
 
 
-def check_redis(settings: Any, rep: Report) -> redis.Redis | None:
+def check_redis(settings: Settings, rep: Report) -> redis.Redis | None:
     """REDIS_URL answers (or say how the embedded one is used)."""
     url = settings.redis_url
     if not url:
@@ -159,11 +165,11 @@ def check_redis(settings: Any, rep: Report) -> redis.Redis | None:
     return client
 
 
-def _probe(settings: Any) -> Probe:
+def _probe(settings: Settings) -> Probe:
     return Probe(settings.api_base_url, settings.http_timeout_seconds, settings.secret)
 
 
-def check_token(settings: Any, rep: Report) -> str | None:
+def check_token(settings: Settings, rep: Report) -> str | None:
     """gettoken with the configured CorpID and secret (never printed)."""
     data, error, resp = _probe(settings).gettoken(
         settings.corp_id, settings.secret or (SANDBOX_SECRET if settings.sandbox else ""))
@@ -180,7 +186,7 @@ def check_token(settings: Any, rep: Report) -> str | None:
     return str(data["access_token"])
 
 
-def _kfids(settings: Any, r: redis.Redis | None, given: list[str] | None) -> list[str]:
+def _kfids(settings: Settings, r: redis.Redis | None, given: list[str] | None) -> list[str]:
     """kf accounts to check when kf/account/list is unavailable: given, seen by workers, the sandbox's."""
     ids = list(given or [])
     if r is not None:
@@ -193,7 +199,7 @@ def _kfids(settings: Any, r: redis.Redis | None, given: list[str] | None) -> lis
     return list(dict.fromkeys(ids))
 
 
-def check_kf(settings: Any, rep: Report, token: str, known: list[str]) -> None:
+def check_kf(settings: Settings, rep: Report, token: str, known: list[str]) -> None:
     """A kf account is bound to the app, and it has servicers receiving (接待中)."""
     data, error, _ = _probe(settings).kf_accounts(token)
     accounts = known
@@ -233,7 +239,7 @@ def check_kf(settings: Any, rep: Report, token: str, known: list[str]) -> None:
                      "add them as 接待人员 (微信客服 -> the account -> 接待人员), or remove them from content/consultants.yaml")
 
 
-def _consultant_ids(settings: Any) -> list[str]:
+def _consultant_ids(settings: Settings) -> list[str]:
     path = (settings.content or {}).get("consultants")
     if not path:
         return []
@@ -260,7 +266,7 @@ def _clock_from(resp: Any, rep: Report) -> None:
                  "enable NTP (timedatectl set-ntp true); callbacks more than 5 minutes off are refused")
 
 
-def check_time(settings: Any, rep: Report) -> None:
+def check_time(settings: Settings, rep: Report) -> None:
     """The configured timezone and what time it is there (quiet hours, working hours and SOP use it)."""
     tz = settings.timezone
     now = datetime.now(tz)

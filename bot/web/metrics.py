@@ -9,6 +9,7 @@ from typing import Any
 
 import redis
 
+from bot.config import Settings
 from bot.observe import (
     API_CALLS,
     API_SECONDS,
@@ -25,6 +26,7 @@ from bot.records import handoff_stats
 from bot.records.coupons import CouponBook
 from bot.records.daily import rollup, totals
 from bot.records.store import COUNTERS as STORE_COUNTERS
+from bot.web.webhook import CallbackCounts
 from sop.engine import COUNTERS as SOP_COUNTERS
 from sop.engine import DUE, INFLIGHT
 
@@ -42,7 +44,7 @@ def scheduler_age(r: redis.Redis) -> float | None:
 
 # --- readiness -----------------------------------------------------------------------------------
 
-def config_problems(settings: Any) -> list[str]:
+def config_problems(settings: Settings) -> list[str]:
     """What is wrong with the loaded settings (empty when valid)."""
     from bot.config import AES_KEY_RE, TOKEN_RE
 
@@ -58,7 +60,7 @@ def config_problems(settings: Any) -> list[str]:
     return out
 
 
-def readiness(r: redis.Redis, settings: Any) -> tuple[bool, dict[str, Any]]:
+def readiness(r: redis.Redis, settings: Settings) -> tuple[bool, dict[str, Any]]:
     """Redis answers, config valid, a worker and the scheduler alive by heartbeat: (ok, JSON body)."""
     body: dict[str, Any] = {}
     problems = config_problems(settings)
@@ -111,7 +113,7 @@ def _histogram(name: str, doc: str, label: str, raw: dict[str, str]) -> Any:
 class BotCollector:
     """Reads Redis (and this process's callback counts) at scrape time."""
 
-    def __init__(self, settings: Any, r: redis.Redis, callback_counts: Any,
+    def __init__(self, settings: Settings, r: redis.Redis, callback_counts: CallbackCounts,
                  coupons: Callable[[], CouponBook | None]) -> None:
         self.settings, self.r, self.counts, self.coupons = settings, r, callback_counts, coupons
 
@@ -244,7 +246,7 @@ class BotCollector:
         yield gauge("wecom_sop_inflight", "SOP touches claimed by a tick, not yet settled", inflight)
 
 
-def make_metrics(settings: Any, r: redis.Redis, callback_counts: Any,
+def make_metrics(settings: Settings, r: redis.Redis, callback_counts: CallbackCounts,
                  coupons: Callable[[], CouponBook | None] = lambda: None) -> Any:
     """A blueprint serving GET /metrics (Prometheus text format)."""
     from flask import Blueprint, Response
