@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from bot import observe
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
 
 TEST_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
@@ -38,8 +39,10 @@ def redis_url() -> str:
 
 @pytest.fixture()
 def r(redis_url: str) -> redis.Redis:
-    """A client on the test database, flushed before the test (only that database)."""
+    """A client on the test database, flushed before the test (only that database); what earlier tests left
+    in this process's metrics buffer goes into it first, so no test counts another's callbacks."""
     client = connect(redis_url)
+    observe.flush(client)
     client.flushdb()
     yield client
     client.close()
