@@ -27,6 +27,13 @@ def time_of_day(value: Any) -> time | None:
     return None
 
 
+def text(doc: Doc, keypath: KeyPath, value: Any) -> str:
+    """`value` when it is non-empty text (as written), else a ConfigError at `keypath`."""
+    if not isinstance(value, str) or not value.strip():
+        raise doc.error(keypath, f"expected non-empty text, got {shown(value)}")
+    return value
+
+
 def shown(value: Any) -> str:
     """A value's type and repr, for error messages ("nothing" for a missing value)."""
     return "nothing" if value is None else f"{type(value).__name__} {value!r}"

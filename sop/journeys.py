@@ -160,9 +160,10 @@ class _Checker:
             if required:
                 self.err(at, f"missing key {key!r}")
             return None
-        value = data[key]
-        if not isinstance(value, str) or not value.strip():
-            self.err((*at, key), f"expected non-empty text, got {shown(value)}")
+        try:
+            value = yamlfile.text(self.doc, (*at, key), data[key])
+        except ConfigError as exc:
+            self.errors.append(exc)
             return None
         if limit and len(value.encode()) > limit:
             self.err((*at, key), f"too long: {len(value.encode())} bytes, WeCom allows {limit}")

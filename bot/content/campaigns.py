@@ -207,23 +207,26 @@ def _missing(doc: Doc, at: KeyPath, key: str) -> ConfigError:
     return doc.error(at, f"missing key {key!r}")
 
 
+def _present(doc: Doc, at: KeyPath, data: dict, key: str, required: bool) -> bool:
+    """Whether `key` is given; a required key that is not is a ConfigError."""
+    if key in data:
+        return True
+    if required:
+        raise _missing(doc, at, key)
+    return False
+
+
 def _text(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = False) -> str | None:
     """A non-empty string value."""
-    if key not in data:
-        if required:
-            raise _missing(doc, at, key)
+    if not _present(doc, at, data, key, required):
         return None
-    value = data[key]
-    if not isinstance(value, str) or not value.strip():
-        raise doc.error((*at, key), f"expected non-empty text, got {shown(value)}")
+    value = yamlfile.text(doc, (*at, key), data[key])
     return value.strip() if key != "reply" else value.rstrip("\n")
 
 
 def _choice(doc: Doc, at: KeyPath, data: dict, key: str, options: tuple[str, ...], *, required: bool = False) -> Any:
     """One of a fixed set of words."""
-    if key not in data:
-        if required:
-            raise _missing(doc, at, key)
+    if not _present(doc, at, data, key, required):
         return None
     value = data[key]
     if value not in options:
@@ -233,9 +236,7 @@ def _choice(doc: Doc, at: KeyPath, data: dict, key: str, options: tuple[str, ...
 
 def _integer(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = False, minimum: int = 0) -> int | None:
     """A whole number >= minimum."""
-    if key not in data:
-        if required:
-            raise _missing(doc, at, key)
+    if not _present(doc, at, data, key, required):
         return None
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int):
@@ -247,9 +248,7 @@ def _integer(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = Fa
 
 def _number(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = False) -> Number | None:
     """A positive number with at most two decimals (yuan, hours, days, percent)."""
-    if key not in data:
-        if required:
-            raise _missing(doc, at, key)
+    if not _present(doc, at, data, key, required):
         return None
     value = data[key]
     if isinstance(value, bool) or not isinstance(value, int | float):

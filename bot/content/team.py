@@ -304,9 +304,7 @@ def _userid(doc: Doc, at: KeyPath, value: Any) -> str:
 
 
 def _text(doc: Doc, at: KeyPath, value: Any) -> str:
-    """A non-empty string."""
-    if not isinstance(value, str) or not value.strip():
-        raise doc.error(at, f"expected non-empty text, got {shown(value)}")
-    return value.strip()
+    """A non-empty string, stripped."""
+    return yamlfile.text(doc, at, value).strip()
 
 
