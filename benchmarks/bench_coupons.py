@@ -14,8 +14,10 @@ from datetime import datetime, timedelta
 from multiprocessing import Pool
 from pathlib import Path
 
-from bot.coupons import DEFAULT_TZ, Campaign, CouponBook
+from bot.content.campaigns import Campaign
+from bot.records.coupons import CouponBook
 from bot.redis_server import EmbeddedRedis, connect
+from bot.times import DEFAULT_TZ
 
 NOW = datetime(2024, 12, 1, 10, 0, tzinfo=DEFAULT_TZ)
 CAMPAIGN = Campaign(name="bench", title="压测券", shape="amount", amount=5, budget=0, valid_for=timedelta(hours=24))

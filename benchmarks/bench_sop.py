@@ -13,10 +13,13 @@ import time
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from bot.queue.inbox import Inbox
+from bot.records.customers import Customers
 from bot.redis_server import EmbeddedRedis, connect
+from bot.times import DEFAULT_TZ
 from sop import journeys
 from sop.engine import DUE, Engine
-from sop.plan import DEFAULT_TZ, Rules
+from sop.plan import Rules
 
 START = datetime(2024, 12, 2, 10, 0, tzinfo=DEFAULT_TZ)
 CHUNK = 1000
@@ -43,7 +46,7 @@ def main(n: int = 100_000, batch: int = 200) -> None:
         r = connect(server.url)
         add_rate, take_rate = baseline(r, n, batch)
         found = [j for j in journeys.load() if j.id == "new_customer_week"]
-        engine = Engine(r, found, Rules(), DEFAULT_TZ)
+        engine = Engine(r, found, Rules(), DEFAULT_TZ, customers=Customers(r), emit=Inbox(r).emit_touches)
         mem0 = r.info("memory")["used_memory"]
         t0 = time.perf_counter()
         for i in range(0, n, CHUNK):

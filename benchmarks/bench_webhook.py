@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.config import SANDBOX_AES_KEY, SANDBOX_CORP_ID, SANDBOX_OPEN_KFID, SANDBOX_TOKEN  # noqa: E402
-from bot.crypto import CallbackCrypto  # noqa: E402
 from bot.redis_server import EmbeddedRedis, connect, free_port  # noqa: E402
-from bot.sandbox import Sandbox  # noqa: E402
+from bot.web.envelope import CallbackCrypto  # noqa: E402
+from bot.wecom.sandbox import Sandbox  # noqa: E402
 
 # gunicorn's recommended worker count, for both apps
 WORKERS = os.environ.get("BENCH_GUNICORN_WORKERS", str(2 * (os.cpu_count() or 1) + 1))
@@ -130,7 +130,7 @@ def end_to_end(redis_url: str, samples: int) -> list[float]:
     sb = Sandbox(SANDBOX_CORP_ID, "sandbox-secret", SANDBOX_OPEN_KFID).start()
     settings, _ = make_settings(sb.url, redis_url)
     r = connect(redis_url)
-    rt = Runtime(settings, r, content=Content(settings, r))
+    rt = Runtime(settings, r, content=Content(settings))
     svc = Service(rt.app(), CRYPTO, settings.callback_path)
     stop = threading.Event()
     rt.settings = dataclasses.replace(settings, worker=dataclasses.replace(settings.worker, block_ms=5))
@@ -140,7 +140,7 @@ def end_to_end(redis_url: str, samples: int) -> list[float]:
         sb.add_customer_text(f"wmE2E{i}", "请问什么时候发货")
         start = time.perf_counter()
         svc.post(notice(10_000 + i, sb.callback_token() + "-"))
-        sb.wait_for(lambda: len(sb.delivered()) > i, timeout=10)
+        sb.wait_for(lambda n=i: len(sb.delivered()) > n, timeout=10)
         out.append(time.perf_counter() - start)
     stop.set()
     svc.stop()
@@ -178,7 +178,7 @@ def main() -> None:
     tputs: dict[str, list[float]] = {name: [] for name in apps}
     lats: dict[str, list[float]] = {name: [] for name in apps}
     try:
-        for name, (_, port) in apps.items():
+        for _, port in apps.values():
             throughput(port, warm)
         for _ in range(args.rounds):  # alternate, so both see the same machine noise
             for name, (_, port) in apps.items():

@@ -1,3 +1,5 @@
-from bot.cli import main
 import sys
+
+from bot.ops.cli import main
+
 sys.exit(main())

@@ -2,57 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import redis
 from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
 
-from bot.api import make_api
-from bot.api_sop import make_sop_api
 from bot.config import Settings
 from bot.console import make_console
-from bot.metrics import make_metrics, readiness
-from bot.customers import Customers
-from bot.crypto import CallbackCrypto
-from bot.inbox import Inbox
-from bot.webhook import make_webhook
+from bot.content import Content
+from bot.queue.inbox import Inbox
+from bot.records.coupons import CouponBook
+from bot.records.customers import Customers
+from bot.web.api import make_api, make_sop_api
+from bot.web.envelope import CallbackCrypto
+from bot.web.metrics import make_metrics, readiness
+from bot.web.webhook import CallbackCounts, make_webhook
+from sop.engine import Engine
 
 
-def create_app(settings: Settings, r: redis.Redis, content: Any = None, sandbox_url: str | None = None) -> Flask:
-    """Build the web app for `settings` on Redis `r`."""
+def create_app(settings: Settings, r: redis.Redis, content: Content | None = None, sandbox_url: str | None = None, *,
+               coupons: Callable[[], CouponBook | None] = lambda: None,
+               engine: Callable[[], Engine | None] = lambda: None) -> Flask:
+    """Build the web app for `settings` on Redis `r`; `coupons` and `engine` give the current coupon book and SOP
+    engine (bot.runtime.Runtime builds them)."""
     app = Flask("wecom-bot")
     app.config["MAX_CONTENT_LENGTH"] = None  # the webhook enforces its own limit with a clean 413
     crypto = CallbackCrypto(settings.token, settings.aes_key, settings.corp_id)
     inbox = Inbox(r)
+    counts = CallbackCounts()
     webhook = make_webhook(crypto, inbox, settings.callback_path, settings.max_body_bytes,
-                           settings.max_clock_skew_seconds)
+                           settings.max_clock_skew_seconds, counts)
     app.register_blueprint(webhook)
-    engine = (lambda: content.engine()) if content else (lambda: None)
-    app.register_blueprint(make_api(settings, content, engine))
+    app.register_blueprint(make_api(settings, coupons, engine))
     app.register_blueprint(make_sop_api(settings, engine, Customers(r)))
-    app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": webhook.counts}
+    app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": counts}
 
     @app.get("/healthz")
-    def healthz():
+    def healthz() -> ResponseReturnValue:
         return jsonify(status="ok", sandbox=settings.sandbox)
 
-    app.register_blueprint(make_console(settings, r, content, sandbox_url), url_prefix="/admin")
-    app.register_blueprint(make_metrics(settings, r, webhook.counts, content))
+    app.register_blueprint(make_console(settings, r, content, sandbox_url, coupons=coupons), url_prefix="/admin")
+    app.register_blueprint(make_metrics(settings, r, counts, coupons))
 
     @app.get("/readyz")
-    def readyz():
+    def readyz() -> ResponseReturnValue:
         ok, body = readiness(r, settings)
         return jsonify(body), (200 if ok else 503)
 
     return app
-
-
-def production_app(settings: Settings) -> Flask:
-    """The app for a web-only process on the shared REDIS_URL (gunicorn, `wecom-bot web`)."""
-    from bot.content import Content
-    from bot.redis_server import connect
-
-    if not settings.redis_url:
-        raise SystemExit("a web-only process needs REDIS_URL (use `wecom-bot serve` for the all-in-one mode)")
-    r = connect(settings.redis_url)
-    return create_app(settings, r, Content(settings, r))

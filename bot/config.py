@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bot import yamlfile
 from bot.yamlfile import ConfigError, KeyPath
+from sop.plan import Rules
 
 DEFAULT_API_BASE = "https://qyapi.weixin.qq.com/cgi-bin/"
 
@@ -68,13 +70,14 @@ class Settings:
     content: Mapping[str, Path] = field(default_factory=dict)
     api_token: str | None = None
     corp_tags: Mapping[str, str] = field(default_factory=dict)
+    sop_rules: Rules = field(default_factory=Rules)  # config.yaml `sop:`
 
     @property
     def sandbox(self) -> bool:
         """No WECOM_SECRET: run against the built-in sandbox."""
         return self.secret is None
 
-    def with_api_base(self, url: str) -> "Settings":
+    def with_api_base(self, url: str) -> Settings:
         """A copy pointing every WeCom call at `url`."""
         return replace(self, api_base_url=url if url.endswith("/") else url + "/")
 
@@ -98,11 +101,12 @@ def _check_keys(doc: yamlfile.Doc, keypath: KeyPath, allowed: set[str]) -> None:
 
 
 SCHEMA: dict[KeyPath, set[str]] = {
-    (): {"wecom", "callback", "redis", "timezone", "worker", "replies", "content", "corp_tags"},
+    (): {"wecom", "callback", "redis", "timezone", "worker", "replies", "content", "corp_tags", "sop"},
     ("wecom",): {"corp_id", "agent_id", "api_base_url", "http_timeout_seconds"},
     ("callback",): {"path", "max_body_bytes", "max_clock_skew_seconds"},
     ("redis",): {"url", "embedded_dir"},
     ("worker",): {"claim_idle_seconds", "max_attempts", "batch", "block_ms"},
+    ("sop",): {"quiet_hours", "daily_cap", "ignored_limit"},
     ("replies",): set(DEFAULT_REPLIES),
 }
 
@@ -111,7 +115,26 @@ def _number(doc: yamlfile.Doc, keypath: KeyPath, default: float, kind: type = in
     value = _get(doc, keypath, default)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
         raise doc.error(keypath, f"must be a number >= {minimum}, got {value!r}")
+    if kind is int and not isinstance(value, int):
+        raise doc.error(keypath, f"must be a whole number >= {minimum}, got {value!r}")
     return kind(value)
+
+
+def _sop_rules(doc: yamlfile.Doc) -> Rules:
+    """The `sop:` section: quiet hours, daily cap and ignored-N over all journeys (defaults: sop.plan.Rules)."""
+    rules = Rules()
+    quiet_start, quiet_end = rules.quiet_start, rules.quiet_end
+    quiet = _get(doc, ("sop", "quiet_hours"), None)
+    if quiet is not None:
+        parts = quiet.split("-") if isinstance(quiet, str) else []
+        times = [t for t in (yamlfile.time_of_day(p) for p in parts) if t is not None]
+        if len(parts) != 2 or len(times) != 2 or times[0] == times[1]:
+            raise doc.error(("sop", "quiet_hours"),
+                            f'expected a window like "22:00-08:00", got {yamlfile.shown(quiet)}')
+        quiet_start, quiet_end = times
+    return replace(rules, quiet_start=quiet_start, quiet_end=quiet_end,
+                   daily_cap=_number(doc, ("sop", "daily_cap"), rules.daily_cap, int, 1),
+                   ignored_limit=_number(doc, ("sop", "ignored_limit"), rules.ignored_limit, int, 1))
 
 
 def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | None = None) -> Settings:
@@ -199,4 +222,5 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         content={name: root / p for name, p in content.items()},
         api_token=env.get("WECOM_BOT_API_TOKEN") or None,
         corp_tags={str(k): v for k, v in corp_tags.items()},
+        sop_rules=_sop_rules(doc),
     )

@@ -1,83 +1,51 @@
-"""One kf message, top to bottom: classify -> route -> act -> record."""
+"""One kf message, top to bottom: classify -> route (handlers/) -> act (bot/act/executor.py)."""
 
 from __future__ import annotations
 
 import logging
 import time
-from dataclasses import replace
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import handlers
-from bot.actions import Action, OptOut, Record, Tag
-from bot.customers import Customers
-from bot.executor import Executor
-from bot.inbound import KfMessage
-from bot.store import Store
+from bot.act.executor import Executor
+from bot.records.customers import Conversation
 from handlers.context import Ctx
+from handlers.messages import KfMessage
+from intents.classify import Classifier
 
 log = logging.getLogger("bot.pipeline")
-
-
-def silent(action: Action) -> Action:
-    """The same action without a message to the customer."""
-    return replace(action, reply="") if isinstance(action, OptOut) else action
 
 
 class Pipeline:
     """Turns a pulled kf message into executed actions."""
 
-    def __init__(self, executor: Executor, store: Store, customers: Customers, replies: Mapping[str, str],
-                 content: Any = None, human_holds: Callable[[str, str], bool] = lambda customer, msgid: False):
+    def __init__(self, executor: Executor, replies: Mapping[str, str],
+                 classifier: Callable[[], Classifier | None] = lambda: None,
+                 human_holds: Callable[[str, str], bool] = lambda customer, msgid: False,
+                 conversation: Callable[[str, str], Conversation] = lambda customer, msgid: Conversation()
+                 ) -> None:
+        self.conversation = conversation  # the customer's previous message and fallbacks in a row
         self.executor = executor
-        self.store = store
-        self.customers = customers
         self.replies = replies
-        self.content = content
+        self.classifier = classifier  # the intent classifier as currently loaded, or None
         self.human_holds = human_holds
 
     def process(self, msg: KfMessage) -> str:
         """Handle one message exactly once as the customer sees it; returns the route taken."""
         started = time.perf_counter()
-        if msg.raw.get("backlog"):  # history from before the bot's first pull of this account
-            self.store.record("backlog_skipped", customer=msg.external_userid, msgid=msg.msgid, text=msg.text)
-            return "backlog"
-        classifier = self.content.get("classifier") if self.content else None
-        intent, fallbacks = None, 0
+        classifier = self.classifier()
+        intent, before = None, Conversation()
         if msg.is_customer:
+            before = self.conversation(msg.external_userid, msg.msgid)
+        if msg.is_customer and msg.msgtype == "text" and msg.text.strip() and classifier:
             at = float(msg.send_time or time.time())
-            before = self.customers.conversation(msg.external_userid, msg.msgid)
-            fallbacks = before.fallbacks
-            if msg.msgtype == "text" and msg.text.strip() and classifier:
-                recent = before.text and 0 <= at - before.at <= classifier.context_seconds
-                intent = classifier.classify(msg.text, previous=before.text if recent else None)
-            if not self.store.is_done(f"kf:{msg.msgid}:seen"):  # a retried entry is not counted again
-                self.see(msg, intent, at)
-                self.store.mark_done(f"kf:{msg.msgid}:seen")
-        ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None,
-                  fallbacks=fallbacks, repeat=classifier.faq.repeat if classifier else None)
+            recent = bool(before.text) and 0 <= at - before.at <= classifier.context_seconds
+            intent = classifier.classify(msg.text, previous=before.text if recent else None)
+        held = msg.is_customer and self.human_holds(msg.external_userid, msg.msgid)
+        ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None, human_holds=held,
+                  fallbacks=before.fallbacks, repeat=classifier.faq.repeat if classifier else None)
         name, actions = handlers.route(msg, intent, ctx)
-        if msg.is_customer and self.human_holds(msg.external_userid, msg.msgid):
-            # A human has the chat: the bot says nothing, but tags and an opt-out still count.
-            name, actions = "human_holds", [Record("message_while_human", {"customer": msg.external_userid,
-                                                                           "msgid": msg.msgid, "text": msg.text}),
-                                            *(silent(a) for a in actions if isinstance(a, (Tag, OptOut)))]
         self.executor.run(actions, f"kf:{msg.msgid}")
         log.debug("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,
-                 len(actions), (time.perf_counter() - started) * 1000)
+                  len(actions), (time.perf_counter() - started) * 1000)
         return name
-
-    def see(self, msg: KfMessage, intent: Any, at: float) -> None:
-        """Record a customer message once: customer record, triggers, history, numbers."""
-        customer = msg.external_userid
-        self.customers.saw_message(customer, at, msg.open_kfid)
-        self.executor.customer_wrote(customer, at)
-        self.customers.remember(customer, f"客户：{msg.text or '[' + msg.msgtype + ']'}")
-        if intent is not None:
-            self.customers.saw_intent(customer, intent.intent)
-            self.executor.intent_seen(customer, intent.intent, at)
-        fell_back = intent is not None and intent.intent == "other" and intent.topic is None
-        self.customers.note_message(customer, msg.msgid, msg.text, at, fell_back)
-        self.store.record("message_in", customer=customer, msgid=msg.msgid, text=msg.text, msgtype=msg.msgtype,
-                          intent=getattr(intent, "intent", None), matched=list(getattr(intent, "matched", ())),
-                          confidence=getattr(intent, "confidence", None), route=getattr(intent, "route", None))
-        self.store.count("message_in")

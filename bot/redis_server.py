@@ -51,7 +51,7 @@ class EmbeddedRedis:
     def url(self) -> str:
         return f"redis://{self.host}:{self.port}/0"
 
-    def start(self, timeout: float = 10.0) -> "EmbeddedRedis":
+    def start(self, timeout: float = 10.0) -> EmbeddedRedis:
         """Start the server and wait until it answers PING."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         if not self.port:
@@ -75,7 +75,7 @@ class EmbeddedRedis:
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
                     raise RedisUnavailable(
-                        f"embedded Redis did not start on port {self.port}; see {self.data_dir}/server.log")
+                        f"embedded Redis did not start on port {self.port}; see {self.data_dir}/server.log") from None
                 time.sleep(0.02)
             finally:
                 client.close()

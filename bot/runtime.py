@@ -6,25 +6,43 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import datetime
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import redis
 
+from bot.act.desk import Desk
+from bot.act.executor import Executor, KfSender
+from bot.act.staff import Staff
+from bot.act.touches import TouchRunner
+from bot.act.triggers import Triggers
 from bot.config import SANDBOX_OPEN_KFID, Settings
 from bot.content import Content
-from bot.customers import Customers
-from bot.desk import Desk
-from bot.handoffs import Handoffs
-from bot.executor import Executor
-from bot.inbox import Inbox
+from bot.content.campaigns import Campaign
+from bot.content.team import Team
 from bot.pipeline import Pipeline
+from bot.queue.inbox import Inbox
+from bot.queue.kfsync import KfSync
+from bot.queue.scheduler import Scheduler
+from bot.queue.worker import Parts, Worker
+from bot.records.coupons import CouponBook
+from bot.records.customers import Customers
+from bot.records.handoffs import Handoffs
+from bot.records.store import Store
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
-from bot.store import Store
-from bot.wecom_client import WechatpyWeCom
-from bot.worker import Worker
+from bot.times import from_ts
+from bot.wecom import WeCom
+from bot.wecom.client import WechatpyWeCom
+from bot.wecom.sandbox import Sandbox
+from intents.classify import Classifier
+from sop.engine import Engine
+from sop.journeys import Journey
+
+if TYPE_CHECKING:
+    from flask import Flask
 
 log = logging.getLogger("bot")
 
@@ -51,60 +69,111 @@ def open_redis(settings: Settings) -> tuple[redis.Redis, EmbeddedRedis | None]:
 
 @dataclass
 class Runtime:
-    """The parts one process uses; `close()` stops what it started."""
+    """The parts one process uses, each built once; `close()` stops what it started."""
 
     settings: Settings
     r: redis.Redis
     embedded: EmbeddedRedis | None = None
-    sandbox: Any = None
-    content: Any = None
+    sandbox: Sandbox | None = None
+    content: Content | None = None
     clock: Callable[[], float] = time.time
+    store: Store = field(init=False)
+    customers: Customers = field(init=False)
+    handoffs: Handoffs = field(init=False)
+    inbox: Inbox = field(init=False)
+    triggers: Triggers = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.store = Store(self.r)
+        self.customers = Customers(self.r)
+        self.handoffs = Handoffs(self.r, self.settings.timezone)
+        self.inbox = Inbox(self.r)
+        self.triggers = Triggers(self.engine, self.store, self.customers, self.settings.timezone)
+        self._lock = threading.Lock()
+        self._book: tuple[tuple[Campaign, ...], CouponBook] | None = None
+        self._engine: tuple[tuple[Journey, ...], Engine] | None = None
+
+    def coupons(self) -> CouponBook | None:
+        """The coupon book over the campaigns as currently loaded (None when none are configured)."""
+        campaigns = self.content.campaigns if self.content else None
+        if campaigns is None:
+            return None
+        with self._lock:
+            if self._book is None or self._book[0] is not campaigns:
+                self._book = (campaigns, CouponBook(self.r, campaigns, self.settings.timezone))
+            return self._book[1]
+
+    def engine(self) -> Engine | None:
+        """The SOP engine, running the journeys as currently loaded (None when none are configured)."""
+        journeys = self.content.journeys if self.content else None
+        if journeys is None:
+            return None
+        with self._lock:
+            if self._engine is None:
+                self._engine = (journeys, Engine(self.r, journeys, self.settings.sop_rules, self.settings.timezone,
+                                                 customers=self.customers, emit=self.inbox.emit_touches))
+            elif self._engine[0] is not journeys:
+                self._engine[1].use(journeys)
+                self._engine = (journeys, self._engine[1])
+            return self._engine[1]
 
     def wecom(self) -> WechatpyWeCom:
         s = self.settings
         return WechatpyWeCom(s.corp_id, s.secret or "sandbox-secret", s.agent_id, s.api_base_url, self.r,
                              timeout=s.http_timeout_seconds)
 
-    def pipeline(self, wecom: Any | None = None) -> Pipeline:
-        wecom = wecom or self.wecom()
-        tz = self.settings.timezone
-        store, customers, handoffs = Store(self.r), Customers(self.r), Handoffs(self.r, tz)
-        executor = Executor(wecom, store, customers, tz, content=self.content, clock=self.clock,
-                            corp_tags=self.settings.corp_tags)
-        executor.desk = Desk(wecom, store, customers, handoffs, self.team, self.settings.agent_id, executor.send,
-                             now=lambda: datetime.fromtimestamp(self.clock(), tz))
-        executor.sop = self.engine
-        return Pipeline(executor, store, customers, self.settings.replies, self.content,
-                        human_holds=lambda customer, msgid: _held(handoffs, customer, msgid))
-
-    def engine(self) -> Any:
-        """The SOP engine for the journeys as currently loaded (None when none are configured)."""
-        return self.content.engine() if self.content else None
-
-    def touches(self, executor: Executor) -> Any:
-        """Runs SOP touch entries through `executor`."""
-        from bot.touches import TouchRunner
-
-        team = self.team()
-        default = team.consultants[0].userid if team and team.consultants else None
-        handoffs = Handoffs(self.r, self.settings.timezone)
-        return TouchRunner(executor, self.engine(), lambda c: executor.customers.owner(c) or handoffs.owner_of(c),
-                           default, clock=self.clock, human_holds=lambda c: handoffs.open_for(c) is not None)
-
-    def team(self) -> Any:
+    def team(self) -> Team | None:
         """The consultants as currently loaded (None when not configured)."""
-        return self.content.get("team") if self.content else None
+        return self.content.team if self.content else None
+
+    def classifier(self) -> Classifier | None:
+        """The intent classifier as currently loaded (None when not configured)."""
+        return self.content.classifier if self.content else None
+
+    def parts(self, wecom: WeCom | None = None) -> Parts:
+        """What one worker acts through, built around its own WeCom client; every collaborator is a
+        constructor argument."""
+        wecom = wecom or self.wecom()
+        s, tz = self.settings, self.settings.timezone
+        store, customers, handoffs = self.store, self.customers, self.handoffs
+
+        def now() -> datetime:
+            return from_ts(self.clock(), tz)
+
+        sender = KfSender(wecom, store, customers, self.clock)
+        staff = Staff(wecom, store, customers, handoffs, self.team, s.agent_id, now)
+        desk = Desk(wecom, store, handoffs, self.team, staff, sender.send, now)
+        executor = Executor(wecom, store, customers, sender, desk, staff, self.triggers, self.coupons, tz,
+                            self.clock, s.corp_tags)
+        pipeline = Pipeline(executor, s.replies, self.classifier,
+                            human_holds=lambda customer, msgid: _held(handoffs, customer, msgid),
+                            conversation=customers.conversation)
+        engine = self.engine()
+        touches = None
+        if engine is not None:
+            team = self.team()
+            default = team.consultants[0].userid if team and team.consultants else None
+            touches = TouchRunner(wecom, store, customers, sender, executor.issue_coupon, self.coupons, engine,
+                                  lambda c: customers.owner(c) or handoffs.owner_of(c), default, tz,
+                                  clock=self.clock, human_holds=lambda c: handoffs.open_for(c) is not None)
+        return Parts(store, KfSync(store, self.inbox, wecom, self.clock), pipeline, staff, executor, touches)
+
+    def scheduler(self, stop: threading.Event, **kw: Any) -> Scheduler:
+        """The scheduler of this process (it ticks only while it holds the lease)."""
+        content = self.content
+        return Scheduler(self.r, self.inbox, self.store, self.handoffs, self.parts().staff, self.engine,
+                         self.coupons, (lambda: content.reload_if_changed(force=True)) if content else (lambda: None),
+                         self.settings.timezone, stop, self.clock, **kw)
 
     def worker(self, name: str | None = None) -> Worker:
-        wecom = self.wecom()
-        pipeline = self.pipeline(wecom)
-        return Worker(Inbox(self.r), Store(self.r), wecom, pipeline, self.settings.worker, name,
-                      touches=self.touches(pipeline.executor), clock=self.clock)
+        """An inbox consumer."""
+        return Worker(self.inbox, self.parts(), self.settings.worker, name)
 
-    def app(self):
+    def app(self) -> Flask:
         from bot.app import create_app
 
-        return create_app(self.settings, self.r, self.content, self.sandbox.url if self.sandbox else None)
+        return create_app(self.settings, self.r, self.content, self.sandbox.url if self.sandbox else None,
+                          coupons=self.coupons, engine=self.engine)
 
     def close(self) -> None:
         if self.sandbox is not None:
@@ -128,8 +197,6 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
     sandbox = None
     try:
         if settings.sandbox if with_sandbox is None else with_sandbox:
-            from bot.sandbox import Sandbox
-
             try:
                 sandbox = Sandbox(settings.corp_id, "sandbox-secret", SANDBOX_OPEN_KFID, port=sandbox_port).start()
             except OSError as exc:
@@ -138,7 +205,7 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
             sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
             settings = settings.with_api_base(f"{sandbox.url}/cgi-bin/")
         lazy = ("classifier",) if lazy_classifier else ()
-        return Runtime(settings, r, embedded, sandbox, Content(settings, r, lazy=lazy))
+        return Runtime(settings, r, embedded, sandbox, Content(settings, lazy=lazy))
     except Exception:
         if sandbox:
             sandbox.stop()
@@ -148,9 +215,18 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
         raise
 
 
+def production_app(settings: Settings) -> Flask:
+    """The app for a web-only process on the shared REDIS_URL (gunicorn, `wecom-bot web`)."""
+    if not settings.redis_url:
+        raise SystemExit("a web-only process needs REDIS_URL (use `wecom-bot serve` for the all-in-one mode)")
+    return Runtime(settings, connect(settings.redis_url), content=Content(settings)).app()
+
+
 def write_sandbox_info(rt: Runtime, service_url: str) -> Path:
     """Tell `wecom-bot chat` where the service and the sandbox are (var/sandbox.json)."""
     s = rt.settings
+    if rt.sandbox is None:
+        raise ValueError("write_sandbox_info needs a runtime with the sandbox")
     path = s.root / "var" / "sandbox.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"service_url": service_url, "sandbox_url": rt.sandbox.url,

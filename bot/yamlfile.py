@@ -2,17 +2,41 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from datetime import time
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 KeyPath = tuple[str | int, ...]
+TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 
 
 class ConfigError(ValueError):
     """A configuration file is wrong; the message names file, line and key."""
+
+
+def time_of_day(value: Any) -> time | None:
+    """"20:00" -> time(20, 0); unquoted 20:00 (YAML 1.1 reads it as the number 1200) is accepted too."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return time(*divmod(value, 60))
+    if isinstance(value, str) and (m := TIME_RE.fullmatch(value.strip())):
+        return time(int(m.group(1)), int(m.group(2)))
+    return None
+
+
+def text(doc: Doc, keypath: KeyPath, value: Any) -> str:
+    """`value` when it is non-empty text (as written), else a ConfigError at `keypath`."""
+    if not isinstance(value, str) or not value.strip():
+        raise doc.error(keypath, f"expected non-empty text, got {shown(value)}")
+    return value
+
+
+def shown(value: Any) -> str:
+    """A value's type and repr, for error messages ("nothing" for a missing value)."""
+    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
 
 
 def render_path(keypath: KeyPath) -> str:

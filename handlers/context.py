@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Callable, Mapping
 
 from intents.config import RepeatRule
 
@@ -16,6 +16,7 @@ class Ctx:
     faq_answer: Callable[[str | None], str] | None = None
     fallbacks: int = 0  # fallbacks in a row the bot gave this customer before this message
     repeat: RepeatRule | None = None  # what to do instead of yet another fallback
+    human_holds: bool = False  # a consultant holds this customer's chat (an open handoff this message did not open)
 
     def reply(self, name: str) -> str:
         """A configured reply text (config.yaml `replies`)."""

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from bot.actions import Action, Record, SendFailed, SessionChanged, Welcome
-from bot.inbound import KfMessage
+from handlers.actions import Action, Record, SendFailed, SessionChanged, Welcome
 from handlers.context import Ctx
+from handlers.messages import KfMessage
+from intents.classify import Intent
 
 
-def on_event(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+def on_event(msg: KfMessage, intent: Intent | None, ctx: Ctx) -> list[Action]:
     """Record the event; msg_send_fail also tells the executor what WeCom refused."""
     ev = msg.event
     actions: list[Action] = [Record("kf_event", {"customer": msg.external_userid, "msgid": msg.msgid,

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from bot.actions import Action, RequestHandoff, Tag
-from bot.inbound import KfMessage
+from handlers.actions import Action, RequestHandoff, Tag
 from handlers.context import Ctx
+from handlers.messages import KfMessage
+from intents.classify import Intent
 
 TAGS = {"price": "询价", "complaint": "投诉", "human": "要人工"}
 
 
-def on_handoff(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+def on_handoff(msg: KfMessage, intent: Intent | None, ctx: Ctx) -> list[Action]:
     """Tag the customer, record a handoff request and tell them a consultant will contact them."""
+    assert intent is not None  # its routes match intents only
     reply = ctx.reply("complaint" if intent.intent == "complaint" else "handoff")
     return [Tag(msg.external_userid, TAGS[intent.intent]),
             RequestHandoff(msg.open_kfid, msg.external_userid, intent.intent, tuple(intent.matched), msg.text, reply,

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from bot.actions import Action, OptOut
-from bot.inbound import KfMessage
+from handlers.actions import Action, OptOut
 from handlers.context import Ctx
+from handlers.messages import KfMessage
+from intents.classify import Intent
 
 
-def on_unsubscribe(msg: KfMessage, intent: Any, ctx: Ctx) -> list[Action]:
+def on_unsubscribe(msg: KfMessage, intent: Intent | None, ctx: Ctx) -> list[Action]:
     """Mark the customer unsubscribed and confirm it once."""
     return [OptOut(msg.open_kfid, msg.external_userid, ctx.reply("unsubscribe"))]

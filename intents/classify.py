@@ -29,19 +29,9 @@ from .config import (
 from .examples import Example, read_corpus
 from .faq import FaqIndex
 from .features import features
+from .labels import INTENTS, ROUTES
 from .normalize import normalize
 from .pinyin import is_han, is_pinyin, spellings, syllable
-
-ROUTES = {
-    "complaint": "handoff",
-    "human": "handoff",
-    "price": "handoff",
-    "discount": "coupon",
-    "unsubscribe": "optout",
-    "greeting": "bot",
-    "other": "bot",
-}
-INTENTS = tuple(ROUTES)
 
 _CLAUSE_BREAK = re.compile(r"[,.;:!?。、，；：！？\n]")
 # Left after removing greetings, any of these makes the message a real question, not a greeting.

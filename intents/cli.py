@@ -7,13 +7,11 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TextIO
 
-from .classify import INTENTS, Classifier, Intent, load_classifier
+from .classify import Classifier, Intent, load_classifier
 from .config import EXAMPLES_PATH
 from .evaluate import Report, cross_validate, evaluate, read_examples
 from .examples import load_corpus
-
-LABELS_ZH = {"complaint": "投诉", "human": "找人工", "price": "询价", "discount": "要优惠",
-             "unsubscribe": "退订", "greeting": "问候", "other": "其他"}
+from .labels import INTENTS, LABELS_ZH
 
 
 def from_content(content: Mapping[str, Path]) -> Classifier:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bot.yamlfile import ConfigError
 
-LABELS = ("complaint", "human", "price", "discount", "unsubscribe", "greeting", "other")
+from .labels import INTENTS as LABELS
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,8 @@
-"""`sop validate|plan|segment`: operator commands; the bot's CLI wires them in, `python -m sop.cli` works too."""
+"""Pure printers for `wecom-bot sop validate|plan`: errors, one customer's touches, a segment's counts per day
+(bot/ops/cli_sop.py reads Redis and the configuration and calls these)."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from collections import Counter, defaultdict
@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from bot.customers import Customer
+from bot.times import DEFAULT_TZ, from_ts
 from sop import journeys as journeys_mod
+from sop.engine import CustomerFacts
 from sop.journeys import Journey, Segment
-from sop.plan import DEFAULT_TZ, Rules, lifecycle, segment_matches
+from sop.plan import Rules, lifecycle, segment_matches
 from sop.simulate import Profile, Row, simulate
 
-__all__ = ["validate_cmd", "plan_cmd", "segment_cmd", "profile_of", "main"]
+__all__ = ["validate_cmd", "plan_cmd", "segment_cmd", "profile_of"]
 
 
 def validate_cmd(path: Path | str | None, out: TextIO = sys.stdout) -> int:
@@ -33,13 +34,14 @@ def validate_cmd(path: Path | str | None, out: TextIO = sys.stdout) -> int:
     return 0
 
 
-def profile_of(record: Customer | None, tz: ZoneInfo = DEFAULT_TZ, value: float | None = None) -> Profile | None:
+def profile_of(record: CustomerFacts | None, tz: ZoneInfo = DEFAULT_TZ, value: float | None = None) -> Profile | None:
     """A preview profile from a customer record (None: a hypothetical new customer)."""
     if record is None or not record.first_seen:
         return None if record is None else Profile(id=record.id, unsubscribed=record.unsubscribed, value=value)
-    return Profile(id=record.id, first_seen=datetime.fromtimestamp(record.first_seen, tz),
-                   last_inbound=datetime.fromtimestamp(record.last_inbound, tz) if record.last_inbound else None,
-                   tags=record.tag_times(tz), unsubscribed=record.unsubscribed, value=value)
+    return Profile(id=record.id, first_seen=from_ts(record.first_seen, tz),
+                   last_inbound=from_ts(record.last_inbound, tz) if record.last_inbound else None,
+                   tags={t: from_ts(ts, tz) for t, ts in record.tags.items()}, unsubscribed=record.unsubscribed,
+                   value=value)
 
 
 def _line(row: Row, tz: ZoneInfo) -> str:
@@ -48,7 +50,7 @@ def _line(row: Row, tz: ZoneInfo) -> str:
     return f"{at}  {row.decision:<6} {row.channel:<9} {row.journey}/{row.step} [{row.kind}]  {row.reason}{late}"
 
 
-def plan_cmd(journeys: list[Journey], rules: Rules, customer: Customer | Profile | None, start: datetime,
+def plan_cmd(journeys: list[Journey], rules: Rules, customer: CustomerFacts | Profile | None, start: datetime,
              days: int, as_json: bool, out: TextIO = sys.stdout, tz: ZoneInfo = DEFAULT_TZ) -> int:
     """Print every touch one customer would get from `start` for `days` days, and every skip/deferral with why."""
     profile = customer if isinstance(customer, Profile) or customer is None else profile_of(customer, tz)
@@ -73,7 +75,7 @@ def _local(obj: dict[str, Any], row: Row, tz: ZoneInfo) -> dict[str, Any]:
     return obj
 
 
-def segment_cmd(journeys: list[Journey], rules: Rules, customers: Iterable[Customer | Profile], start: datetime,
+def segment_cmd(journeys: list[Journey], rules: Rules, customers: Iterable[CustomerFacts | Profile], start: datetime,
                 days: int, out: TextIO = sys.stdout, tz: ZoneInfo = DEFAULT_TZ,
                 segment: Segment | None = None) -> int:
     """Per local day: how many touches a whole segment would get, by decision and channel."""
@@ -95,45 +97,3 @@ def segment_cmd(journeys: list[Journey], rules: Rules, customers: Iterable[Custo
         counts = ", ".join(f"{k}={v}" for k, v in sorted(per_day[day].items()))
         print(f"{day}  {counts}", file=out)
     return 0
-
-
-def _start(text: str | None, tz: ZoneInfo) -> datetime:
-    if not text:
-        return datetime.now(tz)
-    moment = datetime.fromisoformat(text)
-    return moment.replace(tzinfo=tz) if moment.tzinfo is None else moment
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Standalone entry: validate [PATH] | plan [--customer ID --redis-url URL] [--start] [--days] [--json]."""
-    ap = argparse.ArgumentParser(prog="sop")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    v = sub.add_parser("validate")
-    v.add_argument("path", nargs="?")
-    pl = sub.add_parser("plan")
-    pl.add_argument("--customer")
-    pl.add_argument("--redis-url")
-    pl.add_argument("--path")
-    pl.add_argument("--start")
-    pl.add_argument("--days", type=int, default=14)
-    pl.add_argument("--json", action="store_true")
-    pl.add_argument("--tz", default="Asia/Shanghai")
-    args = ap.parse_args(argv)
-    if args.cmd == "validate":
-        return validate_cmd(args.path)
-    tz = ZoneInfo(args.tz)
-    found, errors = journeys_mod.load_dir(args.path or journeys_mod.DEFAULT_DIR)
-    if errors:
-        return validate_cmd(args.path)
-    record = None
-    if args.customer and args.redis_url:
-        from bot.customers import Customers
-        from bot.redis_server import connect
-
-        customers = Customers(connect(args.redis_url))
-        record = customers.get(args.customer) if customers.exists(args.customer) else None
-    return plan_cmd(found, Rules(), record, _start(args.start, tz), args.days, args.json, sys.stdout, tz)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,4 +1,7 @@
-"""The SOP engine on Redis: enrol, claim due touches atomically, decide with plan.py, hand sends to the inbox."""
+"""The SOP engine on Redis: enrol, claim due touches atomically, decide with plan.py, emit what to perform.
+
+It owns the wecom:sop:* keys; customers are read through a CustomerReader and touches leave through
+`emit`, so the engine knows nothing of the inbox or of how customer records are stored."""
 
 from __future__ import annotations
 
@@ -6,24 +9,36 @@ import base64
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import redis
 
-from bot.customers import Customer, Customers
-from bot.inbox import Inbox, Item
+from bot.times import aware, from_ts
 from sop import journeys as journeys_mod
-from sop.journeys import ConfigError, Journey
+from sop.journeys import ConfigError, Journey, Step
 from sop.plan import (
-    DEFAULT_TZ, Decision, History, Rules, Touch, anchor_for, decide, lifecycle, month_key, segment_matches,
-    step_due, touch_for, trigger_matches, wall,
+    Decision,
+    History,
+    Rules,
+    Touch,
+    anchor_for,
+    decide,
+    lifecycle,
+    month_key,
+    segment_matches,
+    step_due,
+    touch_for,
+    trigger_matches,
+    wall,
 )
 
-__all__ = ["Engine", "TickResult", "DUE", "INFLIGHT", "ENROLLED", "COUNTERS", "FATIGUED", "SKIPS"]
+__all__ = ["Engine", "TickResult", "CustomerFacts", "CustomerReader", "Emit", "DUE", "INFLIGHT", "ENROLLED",
+           "COUNTERS", "FATIGUED", "SKIPS", "EMIT_TTL"]
 
 # Everything one script touches shares the {sop} hash tag (one Redis Cluster slot).
 DUE = "wecom:sop:{sop}:due"  # member -> due time
@@ -36,7 +51,7 @@ HIST = "wecom:sop:h:{%s}"  # per customer: d:<day> m:<month> k:<last_in> i:<kind
 BIRTHDAYS = "wecom:sop:bday:%s"  # MM-DD -> set of customers
 
 LEASE = timedelta(seconds=60)
-INBOX_TTL = 8 * 86400  # dedupe window for "touch:<id>" inbox keys: longer than any deferral
+EMIT_TTL = 8 * 86400  # how long an emitted "touch:<id>" key must stay deduplicated: longer than any deferral
 SKIPS_MAX = 10000
 FACTS = ("purchased", "redeemed", "handed_off", "contact_deleted", "unsubscribed")
 
@@ -66,6 +81,43 @@ for i = 1, #ARGV, 4 do
 end
 return res
 """
+
+
+class CustomerFacts(Protocol):
+    """What the engine reads of a customer (bot.records.customers.Customer has it)."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def first_seen(self) -> float: ...
+
+    @property
+    def last_inbound(self) -> float: ...
+
+    @property
+    def sent_since_inbound(self) -> int: ...
+
+    @property
+    def unsubscribed(self) -> bool: ...
+
+    @property
+    def tags(self) -> Mapping[str, float]: ...
+
+
+class CustomerReader(Protocol):
+    """Where the engine reads customers from (bot.records.customers.Customers)."""
+
+    def get(self, customer: str) -> CustomerFacts: ...
+
+    def many(self, customers: Sequence[str]) -> Mapping[str, CustomerFacts]: ...
+
+    def all(self) -> Iterator[CustomerFacts]: ...
+
+
+# Where due touches go: (dedupe key, JSON entry) pairs and how long a key stays deduplicated;
+# returns how many were new.
+Emit = Callable[[list[tuple[str, str]], int], int]
 
 
 @dataclass
@@ -131,26 +183,30 @@ def _kind_of(touch: Touch | Mapping[str, Any]) -> str:
 class Engine:
     """Runs journeys for every customer; the decisions themselves live in plan.py."""
 
-    def __init__(self, r: redis.Redis, journeys: Iterable[Journey], rules: Rules = Rules(),
-                 tz: ZoneInfo = DEFAULT_TZ, inbox: Inbox | None = None, lease: timedelta = LEASE):
+    def __init__(self, r: redis.Redis, journeys: Iterable[Journey], rules: Rules, tz: ZoneInfo, *,
+                 customers: CustomerReader, emit: Emit, lease: timedelta = LEASE) -> None:
         self.r = r
         self.rules = rules
         self.tz = tz
-        self.inbox = inbox or Inbox(r)
+        self.emit = emit
         self.lease = lease
-        self.customers = Customers(r)
+        self.customers = customers
         self.journeys: dict[str, Journey] = {j.id: j for j in journeys}
         self._claim = r.register_script(CLAIM)
         self._enrol = r.register_script(ENROL)
 
     # --- journeys -----------------------------------------------------------------------------
 
-    def reload(self, directory: Any = journeys_mod.DEFAULT_DIR) -> list[ConfigError]:
+    def use(self, journeys: Iterable[Journey]) -> None:
+        """Run these journeys from now on; pending touches name journey and step ids, so they continue on
+        the new version by step id."""
+        self.journeys = {j.id: j for j in journeys}
+
+    def reload(self, directory: Path | str) -> list[ConfigError]:
         """Swap in the journeys under `directory`; on any error keep the running ones and return the errors."""
         found, errors = journeys_mod.load_dir(directory)
         if not errors:
-            # Pending touches name journey and step ids: they continue on the new version by step id.
-            self.journeys = {j.id: j for j in found}
+            self.use(found)
         return errors
 
     # --- enrolment ----------------------------------------------------------------------------
@@ -178,15 +234,13 @@ class Engine:
         return welcomes
 
     def _enroll(self, events: list[tuple[str, str, datetime, dict[str, Any]]], welcome: bool = False,
-                records: dict[str, Customer] | None = None,
+                records: dict[str, CustomerFacts] | None = None,
                 only: set[str] | None = None) -> tuple[list[str], list[Touch]]:
         args: list[Any] = []
         touches: list[Touch | None] = []
         records = {} if records is None else records
         for customer, trigger, at, facts in events:
-            if at.tzinfo is None or at.utcoffset() is None:
-                raise ValueError(f"at must be timezone-aware, got {at!r}")
-            at = at.astimezone(self.tz)
+            at = aware(at, "at").astimezone(self.tz)
             for j in self.journeys.values():
                 if only is not None and j.id not in only:
                     continue
@@ -196,9 +250,10 @@ class Engine:
                 if anchor is None:
                     continue
                 key = str(facts.get("key", ""))
-                first = j.steps[0]
+                first: Step | None = j.steps[0]
                 greet = None
-                if welcome and first.kind == "welcome" and not first.wait and not first.at and not first.window:
+                if (welcome and first is not None and first.kind == "welcome" and not first.wait and not first.at
+                        and not first.window):
                     greet = touch_for(j, first, customer, anchor, self.tz, since=at, key=key)
                     first = j.after(first.id)
                 ref = Ref(j.id, first.id if first else "", customer, _ts(anchor), _ts(at), key)
@@ -222,27 +277,21 @@ class Engine:
         return added, greets
 
     def _in_segment(self, j: Journey, customer: str, at: datetime, facts: dict[str, Any],
-                    records: dict[str, Customer]) -> bool:
+                    records: dict[str, CustomerFacts]) -> bool:
         seg = j.segment
         if not (seg.lifecycle or seg.tags or seg.min_value is not None):
             return True
         rec = records.get(customer) or records.setdefault(customer, self.customers.get(customer))
         return self._matches(j, rec, at, facts.get("value"))
 
-    def _matches(self, j: Journey, rec: Customer, at: datetime, value: float | None) -> bool:
-        first = datetime.fromtimestamp(rec.first_seen, self.tz) if rec.first_seen else None
-        last = datetime.fromtimestamp(rec.last_inbound, self.tz) if rec.last_inbound else None
+    def _matches(self, j: Journey, rec: CustomerFacts, at: datetime, value: float | None) -> bool:
+        first = from_ts(rec.first_seen, self.tz) if rec.first_seen else None
+        last = from_ts(rec.last_inbound, self.tz) if rec.last_inbound else None
         return segment_matches(j.segment, lifecycle(first, last, at), set(rec.tags), value)
 
     # --- scans ----------------------------------------------------------------------------------
 
-    def all_customers(self) -> Iterator[Customer]:
-        """Every customer record (SCAN over wecom:cust:{id})."""
-        for key in self.r.scan_iter(match="wecom:cust:{*}", count=1000):
-            if key.endswith("}"):
-                yield self.customers.get(key[len("wecom:cust:{"):-1])
-
-    def scan_calendar(self, now: datetime, customers: Iterable[Customer] | None = None) -> int:
+    def scan_calendar(self, now: datetime, customers: Iterable[CustomerFacts] | None = None) -> int:
         """Enrol today's calendar broadcasts (segment members) and birthdays; idempotent within the day."""
         local = now.astimezone(self.tz)
         midnight = wall(local.date(), time(0), self.tz)
@@ -251,15 +300,16 @@ class Engine:
         n = 0
         if cal:
             only = {j.id for j in cal}
-            for chunk in _chunks(customers if customers is not None else self.all_customers(), 1000):
+            for chunk in _chunks(customers if customers is not None else self.customers.all(), 1000):
                 records = {rec.id: rec for rec in chunk}
-                events = [(rec.id, "calendar", midnight, {}) for rec in chunk]
+                events: list[tuple[str, str, datetime, dict[str, Any]]] = [
+                    (rec.id, "calendar", midnight, {}) for rec in chunk]
                 n += len(self._enroll(events, records=records, only=only)[0])
         born = self.r.smembers(BIRTHDAYS % local.strftime("%m-%d"))
         n += self.enroll_many((c, "birthday", midnight, {}) for c in born)
         return n
 
-    def scan_silence(self, now: datetime, customers: Iterable[Customer] | None = None,
+    def scan_silence(self, now: datetime, customers: Iterable[CustomerFacts] | None = None,
                      lookback: timedelta = timedelta(days=1)) -> int:
         """Enrol customers whose silence reached a journey's N days within `lookback` (run it at least daily)."""
         sil = sorted((j for j in self.journeys.values() if j.enabled and j.trigger.type == "silence"),
@@ -267,12 +317,12 @@ class Engine:
         if not sil:
             return 0
         n = 0
-        for chunk in _chunks(customers if customers is not None else self.all_customers(), 1000):
-            events = []
+        for chunk in _chunks(customers if customers is not None else self.customers.all(), 1000):
+            events: list[tuple[str, str, datetime, dict[str, Any]]] = []
             for rec in chunk:
                 last = max(rec.last_inbound, rec.first_seen)
                 for j in sil if last else ():
-                    at = datetime.fromtimestamp(last, self.tz) + timedelta(days=j.trigger.days or 0)
+                    at = from_ts(last, self.tz) + timedelta(days=j.trigger.days or 0)
                     if now - lookback <= at <= now:
                         events.append((rec.id, "silence", at, {"days": j.trigger.days}))
             n += len(self._enroll(events, records={rec.id: rec for rec in chunk})[0])
@@ -336,15 +386,12 @@ class Engine:
 
     def history(self, customer: str) -> History:
         """The History plan.decide needs, from the customer record and the SOP history hash."""
-        with self.r.pipeline(transaction=False) as p:
-            p.hgetall(f"wecom:cust:{{{customer}}}").hgetall(HIST % customer)
-            rec, hist = p.execute()
-        return self._history(rec, hist)
+        return self._history(self.customers.get(customer), self.r.hgetall(HIST % customer))
 
-    def _history(self, rec: dict[str, str], hist: dict[str, str]) -> History:
+    def _history(self, rec: CustomerFacts, hist: dict[str, str]) -> History:
         tz = self.tz
-        last = max(float(rec.get("last_inbound", 0)), float(hist.get("last_in", 0)))
-        last_in = datetime.fromtimestamp(last, tz) if last else None
+        last = max(rec.last_inbound, float(hist.get("last_in", 0)))
+        last_in = from_ts(last, tz) if last else None
         li = str(int(last))
         ignored: dict[str, int] = {}
         for f, v in hist.items():
@@ -354,16 +401,16 @@ class Engine:
                     ignored[f[2:]] = int(n)
 
         def at(name: str) -> datetime | None:
-            return datetime.fromtimestamp(float(hist[name]), tz) if name in hist else None
+            return from_ts(float(hist[name]), tz) if name in hist else None
 
         return History(
             sent_by_day={date.fromisoformat(f[2:]): int(v) for f, v in hist.items() if f.startswith("d:")},
             last_customer_message=last_in,
-            bot_since=max(int(rec.get("sent_since_inbound", 0)), int(hist.get(f"k:{li}", 0))),
+            bot_since=max(rec.sent_since_inbound, int(hist.get(f"k:{li}", 0))),
             mass_by_month={f[2:]: int(v) for f, v in hist.items() if f.startswith("m:")},
             ignored=ignored, purchased_at=at("purchased"), redeemed_at=at("redeemed"),
             handed_off_at=at("handed_off"),
-            unsubscribed=rec.get("unsubscribed") == "1" or "unsubscribed" in hist, deleted="contact_deleted" in hist)
+            unsubscribed=rec.unsubscribed or "unsubscribed" in hist, deleted="contact_deleted" in hist)
 
     @staticmethod
     def _last_in_ts(h: History) -> str:
@@ -398,19 +445,20 @@ class Engine:
         res.claimed = len(members)
         refs = [Ref.parse(m) for m in members]
         customers = sorted({ref.customer for ref in refs})
+        records = self.customers.many(customers)
         with self.r.pipeline(transaction=False) as p:
             for c in customers:
-                p.hgetall(f"wecom:cust:{{{c}}}").hgetall(HIST % c)
+                p.hgetall(HIST % c)
             p.hmget(ENROLLED, [ref.enrolment() for ref in refs])
             raw = p.execute()
-        hists = {c: self._history(raw[2 * i], raw[2 * i + 1]) for i, c in enumerate(customers)}
-        live = dict(zip(members, raw[-1]))
+        hists = {c: self._history(records[c], raw[i]) for i, c in enumerate(customers)}
+        live = dict(zip(members, raw[-1], strict=True))
         work: list[tuple[str, Ref, Touch | None, str]] = []
-        for m, ref in zip(members, refs):
+        for m, ref in zip(members, refs, strict=True):
             touch, why = self._touch(ref, now, live[m])
             work.append((m, ref, touch, why))
         work.sort(key=lambda w: (w[1].customer, -(w[2].priority if w[2] else 0), w[2].due if w[2] else now))
-        items: list[Item] = []
+        items: list[tuple[str, str]] = []
         counts: Counter = Counter()
         skips: list[dict[str, Any]] = []
         touched: dict[str, set[str]] = {}
@@ -428,7 +476,7 @@ class Engine:
                 counts.update([outcome, f"{outcome}:{d.channel if outcome == 'sent' else d.reason}",
                                f"j:{touch.journey}:{outcome}"])
                 if d.decision in ("send", "remind"):
-                    items.append(Item("touch", self._entry(touch, d), key="touch:" + touch.touch_id))
+                    items.append(("touch:" + touch.touch_id, self._entry(touch, d)))
                 if d.decision == "send":
                     h.record(d.channel, now, touch.kind, self.tz)
                     touched.setdefault(ref.customer, set()).add(d.channel)
@@ -454,7 +502,7 @@ class Engine:
             for name, n in counts.items():
                 p.hincrby(COUNTERS, name, n)
             # Emit before releasing the lease: a crash in between re-delivers; the inbox dedupes on touch_id.
-            res.emitted = self.inbox.put_many(items, INBOX_TTL) if items else 0
+            res.emitted = self.emit(items, EMIT_TTL) if items else 0
             p.zrem(INFLIGHT, *members)
             p.execute()
         for name in ("sent", "deferred", "skipped", "reminded"):
@@ -469,8 +517,8 @@ class Engine:
             return None, "journey_removed"
         if live_anchor is not None and int(live_anchor) > ref.anchor:
             return None, "superseded"
-        anchor = datetime.fromtimestamp(ref.anchor, self.tz)
-        since = datetime.fromtimestamp(ref.since, self.tz)
+        anchor = from_ts(ref.anchor, self.tz)
+        since = from_ts(ref.since, self.tz)
         step = j.step(ref.step)
         if step is None:
             # The step was removed in a new version: continue with the first step not yet due.
@@ -485,7 +533,7 @@ class Engine:
         nxt = j.after(step) if j else None
         if nxt is None:
             return
-        anchor = datetime.fromtimestamp(ref.anchor, self.tz)
+        anchor = from_ts(ref.anchor, self.tz)
         member = Ref(ref.journey, nxt.id, ref.customer, ref.anchor, ref.since, ref.key).member()
         nexts[member] = max(_ts(step_due(nxt, anchor, self.tz)), _ts(now))
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from bot import yamlfile
-from bot.yamlfile import ConfigError, Doc, KeyPath
+from bot.yamlfile import ConfigError, Doc, KeyPath, shown
+from bot.yamlfile import time_of_day as parse_time
 
 __all__ = [
     "ConfigError", "Journey", "Segment", "Step", "Trigger", "DEFAULT_DIR", "TRIGGERS", "STOP_FACTS",
@@ -43,7 +44,6 @@ SEGMENT_KEYS = frozenset({"lifecycle", "tags", "min_value"})
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
 DURATION_RE = re.compile(r"(?:(\d+)d)?\s*(?:(\d+)h)?\s*(?:(\d+)m)?")
-TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)")
 # kf send_msg payload limits in bytes (platform notes §2.4).
 LIMITS = {"text": 2048, "title": 128, "desc": 512, "url": 2048}
 ATTACHMENT_FIELDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -134,15 +134,6 @@ def parse_duration(value: Any) -> timedelta | None:
     return timedelta(days=d, hours=h, minutes=mins)
 
 
-def parse_time(value: Any) -> time | None:
-    """"20:00" -> time(20, 0); unquoted 20:00 (YAML 1.1 reads it as 1200) is accepted too."""
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
-        return time(*divmod(value, 60))
-    if isinstance(value, str) and (m := TIME_RE.fullmatch(value.strip())):
-        return time(int(m.group(1)), int(m.group(2)))
-    return None
-
-
 class _Checker:
     """Walks one document, collecting every error instead of stopping at the first."""
 
@@ -156,7 +147,7 @@ class _Checker:
     def mapping(self, at: KeyPath, value: Any, allowed: Iterable[str]) -> dict | None:
         """A mapping with only `allowed` keys (unknown keys are reported, not fatal)."""
         if not isinstance(value, dict):
-            self.err(at, f"expected a mapping, got {_kind(value)}")
+            self.err(at, f"expected a mapping, got {shown(value)}")
             return None
         allowed = set(allowed)
         for key in value:
@@ -169,9 +160,10 @@ class _Checker:
             if required:
                 self.err(at, f"missing key {key!r}")
             return None
-        value = data[key]
-        if not isinstance(value, str) or not value.strip():
-            self.err((*at, key), f"expected non-empty text, got {_kind(value)}")
+        try:
+            value = yamlfile.text(self.doc, (*at, key), data[key])
+        except ConfigError as exc:
+            self.errors.append(exc)
             return None
         if limit and len(value.encode()) > limit:
             self.err((*at, key), f"too long: {len(value.encode())} bytes, WeCom allows {limit}")
@@ -185,7 +177,7 @@ class _Checker:
             return None
         value = data[key]
         if isinstance(value, bool) or not isinstance(value, int):
-            self.err((*at, key), f"expected a whole number, got {_kind(value)}")
+            self.err((*at, key), f"expected a whole number, got {shown(value)}")
             return None
         if value < lo or (hi is not None and value > hi):
             self.err((*at, key), f"must be between {lo} and {hi}, got {value}" if hi is not None
@@ -204,7 +196,7 @@ class _Checker:
         if isinstance(value, str):
             value = [value]
         if not isinstance(value, list):
-            self.err(at, f"expected a list of {', '.join(options)}, got {_kind(value)}")
+            self.err(at, f"expected a list of {', '.join(options)}, got {shown(value)}")
             return ()
         out = []
         for i, v in enumerate(value):
@@ -224,14 +216,14 @@ class _Checker:
             raw = data["tags"]
             raw = [raw] if isinstance(raw, str) else raw
             if not isinstance(raw, list) or not all(isinstance(t, str) and t.strip() for t in raw):
-                self.err((*at, "tags"), f"expected a list of tag names, got {_kind(data['tags'])}")
+                self.err((*at, "tags"), f"expected a list of tag names, got {shown(data['tags'])}")
             else:
                 tags = tuple(t.strip() for t in raw)
         min_value = None
         if "min_value" in data:
             v = data["min_value"]
             if isinstance(v, bool) or not isinstance(v, int | float) or v < 0:
-                self.err((*at, "min_value"), f"expected a number >= 0, got {_kind(v)}")
+                self.err((*at, "min_value"), f"expected a number >= 0, got {shown(v)}")
             else:
                 min_value = float(v)
         return Segment(lifecycle, tags, min_value)
@@ -241,7 +233,7 @@ class _Checker:
         if short:
             value = {"type": value}
         if not isinstance(value, dict):
-            self.err(at, f"expected a trigger name or a mapping with 'type', got {_kind(value)}")
+            self.err(at, f"expected a trigger name or a mapping with 'type', got {shown(value)}")
             return None, None
         kind = value.get("type")
         if kind not in TRIGGER_KEYS:
@@ -327,8 +319,8 @@ class _Checker:
         if "window" in data:
             raw = data["window"]
             parts = raw.split("-") if isinstance(raw, str) else []
-            times = [parse_time(p) for p in parts]
-            if len(times) != 2 or None in times or times[0] >= times[1]:
+            times = [t for t in (parse_time(p) for p in parts) if t is not None]
+            if len(parts) != 2 or len(times) != 2 or times[0] >= times[1]:
                 self.err((*at, "window"), f"bad window {raw!r} (use \"10:00-21:00\", start before end)")
             else:
                 window = (times[0], times[1])
@@ -353,9 +345,12 @@ class _Checker:
         priority = self.integer(at, data, "priority", 0, 1000)
         enabled = data.get("enabled", True)
         if not isinstance(enabled, bool):
-            self.err((*at, "enabled"), f"expected true or false, got {_kind(enabled)}")
-        trigger, cal_segment = (self.trigger((*at, "trigger"), data["trigger"]) if "trigger" in data
-                                else (self.err(at, "missing key 'trigger'"), None))
+            self.err((*at, "enabled"), f"expected true or false, got {shown(enabled)}")
+        trigger, cal_segment = None, None
+        if "trigger" in data:
+            trigger, cal_segment = self.trigger((*at, "trigger"), data["trigger"])
+        else:
+            self.err(at, "missing key 'trigger'")
         stop_on = frozenset(self.words((*at, "stop_on"), data["stop_on"], STOP_FACTS)) if "stop_on" in data else frozenset()
         segment = self.segment((*at, "segment"), data["segment"]) if "segment" in data else Segment()
         if cal_segment is not None:
@@ -376,13 +371,11 @@ class _Checker:
                 self.err((*at, "steps", i, "id"), f"duplicate step id {step.id!r}")
             seen.add(step.id)
             steps.append(step)
-        if len(self.errors) > n or trigger is None:
+        if len(self.errors) > n or trigger is None or jid is None or title is None or priority is None:
             return None
         return Journey(jid, title, priority, trigger, tuple(steps), stop_on, segment, enabled, str(self.doc.path))
 
 
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else f"{type(value).__name__} {value!r}"
 
 
 def load_file(path: Path | str) -> tuple[list[Journey], list[ConfigError]]:

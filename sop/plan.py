@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
+from bot.times import DEFAULT_TZ, aware
 from sop.journeys import Journey, Segment, Step
 
 __all__ = [
@@ -15,7 +16,6 @@ __all__ = [
     "schedule", "segment_matches", "touch_for", "touch_id",
 ]
 
-DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
 DAY = timedelta(days=1)
 Channel = Literal["kf", "mass_task", "staff", "welcome"]
 Verdict = Literal["send", "defer", "skip", "remind"]
@@ -146,10 +146,6 @@ def _in_range(t: time, start: time, end: time) -> bool:
     return start <= t < end if start <= end else (t >= start or t < end)
 
 
-def _aware(moment: datetime, what: str) -> datetime:
-    if moment.tzinfo is None or moment.utcoffset() is None:
-        raise ValueError(f"{what} must be timezone-aware, got {moment!r}")
-    return moment
 
 
 def step_due(step: Step, trigger_at: datetime, tz: ZoneInfo) -> datetime:
@@ -219,7 +215,7 @@ def route(touch: Touch, history: History, now: datetime, rules: Rules, tz: ZoneI
 def decide(touch: Touch, history: History, now: datetime, rules: Rules = Rules(),
            tz: ZoneInfo = DEFAULT_TZ) -> Decision:
     """Send, defer (quiet hours, window, daily cap), skip (stop condition, fatigue, stale) or remind staff."""
-    now = _aware(now, "now").astimezone(tz)
+    now = aware(now, "now").astimezone(tz)
     due = touch.due.astimezone(tz)
     channel, why = route(touch, history, now, rules, tz)
     if stop := history.stop_reason(touch):
@@ -249,7 +245,7 @@ def anchor_for(journey: Journey, at: datetime, facts: dict[str, Any]) -> datetim
         expires = facts.get("expires_at")
         if expires is None:
             return None
-        expires = _aware(expires, "expires_at")
+        expires = aware(expires, "expires_at")
         remind = expires - timedelta(hours=t.remind_before_hours or 0)
         # A coupon shorter-lived than the lead time: remind halfway, not the moment it is issued.
         return max(remind, at + (expires - at) / 2) if expires > at else None
@@ -284,7 +280,7 @@ def touch_for(journey: Journey, step: Step, customer: str, trigger_at: datetime,
 def schedule(journey: Journey, customer_id: str, trigger_at: datetime, tz: ZoneInfo = DEFAULT_TZ,
              since: datetime | None = None, key: str = "") -> list[Touch]:
     """Every step of a journey for one customer, with its due time (before quiet hours and caps)."""
-    _aware(trigger_at, "trigger_at")
+    aware(trigger_at, "trigger_at")
     return [touch_for(journey, s, customer_id, trigger_at, tz, since, key) for s in journey.steps]
 
 

@@ -8,8 +8,19 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.times import DEFAULT_TZ
 from sop.journeys import Journey
-from sop.plan import DEFAULT_TZ, History, Rules, Touch, anchor_for, decide, lifecycle, segment_matches, touch_for, wall
+from sop.plan import (
+    History,
+    Rules,
+    Touch,
+    anchor_for,
+    decide,
+    lifecycle,
+    segment_matches,
+    touch_for,
+    wall,
+)
 
 __all__ = ["Profile", "Row", "simulate"]
 
@@ -87,7 +98,7 @@ def simulate(journeys: list[Journey], rules: Rules, profile: Profile | None, sta
     """Every decision for one customer who never replies, from `start` for `days` days."""
     new = profile is None or profile.first_seen is None
     p = profile or Profile()
-    first_seen = start if new else p.first_seen
+    first_seen = p.first_seen if not new and p.first_seen is not None else start
     end = start + timedelta(days=days)
     begin = start if new else start - max((_span(j) for j in journeys), default=timedelta(0))
     history = History(last_customer_message=p.last_inbound, unsubscribed=p.unsubscribed)
@@ -128,6 +139,6 @@ def simulate(journeys: list[Journey], rules: Rules, profile: Profile | None, sta
         j = by_id[touch.journey]
         nxt = j.after(touch.step)
         if nxt is not None:
-            t = touch_for(j, nxt, p.id, touch.trigger_at, tz, since=touch.since)
+            t = touch_for(j, nxt, p.id, touch.trigger_at or touch.due, tz, since=touch.since)
             push(max(t.due, now), t)
     return rows

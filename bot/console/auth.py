@@ -53,14 +53,14 @@ class Gate:
 
     def check_token(self, given: str) -> bool:
         """Constant-time comparison with the admin token."""
-        return bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
+        return self.token is not None and bool(self.token) and hmac.compare_digest(given.encode(), self.token.encode())
 
     def csrf(self, session: dict[str, Any]) -> str:
         """The CSRF token bound to this session."""
         return hmac.new(self.key, b"csrf:" + session["sid"].encode(), hashlib.sha256).hexdigest()
 
     def csrf_ok(self, session: dict[str, Any], given: str | None) -> bool:
-        return bool(given) and not session.get("new") and hmac.compare_digest(given, self.csrf(session))
+        return given is not None and bool(given) and not session.get("new") and hmac.compare_digest(given, self.csrf(session))
 
 
 def mask(value: str | None, on: bool) -> str:

@@ -44,7 +44,7 @@ def stacked_bars(label: str, categories: Sequence[str], series: dict[str, Sequen
     every = max(1, len(categories) // 10)
     for i, cat in enumerate(categories):
         x = left + i * step + (step - bar_w) / 2
-        y = height - bottom
+        y: float = height - bottom
         for k, name in enumerate(names):
             v = series[name][i]
             h = plot_h * v / top
@@ -94,9 +94,10 @@ def _side_by_side(label: str, categories: Sequence[str], series: dict[str, Seque
     return _svg(width, height, label, body + _legend(names, left, 14))
 
 
-def bars(label: str, categories: Sequence[str], values: Sequence[float], **kw: int) -> Markup:
+def bars(label: str, categories: Sequence[str], values: Sequence[float], width: int = 640,
+         height: int = 220) -> Markup:
     """Vertical bars, one series."""
-    return stacked_bars(label, categories, {label: values}, **kw)
+    return stacked_bars(label, categories, {label: values}, width, height)
 
 
 def hbars(label: str, items: Sequence[tuple[str, float]], width: int = 640, row: int = 22) -> Markup:

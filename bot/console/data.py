@@ -10,10 +10,12 @@ from zoneinfo import ZoneInfo
 
 import redis
 
-from bot import metrics
-from bot.customers import Customers
-from bot.handoffs import Handoffs
-from bot.store import EVENTS
+from bot.records import daily, handoff_stats
+from bot.records.customers import Customers
+from bot.records.handoffs import Handoffs
+from bot.records.store import EVENTS
+from bot.times import from_ts
+from sop.plan import Rules
 
 INTENT_NAMES = {"price": "价格咨询", "human": "要人工", "complaint": "投诉", "unsubscribe": "退订",
                 "discount": "优惠/券", "greeting": "问候", "faq": "常见问题", "other": "其他", "none": "非文本/未识别"}
@@ -33,12 +35,12 @@ def intent_name(label: str) -> str:
     return f"{INTENT_NAMES[label]}（{label}）" if label in INTENT_NAMES else label
 
 
-def overview(r: redis.Redis, content: Any, tz: ZoneInfo, days: int, now: datetime | None = None) -> dict[str, Any]:
+def overview(r: redis.Redis, book: Any, tz: ZoneInfo, days: int, now: datetime | None = None) -> dict[str, Any]:
     """Numbers for the overview page over the last `days` local days."""
-    metrics.rollup(r, tz)
+    daily.rollup(r, tz)
     now = now or datetime.now(tz)
-    period = metrics.days_back(now.date(), days)
-    per_day = metrics.daily(r, period)
+    period = daily.days_back(now.date(), days)
+    per_day = daily.daily(r, period)
     labels = [d.strftime("%m-%d") for d in period]
     total: Counter[str] = Counter()
     for row in per_day.values():
@@ -52,8 +54,7 @@ def overview(r: redis.Redis, content: Any, tz: ZoneInfo, days: int, now: datetim
                       key=lambda kv: -kv[1])
 
     since = datetime.combine(period[0], datetime.min.time(), tz)
-    hstats = Handoffs(r, tz).stats(now, since)
-    book = content.get("coupons") if content else None
+    hstats = handoff_stats.stats(Handoffs(r, tz), now, since)
     coupons = book.stats(now) if book else []
     issued_period = dict(by_prefix("coupon_issued:"))
     return {
@@ -88,7 +89,7 @@ def live_handoffs(r: redis.Redis, tz: ZoneInfo, now: datetime | None = None) -> 
         c = per.setdefault(h.holder or "（排队中）", Counter())
         c[h.state] += 1
         c["overdue"] += overdue
-    stats = book.stats(now, now - timedelta(days=7))
+    stats = handoff_stats.stats(book, now, now - timedelta(days=7))
     groups = [(name, [c["open"], c["claimed"], c["answered"], c["overdue"]]) for name, c in sorted(per.items())]
     return {"rows": rows, "per_consultant": sorted(per.items()), "consultant_groups": groups, "stats": stats, "now": now,
             "waiting": sum(h.state == "open" for h in live), "claimed": sum(h.state == "claimed" for h in live),
@@ -117,15 +118,14 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
-def timeline(r: redis.Redis, content: Any, tz: ZoneInfo, customer: str, scan: int = 20000) -> dict[str, Any]:
+def timeline(r: redis.Redis, book: Any, tz: ZoneInfo, customer: str, scan: int = 20000) -> dict[str, Any]:
     """One customer: record, tags, intents, coupons, handoffs and the recent event timeline."""
     rec = Customers(r).get(customer)
-    book = content.get("coupons") if content else None
     coupons = book.coupons_of(customer) if book else []
     handoffs = [h for h in Handoffs(r, tz).list(None, limit=2000) if h.customer == customer]
     hids = {h.id for h in handoffs}
     items = []
-    for eid, f in r.xrevrange(EVENTS, count=scan):
+    for _, f in r.xrevrange(EVENTS, count=scan):
         try:
             data = json.loads(f.get("data") or "{}")
         except ValueError:
@@ -136,12 +136,12 @@ def timeline(r: redis.Redis, content: Any, tz: ZoneInfo, customer: str, scan: in
         items.append({"at": datetime.fromtimestamp(float(f.get("at") or 0), tz), "kind": kind,
                       "kind_name": EVENT_NAMES.get(kind, kind), "detail": _detail(kind, data)})
     for tag, ts in rec.tags.items():
-        items.append({"at": datetime.fromtimestamp(ts, tz), "kind": "tag", "kind_name": "打标签", "detail": tag})
+        items.append({"at": from_ts(ts, tz), "kind": "tag", "kind_name": "打标签", "detail": tag})
     items.sort(key=lambda i: i["at"], reverse=True)
     return {"rec": rec, "coupons": coupons, "handoffs": handoffs, "events": items[:500],
             "intents": sorted(((intent_name(k), v) for k, v in rec.intents.items()), key=lambda kv: -kv[1]),
-            "first_seen": datetime.fromtimestamp(rec.first_seen, tz) if rec.first_seen else None,
-            "last_seen": datetime.fromtimestamp(rec.last_seen, tz) if rec.last_seen else None,
+            "first_seen": from_ts(rec.first_seen, tz) if rec.first_seen else None,
+            "last_seen": from_ts(rec.last_seen, tz) if rec.last_seen else None,
             "exists": Customers(r).exists(customer)}
 
 
@@ -174,7 +174,7 @@ def next_days(r: redis.Redis, tz: ZoneInfo, days: int = 7, now: datetime | None 
     overdue: Counter[str] = Counter()
     for member, score in r.zrangebyscore(DUE, "-inf", end.timestamp(), withscores=True):
         ref = Ref.parse(member)
-        when = datetime.fromtimestamp(score, tz)
+        when = from_ts(score, tz)
         if when < now:
             overdue[ref.journey] += 1
             when = now
@@ -183,17 +183,17 @@ def next_days(r: redis.Redis, tz: ZoneInfo, days: int = 7, now: datetime | None 
             "grid": {j: [c.get(d, 0) for d in period] for j, c in sorted(grid.items())}, "overdue": overdue}
 
 
-def plan_for(journeys: Any, r: redis.Redis, tz: ZoneInfo, customer: str, days: int = 14) -> dict[str, Any]:
-    """The SOP plan preview for a customer (a hypothetical new customer when unknown)."""
+def plan_for(journeys: Any, r: redis.Redis, tz: ZoneInfo, customer: str, rules: Rules,
+             days: int = 14) -> dict[str, Any]:
+    """The SOP plan preview for a customer (a hypothetical new customer when unknown), under `rules`."""
     from sop.cli import profile_of
-    from sop.plan import Rules
     from sop.simulate import simulate
 
     customers = Customers(r)
     known = customers.exists(customer)
     profile = profile_of(customers.get(customer), tz) if known else None
     start = datetime.now(tz)
-    rows = simulate(list(journeys or ()), Rules(), profile, start, days, tz)
+    rows = simulate(list(journeys or ()), rules, profile, start, days, tz)
     return {"known": known, "rows": rows, "start": start, "days": days,
             "counts": Counter(row.decision for row in rows)}
 

@@ -9,8 +9,7 @@ from typing import Any
 import redis
 import requests
 
-from bot.chat import kf_notice_xml
-from bot.crypto import CallbackCrypto
+from bot.web.envelope import CallbackCrypto, kf_notice_xml
 
 SAID = "wecom:console:sandbox:said:"  # customer -> what they typed here (JSON lines), 7 days
 KEEP = 200

@@ -1,0 +1,103 @@
+"""Opening a handoff: the consultant's card and a text to the customer, the kf transfer, the first alerts —
+each step once. What staff do next (claims, commands, the SLA ladder) is bot/act/staff.py."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from bot.act.staff import Staff
+from bot.content.team import Assignment, Team, pick
+from bot.records.handoffs import Handoff, Handoffs
+from bot.records.store import Store
+from bot.wecom import WeCom, WeComError, cards
+from bot.wecom.payloads import kf_text
+
+# kf errors on service_state/trans (platform notes §2.8)
+SERVICER_STOPPED, SESSION_ENDED, TRANSITION_REFUSED = 95019, 95013, 95016
+MAX_REASSIGN = 3
+
+Send = Callable[[str, str, dict[str, Any], str], "str | None"]  # (open_kfid, customer, payload, key) -> why not
+
+
+class Desk:
+    """Hands a customer to a consultant (or the kf queue and the team robot)."""
+
+    def __init__(self, wecom: WeCom, store: Store, handoffs: Handoffs, team: Callable[[], Team | None], staff: Staff,
+                 send: Send, now: Callable[[], datetime]) -> None:
+        self.wecom = wecom
+        self.store = store
+        self.handoffs = handoffs
+        self.team = team
+        self.staff = staff
+        self.send = send
+        self.now = now
+
+    def hand_off(self, open_kfid: str, customer: str, intent: str, matched: tuple[str, ...], text: str,
+                 cause: str, key: str, fallback_reply: str | None) -> Handoff | None:
+        """Card + text to the customer, transfer in kf, alert the consultant (or queue + team robot)."""
+        team, now = self.team(), self.now()
+        if team is None:  # no consultants configured: a recorded request and a polite reply
+            self.store.record("handoff_requested", customer=customer, intent=intent, matched=list(matched), text=text)
+            if fallback_reply:
+                self.send(open_kfid, customer, kf_text(fallback_reply), f"{key}:reply")
+            return None
+        receiving = self.staff.receiving(open_kfid)
+        exclude: set[str] = set()
+        resumed = self.handoffs.open_for(customer)
+        for attempt in range(MAX_REASSIGN + 1):
+            if resumed is not None and resumed.cause_msgid == cause and attempt == 0:  # a retry: keep its choice
+                a = self._resume(team, resumed, intent)
+            else:
+                a = pick(team, owner=self.handoffs.owner_of(customer), receiving=receiving,
+                         load=self.handoffs.load(), now=now, exclude=exclude, priority=intent == "complaint")
+            if attempt == MAX_REASSIGN:
+                a = Assignment(None, 2, "queue_none_receiving", supervisor=a.supervisor)
+            h = self.handoffs.open(customer, open_kfid, intent, matched, text, a.userid,
+                                   team.sla_seconds(intent), now, cause, off_hours=a.off_hours,
+                                   queued_until=a.next_available)
+            if h.consultant != a.userid and a.userid:
+                h = self.handoffs.reassign(h.id, a.userid, now) or h
+            consultant = team.get(a.userid)
+            if consultant is not None:
+                self.send(open_kfid, customer, cards.consultant_card(consultant), f"{key}:card:{consultant.userid}")
+            self.send(open_kfid, customer, kf_text(cards.customer_text(
+                consultant or team.get(a.next_userid), off_hours=a.off_hours, next_available=a.next_available,
+                now=now, complaint=intent == "complaint")), f"{key}:text:{a.userid or 'queue'}")
+            try:
+                self.store.once(f"{key}:trans:{a.userid or 'queue'}", functools.partial(
+                    self.wecom.trans_service_state, open_kfid, customer, a.state, a.userid or ""))
+            except WeComError as exc:
+                if exc.errcode == SERVICER_STOPPED and a.userid:
+                    exclude.add(a.userid)
+                    receiving[a.userid] = 1
+                    self.store.record("handoff_reassigned", handoff=h.id, frm=a.userid, reason="95019")
+                    continue
+                if exc.errcode not in (SESSION_ENDED, TRANSITION_REFUSED):
+                    raise
+                self.store.record("handoff_transfer_refused", handoff=h.id, errcode=exc.errcode)
+            break
+        def opened() -> None:
+            self.store.record("handoff_opened", handoff=h.id, customer=customer, intent=intent,
+                              matched=list(matched), consultant=a.userid, state=a.state, reason=a.reason)
+            self.store.count(f"handoff:{intent}")
+
+        self.store.once(f"{key}:opened", opened)
+        if a.userid and not a.off_hours:
+            self.store.once(f"{key}:alert:{a.userid}", functools.partial(self.staff.alert, h, a.userid, 0))
+        if a.supervisor and not a.off_hours:
+            self.store.once(f"{key}:alert_sup:{a.supervisor}", functools.partial(self.staff.alert, h, a.supervisor, 0))
+        if a.userid is None and not a.off_hours:
+            self.store.once(f"{key}:robot", functools.partial(self.staff.robot, h))
+        return h
+
+    @staticmethod
+    def _resume(team: Team, h: Handoff, intent: str) -> Assignment:
+        """The assignment an earlier attempt made for this handoff."""
+        consultant = team.get(h.consultant)
+        supervisor = consultant.supervisor if consultant and intent == "complaint" else None
+        return Assignment(h.consultant, 3 if h.consultant else 2, "resumed", off_hours=h.off_hours,
+                          next_available=h.queued_until if h.off_hours else None, supervisor=supervisor)
+

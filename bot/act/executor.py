@@ -1,0 +1,225 @@
+"""The executor: performs handler actions against WeCom and Redis, each exactly once per key."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bot.act.desk import Desk
+from bot.act.staff import Staff
+from bot.act.triggers import Triggers
+from bot.records.coupons import CouponBook
+from bot.records.customers import Customers
+from bot.records.store import Store
+from bot.times import from_ts
+from bot.wecom import KF_CANNOT_SEND, WeCom, WeComError, derive_msgid
+from bot.wecom.payloads import kf_text
+from handlers.actions import (
+    Action,
+    IssueCoupon,
+    OptOut,
+    Record,
+    RequestHandoff,
+    Seen,
+    SendFailed,
+    SendText,
+    SessionChanged,
+    StaffReplied,
+    Tag,
+    Welcome,
+)
+from intents.labels import ROUTES
+
+log = logging.getLogger(__name__)
+
+# msg_send_fail types after which WeCom takes no more messages until the customer writes:
+# 4 session expired, 5 session closed, 6 over 5 messages, 10 customer refused messages.
+KF_WINDOW_FAIL_TYPES = {4, 5, 6, 10}
+
+
+class KfSender:
+    """kf messages to customers: each once per key, within the reply budget (5 per 48 h)."""
+
+    def __init__(self, wecom: WeCom, store: Store, customers: Customers,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.wecom = wecom
+        self.store = store
+        self.customers = customers
+        self.clock = clock
+
+    def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> str | None:
+        """A kf text within the reply budget (see send)."""
+        return self.send(open_kfid, customer, kf_text(text), key)
+
+    def send(self, open_kfid: str, customer: str, payload: dict[str, Any], key: str) -> str | None:
+        """One kf message, once per key, within the reply budget: None when sent, else why not
+        (window, budget, errcode N: recorded, not retried)."""
+        if self.store.is_done(f"{key}:sent"):
+            return None
+        shown = payload.get("text", {}).get("content") or payload.get("msgtype")
+        why_not = self.customers.reserve_reply(customer, self.clock())
+        if why_not:
+            self.store.record("reply_not_sent", customer=customer, reason=why_not, text=shown)
+            self.store.count(f"reply_not_sent:{why_not}")
+            return why_not
+        msgid = derive_msgid(key)
+        try:
+            self.wecom.send_kf(open_kfid, customer, msgid, payload)
+        except WeComError as exc:
+            if exc.errcode not in KF_CANNOT_SEND:
+                self.customers.release_reply(customer)  # the retry reserves again
+                raise
+            self.customers.exhaust_budget(customer)
+            self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
+            self.store.count(f"reply_not_sent:{exc.errcode}")
+            return f"errcode {exc.errcode}"
+        self.store.mark_done(f"{key}:sent")
+        self.customers.remember(customer, f"客服：{shown}")
+        self.store.record("reply_sent", customer=customer, msgid=msgid, text=shown)
+        self.store.count("reply_sent")
+        return None
+
+
+class Executor:
+    """Performs actions; every action is keyed, and a key already done is skipped."""
+
+    def __init__(self, wecom: WeCom, store: Store, customers: Customers, sender: KfSender, desk: Desk, staff: Staff,
+                 triggers: Triggers, coupons: Callable[[], CouponBook | None], tz: ZoneInfo,
+                 clock: Callable[[], float] = time.time, corp_tags: Mapping[str, str] | None = None) -> None:
+        self.wecom = wecom
+        self.store = store
+        self.customers = customers
+        self.sender = sender
+        self.desk = desk
+        self.staff = staff
+        self.triggers = triggers
+        self.coupons = coupons  # the coupon book as currently configured, or None
+        self.tz = tz
+        self.clock = clock
+        self.corp_tags = corp_tags or {}  # our tag name -> WeCom corp tag id
+
+    def run(self, actions: list[Action], key: str) -> None:
+        """Execute `actions` in order; the i-th is keyed `key:i`."""
+        for i, action in enumerate(actions):
+            self.execute(action, f"{key}:{i}")
+
+    def execute(self, action: Action, key: str) -> None:
+        """Perform one action unless it was already performed under `key`."""
+        if self.store.is_done(key):
+            return
+        now = self.clock()
+        match action:
+            case Seen(open_kfid, customer, msgid, text, msgtype, at, intent, matched, confidence, fell_back):
+                self.see(open_kfid, customer, msgid, text, msgtype, at or now, intent, matched, confidence)
+                self.customers.note_message(customer, msgid, text, at or now, fell_back)
+            case SendText(open_kfid, customer, text):
+                self.send_text(open_kfid, customer, text, key)
+            case IssueCoupon(open_kfid, customer, cause):
+                self.issue_coupon(open_kfid, customer, cause, key, now)
+            case RequestHandoff(open_kfid, customer, intent, matched, text, reply, cause):
+                self.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
+            case Welcome(open_kfid, customer, code, at):
+                self.welcome(open_kfid, customer, code, at or now, key)
+            case StaffReplied(customer, servicer, at):
+                self.staff.staff_replied(customer, servicer, from_ts(at or now, self.tz))
+            case SessionChanged(customer, change_type, servicer, at):
+                self.staff.session_changed(customer, change_type, servicer, from_ts(at or now, self.tz))
+            case OptOut(open_kfid, customer, reply):
+                self.customers.set_unsubscribed(customer)
+                self.triggers.fact(customer, "unsubscribed", now)
+                self.store.record("unsubscribed", customer=customer)
+                if reply:
+                    self.send_text(open_kfid, customer, reply, key)
+            case Tag(customer, tag):
+                self.customers.tag(customer, tag, now)
+                self.mirror_tag(customer, tag)
+                self.triggers.tagged(customer, tag, now)
+            case SendFailed(customer, fail_type, fail_msgid):
+                if fail_type in KF_WINDOW_FAIL_TYPES:
+                    self.customers.exhaust_budget(customer)
+                self.store.record("send_failed", customer=customer, fail_type=fail_type, fail_msgid=fail_msgid)
+                self.store.count(f"send_failed:{fail_type}")
+            case Record(kind, data):
+                self.store.record(kind, **data)
+        self.store.mark_done(key)
+
+    def see(self, open_kfid: str, customer: str, msgid: str, text: str, msgtype: str, at: float,
+            intent: str | None, matched: tuple[str, ...], confidence: float | None = None) -> None:
+        """Record a customer message: customer record, SOP triggers, the recent lines, numbers."""
+        self.customers.saw_message(customer, at, open_kfid)
+        self.triggers.customer_wrote(customer, at)
+        self.customers.remember(customer, f"客户：{text or '[' + msgtype + ']'}")
+        if intent is not None:
+            self.customers.saw_intent(customer, intent)
+            self.triggers.intent_seen(customer, intent, at)
+        route = ROUTES.get(intent) if intent else None
+        self.store.record("message_in", customer=customer, msgid=msgid, text=text, msgtype=msgtype, intent=intent,
+                          matched=list(matched), confidence=confidence, route=route)
+        self.store.count("message_in")
+
+    def issue_coupon(self, open_kfid: str, customer: str, cause: str, key: str, now: float,
+                     campaign: str | None = None, handoff_when_exhausted: bool = True) -> None:
+        """Issue through the coupon book (atomic, budgeted) and send the reply it renders."""
+        record = self.customers.get(customer)
+        when = from_ts(now, self.tz)
+        is_new = not record.first_seen or now - record.first_seen < 7 * 86400
+        coupons = self.coupons()
+        if coupons is None:
+            raise RuntimeError("a coupon was asked for but no campaigns are configured (content.coupons)")
+        result = coupons.issue(customer, cause, when, is_new=is_new, tags=tuple(record.tags), campaign=campaign)
+        self.store.record("coupon", customer=customer, status=result.status,
+                          code=result.coupon.code if result.coupon else None)
+        if result.status == "issued" and result.coupon is not None:
+            self.triggers.coupon_issued(result.coupon)
+        self.store.count(f"coupon:{result.status}")
+        self.send_text(open_kfid, customer, coupons.reply_text(result), key)
+        if result.handoff and handoff_when_exhausted:
+            self.hand_off(open_kfid, customer, "human", ("优惠券已发完",), "（优惠券已发完，客户想要优惠）", cause,
+                          f"{key}:handoff", None)
+
+    def hand_off(self, open_kfid: str, customer: str, intent: str, matched: tuple[str, ...], text: str,
+                 cause: str, key: str, reply: str | None) -> None:
+        """Count the request once, set the handed_off stop fact, and open the handoff at the desk."""
+        if not self.store.is_done(f"{key}:requested"):
+            self.store.count(f"handoff_requested:{intent}")
+            self.store.mark_done(f"{key}:requested")
+        self.triggers.fact(customer, "handed_off", self.clock())
+        self.desk.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
+
+    def mirror_tag(self, customer: str, tag: str) -> None:
+        """Where configured, set the matching WeCom corp tag (needs the staff member who has the contact)."""
+        owner = self.customers.owner(customer) if tag in self.corp_tags else None
+        if not owner:
+            return
+        try:
+            self.wecom.mark_tag(owner, customer, [self.corp_tags[tag]])
+        except WeComError as exc:  # a mirror must never hold up the handoff or coupon that follows
+            self.store.record("tag_mirror_failed", customer=customer, tag=tag, errcode=exc.errcode)
+
+    def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str) -> None:
+        """The customer opened the kf chat: a new customer gets the welcome with the event's code
+        (send_msg_on_event; it does not use the 5-message budget)."""
+        send = (lambda text: self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"), kf_text(text))
+                ) if code else None
+        self.triggers.first_contact(customer, at, send)
+
+    def contact_changed(self, fields: dict[str, str]) -> None:
+        """change_external_contact: a staff member added (welcome code, 20 s) or lost a customer."""
+        customer, staff, change = fields.get("ExternalUserID", ""), fields.get("UserID", ""), fields.get("ChangeType")
+        at = float(fields["CreateTime"]) if fields.get("CreateTime", "").isdigit() else self.clock()
+        if change == "add_external_contact" and customer:
+            if staff:
+                self.customers.set_owner(customer, staff)
+            code = fields.get("WelcomeCode")
+            send = functools.partial(self.wecom.send_welcome_msg, code) if code else None
+            self.triggers.first_contact(customer, at, send)
+        elif change in ("del_external_contact", "del_follow_user") and customer:
+            self.triggers.fact(customer, "contact_deleted", at)
+
+    def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> str | None:
+        """A kf text within the reply budget (KfSender.send_text)."""
+        return self.sender.send_text(open_kfid, customer, text, key)

@@ -1,0 +1,281 @@
+"""What staff see and do around a handoff: alert cards, card clicks, app commands, the SLA ladder, wake-ups
+and closing — each step once. Opening a handoff is bot/act/desk.py."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+
+from bot.content.team import Team, next_on_duty, on_duty, pick
+from bot.records.customers import Customers
+from bot.records.handoffs import MAX_LEVEL, Handoff, Handoffs
+from bot.records.store import Store
+from bot.wecom import APP_MESSAGE, WeCom, WeComError, WeComRateLimited, cards
+
+log = logging.getLogger("bot.act.staff")
+
+APP_MESSAGES_PER_MINUTE = 28  # WeCom drops what exceeds 30 per member per minute; keep a margin
+
+
+class Staff:
+    """Performs what staff need against WeCom; the records live in bot/records/handoffs.py."""
+
+    def __init__(self, wecom: WeCom, store: Store, customers: Customers, handoffs: Handoffs,
+                 team: Callable[[], Team | None], agent_id: int, now: Callable[[], datetime]) -> None:
+        self.wecom = wecom
+        self.store = store
+        self.customers = customers
+        self.handoffs = handoffs
+        self.team = team
+        self.agent_id = agent_id
+        self.now = now
+
+    def receiving(self, open_kfid: str) -> dict[str, int]:
+        """kf servicer status by userid (0 receiving); unknown when the API fails."""
+        try:
+            return self.wecom.servicers(open_kfid)
+        except WeComError as exc:
+            log.warning("servicer/list failed (%s); assuming nobody is receiving", exc)
+            return {}
+
+    def alert(self, h: Handoff, userid: str, level: int) -> None:
+        """A claimable template card to `userid` (level 0 the consultant, 1 backup, 2 supervisor)."""
+        team = self.team()
+        record = self.customers.get(h.customer)
+        task_id = cards.new_task_id(h.id, f"l{level}{userid[:20]}")
+        body = cards.alert_card(h, team.get(h.consultant) if team else None, self.customer_name(h.customer),
+                                self.customers.recent(h.customer), list(record.tags), [], task_id,
+                                agentid=self.agent_id, touser=userid, level=level, now=self.now())
+        self.within_rate(userid)
+        res = self.wecom.send_app_message(body)
+        self.handoffs.set_card(h.id, task_id, res.get("response_code"), to=userid)
+        self.store.record("staff_alert", handoff=h.id, to=userid, level=level)
+
+    def customer_name(self, customer: str) -> str:
+        """The customer's WeChat nickname (kf/customer/batchget), remembered; the id when unknown."""
+        name = self.customers.name(customer)
+        if name:
+            return name
+        try:
+            name = self.wecom.kf_customer_nickname(customer)
+        except WeComError:
+            name = None
+        if name:
+            self.customers.set_name(customer, name)
+        return name or customer
+
+    def within_rate(self, userid: str) -> None:
+        """WeCom silently drops app messages past 30 per member per minute: wait for the next minute
+        instead (the entry is retried), never drop."""
+        minute = int(self.now().timestamp() // 60)
+        key = f"wecom:rate:app:{{{userid}}}:{minute}"
+        with self.customers.r.pipeline() as p:
+            count, _ = p.incr(key).expire(key, 120).execute()
+        if count > APP_MESSAGES_PER_MINUTE:
+            raise WeComRateLimited(None, f"{userid} already got {APP_MESSAGES_PER_MINUTE} app messages this minute",
+                                   APP_MESSAGE)
+
+    def robot(self, h: Handoff) -> None:
+        """The team group robot (last rung, or nobody to assign)."""
+        team = self.team()
+        key = team.robot_key() if team else None
+        if not key:
+            self.store.record("robot_not_configured", handoff=h.id)
+            return
+        notified = [e.to for e in h.escalations]
+        self.wecom.send_robot(key, cards.robot_text(h, h.customer, now=self.now(), notified=notified))
+        self.store.record("robot_alert", handoff=h.id)
+
+    def click(self, userid: str, event_key: str, response_code: str) -> str:
+        """A staff member tapped a button on an alert card; returns the outcome."""
+        parsed = cards.parse_button_key(event_key)
+        if parsed is None:
+            return "unknown_button"
+        action, hid = parsed
+        now, team = self.now(), self.team()
+        h = self.handoffs.get(hid)
+        if h is None or h.state == "closed":
+            self._update(response_code, userid, "已结束" if h else "无效转接")
+            return "closed" if h else "unknown"
+
+        def name(uid: str) -> str:
+            consultant = team.get(uid) if team else None
+            return consultant.name if consultant else uid
+
+        if action == "claim":
+            res = self.handoffs.claim(hid, userid, now)
+            escalated_to = {e.to for e in h.escalations}
+            if res.status == "taken_by_other" and h.first_reply_at is None and userid in escalated_to:
+                # The holder claimed but never answered; whoever the SLA ladder called may take over.
+                self.handoffs.reassign(hid, userid, now)
+                res = self.handoffs.claim(hid, userid, now)
+            if res.status == "taken_by_other":
+                holder = (res.handoff.holder if res.handoff else None) or ""
+                self._update(response_code, userid, f"已由{name(holder)}接待")
+                self.wecom.send_app_message(cards.app_text(userid, self.agent_id, f"该客户已由{name(holder)}接待，无需处理。"))
+                return "taken_by_other"
+            if res.status in ("claimed", "already_yours"):
+                if h.consultant and h.consultant != userid:  # a backup or supervisor took over
+                    self._transfer(h, userid)
+                self._update(response_code, userid, f"已由{name(userid)}接待")
+                self.store.record("handoff_claimed", handoff=hid, by=userid)
+            return res.status
+        # pass to a colleague; the choice is kept, so a retried click does not pick yet another one
+        if team is None:
+            return "no_team"
+        choice = f"pass:{hid}:{userid}:{response_code}"
+        target = self.store.done_value(choice)
+        if target is None:
+            a = pick(team, owner=None, receiving=self.receiving(h.open_kfid), load=self.handoffs.load(), now=now,
+                     exclude={userid})
+            if a.userid is None:
+                self.wecom.send_app_message(cards.app_text(userid, self.agent_id, "暂无其他在线顾问可转交，请您接待。"))
+                return "nobody"
+            if self.handoffs.reassign(hid, a.userid, now) is None:
+                return "too_late"
+            target = a.userid
+            self.store.mark_done(choice, target)
+        moved = self.handoffs.get(hid) or h
+        self.store.once(f"{choice}:trans", lambda: self._transfer(moved, target))
+        self.store.once(f"{choice}:card", lambda: self._update(response_code, userid, f"已转给{name(target)}"))
+        self.store.once(f"{choice}:alert", lambda: self.alert(moved, target, level=0))
+        return "passed"
+
+    def _transfer(self, h: Handoff, userid: str) -> None:
+        try:
+            self.wecom.trans_service_state(h.open_kfid, h.customer, 3, userid)
+        except WeComError as exc:
+            self.store.record("handoff_transfer_refused", handoff=h.id, errcode=exc.errcode, to=userid)
+
+    def _update(self, response_code: str, userid: str, text: str) -> None:
+        if not response_code:
+            return
+        try:
+            self.wecom.update_template_card(cards.button_update(response_code, self.agent_id, [userid], text))
+        except WeComError as exc:  # the code is single-use and expires after 72 h
+            log.info("card not updated: %s", exc)
+
+    def wake(self, hid: str) -> str:
+        """An off-hours handoff at the start of working hours: assign, transfer and alert now."""
+        h, team, now = self.handoffs.get(hid), self.team(), self.now()
+        if h is None or h.state == "closed" or team is None or h.claimed_by or h.first_reply_at:
+            return "not_needed"  # someone already picked the customer up from the queue
+        a = pick(team, owner=self.handoffs.owner_of(h.customer), receiving=self.receiving(h.open_kfid),
+                 load=self.handoffs.load(), now=now, priority=h.intent == "complaint")
+        if a.userid is None:
+            self.robot(h)
+            self.handoffs.set_card(h.id, cards.new_task_id(h.id, "robot"), None, to="robot")
+            return "robot"
+        h = self.handoffs.reassign(h.id, a.userid, now) or h
+        self._transfer(h, a.userid)
+        try:
+            self.alert(h, a.userid, level=0)
+        except WeComRateLimited:
+            raise
+        except WeComError as exc:  # the SLA ladder (backup, supervisor, robot) still follows
+            self.store.record("staff_alert_failed", handoff=h.id, to=a.userid, errcode=exc.errcode)
+        return a.userid
+
+    def escalate(self, hid: str, level: int) -> str:
+        """One rung of the ladder: 1 backup, 2 supervisor, 3 team robot."""
+        h, team, now = self.handoffs.get(hid), self.team(), self.now()
+        if h is None or h.state == "closed" or h.first_reply_at is not None or h.level >= level:
+            return "not_needed"
+        if team and not any(on_duty(c, now) for c in team.consultants):
+            # Outside everyone's working hours the clock waits: climb again when work starts.
+            self.handoffs.postpone(hid, min(next_on_duty(c, now) for c in team.consultants))
+            return "postponed"
+        consultant = team.get(h.consultant) if team else None
+        target = None
+        if level == 1 and consultant and consultant.backup:
+            target = consultant.backup
+        elif level == 2 and consultant and consultant.supervisor:
+            target = consultant.supervisor
+        elif level == 2 and team:
+            target = next((c.supervisor for c in team.consultants if c.supervisor), None)
+        try:
+            if level >= MAX_LEVEL or target is None:
+                self.robot(h)
+                target = "robot"
+            else:
+                self.alert(h, target, level=level)
+        except WeComRateLimited:
+            raise  # retried after the minute: nothing is dropped
+        except WeComError as exc:  # record and move on: the next rung must still come
+            self.store.record("escalation_failed", handoff=hid, level=level, to=target, errcode=exc.errcode)
+            target = f"failed:{target}"
+        self.handoffs.escalate(hid, level, target, now)
+        self.store.count("handoff_escalations")
+        return target
+
+    # -- events from the kf conversation -----------------------------------------------------
+
+    def staff_replied(self, customer: str, servicer: str, at: datetime) -> None:
+        """kf origin 5: the first human reply stops the SLA clock."""
+        h = self.handoffs.first_reply(customer, servicer, at)
+        if h is not None:
+            self.store.record("handoff_first_reply", handoff=h.id, by=servicer)
+
+    def session_changed(self, customer: str, change_type: int, servicer: str, at: datetime) -> None:
+        """kf session_status_change: 1 picked up from the queue, 2 transferred, 3 ended."""
+        h = self.handoffs.open_for(customer)
+        if h is None:
+            return
+        if change_type == 3:
+            self.handoffs.close(customer, at, "session_ended")
+            self.store.record("handoff_closed", handoff=h.id, reason="session_ended")
+        elif servicer and change_type == 1:
+            self.handoffs.claim(h.id, servicer, at)
+        elif servicer and change_type == 2:
+            self.handoffs.reassign(h.id, servicer, at)
+
+    def close_idle(self, idle_seconds: float) -> int:
+        """Close handoffs with no activity for `idle_seconds` (counted from when the SLA clock started,
+        so an off-hours handoff waits for the morning), and give the chat back to the bot."""
+        now, closed = self.now(), 0
+        for h in self.handoffs.list("active"):
+            if h.sla_start > now:
+                continue
+            last = max(t for t in (h.sla_start, h.claimed_at, h.first_reply_at) if t is not None)
+            seen = self.customers.get(h.customer).last_inbound
+            if (now - last).total_seconds() > idle_seconds and now.timestamp() - seen > idle_seconds:
+                self.close(h, "idle")
+                closed += 1
+        return closed
+
+    def close(self, h: Handoff, reason: str) -> None:
+        """Close the record and end the kf session, so the customer's next message reaches the bot."""
+        self.handoffs.close_id(h.id, self.now(), reason)
+        try:
+            self.wecom.trans_service_state(h.open_kfid, h.customer, 4)
+        except WeComError as exc:  # e.g. already ended (95013) or not allowed from this state (95016)
+            self.store.record("handoff_end_refused", handoff=h.id, errcode=exc.errcode)
+        self.store.record("handoff_closed", handoff=h.id, reason=reason)
+
+    # -- staff commands to the app -----------------------------------------------------------
+
+    def command(self, userid: str, text: str) -> str:
+        """`我的` lists my open handoffs; `接待 ID` claims; `结束 ID` closes. Answers in the app."""
+        words = text.strip().split()
+        now = self.now()
+        if not words:
+            return "empty"
+        verb, arg = words[0], (words[1] if len(words) > 1 else "")
+        if verb in ("我的", "我的转接", "list"):
+            mine = [h for h in self.handoffs.list() if h.state != "closed" and h.holder == userid]
+            lines = [f"{h.id} {h.intent} {h.customer}：{h.text[:30]}" for h in mine] or ["暂无进行中的转接"]
+            reply = "您的转接：\n" + "\n".join(lines)
+        elif verb in ("接待", "claim") and arg:
+            res = self.handoffs.claim(arg, userid, now)
+            reply = {"claimed": f"已接待 {arg}", "already_yours": f"{arg} 已在您名下"}.get(
+                res.status, f"无法接待 {arg}：{res.status}")
+        elif verb in ("结束", "关闭", "close") and arg:
+            h = self.handoffs.get(arg)
+            if h is not None and h.state != "closed":
+                self.close(h, f"closed_by:{userid}")
+            reply = f"已结束 {arg}，机器人恢复接待" if h else f"找不到 {arg}"
+        else:
+            reply = "可用指令：我的 / 接待 编号 / 结束 编号"
+        self.wecom.send_app_message(cards.app_text(userid, self.agent_id, reply))
+        return verb

@@ -1,0 +1,212 @@
+"""The console's views: one Console over what the pages read; bot/console/__init__.py mounts them."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+from flask import Response, abort, g, redirect, render_template, request, url_for
+from itsdangerous import BadSignature
+
+from bot.config import Settings
+from bot.console import charts, data
+from bot.console.auth import COOKIE, MAX_AGE, Gate, mask
+from bot.console.sandbox_chat import SandboxChat
+from bot.content import Content
+from bot.records.coupons import CouponBook
+
+PERIODS = (1, 7, 14, 30, 90)
+PUBLIC = {"console.login", "console.login_post", "console.static"}
+
+# (rule, endpoint = method of Console, HTTP method)
+PAGES: tuple[tuple[str, str, str], ...] = (
+    ("/login", "login", "GET"),
+    ("/login", "login_post", "POST"),
+    ("/logout", "logout", "POST"),
+    ("/mask", "toggle_mask", "POST"),
+    ("/", "overview", "GET"),
+    ("/handoffs", "handoffs", "GET"),
+    ("/customer", "customer", "GET"),
+    ("/sop", "sop", "GET"),
+    ("/sandbox", "sandbox", "GET"),
+    ("/sandbox/send", "sandbox_send", "POST"),
+)
+FILTERS = {"mask": "mask_filter", "hm": "hm", "secs": "secs", "pct": "pct"}  # template filter -> method
+
+
+@dataclass
+class Console:
+    """What the pages read, and the pages."""
+
+    settings: Settings
+    r: redis.Redis
+    content: Content | None
+    coupons: Callable[[], CouponBook | None]
+    gate: Gate
+    chat: SandboxChat | None
+
+    @property
+    def tz(self) -> ZoneInfo:
+        """The console's timezone (config.yaml timezone)."""
+        return self.settings.timezone
+
+    def guard(self) -> Any:
+        """Before every request: the console must be on, the session known, POSTs carry the CSRF token."""
+        if not self.gate.enabled:
+            abort(404)
+        g.session = self.gate.load(request)
+        g.authed = bool(g.session.get("auth")) or self.gate.local_open(request)
+        given = request.form.get("csrf") or request.headers.get("X-CSRF-Token")
+        if request.method == "POST" and not self.gate.csrf_ok(g.session, given):
+            return Response("CSRF 校验失败：请刷新页面后重试。", status=403, mimetype="text/plain")
+        if not g.authed and request.endpoint not in PUBLIC:
+            if not self.gate.token:  # sandbox mode without a token, but not from this machine
+                abort(403)
+            return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
+        return None
+
+    def headers(self, resp: Response) -> Response:
+        """After every request: the session cookie when it changed, and the security headers."""
+        if getattr(g, "session", None) is not None and (g.session.get("new") or g.get("session_changed")):
+            g.session.pop("new", None)
+            resp.set_cookie(COOKIE, self.gate.dump(g.session), max_age=MAX_AGE, httponly=True, samesite="Strict",
+                            secure=request.is_secure, path=url_for("console.overview").rstrip("/") or "/")
+        resp.headers.setdefault("Cache-Control", "no-store")
+        resp.headers["X-Frame-Options"] = "DENY"
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Referrer-Policy"] = "no-referrer"
+        resp.headers["Content-Security-Policy"] = ("default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                                                   "script-src 'self'; form-action 'self'; frame-ancestors 'none'")
+        return resp
+
+    def mask_filter(self, value: str | None) -> str:
+        """Template filter: an id, masked while the session asks for it."""
+        return mask(value, bool(g.get("session", {}).get("mask")))
+
+    def hm(self, moment: datetime | None) -> str:
+        """Template filter: a local time as MM-DD HH:MM."""
+        return moment.astimezone(self.tz).strftime("%m-%d %H:%M") if moment else "—"
+
+    def secs(self, value: float | None) -> str:
+        """Template filter: seconds, or minutes past two of them."""
+        if value is None:
+            return "—"
+        return f"{value:.0f} 秒" if value < 120 else f"{value / 60:.1f} 分钟"
+
+    def pct(self, value: float | None) -> str:
+        """Template filter: a share as a percentage."""
+        return "—" if value is None else f"{value * 100:.0f}%"
+
+    def customer_url(self, cid: str) -> str:
+        """A link to a customer's page; opaque (signed) while ids are masked."""
+        if g.session.get("mask"):
+            return url_for("console.customer", ref=self.gate.signer.dumps(cid, salt="customer-ref"))
+        return url_for("console.customer", id=cid)
+
+    def page(self, template: str, **kw: Any) -> str:
+        """Render a console template with what every page needs."""
+        return render_template(f"console/{template}", csrf=self.gate.csrf(g.session), masked=bool(g.session.get("mask")),
+                               sandbox=self.chat is not None, logged_in=bool(g.session.get("auth")),
+                               token_login=bool(self.gate.token), tz=str(self.tz), charts=charts, customer_url=self.customer_url, **kw)
+
+    # --- login ----------------------------------------------------------------------------
+
+    def login(self) -> Any:
+        """The login page (only with an admin token)."""
+        if not self.gate.token:
+            return redirect(url_for("console.overview")) if g.authed else abort(403)
+        return self.page("login.html", error=None, next=_safe_next(request.args.get("next")))
+
+    def login_post(self) -> Any:
+        """Log in with the admin token."""
+        if not self.gate.token:
+            abort(403)
+        if not self.gate.check_token(request.form.get("token", "")):
+            time.sleep(0.3)  # slows guessing
+            return self.page("login.html", error="令牌不正确", next=_safe_next(request.form.get("next"))), 403
+        g.session = {"sid": os.urandom(16).hex(), "auth": True, "mask": bool(g.session.get("mask"))}
+        g.session_changed = True
+        return redirect(_safe_next(request.form.get("next")) or url_for("console.overview"))
+
+    def logout(self) -> Any:
+        """Log out (a fresh, unauthenticated session)."""
+        g.session = {"sid": os.urandom(16).hex(), "auth": False, "mask": False}
+        g.session_changed = True
+        return redirect(url_for("console.login") if self.gate.token else url_for("console.overview"))
+
+    def toggle_mask(self) -> Any:
+        """Mask or unmask customer ids for this session."""
+        g.session["mask"] = not g.session.get("mask")
+        g.session_changed = True
+        return redirect(_safe_next(request.form.get("next")) or url_for("console.overview"))
+
+    # --- pages ----------------------------------------------------------------------------
+
+    def overview(self) -> str:
+        """Numbers and charts over the last days."""
+        days = request.args.get("days", 7, type=int)
+        days = days if days in PERIODS else 7
+        return self.page("overview.html", o=data.overview(self.r, self.coupons(), self.tz, days), periods=PERIODS, active="overview")
+
+    def handoffs(self) -> str:
+        """The live handoff queue."""
+        return self.page("handoffs.html", q=data.live_handoffs(self.r, self.tz), active="handoffs")
+
+    def customer(self) -> Any:
+        """Find a customer; their timeline."""
+        q = request.args.get("q", "").strip()
+        if g.session.get("mask") and request.args.get("id"):  # keep the id out of the address bar
+            return redirect(self.customer_url(request.args["id"].strip()))
+        cid = request.args.get("id", "").strip() or self._ref(request.args.get("ref"))
+        found = data.find_customers(self.r, q) if q and not cid else []
+        if q and not cid and len(found) == 1:
+            cid = found[0]
+        t = data.timeline(self.r, self.coupons(), self.tz, cid) if cid else None
+        return self.page("customer.html", q=q, found=found, cid=cid, t=t, active="customer")
+
+    def sop(self) -> str:
+        """The journeys as loaded, errors, the next days, a customer's plan."""
+        journeys = self.content.journeys if self.content else None
+        cid = request.args.get("customer", "").strip()
+        plan = data.plan_for(journeys, self.r, self.tz, cid, self.settings.sop_rules) if cid and journeys else None
+        return self.page("sop.html", journeys=journeys or (), errors=data.journey_errors(self.settings, self.content),
+                    upcoming=data.next_days(self.r, self.tz), cid=cid, plan=plan, active="sop")
+
+    def sandbox(self) -> str:
+        """The sandbox chat (sandbox mode only)."""
+        if self.chat is None:
+            abort(404)
+        cid = request.args.get("customer", "").strip() or self.chat.default_customer
+        return self.page("sandbox.html", cid=cid, convo=self.chat.conversation(cid), active="sandbox",
+                    error=request.args.get("error"))
+
+    def sandbox_send(self) -> Any:
+        """Send a customer message through the sandbox."""
+        if self.chat is None:
+            abort(404)
+        cid = request.form.get("customer", "").strip() or self.chat.default_customer
+        text = request.form.get("text", "").strip()
+        error = None
+        if text:
+            error = self.chat.send(cid, text, request.host_url.rstrip("/") + self.settings.callback_path)
+        return redirect(url_for("console.sandbox", customer=cid, error=error))
+
+    def _ref(self, ref: str | None) -> str:
+        """The customer id behind a masked link ('' if none or tampered)."""
+        try:
+            return self.gate.signer.loads(ref, salt="customer-ref", max_age=MAX_AGE) if ref else ""
+        except BadSignature:
+            return ""
+
+
+def _safe_next(target: str | None) -> str | None:
+    """Only redirect within the console."""
+    if target and target.startswith("/admin") and not target.startswith("//") and "\\" not in target:
+        return target
+    return None

@@ -1,0 +1,164 @@
+"""Operator-edited files (keywords, FAQ, coupons, journeys, consultants): fatal errors at start, the running
+version kept on a bad reload."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bot.config import Settings
+from bot.yamlfile import ConfigError
+
+if TYPE_CHECKING:
+    from bot.content.campaigns import Campaign
+    from bot.content.team import Team
+    from intents.classify import Classifier
+    from sop.journeys import Journey
+
+log = logging.getLogger("bot.content")
+
+
+def _mtime(path: Path) -> float:
+    """A file's mtime; for a directory, the newest of itself and its YAML and TSV files."""
+    if not path.exists():
+        return 0.0
+    if path.is_dir():
+        files = [*path.glob("*.yaml"), *path.glob("*.tsv")]
+        return max([path.stat().st_mtime, *(f.stat().st_mtime for f in files)])
+    return path.stat().st_mtime
+
+
+def _mtimes(paths: Any) -> tuple[float, ...]:
+    return tuple(_mtime(Path(p)) for p in paths.values())
+
+
+# The files the classifier is built from (an edit of another file does not retrain it).
+CLASSIFIER_FILES = ("keywords", "faq", "examples", "dialect")
+
+
+@functools.lru_cache(maxsize=4)
+def _classifier(keywords: Path, faq: Path | None, examples: Path | None, dialect: Path | None,
+                mtimes: tuple[float, ...]) -> Classifier:
+    """Loading jieba, the files and the model costs a second or more: once per process per version."""
+    from intents.classify import load_classifier
+
+    return load_classifier(keywords, faq, examples, dialect)
+
+
+def load_content(settings: Settings, skip: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Load every file named in config.yaml `content` (but `skip`); a ConfigError names file, line and key."""
+    content: dict[str, Any] = {}
+    paths = settings.content
+    if paths.get("keywords") and "classifier" not in skip:
+        own = {name: paths[name] for name in CLASSIFIER_FILES if paths.get(name)}
+        content["classifier"] = _classifier(paths["keywords"], paths.get("faq"), paths.get("examples"),
+                                            paths.get("dialect"), _mtimes(own))
+    if paths.get("coupons"):
+        from bot.content.campaigns import load_campaigns
+
+        content["campaigns"] = load_campaigns(paths["coupons"], settings.timezone)
+    if paths.get("journeys"):
+        from sop import journeys
+
+        content["journeys"] = journeys.load(paths["journeys"])
+    if content.get("journeys") and content.get("campaigns"):
+        _check_campaigns(content["journeys"], content["campaigns"])
+    if paths.get("consultants"):
+        from bot.content.team import load_team
+
+        content["team"] = load_team(paths["consultants"], settings.timezone)
+    return content
+
+
+def _check_campaigns(journeys: tuple[Journey, ...], campaigns: tuple[Campaign, ...]) -> None:
+    """Every coupon a journey step names must be a configured campaign."""
+    known = {c.name for c in campaigns}
+    for journey in journeys:
+        for step in journey.steps:
+            name = ((step.content or {}).get("coupon") or {}).get("campaign")
+            if name and name not in known:
+                source = Path(journey.source) if journey.source else Path("sop/journeys")
+                line = _line_of(source, f"campaign: {name}")
+                raise ConfigError(f"{source}:{line}: {journey.id}.{step.id}.content.coupon.campaign: unknown coupon "
+                                  f"campaign {name!r} (configured: {', '.join(sorted(known))})")
+
+
+def _line_of(path: Path, needle: str) -> int:
+    """The first line of `path` containing `needle` (1 when not found)."""
+    try:
+        return next((i for i, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1) if needle in text), 1)
+    except OSError:
+        return 1
+
+
+class Content:
+    """The loaded files; reading a property picks up edits, at most one check every `check_every` seconds.
+    It builds no Redis object: the runtime turns campaigns and journeys into the coupon book and engine."""
+
+    def __init__(self, settings: Settings, check_every: float = 2.0, lazy: tuple[str, ...] = ()) -> None:
+        """`lazy`: items loaded on first use (commands that never classify skip jieba and the model)."""
+        self.settings = settings
+        self.check_every = check_every
+        self.error: str | None = None
+        self._lazy = frozenset(lazy)
+        self._items = load_content(settings, self._lazy)
+        self._mtimes = _mtimes(settings.content)
+        self._checked = time.monotonic()
+        self._lock = threading.Lock()
+
+    def get(self, name: str) -> Any:
+        """The current object for `name` (classifier, campaigns, journeys, team), or None."""
+        if name in self._lazy:
+            with self._lock:
+                if name in self._lazy:
+                    try:
+                        self._items = {**self._items, **load_content(self.settings, self._lazy - {name})}
+                    except ConfigError as exc:
+                        self.error = str(exc)
+                        raise
+                    self._lazy = self._lazy - {name}
+        if time.monotonic() - self._checked >= self.check_every:
+            self.reload_if_changed()
+        return self._items.get(name)
+
+    @property
+    def classifier(self) -> Classifier | None:
+        """The intent classifier (content.keywords, content.faq)."""
+        return self.get("classifier")
+
+    @property
+    def campaigns(self) -> tuple[Campaign, ...] | None:
+        """The coupon campaigns (content.coupons)."""
+        return self.get("campaigns")
+
+    @property
+    def journeys(self) -> tuple[Journey, ...] | None:
+        """The SOP journeys (content.journeys)."""
+        return self.get("journeys")
+
+    @property
+    def team(self) -> Team | None:
+        """The consultants (content.consultants)."""
+        return self.get("team")
+
+    def reload_if_changed(self, force: bool = False) -> bool:
+        """Reload when a file changed (or `force`); an invalid edit is logged and the running version stays."""
+        with self._lock:
+            self._checked = time.monotonic()
+            mtimes = _mtimes(self.settings.content)
+            if mtimes == self._mtimes and not force:
+                return False
+            self._mtimes = mtimes
+            try:
+                self._items = load_content(self.settings, self._lazy)
+            except ConfigError as exc:
+                self.error = str(exc)
+                log.error("content not reloaded, keeping the running version: %s", exc)
+                return False
+            self.error = None
+            log.info("content reloaded")
+            return True

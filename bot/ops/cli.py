@@ -1,0 +1,363 @@
+"""`wecom-bot`: serve, web, worker, scheduler, chat, dlq, intents, coupons."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from bot.ops.common import runtime_or_exit, settings_or_exit
+from bot.yamlfile import ConfigError
+
+log = logging.getLogger("bot")
+
+
+def _catch_signals() -> list[int]:
+    """From now on SIGINT/SIGTERM only append to the returned list (see _wait_for_signal)."""
+    received: list[int] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    return received
+
+
+def _wait_for_signal(received: list[int], stop: threading.Event) -> None:
+    """Block until a signal was caught, then set `stop`. The handler only appends: calling
+    Event.set() inside a handler can deadlock on the lock the interrupted Event.wait() holds."""
+    while not received and not stop.is_set():
+        time.sleep(0.2)
+    stop.set()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Web + worker + scheduler in one process (embedded Redis and the sandbox when unconfigured)."""
+    from waitress.server import create_server
+
+    from bot.runtime import start_threads, write_sandbox_info
+
+    settings = settings_or_exit()
+    received = _catch_signals()
+    rt = runtime_or_exit(settings, sandbox_port=args.sandbox_port, lazy_classifier=False)
+    stop = threading.Event()
+    try:
+        try:
+            server = create_server(rt.app(), host=args.host, port=args.port, threads=args.threads)
+        except OSError as exc:
+            raise SystemExit(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); "
+                             f"is another `wecom-bot serve` running? (--port)") from None
+        url = f"http://{args.host}:{server.effective_port}"
+        if rt.sandbox:
+            info = write_sandbox_info(rt, url)
+            print(f"SANDBOX MODE: WECOM_SECRET is not set, so WeCom is the local sandbox at {rt.sandbox.url} "
+                  f"(CorpID {rt.settings.corp_id}, Token {rt.settings.token}, EncodingAESKey "
+                  f"{rt.settings.aes_key}; details in {info}). Talk to the bot with: uv run wecom-bot chat",
+                  flush=True)
+        print(f"redis: {'embedded at ' + rt.embedded.url if rt.embedded else 'configured'}; "
+              f"callback URL: {url}{rt.settings.callback_path}; health: {url}/healthz", flush=True)
+        workers = start_threads(rt, args.workers, stop)
+        scheduler = rt.scheduler(stop)
+        scheduler.start()
+        threading.Thread(target=server.run, daemon=True, name="web").start()
+        _wait_for_signal(received, stop)
+        print("stopping...", flush=True)
+        server.close()
+        scheduler.shutdown()
+        for t in workers:  # let in-flight entries finish before Redis goes away
+            t.join(timeout=10)
+    finally:
+        stop.set()
+        rt.close()
+    return 0
+
+
+def cmd_web(args: argparse.Namespace) -> int:
+    """The webhook under gunicorn (production); no worker or scheduler in this process."""
+    from gunicorn.app.base import BaseApplication
+
+    settings = settings_or_exit()
+    if not settings.redis_url:
+        raise SystemExit("wecom-bot web runs several processes on one Redis: set REDIS_URL "
+                         "(or use `wecom-bot serve` for one process with the embedded Redis)")
+
+    class App(BaseApplication):
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{args.host}:{args.port}")
+            self.cfg.set("workers", args.workers)
+            self.cfg.set("threads", args.threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", None)
+
+        def load(self) -> Any:
+            from bot.runtime import production_app
+
+            return production_app(settings)
+
+    App().run()
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    """Inbox consumers (threads) in this process."""
+    from bot.runtime import start_threads
+
+    received = _catch_signals()
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False, lazy_classifier=False)
+    stop = threading.Event()
+    try:
+        threads = start_threads(rt, args.threads, stop)
+        _wait_for_signal(received, stop)
+        for t in threads:
+            t.join(timeout=10)
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_scheduler(args: argparse.Namespace) -> int:
+    """The scheduler process (one active at a time, by Redis lease)."""
+
+    received = _catch_signals()
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
+    stop = threading.Event()
+    scheduler = rt.scheduler(stop)
+    try:
+        scheduler.start()
+        _wait_for_signal(received, stop)
+        scheduler.shutdown()
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_chat(args: argparse.Namespace) -> int:
+    """Type as a customer; see what the bot and staff were sent."""
+    from bot.ops.chat import run_chat
+
+    decisions: Callable[[float], list[dict[str, Any]]] | None = None
+    if args.debug:
+        from bot.ops.common import existing_redis
+        from bot.records.store import Store
+
+        r = existing_redis(settings_or_exit())
+        if r is None:
+            raise SystemExit("chat --debug reads the running service's Redis: start it with `uv run wecom-bot serve`")
+        store = Store(r)
+
+        def decisions(since: float) -> list[dict[str, Any]]:
+            return [e for e in store.events(50) if e["kind"] == "message_in" and e["at"] >= since]
+
+    return run_chat(args.info, args.customer, sys.stdin, sys.stdout, wait=args.wait, decisions=decisions)
+
+
+def cmd_dlq(args: argparse.Namespace) -> int:
+    """List or replay dead letters."""
+    from bot.queue.inbox import Inbox
+
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
+    try:
+        inbox = Inbox(rt.r)
+        if args.action == "list":
+            letters = inbox.dead_letters(args.limit)
+            for d in letters:
+                if args.json:
+                    print(json.dumps(d, ensure_ascii=False))
+                else:
+                    print(f"{d['id']}  {d['kind']}  {d.get('error', '')}\n    {d['data'][:200]}")
+            if not letters and not args.json:
+                print("no dead letters")
+        else:
+            n = inbox.replay(args.ids or None)
+            print(f"replayed {n} dead letter(s) into the inbox")
+    finally:
+        rt.close()
+    return 0
+
+
+def cmd_intents(args: argparse.Namespace) -> int:
+    """Classify stdin lines, evaluate a labelled file or the corpus, or explain one decision."""
+    from intents.cli import classify_lines, eval_cv, eval_file, explain, from_content
+
+    settings = settings_or_exit()
+    try:
+        classifier = from_content(settings.content)
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from None
+    if args.action == "classify":
+        classify_lines(classifier, sys.stdin, sys.stdout)
+        return 0
+    if args.action == "explain":
+        if not args.file:
+            raise SystemExit("usage: wecom-bot intents explain TEXT [--previous TEXT]")
+        sys.stdout.write(explain(classifier, " ".join(args.file), args.previous))
+        return 0
+    try:
+        if args.cv or args.by_brand:
+            return eval_cv(classifier, settings.content.get("examples"), args.cv or 5, args.by_brand,
+                           args.json, sys.stdout)
+        if len(args.file) != 1:
+            raise SystemExit("usage: wecom-bot intents eval FILE [--json]  |  intents eval --cv 5 [--by-brand]")
+        return eval_file(classifier, args.file[0], args.json, sys.stdout)
+    except ConfigError as exc:
+        raise SystemExit(f"cannot evaluate: {exc}") from None
+
+
+def cmd_coupons(args: argparse.Namespace) -> int:
+    """Coupon numbers, or report a redemption."""
+    from datetime import datetime
+
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
+    try:
+        book = rt.coupons()
+        if book is None:
+            raise SystemExit("no coupon campaigns configured (config.yaml content.coupons)")
+        now = datetime.now(rt.settings.timezone)
+        if args.action == "stats":
+            rows = book.stats(now)
+            if args.json:
+                print(json.dumps(rows, ensure_ascii=False))
+            else:
+                print(f"{'campaign':24} {'budget':>7} {'issued':>7} {'remaining':>9} {'redeemed':>8} {'expired':>7}")
+                for row in rows:
+                    print(f"{row['campaign']:24} {row['budget']:>7} {row['issued']:>7} {row['remaining']:>9} "
+                          f"{row['redeemed']:>8} {row['expired']:>7}")
+            return 0
+        from bot.act.triggers import redeem_coupon
+
+        result = redeem_coupon(book, rt.engine(), args.code, now, args.order)
+        print(json.dumps({"code": args.code, "status": result.status}, ensure_ascii=False))
+        return 0 if result.status in ("redeemed", "already") else 1
+    finally:
+        rt.close()
+
+
+def cmd_handoffs(args: argparse.Namespace) -> int:
+    """Open handoffs, or the numbers: time to claim and to first human reply, share within SLA."""
+    from dataclasses import asdict
+    from datetime import datetime, timedelta
+
+    from bot.records import handoff_stats
+    from bot.records.handoffs import Handoffs
+
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
+    try:
+        book = Handoffs(rt.r, rt.settings.timezone)
+        now = datetime.now(rt.settings.timezone)
+        if args.action == "stats":
+            stats = handoff_stats.stats(book, now, now - timedelta(days=args.days))
+            print(json.dumps(stats, ensure_ascii=False, default=str, indent=None if args.json else 2))
+            return 0
+        rows = book.list(None if args.all else "open") + ([] if args.all else book.list("claimed") +
+                                                            book.list("answered"))
+        for h in rows:
+            if args.json:
+                print(json.dumps(asdict(h), ensure_ascii=False, default=str))
+            else:
+                waited = int((now - h.created_at).total_seconds() // 60)
+                print(f"{h.id}  {h.state:8} {h.intent:9} {h.customer:24} {h.holder or '(queue)':18} "
+                      f"{waited:>4} min  {h.text[:40]}")
+        if not rows and not args.json:
+            print("no open handoffs")
+        return 0
+    finally:
+        rt.close()
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check the set-up and say what to fix; non-zero exit when something is wrong."""
+    from bot.ops.doctor import run_doctor
+
+    return run_doctor(settings_or_exit(), sys.stdout)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per log line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps({"time": self.formatTime(record), "level": record.levelname, "logger": record.name,
+                           "message": record.getMessage()}, ensure_ascii=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="wecom-bot", description="WeCom private-domain assistant")
+    p.add_argument("--log-level", default="INFO")
+    p.add_argument("--log-json", action="store_true", help="JSON log lines")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help_)
+        sp.set_defaults(func=fn)
+        return sp
+
+    sp = add("serve", cmd_serve, "web + worker + scheduler in one process")
+    sp.add_argument("--host", default="127.0.0.1")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--workers", type=int, default=2, help="worker threads")
+    sp.add_argument("--threads", type=int, default=8, help="web threads")
+    sp.add_argument("--sandbox-port", type=int, default=8001)
+    sp = add("web", cmd_web, "the webhook under gunicorn")
+    sp.add_argument("--host", default="0.0.0.0")
+    sp.add_argument("--port", type=int, default=8000)
+    sp.add_argument("--workers", type=int, default=2)
+    sp.add_argument("--threads", type=int, default=8)
+    sp = add("worker", cmd_worker, "inbox workers")
+    sp.add_argument("--threads", type=int, default=2)
+    add("scheduler", cmd_scheduler, "the scheduler (one active per deployment)")
+    sp = add("chat", cmd_chat, "chat with the sandbox bot as a customer")
+    sp.add_argument("--customer", default="wmSandboxCustomer01")
+    sp.add_argument("--info", default=None, help="var/sandbox.json written by serve")
+    sp.add_argument("--wait", type=float, default=3.0, help="seconds to wait for replies")
+    sp.add_argument("--debug", action="store_true", help="show the intent, confidence and route of each message")
+    sp = add("dlq", cmd_dlq, "dead letters")
+    sp.add_argument("action", choices=["list", "replay"])
+    sp.add_argument("ids", nargs="*")
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--limit", type=int, default=100)
+    sp = add("intents", cmd_intents, "intent detection: classify stdin lines, eval a labelled file or the "
+             "corpus, explain one message (e.g. `intents explain 这个多少钱`)")
+    sp.add_argument("action", choices=["classify", "eval", "explain"])
+    sp.add_argument("file", nargs="*", help="eval: a text<TAB>label[<TAB>kind] file; explain: the message")
+    sp.add_argument("--json", action="store_true", help="eval: one JSON object instead of the report")
+    sp.add_argument("--cv", type=int, default=0, metavar="K",
+                    help="eval: K-fold cross-validation on the shipped example corpus (e.g. --cv 5)")
+    sp.add_argument("--by-brand", action="store_true",
+                    help="eval: hold out one brand file of the corpus at a time (brands the model never saw)")
+    sp.add_argument("--previous", default=None, help="explain: the customer's previous message, as context")
+    sp = add("coupons", cmd_coupons, "coupon campaigns")
+    sp.add_argument("action", choices=["stats", "redeem"])
+    sp.add_argument("code", nargs="?")
+    sp.add_argument("--order", default=None)
+    sp.add_argument("--json", action="store_true")
+    add("doctor", cmd_doctor, "check the set-up and say what to fix")
+    sp = add("handoffs", cmd_handoffs, "handoffs to humans")
+    sp.add_argument("action", choices=["list", "stats"])
+    sp.add_argument("--json", action="store_true")
+    sp.add_argument("--all", action="store_true", help="list closed ones too")
+    sp.add_argument("--days", type=int, default=7, help="stats period")
+    from bot.ops import cli_sop
+
+    cli_sop.register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.log_json:
+        for handler in logging.getLogger().handlers:
+            handler.setFormatter(JsonFormatter())
+    for noisy in ("jieba", "apscheduler", "waitress.queue"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command == "intents" and args.action == "eval" and not args.file and not (args.cv or args.by_brand):
+        raise SystemExit("usage: wecom-bot intents eval FILE [--json]  |  intents eval --cv 5 [--by-brand]")
+    if args.command == "coupons" and args.action == "redeem" and not args.code:
+        raise SystemExit("usage: wecom-bot coupons redeem CODE")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""`wecom-bot sop validate|plan|reload`, `wecom-bot purchase`, `wecom-bot birthday`: SOP operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from datetime import date
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from bot.act.triggers import parse_birthday, record_purchase
+from bot.config import Settings
+from bot.ops.common import existing_redis, runtime_or_exit, settings_or_exit
+from bot.records.customers import Customers
+from bot.times import parse_at
+from sop import cli as sop_cli
+from sop import journeys as journeys_mod
+from sop.engine import BIRTHDAYS, Engine
+from sop.journeys import Journey, Segment
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+__all__ = ["register", "RELOAD_KEY"]
+
+from bot.queue.scheduler import RELOAD_KEY  # noqa: E402 - the running scheduler reloads when this changes
+
+LIFECYCLES = ("new", "active", "silent")
+
+
+def _configured(settings: Settings) -> Path:
+    """The journeys the service runs: config.yaml's content.journeys (what the scheduler loads and reloads)."""
+    path = settings.content.get("journeys")
+    if path is None:
+        raise SystemExit(f"no journeys configured ({settings.config_path}: content.journeys)")
+    return Path(path)
+
+
+def _journeys(path: Path) -> list[Journey]:
+    """Valid journeys under `path`, or exit 1 printing every error."""
+    found, errors = journeys_mod.load_dir(path)
+    if errors:
+        sop_cli.validate_cmd(path, sys.stderr)
+        raise SystemExit(1)
+    return found
+
+
+def _birthday(r: redis.Redis, customer: str) -> date | None:
+    """The birthday Engine.set_birthday stored (year 2000), if any."""
+    for key in r.scan_iter(match=BIRTHDAYS % "*"):
+        if r.sismember(key, customer):
+            return parse_birthday(key.rsplit(":", 1)[1])
+    return None
+
+
+def _profile(r: redis.Redis | None, customer: str, settings: Settings) -> Any:
+    """The customer's preview profile from Redis, or None (a hypothetical new customer) with a note."""
+    if r is None or not Customers(r).exists(customer):
+        where = "no Redis reachable" if r is None else "not in Redis"
+        print(f"customer {customer}: {where}; previewing a hypothetical new customer", file=sys.stderr)
+        return None
+    profile = sop_cli.profile_of(Customers(r).get(customer), settings.timezone)
+    bday = _birthday(r, customer)
+    return dataclasses.replace(profile, birthday=bday) if profile is not None and bday else profile
+
+
+def _segment(name: str, found: list[Journey]) -> Segment:
+    """NAME: a lifecycle (new|active|silent), tag:TAG, a journey id (its segment), or all."""
+    if name == "all":
+        return Segment()
+    if name in LIFECYCLES:
+        return Segment(lifecycle=(name,))
+    if name.startswith("tag:"):
+        return Segment(tags=(name[4:],))
+    for j in found:
+        if j.id == name:
+            return j.segment
+    raise SystemExit(f"unknown segment {name!r}: use new, active, silent, tag:TAG, all or a journey id")
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Errors with file, line and key; exit status 1 if any (default: the configured journeys)."""
+    return sop_cli.validate_cmd(args.path or _configured(settings_or_exit()), sys.stdout)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Preview one customer's touches (or a segment's counts per day) with reasons."""
+    settings = settings_or_exit()
+    tz = settings.timezone
+    found = _journeys(Path(args.path) if args.path else _configured(settings))
+    try:
+        start = parse_at(args.start, tz)
+    except ValueError:
+        raise SystemExit(f"--start must be an ISO 8601 time, got {args.start!r}") from None
+    r = existing_redis(settings)
+    try:
+        if args.segment:
+            if r is None:
+                raise SystemExit("sop plan --segment reads the customers from Redis: set REDIS_URL or run serve")
+            return sop_cli.segment_cmd(found, settings.sop_rules, Customers(r).all(), start, args.days, sys.stdout, tz,
+                                       _segment(args.segment, found))
+        if not args.customer:
+            raise SystemExit("usage: wecom-bot sop plan --customer ID | --segment NAME")
+        return sop_cli.plan_cmd(found, settings.sop_rules, _profile(r, args.customer, settings), start, args.days, args.json,
+                                sys.stdout, tz)
+    finally:
+        if r is not None:
+            r.close()
+
+
+def cmd_reload(args: argparse.Namespace) -> int:
+    """Validate, then ask the running scheduler to reload (it keeps the old journeys if the files are bad)."""
+    settings = settings_or_exit()
+    where = _configured(settings)
+    found = _journeys(Path(args.path) if args.path else where)
+    if args.path and Path(args.path).resolve() != where.resolve():
+        print(f"{args.path} is valid, but the scheduler reloads content.journeys ({where}); "
+              f"point {settings.config_path} at {args.path} to run it", file=sys.stderr)
+        raise SystemExit(1)
+    rt = runtime_or_exit(settings, with_sandbox=False)
+    try:
+        now = time.time()
+        rt.r.set(RELOAD_KEY, f"{now:.3f}")
+    finally:
+        rt.close()
+    print(f"ok: {len(found)} journeys valid in {where}; set {RELOAD_KEY}={now:.3f}. The running scheduler "
+          f"reloads them on its next tick; pending touches continue on the new version by step id.")
+    return 0
+
+
+def _runtime() -> Runtime:
+    return runtime_or_exit(settings_or_exit(), with_sandbox=False)
+
+
+def _engine(rt: Runtime) -> Engine:
+    """The runtime's SOP engine over config.yaml's content.journeys; exit 1 when none are configured."""
+    engine = rt.engine()
+    if engine is None:
+        raise SystemExit("no journeys configured (config.yaml content.journeys)")
+    return engine
+
+
+def cmd_purchase(args: argparse.Namespace) -> int:
+    """Record an order: enrols the purchase journeys (day-3 guide) once per order id."""
+    rt = _runtime()
+    try:
+        at = parse_at(args.at, rt.settings.timezone)
+        new, n = record_purchase(rt.r, _engine(rt), args.customer, args.order_id, at, args.amount)
+    except ValueError as exc:
+        raise SystemExit(f"bad input: {exc}") from None
+    finally:
+        rt.close()
+    status = f"recorded, {n} journey(s) enrolled" if new else "already recorded (nothing changed)"
+    print(f"order {args.order_id} for {args.customer}: {status}")
+    return 0
+
+
+def cmd_birthday(args: argparse.Namespace) -> int:
+    """Remember a customer's birthday (MM-DD or YYYY-MM-DD) for the birthday journey."""
+    try:
+        day = parse_birthday(args.date)
+    except ValueError:
+        raise SystemExit(f"birthday must be MM-DD or YYYY-MM-DD, got {args.date!r}") from None
+    rt = _runtime()
+    try:
+        _engine(rt).set_birthday(args.customer, day)
+    finally:
+        rt.close()
+    print(f"birthday of {args.customer}: {day:%m-%d}")
+    return 0
+
+
+def register(sub: Any) -> None:
+    """Add `sop`, `purchase` and `birthday` to the wecom-bot subparsers."""
+    sop = sub.add_parser("sop", help="SOP journeys: validate, plan preview, reload")
+    sop_sub = sop.add_subparsers(dest="sop_command", required=True)
+    v = sop_sub.add_parser("validate", help="check journey YAML (file:line: key: message)")
+    v.add_argument("path", nargs="?", help="a directory or file (default: config.yaml content.journeys)")
+    v.set_defaults(func=cmd_validate)
+    p = sop_sub.add_parser("plan", help="what a customer (or a segment) would get, when, and why not")
+    p.add_argument("--customer")
+    p.add_argument("--segment", help="new|active|silent|tag:TAG|all|JOURNEY_ID: counts per day")
+    p.add_argument("--start", help="ISO 8601 (local time if no offset); default now")
+    p.add_argument("--days", type=int, default=14)
+    p.add_argument("--json", action="store_true", help="one object per line")
+    p.add_argument("--path", help="journeys to preview (default: config.yaml content.journeys)")
+    p.set_defaults(func=cmd_plan)
+    rl = sop_sub.add_parser("reload", help="validate, then make the running scheduler reload")
+    rl.add_argument("--path", help="check that it is the configured content.journeys, then validate it")
+    rl.set_defaults(func=cmd_reload)
+    pu = sub.add_parser("purchase", help="record an order (starts the day-3 usage guide)")
+    pu.add_argument("customer")
+    pu.add_argument("order_id")
+    pu.add_argument("--amount", type=float, default=None)
+    pu.add_argument("--at", default=None, help="ISO 8601 order time; default now")
+    pu.set_defaults(func=cmd_purchase)
+    b = sub.add_parser("birthday", help="set a customer's birthday (MM-DD)")
+    b.add_argument("customer")
+    b.add_argument("date", help="MM-DD or YYYY-MM-DD")
+    b.set_defaults(func=cmd_birthday)

@@ -1,0 +1,48 @@
+"""What every operator command needs: settings, a runtime, or a Redis that is already running."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import redis
+
+from bot.config import Settings, load_settings
+from bot.redis_server import RedisUnavailable, connect
+from bot.yamlfile import ConfigError
+
+if TYPE_CHECKING:
+    from bot.runtime import Runtime
+
+
+def settings_or_exit() -> Settings:
+    """The settings, or exit with the config error."""
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"config error: {exc}") from None
+
+
+def runtime_or_exit(settings: Settings, **kw: Any) -> Runtime:
+    """A started runtime (bot.runtime.start), or exit saying why it cannot start; only `serve` and
+    `worker` load the classifier at start (the others, if at all, on first use)."""
+    from bot.runtime import StartError, start
+
+    kw.setdefault("lazy_classifier", True)
+    try:
+        return start(settings, **kw)
+    except (ConfigError, RedisUnavailable, StartError) as exc:
+        raise SystemExit(f"cannot start: {exc}") from None
+
+
+def existing_redis(settings: Settings) -> redis.Redis | None:
+    """REDIS_URL, else the embedded server if one is running; never starts one (a preview must not)."""
+    if settings.redis_url:
+        try:
+            return connect(settings.redis_url)
+        except RedisUnavailable:
+            return None
+    port_file = settings.embedded_redis_dir / "port"
+    try:
+        return connect(f"redis://127.0.0.1:{int(port_file.read_text())}/0")
+    except (OSError, ValueError, RedisUnavailable):
+        return None

@@ -1,0 +1,277 @@
+"""`wecom-bot doctor`: check the set-up (config, Redis, WeCom credentials, kf account, servicers, time) and say what to fix."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+from urllib.parse import urlsplit, urlunsplit
+
+import redis
+
+from bot.config import (
+    DEFAULT_API_BASE,
+    SANDBOX_CORP_ID,
+    SANDBOX_OPEN_KFID,
+    SANDBOX_SECRET,
+    Settings,
+)
+from bot.records.store import Store
+from bot.wecom import CONFIG_HINTS
+from bot.wecom.probe import Probe
+
+EXTRA_HINTS = {
+    41002: "the CorpID is empty: set WECOM_CORP_ID (我的企业 -> 企业信息 -> 企业ID)",
+    41004: "the secret is empty: set WECOM_SECRET (应用管理 -> your app -> Secret)",
+    40056: "the open_kfid is not valid for this corp: check the kf account under 微信客服",
+    95000: "the kf account does not exist or is not bound to this app: 微信客服 -> 可调用接口的应用",
+}
+KF_NOT_BOUND = {48002, 95000, 60011}
+
+
+class Report:
+    """Collects check results and prints them as it goes."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.failed = 0
+        self.warned = 0
+
+    def ok(self, what: str) -> None:
+        print(f"[ok]   {what}", file=self.out)
+
+    def warn(self, what: str, fix: str = "") -> None:
+        self.warned += 1
+        print(f"[warn] {what}" + (f"\n       fix: {fix}" if fix else ""), file=self.out)
+
+    def fail(self, what: str, fix: str) -> None:
+        self.failed += 1
+        print(f"[FAIL] {what}\n       fix: {fix}", file=self.out)
+
+    def info(self, what: str) -> None:
+        print(f"       {what}", file=self.out)
+
+
+def hint(errcode: int | None) -> str:
+    """What to do about a WeCom errcode."""
+    known = CONFIG_HINTS.get(errcode) or EXTRA_HINTS.get(errcode) if errcode is not None else None
+    return known or \
+        f"see https://developer.work.weixin.qq.com/devtool/query?e={errcode}"
+
+
+def redact(url: str) -> str:
+    """A URL without its password."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
+def run_doctor(settings: Settings, out: TextIO, open_kfids: list[str] | None = None) -> int:
+    """Run every check, print what to fix; 0 when all is well, 1 otherwise."""
+    rep = Report(out)
+    print("wecom-bot doctor", file=out)
+    check_config(settings, rep)
+    r = check_redis(settings, rep)
+    if settings.sandbox and settings.api_base_url == DEFAULT_API_BASE:
+        rep.ok("sandbox mode (WECOM_SECRET unset): `wecom-bot serve` runs its own fake WeCom; WeCom checks skipped")
+    else:
+        token = check_token(settings, rep)
+        if token:
+            check_kf(settings, rep, token, _kfids(settings, r, open_kfids))
+    check_time(settings, rep)
+    if rep.failed:
+        print(f"\n{rep.failed} problem(s) to fix" + (f", {rep.warned} warning(s)" if rep.warned else ""), file=out)
+        return 1
+    print("\nall checks passed" + (f" ({rep.warned} warning(s))" if rep.warned else ""), file=out)
+    return 0
+
+
+def check_config(settings: Settings, rep: Report) -> None:
+    """The loaded settings and the operator files they name."""
+    from bot.web.metrics import config_problems
+
+    problems = config_problems(settings)
+    for p in problems:
+        rep.fail(f"config: {p}", "set the variable (see README, Configuration)")
+    if not problems:
+        mode = "sandbox" if settings.sandbox else f"corp {settings.corp_id}, agent {settings.agent_id}"
+        rep.ok(f"config {settings.config_path} ({mode}; API base {settings.api_base_url})")
+    for name, loader in (("coupons", _load_coupons), ("consultants", _load_team), ("journeys", _load_journeys),
+                         ("keywords", _load_keywords)):
+        path = (settings.content or {}).get(name)
+        if not path:
+            continue
+        try:
+            loader(settings, path)
+        except Exception as exc:  # each loader raises ConfigError naming file, line and key
+            rep.fail(f"content {name}: {exc}", f"edit {path} (the message names the line and key)")
+        else:
+            rep.ok(f"content {name}: {path}")
+
+
+def _load_coupons(settings: Settings, path: Path) -> None:
+    from bot.content.campaigns import load_campaigns
+
+    load_campaigns(path, settings.timezone)
+
+
+def _load_team(settings: Settings, path: Path) -> None:
+    from bot.content.team import load_team
+
+    load_team(path, settings.timezone)
+
+
+def _load_journeys(settings: Settings, path: Path) -> None:
+    from sop import journeys
+
+    errors = journeys.load_dir(path)[1]
+    if errors:
+        raise ValueError("; ".join(str(e) for e in errors[:5]) + (f" (+{len(errors) - 5} more)" if len(errors) > 5 else ""))
+
+
+def _load_keywords(settings: Settings, path: Path) -> None:
+    from intents.classify import load_classifier
+
+    load_classifier(path, (settings.content or {}).get("faq"))
+
+
+def check_redis(settings: Settings, rep: Report) -> redis.Redis | None:
+    """REDIS_URL answers (or say how the embedded one is used)."""
+    url = settings.redis_url
+    if not url:
+        port_file = Path(settings.embedded_redis_dir) / "port"
+        if not port_file.exists():
+            rep.ok("Redis: REDIS_URL unset; `wecom-bot serve` starts an embedded one "
+                   "(separate web/worker/scheduler processes need REDIS_URL)")
+            return None
+        url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
+    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        info = client.info("server")
+    except redis.RedisError as exc:
+        rep.fail(f"Redis at {redact(url)} is unreachable: {exc}",
+                 "start Redis there, or correct REDIS_URL (host, port, password, database); "
+                 "check firewalls and that Redis listens on that address")
+        return None
+    version = str(info.get("redis_version", "?"))
+    if tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (6, 2):
+        rep.fail(f"Redis at {redact(url)} is version {version}", "use Redis >= 6.2 (XAUTOCLAIM, exclusive XRANGE)")
+    else:
+        rep.ok(f"Redis at {redact(url)} answers (version {version})")
+    return client
+
+
+def _probe(settings: Settings) -> Probe:
+    return Probe(settings.api_base_url, settings.http_timeout_seconds, settings.secret)
+
+
+def check_token(settings: Settings, rep: Report) -> str | None:
+    """gettoken with the configured CorpID and secret (never printed)."""
+    data, error, resp = _probe(settings).gettoken(
+        settings.corp_id, settings.secret or (SANDBOX_SECRET if settings.sandbox else ""))
+    if data is None:
+        rep.fail(f"access token: {error}", "check outbound HTTPS from this server (proxy, DNS, firewall) "
+                                           "and WECOM_API_BASE_URL")
+        return None
+    _clock_from(resp, rep)
+    code = data.get("errcode") or 0
+    if code or not data.get("access_token"):
+        rep.fail(f"access token: gettoken answered errcode {code}: {data.get('errmsg', '')}", hint(code))
+        return None
+    rep.ok("access token: gettoken accepted the CorpID and secret")
+    return str(data["access_token"])
+
+
+def _kfids(settings: Settings, r: redis.Redis | None, given: list[str] | None) -> list[str]:
+    """kf accounts to check when kf/account/list is unavailable: given, seen by workers, the sandbox's."""
+    ids = list(given or [])
+    if r is not None:
+        try:
+            ids += Store(r).kf_accounts()
+        except redis.RedisError:
+            pass
+    if settings.corp_id == SANDBOX_CORP_ID:
+        ids.append(SANDBOX_OPEN_KFID)
+    return list(dict.fromkeys(ids))
+
+
+def check_kf(settings: Settings, rep: Report, token: str, known: list[str]) -> None:
+    """A kf account is bound to the app, and it has servicers receiving (接待中)."""
+    data, error, _ = _probe(settings).kf_accounts(token)
+    accounts = known
+    if data is not None and not data.get("errcode"):
+        accounts = [a["open_kfid"] for a in data.get("account_list") or [] if a.get("open_kfid")]
+        if not accounts:
+            rep.fail("kf: the app sees no 微信客服 account",
+                     "bind the app under 微信客服 -> API -> 可调用接口的应用, or create a kf account")
+            return
+    elif data is not None and data.get("errcode") in KF_NOT_BOUND:
+        rep.fail(f"kf: kf/account/list answered errcode {data['errcode']}: {data.get('errmsg', '')}",
+                 "bind the app under 微信客服 -> API -> 可调用接口的应用")
+        return
+    elif not accounts:
+        rep.warn(f"kf: cannot list kf accounts ({error or data}) and none is known yet",
+                 "bind the app to the kf account; the worker records accounts as callbacks arrive")
+        return
+    consultants = _consultant_ids(settings)
+    for kfid in accounts:
+        data, error, _ = _probe(settings).kf_servicers(token, kfid)
+        if data is None or data.get("errcode"):
+            code = data.get("errcode") if data else None
+            rep.fail(f"kf {kfid}: servicer/list failed: {error or (data or {}).get('errmsg')} (errcode {code})",
+                     hint(code) if code else "check the network to WeCom")
+            continue
+        servicers = {s.get("userid"): s.get("status") for s in data.get("servicer_list") or [] if s.get("userid")}
+        receiving = sorted(u for u, st in servicers.items() if st == 0)
+        if not receiving:
+            rep.fail(f"kf {kfid}: bound, but no servicer is receiving (接待中): {sorted(servicers) or 'none listed'}",
+                     "add your consultants as 接待人员 of the kf account and have them switch to 接待中 "
+                     "in the WeCom client; otherwise handoffs wait in the queue")
+        else:
+            rep.ok(f"kf {kfid}: bound; receiving servicers: {', '.join(receiving)}")
+        missing = sorted(set(consultants) - set(servicers))
+        if missing:
+            rep.warn(f"kf {kfid}: consultants not servicers of this account: {', '.join(missing)}",
+                     "add them as 接待人员 (微信客服 -> the account -> 接待人员), or remove them from content/consultants.yaml")
+
+
+def _consultant_ids(settings: Settings) -> list[str]:
+    path = (settings.content or {}).get("consultants")
+    if not path:
+        return []
+    try:
+        from bot.content.team import load_team
+
+        return [c.userid for c in load_team(path, settings.timezone).consultants]
+    except Exception:
+        return []
+
+
+def _clock_from(resp: Any, rep: Report) -> None:
+    """Compare our clock with the API server's Date header (callbacks more than 300 s off are refused)."""
+    raw = resp.headers.get("Date") if resp is not None else None
+    if not raw:
+        return
+    try:
+        theirs = email.utils.parsedate_to_datetime(raw).timestamp()
+    except (TypeError, ValueError):
+        return
+    skew = time.time() - theirs
+    if abs(skew) > 60:
+        rep.fail(f"clock: this server is {skew:+.0f} s off the WeCom API server's clock",
+                 "enable NTP (timedatectl set-ntp true); callbacks more than 5 minutes off are refused")
+
+
+def check_time(settings: Settings, rep: Report) -> None:
+    """The configured timezone and what time it is there (quiet hours, working hours and SOP use it)."""
+    tz = settings.timezone
+    now = datetime.now(tz)
+    system = datetime.now().astimezone().tzinfo
+    rep.ok(f"timezone {tz.key}: local time {now:%Y-%m-%d %H:%M} (UTC{now:%z}); system timezone {system}")
+    if tz.key not in ("Asia/Shanghai", "Asia/Chongqing", "Asia/Hong_Kong", "Asia/Taipei", "PRC"):
+        rep.warn(f"timezone {tz.key} is not China time", "set WECOM_BOT_TIMEZONE=Asia/Shanghai unless your "
+                                                           "customers really live in another timezone")

@@ -1,0 +1,136 @@
+"""The scheduler: one APScheduler job behind a Redis lease, so only one process fires at a time."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import redis
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from bot.act.staff import Staff
+from bot.observe import HEARTBEAT_SCHEDULER as HEARTBEAT
+from bot.observe import flush
+from bot.queue.callback import Callback
+from bot.queue.inbox import Inbox, Item
+from bot.records.coupons import CouponBook
+from bot.records.daily import rollup
+from bot.records.handoffs import MAX_LEVEL, Handoffs
+from bot.records.store import DeleteIf, Store
+from bot.times import from_ts
+from sop.engine import Engine
+
+log = logging.getLogger("bot.queue.scheduler")
+
+LEASE = "wecom:lease:scheduler"
+RELOAD_KEY = "wecom:sop:reload"  # set by `wecom-bot sop reload`
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] or redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+return 0
+"""
+
+
+class Scheduler:
+    """Ticks every `interval` seconds while holding the lease; others stand by."""
+
+    def __init__(self, r: redis.Redis, inbox: Inbox, store: Store, handoffs: Handoffs, staff: Staff,
+                 engine: Callable[[], Engine | None], coupons: Callable[[], CouponBook | None],
+                 reload: Callable[[], object], tz: ZoneInfo, stop: threading.Event,
+                 clock: Callable[[], float] = time.time, interval: float = 5.0, safety_sync_seconds: int = 300,
+                 idle_close_seconds: float = 4 * 3600) -> None:
+        self.r = r
+        self.inbox = inbox
+        self.store = store
+        self.handoffs = handoffs
+        self.staff = staff
+        self.engine = engine
+        self.coupons = coupons
+        self.reload = reload  # reload the operator files now (`wecom-bot sop reload`)
+        self.tz = tz
+        self.stop = stop
+        self.clock = clock
+        self.interval = interval
+        self.safety_sync_seconds = safety_sync_seconds
+        self.idle_close_seconds = idle_close_seconds
+        self._reload_seen = self.r.get(RELOAD_KEY)
+        self.me = secrets.token_hex(6)
+        self._renew = self.r.register_script(RENEW)
+        self._aps = BackgroundScheduler(timezone=self.tz)
+
+    def start(self) -> None:
+        self._aps.add_job(self.tick, "interval", seconds=self.interval, max_instances=1, coalesce=True,
+                          id="tick", next_run_time=datetime.now(self.tz))
+        self._aps.start()
+
+    def shutdown(self) -> None:
+        self._aps.shutdown(wait=False)
+        DeleteIf(self.r)(LEASE, self.me)
+
+    def leader(self) -> bool:
+        """Take or keep the lease (3 ticks long)."""
+        return bool(self._renew(keys=[LEASE], args=[self.me, int(self.interval * 3000)]))
+
+    def tick(self, now: float | None = None) -> int:
+        """One round of scheduled work; returns how many items were queued."""
+        try:
+            if not self.leader():
+                return 0
+            now = now or self.clock()
+            self.r.set(HEARTBEAT, f"{now:.0f}", ex=int(self.interval * 10))
+            rollup(self.r, self.tz)  # daily numbers for the console, from the event stream
+            flush(self.r)
+            moment = from_ts(now, self.tz)
+            return self.safety_sync(now) + self.handoff_clock(moment) + self.sop_clock(moment)
+        except Exception as exc:  # a failed tick must not kill the scheduler thread
+            log.warning("scheduler tick failed: %s", exc)
+            return 0
+
+    def handoff_clock(self, now: datetime) -> int:
+        """Queue SLA escalations that are due and off-hours handoffs whose working hours began."""
+        # Keyed per 10 minutes: a postponed or failed rung is asked for again later, never twice at once.
+        bucket = int(now.timestamp() // 600)
+        items = [Item("escalate", json.dumps({"id": h.id, "level": h.level + 1}), f"esc:{h.id}:{h.level + 1}:{bucket}")
+                 for h in self.handoffs.due_for_escalation(now) if h.level < MAX_LEVEL]
+        items += [Item("wake", json.dumps({"id": h.id}), f"wake:{h.id}") for h in self.handoffs.due_for_alert(now)]
+        closed = self.staff.close_idle(self.idle_close_seconds) if self.idle_close_seconds else 0
+        return (self.inbox.put_many(items, 7 * 86400) if items else 0) + closed
+
+    def sop_clock(self, now: datetime) -> int:
+        """Due SOP touches to the inbox; once a day (and at start) the calendar, silence and coupon scans."""
+        asked = self.r.get(RELOAD_KEY)
+        if asked and asked != self._reload_seen:  # `wecom-bot sop reload`
+            self._reload_seen = asked
+            self.reload()
+        engine = self.engine()
+        if engine is None:
+            return 0
+        day = now.strftime("%Y-%m-%d")
+        if not self.r.exists(f"wecom:sop:scanned:{day}"):
+            engine.scan_calendar(now)
+            engine.scan_silence(now)
+            if book := self.coupons():
+                engine.scan_coupons(now, book)
+            self.r.set(f"wecom:sop:scanned:{day}", "1", ex=3 * 86400)  # after the scans: a crash repeats them
+        emitted = 0
+        for _ in range(50):  # bounded per tick
+            result = engine.tick(now)
+            emitted += result.emitted
+            if not result.claimed:
+                break
+        return emitted
+
+    def safety_sync(self, now: float) -> int:
+        """Every few minutes, pull each known kf account even without a callback (lost callbacks)."""
+        bucket = int(now // self.safety_sync_seconds)
+        items = []
+        for open_kfid in self.store.kf_accounts():
+            event = Callback("kf_notice", {"OpenKfId": open_kfid, "Token": "", "CreateTime": f"safety-{bucket}"})
+            items.append(Item("callback", event.to_json(), "cb:" + event.dedupe_key))
+        return self.inbox.put_many(items, self.safety_sync_seconds * 2) if items else 0

@@ -1,0 +1,1 @@
+"""What lives in Redis: one owner per key prefix."""

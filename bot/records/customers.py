@@ -1,0 +1,208 @@
+"""Customer records in Redis: seen times, tags with their time, intents, opt-out, the kf reply budget."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import redis
+
+# WeCom kf: at most 5 messages within 48 h after the customer's last message (platform notes §2.4).
+KF_WINDOW_SECONDS = 48 * 3600
+KF_MAX_REPLIES = 5
+
+SAW = """
+local new = redis.call('HSETNX', KEYS[1], 'first_seen', ARGV[1])
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'last_inbound') or '0') then
+  redis.call('HSET', KEYS[1], 'last_inbound', ARGV[1], 'last_seen', ARGV[1], 'sent_since_inbound', 0)
+end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'open_kfid', ARGV[2]) end
+return new
+"""
+
+NAMES = "wecom:cust:names"  # customer id -> nickname, for search
+
+RESERVE = """
+local last = tonumber(redis.call('HGET', KEYS[1], 'last_inbound') or '0')
+if tonumber(ARGV[1]) - last > tonumber(ARGV[2]) then return -1 end
+local sent = tonumber(redis.call('HGET', KEYS[1], 'sent_since_inbound') or '0')
+if sent >= tonumber(ARGV[3]) then return -2 end
+redis.call('HINCRBY', KEYS[1], 'sent_since_inbound', 1)
+return sent + 1
+"""
+
+
+# The customer's latest message and the fallbacks in a row, moved along atomically: a retried
+# message keeps what came before it, a late older message never becomes the latest.
+NOTE = """
+if redis.call('HGET', KEYS[1], 'msgid') == ARGV[1] then return 0 end
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
+if tonumber(ARGV[3]) < at then return 0 end
+local fallbacks = tonumber(redis.call('HGET', KEYS[1], 'fallbacks') or '0')
+local now = 0
+if ARGV[4] == '1' then now = fallbacks + 1 end
+redis.call('HSET', KEYS[1], 'prev_text', redis.call('HGET', KEYS[1], 'text') or '', 'prev_at', at,
+           'prev_fallbacks', fallbacks, 'msgid', ARGV[1], 'text', ARGV[2], 'at', ARGV[3], 'fallbacks', now)
+redis.call('EXPIRE', KEYS[1], 2592000)
+return 1
+"""
+
+
+def _key(customer: str) -> str:
+    return f"wecom:cust:{{{customer}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Customer:
+    """What we know of one customer."""
+
+    id: str
+    first_seen: float = 0.0
+    last_seen: float = 0.0
+    last_inbound: float = 0.0
+    sent_since_inbound: int = 0
+    unsubscribed: bool = False
+    open_kfid: str = ""
+    tags: dict[str, float] = field(default_factory=dict)
+    intents: dict[str, int] = field(default_factory=dict)
+
+    def tag_times(self, tz: ZoneInfo) -> dict[str, datetime]:
+        return {t: datetime.fromtimestamp(ts, tz) for t, ts in self.tags.items()}
+
+
+def _record(customer: str, h: dict[str, str], tags: dict[str, str], intents: dict[str, str]) -> Customer:
+    """A Customer from its hashes."""
+    return Customer(
+        id=customer, first_seen=float(h.get("first_seen", 0)), last_seen=float(h.get("last_seen", 0)),
+        last_inbound=float(h.get("last_inbound", 0)), sent_since_inbound=int(h.get("sent_since_inbound", 0)),
+        unsubscribed=h.get("unsubscribed") == "1", open_kfid=h.get("open_kfid", ""),
+        tags={k: float(v) for k, v in tags.items()}, intents={k: int(v) for k, v in intents.items()})
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    """The customer's previous message (text, time) and how many fallbacks in a row came before."""
+
+    text: str = ""
+    at: float = 0.0
+    fallbacks: int = 0
+
+
+class Customers:
+    """Read and update customer records."""
+
+    def __init__(self, r: redis.Redis):
+        self.r = r
+        self._reserve = r.register_script(RESERVE)
+        self._saw = r.register_script(SAW)
+        self._note = r.register_script(NOTE)
+
+    def get(self, customer: str) -> Customer:
+        """The customer's record (an empty one for a customer never seen)."""
+        return self.many([customer])[customer]
+
+    def many(self, customers: Sequence[str]) -> dict[str, Customer]:
+        """Several records in one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            for customer in customers:
+                key = _key(customer)
+                p.hgetall(key).hgetall(key + ":tags").hgetall(key + ":intents")
+            raw = p.execute()
+        return {c: _record(c, *raw[3 * i:3 * i + 3]) for i, c in enumerate(customers)}
+
+    def all(self) -> Iterator[Customer]:
+        """Every customer record (SCAN over wecom:cust:{id})."""
+        for key in self.r.scan_iter(match=_key("*"), count=1000):
+            if key.endswith("}"):
+                yield self.get(key[len(_key("")) - 1:-1])
+
+    def first_contact(self, customer: str) -> bool:
+        """True when we first learn of the customer (kf or a staff contact) — and again on a retry,
+        until first_contact_done() says the new-customer work was done."""
+        key = _key(customer) + ":added"
+        return bool(self.r.set(key, "pending", nx=True)) or self.r.get(key) == "pending"
+
+    def first_contact_done(self, customer: str) -> None:
+        self.r.set(_key(customer) + ":added", "done")
+
+    def set_name(self, customer: str, name: str) -> None:
+        """The customer's WeChat nickname, also indexed for the console's search."""
+        with self.r.pipeline(transaction=False) as p:
+            p.hset(_key(customer), "name", name).hset(NAMES, customer, name)
+            p.execute()
+
+    def name(self, customer: str) -> str | None:
+        return self.r.hget(_key(customer), "name") or None
+
+    def find_by_name(self, query: str, limit: int = 20) -> list[str]:
+        """Customer ids whose nickname contains `query`."""
+        found = []
+        for customer, name in self.r.hscan_iter(NAMES, count=1000):
+            if query in name:
+                found.append(customer)
+                if len(found) >= limit:
+                    break
+        return found
+
+    def set_owner(self, customer: str, userid: str) -> None:
+        """The staff member the customer added as a contact (sender of mass tasks)."""
+        self.r.hset(_key(customer), "owner", userid)
+
+    def owner(self, customer: str) -> str | None:
+        return self.r.hget(_key(customer), "owner") or None
+
+    def exists(self, customer: str) -> bool:
+        return bool(self.r.exists(_key(customer)))
+
+    def saw_message(self, customer: str, at: float, open_kfid: str = "") -> bool:
+        """A customer-initiated message: a fresh kf reply budget, unless a newer message already opened
+        one (replays and late messages must not reset it); True when the customer is new."""
+        return bool(self._saw(keys=[_key(customer)], args=[at, open_kfid]))
+
+    def remember(self, customer: str, line: str, keep: int = 6) -> None:
+        """Keep the last few lines of the conversation (for staff alerts)."""
+        key = _key(customer) + ":recent"
+        with self.r.pipeline(transaction=False) as p:
+            p.rpush(key, line[:200]).ltrim(key, -keep, -1).expire(key, 30 * 86400)
+            p.execute()
+
+    def recent(self, customer: str) -> list[str]:
+        """The remembered lines, oldest first."""
+        return self.r.lrange(_key(customer) + ":recent", 0, -1)
+
+    def conversation(self, customer: str, msgid: str) -> Conversation:
+        """What came before message `msgid`: the customer's previous text and the fallbacks in a row."""
+        h = self.r.hgetall(_key(customer) + ":conv")
+        if h.get("msgid") == msgid:  # a retried message: what came before it, not itself
+            return Conversation(h.get("prev_text", ""), float(h.get("prev_at", 0)), int(h.get("prev_fallbacks", 0)))
+        return Conversation(h.get("text", ""), float(h.get("at", 0)), int(h.get("fallbacks", 0)))
+
+    def note_message(self, customer: str, msgid: str, text: str, at: float, fell_back: bool) -> None:
+        """Message `msgid` is the latest; `fell_back`: the bot could only answer it with the fallback."""
+        self._note(keys=[_key(customer) + ":conv"], args=[msgid, text[:200], at, "1" if fell_back else "0"])
+
+    def saw_intent(self, customer: str, intent: str) -> None:
+        self.r.hincrby(_key(customer) + ":intents", intent, 1)
+
+    def tag(self, customer: str, tag: str, at: float) -> None:
+        self.r.hset(_key(customer) + ":tags", tag, at)
+
+    def set_unsubscribed(self, customer: str, value: bool = True) -> None:
+        self.r.hset(_key(customer), "unsubscribed", "1" if value else "0")
+
+    def reserve_reply(self, customer: str, now: float) -> str | None:
+        """Take one slot of the kf reply budget; None when taken, else why not ('window' or 'budget')."""
+        res = int(self._reserve(keys=[_key(customer)], args=[now, KF_WINDOW_SECONDS, KF_MAX_REPLIES]))
+        return {-1: "window", -2: "budget"}.get(res)
+
+    def release_reply(self, customer: str) -> None:
+        """Give back a reserved slot whose send failed in a way that will be retried."""
+        self.r.eval("local n = tonumber(redis.call('HGET', KEYS[1], 'sent_since_inbound') or '0') "
+                    "if n > 0 then redis.call('HINCRBY', KEYS[1], 'sent_since_inbound', -1) end return 0",
+                    1, _key(customer))
+
+    def exhaust_budget(self, customer: str) -> None:
+        """WeCom said no more messages (95001/95002/msg_send_fail): stop until the customer writes."""
+        self.r.hset(_key(customer), "sent_since_inbound", KF_MAX_REPLIES)

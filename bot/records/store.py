@@ -1,0 +1,142 @@
+"""Small Redis-backed state: kf cursors, per-kf locks, done marks, counters and the event record."""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import redis
+
+EVENTS = "wecom:events"  # append-only record of what happened, capped
+EVENTS_MAXLEN = 200_000
+COUNTERS = "wecom:counters"
+DONE_TTL = 7 * 86400
+
+# KEYS: a key. ARGV: the value it must still hold. The one compare-and-delete of the bot.
+DELETE_IF = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
+
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
+"""
+
+
+KF_KNOWN = "wecom:kf:known"  # every kf account seen
+
+
+def _kf(open_kfid: str, what: str) -> str:
+    """A key of one kf account (its own hash-tag slot)."""
+    return f"wecom:kf:{{{open_kfid}}}:{what}"
+
+
+class DeleteIf:
+    """Delete a key only while it holds a given value (a lock, lease or pointer that is still ours)."""
+
+    def __init__(self, r: redis.Redis) -> None:
+        self._script = r.register_script(DELETE_IF)
+
+    def __call__(self, key: str, value: str) -> bool:
+        return bool(self._script(keys=[key], args=[value]))
+
+
+class LockBusy(Exception):
+    """Another process holds the lock."""
+
+
+class Store:
+    """State shared by all processes."""
+
+    def __init__(self, r: redis.Redis):
+        self.r = r
+        self._release = DeleteIf(r)
+        self._renew = r.register_script(RENEW)
+
+    # kf pulling
+    def cursor(self, open_kfid: str) -> str:
+        """Last saved sync_msg cursor of a kf account ('' = from the oldest retained message)."""
+        return self.r.get(_kf(open_kfid, "cursor")) or ""
+
+    def save_cursor(self, open_kfid: str, cursor: str) -> None:
+        self.r.set(_kf(open_kfid, "cursor"), cursor)
+
+    def add_kf_account(self, open_kfid: str) -> None:
+        """Remember a kf account, so the scheduler pulls it even when its callbacks are lost."""
+        self.r.sadd(KF_KNOWN, open_kfid)
+
+    def kf_accounts(self) -> list[str]:
+        """Every kf account seen so far."""
+        return sorted(self.r.smembers(KF_KNOWN))
+
+    def backlog_before(self, open_kfid: str, default: float) -> float:
+        """The cut-off of an account's first pull (older messages are not answered): set to `default` once,
+        kept across retries until clear_backlog() says the first pull reached the end."""
+        key = _kf(open_kfid, "backlog_before")
+        self.r.set(key, default, nx=True, ex=86400)
+        return float(self.r.get(key) or 0)
+
+    def current_backlog(self, open_kfid: str) -> float:
+        """The cut-off of a first pull still under way (0: none)."""
+        return float(self.r.get(_kf(open_kfid, "backlog_before")) or 0)
+
+    def clear_backlog(self, open_kfid: str) -> None:
+        self.r.delete(_kf(open_kfid, "backlog_before"))
+
+    @contextmanager
+    def lock(self, name: str, ttl: float = 10.0, wait: float = 15.0) -> Iterator[Callable[[], None]]:
+        """Hold `name` exclusively across processes; yields `renew()`; raises LockBusy after `wait` s.
+
+        The TTL is short so that a lock orphaned by a crash (or a Redis restart) frees itself soon;
+        long holders call renew() as they make progress."""
+        key, token = f"wecom:lock:{{{name}}}", secrets.token_hex(8)
+        deadline = time.monotonic() + wait
+        while not self.r.set(key, token, nx=True, px=int(ttl * 1000)):
+            if time.monotonic() > deadline:
+                raise LockBusy(name)
+            time.sleep(0.05)
+        try:
+            yield lambda: self._renew(keys=[key], args=[token, int(ttl * 1000)])
+        finally:
+            self._release(key, token)
+
+    # idempotent actions
+    def is_done(self, key: str) -> bool:
+        return bool(self.r.exists(f"wecom:done:{{{key}}}"))
+
+    def done_value(self, key: str) -> str | None:
+        """What mark_done stored for `key` (None when not done)."""
+        return self.r.get(f"wecom:done:{{{key}}}")
+
+    def mark_done(self, key: str, result: str = "1") -> None:
+        self.r.set(f"wecom:done:{{{key}}}", result, ex=DONE_TTL)
+
+    def once(self, key: str, step: Callable[[], Any]) -> None:
+        """Run `step` unless `key` is done; mark it done after it succeeded."""
+        if not self.is_done(key):
+            step()
+            self.mark_done(key)
+
+    # numbers and history
+    def count(self, name: str, n: int = 1) -> None:
+        self.r.hincrby(COUNTERS, name, n)
+
+    def counters(self) -> dict[str, int]:
+        return {k: int(v) for k, v in self.r.hgetall(COUNTERS).items()}
+
+    def record(self, kind: str, **data: Any) -> None:
+        """Append an event (e.g. message_in, reply_sent, staff_reply) to the capped history."""
+        self.r.xadd(EVENTS, {"kind": kind, "at": f"{time.time():.3f}",
+                             "data": json.dumps(data, ensure_ascii=False, default=str)},
+                    maxlen=EVENTS_MAXLEN, approximate=True)
+
+    def events(self, count: int = 100) -> list[dict[str, Any]]:
+        """Newest events first."""
+        return [{"id": eid, "kind": f["kind"], "at": float(f["at"]), **json.loads(f["data"])}
+                for eid, f in self.r.xrevrange(EVENTS, count=count)]

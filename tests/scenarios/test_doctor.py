@@ -1,0 +1,60 @@
+"""`wecom-bot doctor` against the sandbox: wrong secret, corp id, trusted IP, unreachable Redis, servicers, all good."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+from bot.ops.doctor import run_doctor
+
+
+def doctor(settings, **kw) -> tuple[int, str]:
+    out = io.StringIO()
+    rc = run_doctor(settings, out, **kw)
+    return rc, out.getvalue()
+
+
+def test_all_good_exits_zero(settings, sandbox):
+    sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
+    rc, text = doctor(settings)
+    assert rc == 0, text
+    assert "access token: gettoken accepted" in text and "receiving servicers: li.consultant" in text
+    assert "all checks passed" in text and "timezone Asia/Shanghai" in text
+    assert settings.secret not in text and settings.aes_key not in text
+
+
+def test_wrong_secret_is_explained(settings, sandbox):
+    rc, text = doctor(dataclasses.replace(settings, secret="not-the-secret"))
+    assert rc == 1
+    assert "errcode 40001" in text and "WECOM_SECRET" in text and "应用管理" in text
+    assert "not-the-secret" not in text
+
+
+def test_wrong_corp_id_and_untrusted_ip_are_explained(settings, sandbox):
+    rc, text = doctor(dataclasses.replace(settings, corp_id="wwWrongCorp"))
+    assert rc == 1 and "errcode 40013" in text and "WECOM_CORP_ID" in text
+    sandbox.queue("gettoken", {"errcode": 60020, "errmsg": "not allow to access from your ip, from ip: 1.2.3.4"})
+    rc, text = doctor(settings)
+    assert rc == 1 and "errcode 60020" in text and "企业可信IP" in text and "1.2.3.4" in text
+
+
+def test_unreachable_redis_is_explained(settings, sandbox):
+    sandbox.set_servicers({"li.consultant": 0})
+    rc, text = doctor(dataclasses.replace(settings, redis_url="redis://:hunter2@127.0.0.1:1/0"))
+    assert rc == 1
+    assert "Redis at redis://:***@127.0.0.1:1/0 is unreachable" in text and "REDIS_URL" in text
+    assert "hunter2" not in text
+
+
+def test_no_receiving_servicer_and_unbound_kf(settings, sandbox):
+    sandbox.set_servicers({"li.consultant": 1})
+    rc, text = doctor(settings)
+    assert rc == 1 and "no servicer is receiving (接待中)" in text and "接待人员" in text
+    sandbox.queue("kf/account/list", {"errcode": 48002, "errmsg": "api forbidden"})
+    rc, text = doctor(settings)
+    assert rc == 1 and "可调用接口的应用" in text
+
+
+def test_unreachable_wecom_is_explained(settings):
+    rc, text = doctor(settings.with_api_base("http://127.0.0.1:1/cgi-bin/"))
+    assert rc == 1 and "cannot reach http://127.0.0.1:1/cgi-bin/" in text and "WECOM_API_BASE_URL" in text

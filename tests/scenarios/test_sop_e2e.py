@@ -1,0 +1,108 @@
+"""SOP journeys end to end: triggers from real callbacks, scheduler ticks, touches sent by the worker."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime
+
+from bot.records.store import Store
+from tests.support import cli, drain, kf_notice
+
+
+def post_and_drain(sandbox, service, runtime) -> None:
+    assert service.post(kf_notice(sandbox.callback_token(), create_time=time.time_ns())).status_code == 200
+    drain(runtime.worker())
+
+
+def test_first_kf_contact_gets_the_welcome_with_the_event_code(sandbox, service, runtime):
+    sandbox.add_event({"event_type": "enter_session", "external_userid": "wmNew1", "scene": "qr",
+                       "welcome_code": "WELCOME_CODE_1"})
+    post_and_drain(sandbox, service, runtime)
+    sent = [d for d in sandbox.delivered() if d.get("code") == "WELCOME_CODE_1"]
+    assert len(sent) == 1 and "欢迎" in sent[0]["text"]["content"]
+    engine = runtime.engine()
+    assert engine.pending()  # the rest of the new-customer week is scheduled
+    # the same event pulled again (lost cursor) sends nothing more
+    runtime.r.delete(f"wecom:kf:{{{sandbox.open_kfid}}}:cursor")
+    post_and_drain(sandbox, service, runtime)
+    assert len([d for d in sandbox.delivered() if d.get("code")]) == 1
+
+
+def test_staff_contact_added_gets_send_welcome_msg(sandbox, service, runtime):
+    xml = ("<xml><ToUserName><![CDATA[wwsandbox0000000001]]></ToUserName><FromUserName><![CDATA[sys]]>"
+           "</FromUserName><CreateTime>{t}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+           "<Event><![CDATA[change_external_contact]]></Event><ChangeType><![CDATA[add_external_contact]]>"
+           "</ChangeType><UserID><![CDATA[li.consultant]]></UserID><ExternalUserID><![CDATA[wmStaffAdded]]>"
+           "</ExternalUserID><State><![CDATA[store_sh01]]></State><WelcomeCode><![CDATA[WC-123]]></WelcomeCode></xml>")
+    t = int(time.time())
+    for _ in range(2):  # WeCom retries: one welcome
+        assert service.post(xml.format(t=t)).status_code == 200
+    drain(runtime.worker())
+    calls = sandbox.requests("externalcontact/send_welcome_msg")
+    assert len(calls) == 1 and calls[0]["json"]["welcome_code"] == "WC-123"
+    assert runtime.customers.owner("wmStaffAdded") == "li.consultant"
+
+
+def test_due_touch_goes_out_through_the_worker_once(sandbox, service, runtime):
+    sandbox.add_customer_text("wmJourney", "你好")
+    post_and_drain(sandbox, service, runtime)  # first contact: enrolled in the new-customer week
+    before = len([d for d in sandbox.delivered() if d["touser"] == "wmJourney"])
+    scheduler = runtime.scheduler(threading.Event())
+    now = time.time()
+    emitted = scheduler.tick(now + 1)  # the welcome step is due at once
+    drain(runtime.worker())
+    scheduler.tick(now + 2)
+    drain(runtime.worker())
+    mine = [d for d in sandbox.delivered() if d["touser"] == "wmJourney"]
+    assert emitted >= 1 and len(mine) == before + 1
+    assert "欢迎" in mine[-1]["text"]["content"]
+    kinds = [e["kind"] for e in Store(runtime.r).events(100)]
+    assert "touch" in kinds
+
+
+def test_unsubscribed_customer_gets_no_touches(sandbox, service, runtime):
+    sandbox.add_customer_text("wmTD", "你好")
+    post_and_drain(sandbox, service, runtime)
+    sandbox.add_customer_text("wmTD", "TD")
+    post_and_drain(sandbox, service, runtime)
+    before = len([d for d in sandbox.delivered() if d["touser"] == "wmTD"])
+    scheduler = runtime.scheduler(threading.Event())
+    for days in range(0, 8):
+        scheduler.tick(time.time() + days * 86400 + 1)
+        drain(runtime.worker())
+    assert len([d for d in sandbox.delivered() if d["touser"] == "wmTD"]) == before
+
+
+def test_coupon_issue_schedules_the_expiry_reminder(sandbox, service, runtime):
+    sandbox.add_customer_text("wmCoupon", "有优惠券吗")
+    post_and_drain(sandbox, service, runtime)
+    from sop.engine import DUE
+
+    journeys = {member.split("|")[0] for member in runtime.r.zrange(DUE, 0, -1) if "|wmCoupon|" in member}
+    assert "coupon_expiry" in journeys
+
+
+def test_cli_sop_plan_json_contract():
+    out = cli("sop", "plan", "--customer", "wmNobody", "--start", "2026-12-07T09:00:00+08:00", "--days", "7",
+              "--json", env={"REDIS_URL": "redis://127.0.0.1:1/0"})
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines() if line.strip()]
+    assert rows
+    assert all(list(row) == ["journey", "step", "at", "due", "channel", "decision", "reason"] for row in rows)
+    assert {row["decision"] for row in rows} <= {"send", "defer", "skip", "remind"}
+    sent_per_day: dict[str, int] = {}
+    for row in rows:
+        if row["decision"] == "send" and row["channel"] in ("kf", "mass_task"):
+            day = datetime.fromisoformat(row["at"]).date().isoformat()
+            sent_per_day[day] = sent_per_day.get(day, 0) + 1
+    assert max(sent_per_day.values(), default=0) <= 3
+
+
+def test_cli_sop_validate_reports_file_and_line(tmp_path):
+    assert cli("sop", "validate").returncode == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("id: x\ntitle: t\ntrigger: nonsense\nsteps: []\n")
+    out = cli("sop", "validate", str(tmp_path))
+    assert out.returncode == 1 and f"{bad}:3" in (out.stdout + out.stderr)

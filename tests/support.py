@@ -1,0 +1,104 @@
+"""Helpers the tests share that are not fixtures: the service over HTTP, callbacks, draining a worker."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import redis
+import requests
+from werkzeug.serving import make_server
+
+from bot.config import (
+    SANDBOX_AES_KEY,
+    SANDBOX_CORP_ID,
+    SANDBOX_OPEN_KFID,
+    SANDBOX_TOKEN,
+    Settings,
+    load_settings,
+)
+from bot.queue.inbox import Inbox
+from bot.records.customers import Customers
+from bot.web.envelope import CallbackCrypto
+from sop.engine import Engine
+from sop.journeys import Journey
+from sop.plan import Rules
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def engine_for(r: redis.Redis, journeys: Iterable[Journey], rules: Rules, tz: ZoneInfo) -> Engine:
+    """An SOP engine wired as the runtime wires it: customers from Redis, touches into the inbox."""
+    return Engine(r, journeys, rules, tz, customers=Customers(r), emit=Inbox(r).emit_touches)
+
+
+def make_settings(sandbox_url: str, redis_url: str, **worker: Any) -> tuple[Settings, dict[str, str]]:
+    """Settings as a real deployment would have them, pointed at the sandbox and the test Redis."""
+    env = {"WECOM_SECRET": "sandbox-secret", "WECOM_CORP_ID": SANDBOX_CORP_ID, "WECOM_TOKEN": SANDBOX_TOKEN,
+           "WECOM_AES_KEY": SANDBOX_AES_KEY, "WECOM_AGENT_ID": "1000002",
+           "WECOM_API_BASE_URL": f"{sandbox_url}/cgi-bin/", "REDIS_URL": redis_url}
+    s = load_settings(ROOT / "config.yaml", env)
+    wk = dataclasses.replace(s.worker, claim_idle_seconds=0.5, block_ms=50, **worker)
+    return dataclasses.replace(s, worker=wk), env
+
+
+class Service:
+    """The Flask app served over real HTTP on loopback."""
+
+    def __init__(self, app: Any, crypto: CallbackCrypto, path: str) -> None:
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        self.crypto = crypto
+        self.path = path
+        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self.thread.start()
+
+    def post(self, plain_xml: str, **kw: Any) -> requests.Response:
+        query, body = self.crypto.encrypt(plain_xml, **kw)
+        return requests.post(self.url + self.path, params=query, data=body.encode(), timeout=10)
+
+    def post_raw(self, params: dict[str, str], body: bytes | str) -> requests.Response:
+        return requests.post(self.url + self.path, params=params, data=body, timeout=10)
+
+    def stop(self) -> None:
+        self.server.shutdown()
+
+
+def kf_notice(token: str, open_kfid: str = SANDBOX_OPEN_KFID, create_time: int | None = None,
+              corp_id: str = SANDBOX_CORP_ID) -> str:
+    """Plaintext of a kf_msg_or_event callback."""
+    return (f"<xml><ToUserName><![CDATA[{corp_id}]]></ToUserName><CreateTime>{create_time or int(time.time())}"
+            f"</CreateTime><MsgType><![CDATA[event]]></MsgType><Event><![CDATA[kf_msg_or_event]]></Event>"
+            f"<Token><![CDATA[{token}]]></Token><OpenKfId><![CDATA[{open_kfid}]]></OpenKfId></xml>")
+
+
+def drain(worker: Any, timeout: float = 60.0) -> None:
+    """Run the worker until the inbox is empty and nothing is pending (another worker may hold some)."""
+    deadline = time.monotonic() + timeout
+    idle = 0
+    while time.monotonic() < deadline:
+        n = worker.run_once()
+        depth = worker.inbox.depth()
+        if n == 0 and depth["pending"] == 0 and depth["lag"] == 0:
+            idle += 1
+            if idle >= 2:
+                return
+        else:
+            idle = 0
+        if n == 0:
+            time.sleep(0.02)
+    raise AssertionError(f"inbox not drained: {worker.inbox.depth()}")
+
+
+def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m bot ARGS` in the repository, as an operator runs it."""
+    return subprocess.run([sys.executable, "-m", "bot", "--log-level", "WARNING", *args], input=stdin,
+                          capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
