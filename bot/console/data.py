@@ -15,10 +15,10 @@ from bot.records.customers import Customers
 from bot.records.handoffs import Handoffs
 from bot.records.store import EVENTS
 from bot.times import from_ts
+from intents.labels import LABELS_ZH
 from sop.plan import Rules
 
-INTENT_NAMES = {"price": "价格咨询", "human": "要人工", "complaint": "投诉", "unsubscribe": "退订",
-                "discount": "优惠/券", "greeting": "问候", "faq": "常见问题", "other": "其他", "none": "非文本/未识别"}
+INTENT_NAMES = {**LABELS_ZH, "faq": "常见问题", "none": "非文本/未识别"}
 STATE_NAMES = {"open": "等待中", "claimed": "已认领", "answered": "已回复", "closed": "已结束"}
 SOP_OUTCOMES = (("sent", "已发送"), ("deferred", "已推迟"), ("skipped", "已跳过"), ("failed", "失败"),
                 ("reminded", "转员工提醒"))

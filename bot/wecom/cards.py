@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.content.team import Consultant
 from bot.wecom import clip
+from intents.labels import LABELS_ZH
 
 if TYPE_CHECKING:
     from bot.records.handoffs import Handoff
@@ -57,7 +58,7 @@ LIMITS = {
 MAX_HORIZONTAL = 6  # horizontal_content_list: at most 6 items
 HISTORY_LINES = 5
 
-INTENT_LABELS = {"price": "询价", "human": "找人工", "complaint": "投诉", "discount": "要优惠"}
+INTENT_LABELS = {name: LABELS_ZH[name] for name in ("price", "human", "complaint", "discount")}  # handoff causes
 SOURCE_DESC = "私域助手·转人工"
 
 
