@@ -112,11 +112,7 @@ SCHEMA: dict[KeyPath, set[str]] = {
 
 
 def _number(doc: yamlfile.Doc, keypath: KeyPath, default: float, kind: type = int, minimum: float = 0) -> Any:
-    value = _get(doc, keypath, default)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
-        raise doc.error(keypath, f"must be a number >= {minimum}, got {value!r}")
-    if kind is int and not isinstance(value, int):
-        raise doc.error(keypath, f"must be a whole number >= {minimum}, got {value!r}")
+    value = yamlfile.number(doc, keypath, _get(doc, keypath, default), minimum=minimum, whole=kind is int)
     return kind(value)
 
 

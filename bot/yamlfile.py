@@ -34,6 +34,26 @@ def text(doc: Doc, keypath: KeyPath, value: Any) -> str:
     return value
 
 
+def number(doc: Doc, keypath: KeyPath, value: Any, *, minimum: float | None = None,
+           maximum: float | None = None, whole: bool = False) -> float:
+    """A number within [minimum, maximum] (a whole one when `whole`); the error names file, line and key."""
+    kind = "a whole number" if whole else "a number"
+    bounds = (f" from {minimum:g} to {maximum:g}" if minimum is not None and maximum is not None
+              else f" >= {minimum:g}" if minimum is not None else f" <= {maximum:g}" if maximum is not None else "")
+    ok = not isinstance(value, bool) and isinstance(value, int if whole else int | float)
+    if not ok or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise doc.error(keypath, f"must be {kind}{bounds}, got {shown(value)}")
+    return float(value)
+
+
+def choice(doc: Doc, keypath: KeyPath, value: Any, options: dict[str, str]) -> str:
+    """One of `options` (word -> what it means); the error lists them."""
+    if value not in options:
+        listed = ", ".join(f"{word} ({meaning})" for word, meaning in options.items())
+        raise doc.error(keypath, f"must be one of: {listed}; got {shown(value)}")
+    return str(value)
+
+
 def shown(value: Any) -> str:
     """A value's type and repr, for error messages ("nothing" for a missing value)."""
     return "nothing" if value is None else f"{type(value).__name__} {value!r}"

@@ -153,19 +153,12 @@ def load_keywords(path: Path | str = KEYWORDS_PATH) -> KeywordRules:
     ignore = _words(doc, ("ignore",), top.get("ignore", []))
     model = _mapping(doc, ("model",), top.get("model", {}), ("threshold", "threshold_model_only",
                                                                 "context_seconds"))
-    threshold = _number(doc, ("model", "threshold"), model.get("threshold", 0.45), 0.0, 1.0)
-    model_only = _number(doc, ("model", "threshold_model_only"), model.get("threshold_model_only", 0.6), 0.0, 1.0)
-    context = int(_number(doc, ("model", "context_seconds"), model.get("context_seconds", 600), 0, 86400, whole=True))
+    threshold = yamlfile.number(doc, ("model", "threshold"), model.get("threshold", 0.45), minimum=0, maximum=1)
+    model_only = yamlfile.number(doc, ("model", "threshold_model_only"), model.get("threshold_model_only", 0.6),
+                                 minimum=0, maximum=1)
+    context = int(yamlfile.number(doc, ("model", "context_seconds"), model.get("context_seconds", 600),
+                                  minimum=0, maximum=86400, whole=True))
     return KeywordRules(tuple(priority), labels, negation_words, window, ignore, threshold, context, model_only)
-
-
-def _number(doc: Doc, keypath: KeyPath, value: Any, low: float, high: float, whole: bool = False) -> float:
-    """A number within [low, high] (a whole one when `whole`)."""
-    kinds = (int,) if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
-        kind = "a whole number" if whole else "a number"
-        raise doc.error(keypath, f"must be {kind} from {low:g} to {high:g}")
-    return float(value)
 
 
 def load_faq(path: Path | str = FAQ_PATH) -> FaqRules:
@@ -179,10 +172,10 @@ def load_faq(path: Path | str = FAQ_PATH) -> FaqRules:
     if "after_fallbacks" in top:
         where: KeyPath = ("after_fallbacks",)
         rule = _mapping(doc, where, top["after_fallbacks"], ("count", "then", "text"))
-        count = int(_number(doc, (*where, "count"), rule.get("count", 2), 1, 100, whole=True))
-        mode = rule.get("then", "offer")
-        if mode not in ("offer", "handoff"):
-            raise doc.error((*where, "then"), "must be offer (suggest a person) or handoff (hand the chat over)")
+        count = int(yamlfile.number(doc, (*where, "count"), rule.get("count", 2), minimum=1, maximum=100,
+                                    whole=True))
+        mode = yamlfile.choice(doc, (*where, "then"), rule.get("then", "offer"),
+                               {"offer": "suggest a person", "handoff": "hand the chat over"})
         repeat = RepeatRule(count, mode, _text(doc, (*where, "text"), rule.get("text")))
     topics: list[Topic] = []
     seen: set[str] = set()

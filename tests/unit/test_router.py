@@ -216,3 +216,21 @@ def test_examples_of_one_label_are_a_config_error(tmp_path: Path) -> None:
     (examples / "only.tsv").write_text("text\tlabel\n多少钱\tprice\n几钱\tprice\n", encoding="utf-8")
     with pytest.raises(ConfigError, match=r"only\.tsv:1: the examples must cover at least two labels"):
         load_classifier(KEYWORDS_PATH, FAQ_PATH, examples)
+
+
+@pytest.mark.parametrize(("loader", "source", "old", "new", "key"), [
+    ("keywords", KEYWORDS_PATH, "  threshold: 0.45\n", "  threshold: 1.5\n", "model.threshold: must be a number from 0 to 1"),
+    ("faq", FAQ_PATH, "  then: offer\n", "  then: maybe\n", "after_fallbacks.then: must be one of: offer"),
+])
+def test_router_settings_are_checked_with_file_and_line(tmp_path: Path, loader: str, source: Path, old: str,
+                                                        new: str, key: str) -> None:
+    from intents.config import load_faq, load_keywords
+
+    text = source.read_text(encoding="utf-8")
+    assert old in text
+    path = tmp_path / source.name
+    path.write_text(text.replace(old, new), encoding="utf-8")
+    line = text[:text.index(old)].count("\n") + 1
+    with pytest.raises(ConfigError) as err:
+        (load_keywords if loader == "keywords" else load_faq)(path)
+    assert str(err.value).startswith(f"{path}:{line}: {key}"), str(err.value)
