@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
@@ -42,15 +43,16 @@ def number(doc: Doc, keypath: KeyPath, value: Any, *, minimum: float | None = No
               else f" >= {minimum:g}" if minimum is not None else f" <= {maximum:g}" if maximum is not None else "")
     ok = not isinstance(value, bool) and isinstance(value, int if whole else int | float)
     if not ok or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise doc.error(keypath, f"must be {kind}{bounds}, got {shown(value)}")
+        raise doc.error(keypath, f"expected {kind}{bounds}, got {shown(value)}")
     return float(value)
 
 
-def choice(doc: Doc, keypath: KeyPath, value: Any, options: dict[str, str]) -> str:
-    """One of `options` (word -> what it means); the error lists them."""
+def choice(doc: Doc, keypath: KeyPath, value: Any, options: Mapping[str, str] | Sequence[str]) -> str:
+    """One of `options` (words, or word -> what it means); the error lists them."""
     if value not in options:
-        listed = ", ".join(f"{word} ({meaning})" for word, meaning in options.items())
-        raise doc.error(keypath, f"must be one of: {listed}; got {shown(value)}")
+        listed = ", ".join(f"{word} ({options[word]})" if isinstance(options, Mapping) else word
+                           for word in options)
+        raise doc.error(keypath, f"expected one of {listed}; got {shown(value)}")
     return str(value)
 
 

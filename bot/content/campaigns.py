@@ -228,22 +228,14 @@ def _choice(doc: Doc, at: KeyPath, data: dict, key: str, options: tuple[str, ...
     """One of a fixed set of words."""
     if not _present(doc, at, data, key, required):
         return None
-    value = data[key]
-    if value not in options:
-        raise doc.error((*at, key), f"expected one of {', '.join(options)}, got {value!r}")
-    return value
+    return yamlfile.choice(doc, (*at, key), data[key], options)
 
 
 def _integer(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = False, minimum: int = 0) -> int | None:
     """A whole number >= minimum."""
     if not _present(doc, at, data, key, required):
         return None
-    value = data[key]
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise doc.error((*at, key), f"expected a whole number, got {shown(value)}")
-    if value < minimum:
-        raise doc.error((*at, key), f"must be at least {minimum}, got {value}")
-    return value
+    return int(yamlfile.number(doc, (*at, key), data[key], minimum=minimum, whole=True))
 
 
 def _number(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = False) -> Number | None:
@@ -251,8 +243,7 @@ def _number(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = Fal
     if not _present(doc, at, data, key, required):
         return None
     value = data[key]
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise doc.error((*at, key), f"expected a number, got {shown(value)}")
+    yamlfile.number(doc, (*at, key), value)
     if not value > 0 or round(value, 2) != value:
         raise doc.error((*at, key), f"must be a positive number with at most 2 decimals, got {value}")
     return value

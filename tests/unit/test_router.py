@@ -219,8 +219,8 @@ def test_examples_of_one_label_are_a_config_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("loader", "source", "old", "new", "key"), [
-    ("keywords", KEYWORDS_PATH, "  threshold: 0.45\n", "  threshold: 1.5\n", "model.threshold: must be a number from 0 to 1"),
-    ("faq", FAQ_PATH, "  then: offer\n", "  then: maybe\n", "after_fallbacks.then: must be one of: offer"),
+    ("keywords", KEYWORDS_PATH, "  threshold: 0.45\n", "  threshold: 1.5\n", "model.threshold: expected a number from 0 to 1"),
+    ("faq", FAQ_PATH, "  then: offer\n", "  then: maybe\n", "after_fallbacks.then: expected one of offer"),
 ])
 def test_router_settings_are_checked_with_file_and_line(tmp_path: Path, loader: str, source: Path, old: str,
                                                         new: str, key: str) -> None:
