@@ -105,7 +105,7 @@ def main() -> None:
 
     env = dict(os.environ)
     bare = wall([sys.executable, "-c", "pass"], env)
-    stats = wall([sys.executable, "-m", "bot.cli", "coupons", "stats"], env)
+    stats = wall([sys.executable, "-m", "bot", "coupons", "stats"], env)
     print(f"python -c pass:                             {bare:.2f} s")
     print(f"wecom-bot coupons stats (never classifies): {stats:.2f} s (target <= 1.5 s)")
 
