@@ -104,11 +104,27 @@ def _build(node: yaml.Node, keypath: KeyPath, lines: dict[KeyPath, int], loader:
     return loader.construct_object(node, deep=True)
 
 
+# Operator files are small; a larger one is a mistake (or an attack), refused before parsing.
+MAX_BYTES = 2 * 2**20
+
+
+def _refuse_aliases(text: str, path: Path) -> None:
+    """Anchors and aliases (&x / *x) are refused: expanding them can grow without bound (alias bombs)."""
+    for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            line = event.start_mark.line + 1 if event.start_mark else 1
+            raise ConfigError(f"{path}:{line}: YAML anchors and aliases (&name, *name) are not "
+                              "allowed in operator files: write the value out")
+
+
 def parse(text: str, path: Path | str = "<string>") -> Doc:
     """Parse YAML text; a syntax error becomes a ConfigError with file and line."""
     path = Path(path)
+    if len(text) > MAX_BYTES:
+        raise ConfigError(f"{path}:1: file too large ({len(text)} characters, at most {MAX_BYTES})")
     loader = yaml.SafeLoader(text)
     try:
+        _refuse_aliases(text, path)
         node = loader.get_single_node()
         lines: dict[KeyPath, int] = {}
         data = _build(node, (), lines, loader) if node is not None else None
@@ -118,6 +134,8 @@ def parse(text: str, path: Path | str = "<string>") -> Doc:
         raise ConfigError(f"{path}:{line}: invalid YAML: {exc.problem or exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}:1: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}:1: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     return Doc(path, data, lines)

@@ -109,6 +109,8 @@ class Content:
         self._mtimes = _mtimes(settings.content)
         self._checked = time.monotonic()
         self._lock = threading.Lock()
+        self._reloading: threading.Thread | None = None
+        self.version = 0  # +1 on every reload that took effect
 
     def get(self, name: str) -> Any:
         """The current object for `name` (classifier, campaigns, journeys, team), or None."""
@@ -122,8 +124,25 @@ class Content:
                         raise
                     self._lazy = self._lazy - {name}
         if time.monotonic() - self._checked >= self.check_every:
-            self.reload_if_changed()
+            self._reload_in_background()
         return self._items.get(name)
+
+    def wait_reload(self, timeout: float = 60.0) -> None:
+        """Wait for a reload started by get() to finish (tests and commands that must see the edit)."""
+        thread = self._reloading
+        if thread is not None:
+            thread.join(timeout)
+
+    def _reload_in_background(self) -> None:
+        """Start one reload off the message path when a file changed; messages keep the running version."""
+        self._checked = time.monotonic()
+        if _mtimes(self.settings.content) == self._mtimes:
+            return
+        with self._lock:
+            if self._reloading is not None and self._reloading.is_alive():
+                return
+            self._reloading = threading.Thread(target=self.reload_if_changed, name="content-reload", daemon=True)
+            self._reloading.start()
 
     @property
     def classifier(self) -> Classifier | None:
@@ -146,19 +165,26 @@ class Content:
         return self.get("team")
 
     def reload_if_changed(self, force: bool = False) -> bool:
-        """Reload when a file changed (or `force`); an invalid edit is logged and the running version stays."""
-        with self._lock:
-            self._checked = time.monotonic()
-            mtimes = _mtimes(self.settings.content)
-            if mtimes == self._mtimes and not force:
-                return False
+        """Reload when a file changed (or `force`); an invalid edit is logged and the running version stays.
+        Parsing and training run without the lock: readers keep the running version meanwhile."""
+        self._checked = time.monotonic()
+        mtimes = _mtimes(self.settings.content)
+        if mtimes == self._mtimes and not force:
+            return False
+        changed = [name for name, before, now in zip(self.settings.content, self._mtimes, mtimes, strict=False)
+                   if before != now] if len(mtimes) == len(self._mtimes) else list(self.settings.content)
+        try:
+            items = load_content(self.settings, self._lazy)
+        except Exception as exc:  # noqa: BLE001 - any broken edit keeps the running version
+            message = str(exc) if isinstance(exc, ConfigError) else \
+                f"{', '.join(str(self.settings.content[n]) for n in changed)}: {type(exc).__name__}: {exc}"
+            self.error = message
             self._mtimes = mtimes
-            try:
-                self._items = load_content(self.settings, self._lazy)
-            except ConfigError as exc:
-                self.error = str(exc)
-                log.error("content not reloaded, keeping the running version: %s", exc)
-                return False
+            log.error("content not reloaded, keeping the running version: %s", message)
+            return False
+        with self._lock:
+            self._items, self._mtimes = items, mtimes
             self.error = None
-            log.info("content reloaded")
-            return True
+            self.version += 1
+        log.info("content reloaded (%s)", ", ".join(str(self.settings.content[n]) for n in changed) or "forced")
+        return True

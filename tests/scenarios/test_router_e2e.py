@@ -69,12 +69,18 @@ def test_an_edited_examples_file_changes_the_running_router(sandbox, settings, r
         (examples / "brand.tsv").write_text(f"text\tlabel\tkind\n{taught}\n", encoding="utf-8")
         later = time.time() + 5
         os.utime(examples, (later, later))
+        version = rt.content.version
+        rt.content.get("classifier")  # the edit is noticed; the model retrains in the background
+        rt.content.wait_reload()
+        assert rt.content.version == version + 1
         say(sandbox, service, rt, "开个喵喵通道", "wmReload02")
         assert sandbox.requests("kf/service_state/trans"), "the taught message was not handed to a person"
         # a broken edit is reported with file and line, and the running model stays
         (examples / "broken.tsv").write_text("text\tlabel\n喵喵通道\tnot-a-label\n", encoding="utf-8")
         later += 5
         os.utime(examples, (later, later))
+        rt.content.get("classifier")
+        rt.content.wait_reload()
         before = len(sandbox.requests("kf/service_state/trans"))
         say(sandbox, service, rt, "我要喵喵通道", "wmReload03")
         assert rt.content.error and "broken.tsv:2:" in rt.content.error

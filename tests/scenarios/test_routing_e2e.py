@@ -174,11 +174,15 @@ def test_broken_edit_keeps_the_running_version(tmp_path, settings, r):
     before = content.get("classifier")
     assert before.classify("有优惠吗").intent == "discount"
     paths["keywords"].write_text("labels: [unclosed\n")
+    assert content.get("classifier") is before  # the reload runs off the message path
+    content.wait_reload()
     assert content.get("classifier") is before
     assert content.error and f"{paths['keywords']}:" in content.error and "invalid YAML" in content.error
     text = (Path(settings.content["keywords"])).read_text()
     paths["keywords"].write_text(text + "\n")
     time.sleep(0.01)
+    content.get("classifier")
+    content.wait_reload()
     assert content.get("classifier") is not None and content.error is None
 
 

@@ -234,3 +234,18 @@ def test_router_settings_are_checked_with_file_and_line(tmp_path: Path, loader: 
     with pytest.raises(ConfigError) as err:
         (load_keywords if loader == "keywords" else load_faq)(path)
     assert str(err.value).startswith(f"{path}:{line}: {key}"), str(err.value)
+
+
+def test_yaml_aliases_and_huge_files_are_refused_with_file_and_line(tmp_path: Path) -> None:
+    from bot import yamlfile
+    from intents.config import load_faq
+
+    bomb = tmp_path / "faq.yaml"
+    bomb.write_text('fallback: "x"\na: &a ["lol", "lol", "lol"]\nb: &b [*a, *a, *a, *a]\nc: [*b, *b, *b, *b]\n',
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{bomb}:2: YAML anchors and aliases"):
+        load_faq(bomb)
+    huge = tmp_path / "keywords.yaml"
+    huge.write_text("# " + "x" * (yamlfile.MAX_BYTES + 1), encoding="utf-8")
+    with pytest.raises(ConfigError, match=rf"^{huge}:1: file too large"):
+        yamlfile.load(huge)
