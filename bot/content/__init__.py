@@ -105,7 +105,13 @@ class Content:
         self.check_every = check_every
         self.error: str | None = None
         self._lazy = frozenset(lazy)
-        self._items = load_content(settings, self._lazy)
+        try:
+            self._items = load_content(settings, self._lazy)
+        except ConfigError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - start-up says one line, never a traceback
+            files = ", ".join(str(path) for path in settings.content.values())
+            raise ConfigError(f"{files}: cannot load ({type(exc).__name__}: {exc})") from None
         self._mtimes = _mtimes(settings.content)
         self._checked = time.monotonic()
         self._lock = threading.Lock()
