@@ -149,13 +149,9 @@ class Classifier:
         lengths: dict[str, set[int]] = {}
         for word in targets:
             lengths.setdefault(word[0], set()).add(len(word))
-        for phrase in self._phrases:
-            lengths.setdefault(phrase[0], set())
         self._lengths = {char: tuple(sorted(ls, reverse=True)) for char, ls in lengths.items()}
-        phrase_lengths: dict[str, set[int]] = {}
-        for phrase in self._phrases:
-            phrase_lengths.setdefault(phrase[0], set()).add(len(phrase))
-        self._phrase_lengths = {c: tuple(sorted(ls, reverse=True)) for c, ls in phrase_lengths.items()}
+        ordered = sorted(self._phrases, key=len, reverse=True)  # longest first: 几多钱 before 几多
+        self._phrase_re = re.compile("|".join(map(re.escape, ordered))) if ordered else None
 
         # Pinyin spellings of Chinese keywords of two or more characters: homophones ("尤惠") and
         # customers typing pinyin ("youhui", "zhuan rengong") hit the keyword they sound like.
@@ -321,20 +317,9 @@ class Classifier:
 
     def _apply_phrases(self, norm: str) -> str:
         """Replace dialect phrases, leftmost-longest."""
-        if not self._phrase_lengths:
+        if self._phrase_re is None:
             return norm
-        out, i, size = [], 0, len(norm)
-        while i < size:
-            for length in self._phrase_lengths.get(norm[i], ()):
-                piece = norm[i:i + length]
-                if piece in self._phrases:
-                    out.append(self._phrases[piece])
-                    i += length
-                    break
-            else:
-                out.append(norm[i])
-                i += 1
-        return "".join(out)
+        return self._phrase_re.sub(lambda m: self._phrases[m.group(0)], norm)
 
     def _rules(self, parsed: Parsed) -> RuleResult:
         """Keyword hits on token boundaries, negation, pinyin sound-alikes."""

@@ -44,13 +44,14 @@ class LinearModel:
 
     def probabilities(self, rows: list[int], count: int, fixed: Sequence[int] = ()) -> list[float]:
         """Label probabilities: `rows` of `count` text features (scaled to unit length), `fixed` at 1."""
-        scale = 1.0 / math.sqrt(max(count, 1))
-        picked = rows + [f for f in fixed if f not in rows]
-        weights = np.full(len(picked), 1.0, dtype=np.float32)
-        weights[:len(rows)] = scale
-        scores = (weights @ self.weights[picked] + self.bias).tolist() if picked else self.bias.tolist()
+        scores = self.bias
+        if rows:
+            scores = scores + self.weights[rows].sum(axis=0) * (1.0 / math.sqrt(max(count, 1)))
+        extra = [f for f in fixed if f not in rows]
+        if extra:
+            scores = scores + self.weights[extra].sum(axis=0)
         # Each label's own sigmoid, normalised over the labels (as scikit-learn's predict_proba).
-        odds = [1.0 / (1.0 + math.exp(-x)) if x > -700.0 else 0.0 for x in scores]
+        odds = [1.0 / (1.0 + math.exp(-x)) if x > -700.0 else 0.0 for x in scores.tolist()]
         total = sum(odds)
         return [o / total for o in odds]
 
