@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.act.staff import Staff
-from bot.content.team import Assignment, Team, pick
+from bot.content.team import Assignment, Team, on_duty, pick
 from bot.records.handoffs import Handoff, Handoffs
 from bot.records.store import Store
 from bot.wecom import WeCom, WeComError, cards
@@ -90,8 +90,21 @@ class Desk:
         if a.supervisor and not a.off_hours:
             self.store.once(f"{key}:alert_sup:{a.supervisor}", functools.partial(self.staff.alert, h, a.supervisor, 0))
         if a.userid is None and not a.off_hours:
+            # Queued: nobody was assigned, so everyone on duty who can pick it from the queue, and the
+            # supervisors, are told (the team robot too, when configured); never nobody at all.
+            for userid, level in self._queue_watchers(team, now):
+                self.store.once(f"{key}:alert_queue:{userid}", functools.partial(self.staff.alert, h, userid, level))
             self.store.once(f"{key}:robot", functools.partial(self.staff.robot, h))
         return h
+
+    @staticmethod
+    def _queue_watchers(team: Team, now: datetime) -> list[tuple[str, int]]:
+        """(userid, alert level) of those to tell about a queued chat: on-duty consultants, supervisors."""
+        supervisors = {c.supervisor for c in team.consultants if c.supervisor}
+        watchers = [(c.userid, 2 if c.userid in supervisors else 0) for c in team.consultants if on_duty(c, now)]
+        known = {userid for userid, _ in watchers}
+        watchers += [(userid, 2) for userid in sorted(supervisors - known)]
+        return watchers
 
     @staticmethod
     def _resume(team: Team, h: Handoff, intent: str) -> Assignment:

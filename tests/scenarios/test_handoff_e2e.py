@@ -330,3 +330,20 @@ def test_sla_ladder_waits_overnight_and_climbs_when_work_starts(desk_env, servic
     scheduler.tick(clock.advance(hours=13, minutes=5).timestamp())  # Tuesday 09:03
     drain(runtime.worker())
     assert open_handoff(runtime).level == 1
+
+
+def test_a_queued_chat_with_no_robot_alerts_whoever_is_on_duty_and_the_supervisor(sandbox, clock, service, runtime,
+                                                                                  monkeypatch):
+    """Nobody receiving in WeCom and no team robot: the chat waits in the kf queue, and the on-duty
+    consultants and the supervisor still get a claimable card (before: nobody was told)."""
+    monkeypatch.delenv("WECOM_ROBOT_KEY", raising=False)
+    sandbox.set_servicers({"li.consultant": 1, "wang.consultant": 1, "zhao.supervisor": 1})
+    say(sandbox, service, runtime, "这个沙发多少钱")
+    h = open_handoff(runtime)
+    assert h.consultant is None and sandbox.service_state(CUSTOMER) == 2  # in the queue
+    assert cards_to(sandbox, "li.consultant") and cards_to(sandbox, "zhao.supervisor")
+    assert not cards_to(sandbox, "wang.consultant")  # not on duty on Monday morning
+    # a retried entry does not send the cards twice
+    runtime.r.delete(f"wecom:kf:{{{sandbox.open_kfid}}}:cursor")
+    say(sandbox, service, runtime, "你好", "wmSomeoneElse")
+    assert len(cards_to(sandbox, "li.consultant")) == 1
