@@ -3,6 +3,7 @@ and closing — each step once. Opening a handoff is bot/act/desk.py."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
@@ -11,11 +12,14 @@ from bot.content.team import Team, next_on_duty, on_duty, pick
 from bot.records.customers import Customers
 from bot.records.handoffs import MAX_LEVEL, Handoff, Handoffs
 from bot.records.store import Store
-from bot.wecom import APP_MESSAGE, WeCom, WeComError, WeComRateLimited, cards
+from bot.wecom import APP_MESSAGE, ROBOT, WeCom, WeComError, WeComRateLimited, cards
 
 log = logging.getLogger("bot.act.staff")
 
 APP_MESSAGES_PER_MINUTE = 28  # WeCom drops what exceeds 30 per member per minute; keep a margin
+ROBOT_PER_MINUTE = 20  # a group robot takes 20 messages a minute (45009 past that)
+ROBOT_PENDING = "wecom:robot:pending"  # handoffs waiting for the robot's next summary message
+ROBOT_SUMMARY_MAX = 30  # handoffs named in one summary (the rest wait for the next)
 
 
 class Staff:
@@ -77,15 +81,49 @@ class Staff:
                                    APP_MESSAGE)
 
     def robot(self, h: Handoff) -> None:
-        """The team group robot (last rung, or nobody to assign)."""
+        """The team group robot (last rung, or nobody to assign), within its 20 messages a minute: past
+        the last free slot of a minute the handoff waits for the next summary message instead."""
         team = self.team()
         key = team.robot_key() if team else None
         if not key:
             self.store.record("robot_not_configured", handoff=h.id)
             return
+        if not self._robot_slot(key, ROBOT_PER_MINUTE - 1):  # the last slot is the summary's
+            self.customers.r.rpush(ROBOT_PENDING, h.id)
+            self.store.record("robot_deferred", handoff=h.id)
+            return
         notified = [e.to for e in h.escalations]
         self.wecom.send_robot(key, cards.robot_text(h, h.customer, now=self.now(), notified=notified))
         self.store.record("robot_alert", handoff=h.id)
+
+    def robot_summary(self) -> str:
+        """One robot message for the handoffs that waited for a free minute; returns how many it named."""
+        team = self.team()
+        key = team.robot_key() if team else None
+        r = self.customers.r
+        ids = r.lrange(ROBOT_PENDING, 0, ROBOT_SUMMARY_MAX - 1)
+        if not key or not ids:
+            return "none"
+        waiting = [h for h in (self.handoffs.get(i) for i in ids) if h and h.state != "closed" and not h.claimed_by]
+        if waiting:
+            if not self._robot_slot(key, ROBOT_PER_MINUTE):
+                raise WeComRateLimited(45009, "the team robot's minute is used up", ROBOT)
+            self.wecom.send_robot(key, cards.robot_summary_text(waiting, now=self.now()))
+        r.ltrim(ROBOT_PENDING, len(ids), -1)
+        self.store.record("robot_summary", handoffs=[h.id for h in waiting])
+        return str(len(waiting))
+
+    def robot_pending(self) -> int:
+        """Handoffs waiting for the robot's next summary."""
+        return int(self.customers.r.llen(ROBOT_PENDING))
+
+    def _robot_slot(self, key: str, limit: int) -> bool:
+        """Take one of the robot's messages of this minute (at most `limit` of them)."""
+        minute = int(self.now().timestamp() // 60)
+        name = f"wecom:rate:robot:{{{hashlib.sha256(key.encode()).hexdigest()[:16]}}}:{minute}"
+        with self.customers.r.pipeline() as p:
+            count, _ = p.incr(name).expire(name, 120).execute()
+        return int(count) <= limit
 
     def click(self, userid: str, event_key: str, response_code: str) -> str:
         """A staff member tapped a button on an alert card; returns the outcome."""

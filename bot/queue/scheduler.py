@@ -99,6 +99,8 @@ class Scheduler:
         items = [Item("escalate", json.dumps({"id": h.id, "level": h.level + 1}), f"esc:{h.id}:{h.level + 1}:{bucket}")
                  for h in self.handoffs.due_for_escalation(now) if h.level < MAX_LEVEL]
         items += [Item("wake", json.dumps({"id": h.id}), f"wake:{h.id}") for h in self.handoffs.due_for_alert(now)]
+        if self.staff.robot_pending():  # one summary a minute for handoffs the robot's limit held back
+            items.append(Item("robot_summary", "", f"robot_summary:{int(now.timestamp() // 60)}"))
         closed = self.staff.close_idle(self.idle_close_seconds) if self.idle_close_seconds else 0
         return (self.inbox.put_many(items, 7 * 86400) if items else 0) + closed
 

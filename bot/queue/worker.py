@@ -24,7 +24,7 @@ from bot.queue.callback import Callback
 from bot.queue.inbox import Entry, Inbox
 from bot.queue.kfsync import KfSync
 from bot.records.store import Store
-from bot.wecom import WeComConfigError
+from bot.wecom import WeComConfigError, WeComRateLimited
 from handlers.messages import KfMessage
 
 log = logging.getLogger("bot.queue.worker")
@@ -97,6 +97,11 @@ def on_touch(p: Parts, data: str) -> str:
     return p.touches.run(touch, f"touch:{touch['touch_id']}")
 
 
+def on_robot_summary(p: Parts, data: str) -> str:
+    """The team robot's summary of the handoffs that waited for a free minute."""
+    return f"named={p.staff.robot_summary()}"
+
+
 def on_escalate(p: Parts, data: str) -> str:
     """One rung of the SLA ladder, queued by the scheduler."""
     rung = json.loads(data)
@@ -113,6 +118,7 @@ KINDS: Mapping[str, Callable[[Parts, str], str | None]] = {
     "kf_msg": on_kf_msg,
     "touch": on_touch,
     "escalate": on_escalate,
+    "robot_summary": on_robot_summary,
     "wake": on_wake,
 }
 
@@ -181,6 +187,11 @@ class Worker:
                 self.inbox.fail(entry.id, str(exc))
                 outcome, detail = "config_error", str(exc)
                 time.sleep(1.0)
+            except WeComRateLimited as exc:
+                # WeCom said "not now" (45009): the entry waits for its retry without burning an attempt.
+                self.inbox.not_attempted(entry.id)
+                self.inbox.fail(entry.id, str(exc))
+                outcome, detail = "rate_limited", str(exc)
             except Exception as exc:  # any failure of one entry must not stop the worker
                 detail = f"{exc.__class__.__name__}: {exc}"
                 self.inbox.fail(entry.id, detail)

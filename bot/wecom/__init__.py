@@ -34,6 +34,7 @@ CONFIG_HINTS = {
 }
 
 APP_MESSAGE = "message/send"  # the endpoint of app messages (staff alerts), named in rate-limit errors
+ROBOT = "webhook/send"  # the group robot endpoint, named in rate-limit errors
 KF_TEXT_MAX_BYTES = 2048  # kf send_msg text.content
 WELCOME_TEXT_MAX_BYTES = 4000  # externalcontact/send_welcome_msg text.content
 ELLIPSIS = "…"

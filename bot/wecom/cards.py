@@ -267,6 +267,16 @@ def digest_text(entries: Sequence[str], max_bytes: int = LIMITS["text"]) -> str:
 # Team robot (group webhook)
 
 
+def robot_summary_text(handoffs: Sequence[Handoff], *, now: datetime) -> Json:
+    """One group robot message for handoffs that waited for the robot's next free minute."""
+    lines = [f'## <font color="warning">【需要支援】另有 {len(handoffs)} 位客户等待接待</font>']
+    for h in handoffs:
+        waited = _minutes((now - h.created_at).total_seconds())
+        lines.append(f"> {_label(h.intent)}｜已等待{waited}分钟｜{clip(h.text, 40)}")
+    lines.append("请在企业微信客服里接待，或在应用消息里点「我来接待」。")
+    return {"msgtype": "markdown", "markdown": {"content": clip("\n".join(lines), 4000)}}
+
+
 def robot_text(handoff: Handoff, customer_name: str, *, now: datetime, assigned_name: str | None = None,
                notified: Sequence[str] = (), mention: Sequence[str] = ()) -> Json:
     """Group robot markdown body for the last rung of the ladder (or a queue alert), <=4096 bytes."""

@@ -38,6 +38,9 @@ def ok(**extra: Any) -> Json:
     return {"errcode": 0, "errmsg": "ok", **extra}
 
 
+ROBOT_PER_MINUTE = 20
+
+
 def norm_path(path: str) -> str:
     """'kf/send_msg' -> '/cgi-bin/kf/send_msg'; absolute paths are kept."""
     return path if path.startswith("/") else "/cgi-bin/" + path.removeprefix("cgi-bin/")
@@ -444,6 +447,11 @@ class Sandbox:
             return err(93000, "invalid webhook url")
         if not isinstance(d, dict):
             return err(47001, "data format error")
+        # A group robot takes at most 20 messages a minute; past that WeCom answers 45009.
+        minute = int(self.now() // 60)
+        sent = sum(1 for m in self._staff if m.get("key") == q["key"] and int(m.get("at", 0) // 60) == minute)
+        if sent >= ROBOT_PER_MINUTE:
+            return err(45009, "api freq out of limit")
         self._record_out("staff", {**d, "path": "/cgi-bin/webhook/send", "key": q["key"], "at": self.now()})
         return ok()
 

@@ -347,3 +347,25 @@ def test_a_queued_chat_with_no_robot_alerts_whoever_is_on_duty_and_the_superviso
     runtime.r.delete(f"wecom:kf:{{{sandbox.open_kfid}}}:cursor")
     say(sandbox, service, runtime, "你好", "wmSomeoneElse")
     assert len(cards_to(sandbox, "li.consultant")) == 1
+
+
+def test_a_burst_of_queued_handoffs_stays_within_the_robots_limit_and_is_summed_up(desk_env, service, runtime, clock):
+    """25 handoffs in one minute with nobody receiving: 19 robot messages, then the rest wait and go out as
+    one summary in a later minute (WeCom refuses a robot's 21st message in a minute); nothing dead-letters."""
+    sandbox = desk_env
+    sandbox.set_servicers({"li.consultant": 1, "wang.consultant": 1, "zhao.supervisor": 1})
+    customers = [f"wmBurst{i:02d}" for i in range(25)]
+    for customer in customers:
+        sandbox.add_customer_text(customer, "转人工")
+    assert service.post(kf_notice(sandbox.callback_token(), create_time=time.time_ns())).status_code == 200
+    drain(runtime.worker())
+    robot = [m for m in sandbox.staff_messages() if m.get("key") == "robot-key-123"]
+    assert len(robot) == 19
+    assert runtime.parts().staff.robot_pending() == 6
+    sandbox.advance(61)
+    runtime.scheduler(threading.Event()).tick(clock.advance(minutes=1).timestamp())
+    drain(runtime.worker())
+    robot = [m for m in sandbox.staff_messages() if m.get("key") == "robot-key-123"]
+    assert len(robot) == 20 and "另有 6 位客户等待接待" in robot[-1]["markdown"]["content"]
+    assert runtime.parts().staff.robot_pending() == 0
+    assert runtime.worker().inbox.depth()["dead"] == 0
