@@ -100,17 +100,29 @@ def check_config(settings: Settings, rep: Report) -> None:
     if not problems:
         mode = "sandbox" if settings.sandbox else f"corp {settings.corp_id}, agent {settings.agent_id}"
         rep.ok(f"config {settings.config_path} ({mode}; API base {settings.api_base_url})")
+    failed = False
     for name, loader in (("coupons", _load_coupons), ("consultants", _load_team), ("journeys", _load_journeys),
-                         ("keywords", _load_keywords)):
+                         ("keywords", _load_keywords), ("faq", _load_faq), ("dialect", _load_dialect),
+                         ("examples", _load_examples)):
         path = (settings.content or {}).get(name)
         if not path:
             continue
         try:
             loader(settings, path)
         except Exception as exc:  # each loader raises ConfigError naming file, line and key
+            failed = True
             rep.fail(f"content {name}: {exc}", f"edit {path} (the message names the line and key)")
         else:
             rep.ok(f"content {name}: {path}")
+    if (settings.content or {}).get("keywords") and not failed:
+        try:
+            from intents.cli import from_content
+
+            from_content(settings.content)
+        except Exception as exc:  # noqa: BLE001 - the model could not be trained from these files
+            rep.fail(f"intent router: {exc}", "fix the file the message names, then run doctor again")
+        else:
+            rep.ok("intent router: keywords, FAQ, dialect map and the trained model load")
 
 
 def _load_coupons(settings: Settings, path: Path) -> None:
@@ -134,9 +146,27 @@ def _load_journeys(settings: Settings, path: Path) -> None:
 
 
 def _load_keywords(settings: Settings, path: Path) -> None:
-    from intents.classify import load_classifier
+    from intents.config import load_keywords
 
-    load_classifier(path, (settings.content or {}).get("faq"))
+    load_keywords(path)
+
+
+def _load_faq(settings: Settings, path: Path) -> None:
+    from intents.config import load_faq
+
+    load_faq(path)
+
+
+def _load_dialect(settings: Settings, path: Path) -> None:
+    from intents.config import load_dialect
+
+    load_dialect(path)
+
+
+def _load_examples(settings: Settings, path: Path) -> None:
+    from intents.examples import read_corpus
+
+    read_corpus(path)
 
 
 def check_redis(settings: Settings, rep: Report) -> redis.Redis | None:

@@ -58,3 +58,15 @@ def test_no_receiving_servicer_and_unbound_kf(settings, sandbox):
 def test_unreachable_wecom_is_explained(settings):
     rc, text = doctor(settings.with_api_base("http://127.0.0.1:1/cgi-bin/"))
     assert rc == 1 and "cannot reach http://127.0.0.1:1/cgi-bin/" in text and "WECOM_API_BASE_URL" in text
+
+
+def test_a_broken_faq_file_is_named_as_such(settings, sandbox, tmp_path):
+    """An error in faq.yaml names faq.yaml (it used to be reported as keywords.yaml); every router file is listed."""
+    sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
+    faq = tmp_path / "faq.yaml"
+    faq.write_text('fallback: "回复人工"\ntopics:\n  delivery:\n    keywords: 发货\n    answer: "48 小时内发货"\n',
+                   encoding="utf-8")
+    rc, text = doctor(dataclasses.replace(settings, content={**settings.content, "faq": faq}))
+    assert rc == 1
+    assert f"content faq: {faq}:4: topics.delivery.keywords" in text and f"edit {faq}" in text
+    assert "content keywords: " in text and "content examples: " in text and "content dialect: " in text
