@@ -114,6 +114,15 @@ def check_config(settings: Settings, rep: Report) -> None:
             rep.fail(f"content {name}: {exc}", f"edit {path} (the message names the line and key)")
         else:
             rep.ok(f"content {name}: {path}")
+    team_path = (settings.content or {}).get("consultants")
+    if team_path and not failed:
+        from bot.content.team import load_team
+
+        team = load_team(team_path, settings.timezone)
+        if not any(c.supervisor for c in team.consultants) and not team.robot_key():
+            rep.warn("content consultants: no consultant names a supervisor and no team robot is set: a chat left "
+                     "unanswered could reach nobody past its consultant",
+                     f"edit {team_path} (supervisor:) or set WECOM_ROBOT_KEY")
     if (settings.content or {}).get("keywords") and not failed:
         try:
             from intents.cli import from_content

@@ -70,3 +70,13 @@ def test_a_broken_faq_file_is_named_as_such(settings, sandbox, tmp_path):
     assert rc == 1
     assert f"content faq: {faq}:4: topics.delivery.keywords" in text and f"edit {faq}" in text
     assert "content keywords: " in text and "content examples: " in text and "content dialect: " in text
+
+
+def test_a_team_that_could_leave_a_chat_unannounced_is_reported(settings, sandbox, tmp_path, monkeypatch):
+    monkeypatch.delenv("WECOM_ROBOT_KEY", raising=False)
+    source = settings.content["consultants"].read_text(encoding="utf-8")
+    lonely = tmp_path / "consultants.yaml"
+    lonely.write_text("\n".join(line for line in source.splitlines() if "supervisor:" not in line) + "\n",
+                      encoding="utf-8")
+    rc, text = doctor(dataclasses.replace(settings, content={**settings.content, "consultants": lonely}))
+    assert "could reach nobody" in text and f"edit {lonely}" in text
