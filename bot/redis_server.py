@@ -8,6 +8,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
@@ -92,6 +93,15 @@ class EmbeddedRedis:
             self.process.wait()
 
 
+def redact(url: str) -> str:
+    """A URL without its password (for every message that names a Redis)."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
+
+
 def connect(url: str, timeout: float = 2.0, check: bool = True) -> redis.Redis:
     """A client for `url` that has answered PING; raises RedisUnavailable with the URL otherwise."""
     # One quick retry: a webhook must answer 503 within WeCom's 5 s, not back off for seconds.
@@ -103,5 +113,5 @@ def connect(url: str, timeout: float = 2.0, check: bool = True) -> redis.Redis:
     try:
         client.ping()
     except redis.RedisError as exc:
-        raise RedisUnavailable(f"Redis at {url} does not answer: {exc}") from exc
+        raise RedisUnavailable(f"Redis at {redact(url)} does not answer: {exc}") from exc
     return client

@@ -7,7 +7,6 @@ import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
-from urllib.parse import urlsplit, urlunsplit
 
 import redis
 
@@ -19,6 +18,7 @@ from bot.config import (
     Settings,
 )
 from bot.records.store import Store
+from bot.redis_server import redact
 from bot.wecom import CONFIG_HINTS
 from bot.wecom.probe import Probe
 
@@ -59,15 +59,6 @@ def hint(errcode: int | None) -> str:
     known = CONFIG_HINTS.get(errcode) or EXTRA_HINTS.get(errcode) if errcode is not None else None
     return known or \
         f"see https://developer.work.weixin.qq.com/devtool/query?e={errcode}"
-
-
-def redact(url: str) -> str:
-    """A URL without its password."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
-    return url
 
 
 def run_doctor(settings: Settings, out: TextIO, open_kfids: list[str] | None = None) -> int:

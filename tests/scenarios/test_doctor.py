@@ -80,3 +80,13 @@ def test_a_team_that_could_leave_a_chat_unannounced_is_reported(settings, sandbo
                       encoding="utf-8")
     rc, text = doctor(dataclasses.replace(settings, content={**settings.content, "consultants": lonely}))
     assert "could reach nobody" in text and f"edit {lonely}" in text
+
+
+def test_a_redis_password_is_never_printed():
+    import pytest
+
+    from bot.redis_server import RedisUnavailable, connect
+
+    with pytest.raises(RedisUnavailable) as err:
+        connect("redis://:s3cret-pass@127.0.0.1:1/0", timeout=0.2)
+    assert "s3cret-pass" not in str(err.value) and ":***@127.0.0.1:1" in str(err.value)
