@@ -26,7 +26,7 @@ def make_console(settings: Settings, r: redis.Redis, content: Content | None, sa
     """The console blueprint; mount it at /admin. The token defaults to $WECOM_BOT_ADMIN_TOKEN."""
     token = os.environ.get("WECOM_BOT_ADMIN_TOKEN") if admin_token is _ENV else admin_token
     chat = SandboxChat(settings, r, sandbox_url) if settings.sandbox and sandbox_url else None
-    console = Console(settings, r, content, coupons, Gate(token, settings.sandbox), chat)
+    console = Console(settings, r, content, coupons, Gate(token, settings.sandbox, r), chat)
     bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/static")
     bp.before_request(console.guard)

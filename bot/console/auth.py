@@ -7,18 +7,21 @@ import hmac
 import secrets
 from typing import Any
 
+import redis
 from flask import Request
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 COOKIE = "wecom_console"
 MAX_AGE = 12 * 3600
 LOCAL = {"127.0.0.1", "::1", "localhost"}
+ENDED = "wecom:console:ended:"  # + session id: logged out
 
 
 class Gate:
     """Who may use the console, and the cookie that remembers it."""
 
-    def __init__(self, admin_token: str | None, sandbox: bool) -> None:
+    def __init__(self, admin_token: str | None, sandbox: bool, r: redis.Redis | None = None) -> None:
+        self.r = r  # where ended sessions are remembered until their cookie would expire anyway
         self.token = admin_token or None
         self.sandbox = sandbox
         # Derived from the token: every process (gunicorn workers) signs alike; no app SECRET_KEY needed.
@@ -42,11 +45,20 @@ class Gate:
         if raw:
             try:
                 data = self.signer.loads(raw, max_age=MAX_AGE)
-                if isinstance(data, dict) and isinstance(data.get("sid"), str):
+                if isinstance(data, dict) and isinstance(data.get("sid"), str) and not self.ended(data["sid"]):
                     return data
             except BadSignature:
                 pass
         return {"sid": secrets.token_urlsafe(16), "auth": False, "mask": False, "new": True}
+
+    def end(self, sid: str) -> None:
+        """Log a session out on the server: a copy of its cookie no longer opens the console."""
+        if self.r is not None:
+            self.r.set(f"{ENDED}{sid}", "1", ex=MAX_AGE)
+
+    def ended(self, sid: str) -> bool:
+        """The session was logged out."""
+        return self.r is not None and bool(self.r.exists(f"{ENDED}{sid}"))
 
     def dump(self, session: dict[str, Any]) -> str:
         return self.signer.dumps({k: v for k, v in session.items() if k != "new"})

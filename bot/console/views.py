@@ -135,7 +135,8 @@ class Console:
         return redirect(_safe_next(request.form.get("next")) or url_for("console.overview"))
 
     def logout(self) -> Any:
-        """Log out (a fresh, unauthenticated session)."""
+        """Log out: the session ends on the server too, then a fresh, unauthenticated one."""
+        self.gate.end(g.session["sid"])
         g.session = {"sid": os.urandom(16).hex(), "auth": False, "mask": False}
         g.session_changed = True
         return redirect(url_for("console.login") if self.gate.token else url_for("console.overview"))

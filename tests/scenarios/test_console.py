@@ -81,8 +81,12 @@ def test_unauthenticated_and_csrfless_requests_are_refused(console):
     other_csrf = csrf_of(other.get(console.url + "/admin/").text)
     assert s.post(console.url + "/admin/mask", data={"csrf": other_csrf}).status_code == 403
     own = csrf_of(s.get(console.url + "/admin/").text)
+    copied = requests.Session()  # someone kept a copy of the logged-in cookie
+    copied.cookies.set("wecom_console", s.cookies.get("wecom_console"))
+    assert copied.get(console.url + "/admin/", allow_redirects=False).status_code == 200
     assert s.post(console.url + "/admin/logout", data={"csrf": own}, allow_redirects=False).status_code == 302
     assert s.get(console.url + "/admin/", allow_redirects=False).status_code == 302
+    assert copied.get(console.url + "/admin/", allow_redirects=False).status_code == 302  # ended on the server
 
 
 def test_pages_show_traffic_without_secrets_and_ids_can_be_masked(console, sandbox, service, runtime):
