@@ -9,7 +9,7 @@ from typing import Any
 
 import redis
 
-from bot.records.store import DeleteIf
+from bot.records.store import RENEW, DeleteIf
 
 # One hash tag for everything a single script or transaction touches (Redis Cluster).
 STREAM = "wecom:{inbox}:stream"
@@ -64,6 +64,7 @@ class Inbox:
         self.r = r
         self._put_many = r.register_script(PUT_MANY)
         self._release = DeleteIf(r)
+        self._renew = r.register_script(RENEW)
         self._group_ready = False
 
     def ensure_group(self) -> None:
@@ -138,6 +139,10 @@ class Inbox:
     def begin(self, entry_id: str, consumer: str, lease: float) -> bool:
         """Take the in-flight lease of an entry; False while another consumer holds it."""
         return bool(self.r.set(BUSY + entry_id, consumer, nx=True, px=int(lease * 1000)))
+
+    def renew(self, entry_id: str, consumer: str, lease: float) -> bool:
+        """Extend the in-flight lease while the entry is still being worked on (only if still ours)."""
+        return bool(self._renew(keys=[BUSY + entry_id], args=[consumer, int(lease * 1000)]))
 
     def end(self, entry_id: str, consumer: str) -> None:
         """Give the lease back (only if still ours)."""

@@ -132,6 +132,8 @@ class Worker:
         self.settings = settings
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._last_claim = 0.0
+        self._current: str | None = None  # the entry in hand, whose lease the renewer extends
+        self._renewer: threading.Thread | None = None
 
     def run_once(self, block_ms: int | None = None) -> int:
         """Process what is available now (reclaimed entries first); returns how many entries."""
@@ -159,14 +161,40 @@ class Worker:
         log.info("worker %s stopped", self.name)
 
     def handle(self, entry: Entry) -> None:
-        """Process one entry; failures stay pending for a retry, then go to the dead-letter stream."""
-        lease = max(4 * self.settings.claim_idle_seconds, 2.0)
+        """Process one entry; failures stay pending for a retry, then go to the dead-letter stream.
+
+        The in-flight lease lasts `claim_idle_seconds` and is renewed while this worker is on the entry,
+        so a dead worker's entry is taken over within claim_idle_seconds plus one poll, and a slow one
+        is never run twice at once."""
+        lease = self.settings.claim_idle_seconds
         if not self.inbox.begin(entry.id, self.name, lease):
             return  # another worker is still on it (it took the entry over while this one was busy)
+        self._current = entry.id
+        self._start_renewer(lease)
         try:
             self._handle(entry)
         finally:
+            self._current = None
             self.inbox.end(entry.id, self.name)
+
+    def _start_renewer(self, lease: float) -> None:
+        """One thread per worker renews the lease of the entry in hand every third of the lease."""
+        if self._renewer is not None and self._renewer.is_alive():
+            return
+
+        def renew() -> None:
+            while True:
+                time.sleep(lease / 3)
+                current = self._current
+                if current is None:
+                    return  # nothing in hand: the next entry starts a new renewer
+                try:
+                    self.inbox.renew(current, self.name, lease)
+                except redis.RedisError:
+                    pass  # the entry may be taken over; its done marks keep every action once
+
+        self._renewer = threading.Thread(target=renew, daemon=True, name=f"lease-{self.name}")
+        self._renewer.start()
 
     def _handle(self, entry: Entry) -> None:
         attempts = self.inbox.attempt(entry.id)

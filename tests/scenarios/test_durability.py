@@ -139,3 +139,33 @@ def test_serve_stops_cleanly_on_sigterm_and_stops_its_embedded_redis(tmp_path):
         if proc.poll() is None:
             proc.kill()
     assert not (tmp_path / "redis" / "port").exists()
+
+
+def test_a_dead_workers_entry_is_taken_over_within_claim_idle_and_a_slow_one_is_not_run_twice(runtime, r):
+    """The in-flight lease lasts claim_idle_seconds (renewed while the entry runs): a killed worker's entry
+    is taken over within claim_idle_seconds plus one poll, not four times that."""
+    import time as clock
+
+    from bot.queue.inbox import Item
+
+    inbox = runtime.worker().inbox
+    idle = runtime.settings.worker.claim_idle_seconds
+    inbox.put(Item("escalate", '{"id": "nope", "level": 1}', "lease-test"))
+    dead = inbox.read("dead-worker", 10, None)
+    assert dead and inbox.begin(dead[0].id, "dead-worker", idle)  # took it, then died without ending
+    started = clock.monotonic()
+    worker = runtime.worker()
+    while inbox.depth()["pending"] and clock.monotonic() - started < 10 * idle + 5:
+        worker.run_once()
+        clock.sleep(0.05)
+    assert inbox.depth()["pending"] == 0
+    assert clock.monotonic() - started < 2 * idle + 2
+    # while a live worker holds an entry, its renewed lease keeps a second worker off it
+    inbox.put(Item("escalate", '{"id": "nope2", "level": 1}', "lease-test-2"))
+    slow = inbox.read("slow-worker", 10, None)[0]
+    assert inbox.begin(slow.id, "slow-worker", idle)
+    for _ in range(6):
+        clock.sleep(idle / 3)
+        assert inbox.renew(slow.id, "slow-worker", idle)
+    assert not inbox.begin(slow.id, "other-worker", idle)
+    inbox.end(slow.id, "slow-worker")
