@@ -5,13 +5,16 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 import handlers
 from bot.act.executor import Executor
 from bot.records.customers import Conversation
 from handlers.context import Ctx
 from handlers.messages import KfMessage
-from intents.classify import Classifier
+
+if TYPE_CHECKING:
+    from intents.classify import Classifier
 
 log = logging.getLogger("bot.pipeline")
 

@@ -37,12 +37,13 @@ from bot.times import from_ts
 from bot.wecom import WeCom
 from bot.wecom.client import WechatpyWeCom
 from bot.wecom.sandbox import Sandbox
-from intents.classify import Classifier
 from sop.engine import Engine
 from sop.journeys import Journey
 
 if TYPE_CHECKING:
     from flask import Flask
+
+    from intents.classify import Classifier  # loaded only where a command classifies
 
 log = logging.getLogger("bot")
 

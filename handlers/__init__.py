@@ -9,7 +9,7 @@ from handlers import coupons, events, handoff, optout, staff, text
 from handlers.actions import Action, OptOut, Record, Seen, SendText, Tag
 from handlers.context import Ctx
 from handlers.messages import KfMessage
-from intents.classify import Intent
+from intents.labels import Intent
 
 Predicate = Callable[[KfMessage, Intent | None, Ctx], bool]
 Handler = Callable[[KfMessage, Intent | None, Ctx], list[Action]]

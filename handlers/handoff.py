@@ -5,7 +5,7 @@ from __future__ import annotations
 from handlers.actions import Action, RequestHandoff, Tag
 from handlers.context import Ctx
 from handlers.messages import KfMessage
-from intents.classify import Intent
+from intents.labels import Intent
 
 TAGS = {"price": "询价", "complaint": "投诉", "human": "要人工"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from handlers.actions import Action, Record, RequestHandoff, SendText
 from handlers.context import Ctx
 from handlers.messages import KfMessage
-from intents.classify import Intent
+from intents.labels import Intent
 
 
 def on_default(msg: KfMessage, intent: Intent | None, ctx: Ctx) -> list[Action]:

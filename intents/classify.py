@@ -29,7 +29,7 @@ from .config import (
 from .examples import Example, read_corpus
 from .faq import FaqIndex
 from .features import features
-from .labels import INTENTS, ROUTES
+from .labels import INTENTS, ROUTES, Intent
 from .normalize import normalize
 from .pinyin import is_han, is_pinyin, spellings, syllable
 
@@ -56,20 +56,6 @@ _DECLINE = re.compile(r"不用|不要|不买|算了|再看看|再说|先不|考�
 # ... when alone they are "other", have no keyword of their own ("这个呢" after "有优惠吗"), or the
 # model is less sure than this.
 CONTEXT_UNSURE = 0.8
-
-
-@dataclass(frozen=True, slots=True)
-class Intent:
-    """The classification of one customer message."""
-
-    text: str
-    intent: str
-    topic: str | None
-    matched: tuple[str, ...]
-    negated: bool
-    route: str
-    confidence: float = 1.0
-    why: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)

@@ -255,3 +255,13 @@ def test_yaml_aliases_and_huge_files_are_refused_with_file_and_line(tmp_path: Pa
     huge.write_text("# " + "x" * (yamlfile.MAX_BYTES + 1), encoding="utf-8")
     with pytest.raises(ConfigError, match=rf"^{huge}:1: file too large"):
         yamlfile.load(huge)
+
+
+def test_commands_that_never_classify_do_not_load_jieba_or_the_model() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys; import bot.ops.cli, bot.runtime, bot.pipeline, handlers; "
+            "print(sorted(m for m in ('jieba', 'sklearn', 'pypinyin', 'intents.classify') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]", out.stdout
