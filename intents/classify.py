@@ -37,6 +37,10 @@ _CLAUSE_BREAK = re.compile(r"[,.;:!?。、，；：！？\n]")
 # Left after removing greetings, any of these makes the message a real question, not a greeting.
 _QUESTION = re.compile(r"[?吗呢么]|怎|什么|请问|如何|哪|多久|多少|几|能否|可否|是否|有没有|能不能|可不可以|想问|咨询")
 _STRIP = re.compile(r"[\W_]+")
+# Sentence-final particles: alone after a greeting they make no question ("好的呢").
+_PARTICLES = "呢啊呀哦啦嘛哈滴噢喔"
+# The greeting topic that answers an acknowledgement no greeting word names.
+ACK_TOPIC = "ack"
 _LATIN = re.compile(r"[a-z]+")
 
 # Kinds of things a keyword can point at.
@@ -453,6 +457,8 @@ class Classifier:
             last = max(last, end)
         rest.append(norm[last:])
         rest_text = _STRIP.sub("", "".join(rest))
+        if not rest_text.strip(_PARTICLES):  # "好的呢", "嗯嗯啦": particles only
+            return True
         return len(rest_text) <= 20 and not _QUESTION.search(rest_text)
 
     # --- FAQ ---------------------------------------------------------------------------------
@@ -465,7 +471,10 @@ class Classifier:
                 return min(names, key=self._topic_rank.__getitem__)
             return self.faq_index.best(parsed.norm, parsed.tokens)
         names = [n for n in topics if self._topics[n].greeting]
-        return names[-1] if names else None
+        if names:
+            return names[-1]
+        # A greeting the model knows but no greeting word names ("了解", "okk"): the short acknowledgement.
+        return ACK_TOPIC if ACK_TOPIC in self._topics else None
 
     @property
     def faq_index(self) -> FaqIndex:

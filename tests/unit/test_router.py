@@ -265,3 +265,11 @@ def test_commands_that_never_classify_do_not_load_jieba_or_the_model() -> None:
             "print(sorted(m for m in ('jieba', 'sklearn', 'pypinyin', 'intents.classify') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+@pytest.mark.parametrize("text", ["嗯", "好的", "了解", "好的呢", "okk", "👌", "👍", "😀", "收到啦", "行"])
+def test_an_acknowledgement_never_gets_the_fallback(clf: Classifier, text: str) -> None:
+    result = clf.classify(text)
+    assert result.intent == "greeting", result
+    answer = clf.faq_answer(result.topic)
+    assert answer != clf.faq_answer(None) and "答不上来" not in answer and "不客气" not in answer
