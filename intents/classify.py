@@ -64,11 +64,10 @@ CONTEXT_UNSURE = 0.8
 
 @dataclass(slots=True)
 class Parsed:
-    """A normalised message cut into tokens, with the keyword hits found in it."""
+    """A normalised message cut into tokens."""
 
     norm: str
     tokens: list[str]
-    hits: list[tuple[int, int, str, str]] = field(default_factory=list)  # start, end, keyword, how
 
 
 @dataclass(slots=True)
@@ -81,11 +80,6 @@ class RuleResult:
     topics: dict[str, list[str]] = field(default_factory=dict)
     greeting_spans: list[tuple[int, int]] = field(default_factory=list)
     pinyin: dict[str, list[str]] = field(default_factory=dict)
-
-
-def _is_word_char(char: str) -> bool:
-    """An English letter or digit."""
-    return char.isascii() and char.isalnum()
 
 
 class Classifier:
@@ -324,7 +318,6 @@ class Classifier:
         hits = self._scan(norm, starts, ends)
         hits += self._sound_hits(norm, parsed.tokens, hits, starts, ends)
         hits.sort()
-        parsed.hits = hits
         neg_ends = [end for _, end, word, _ in hits if word in self._negation]
         for start, end, word, how in hits:
             for kind, name in self._targets[word]:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from .classify import INTENTS, ROUTES, Classifier
 from .examples import Example, read_examples
 
-__all__ = ["Example", "Report", "evaluate", "read_examples"]
+__all__ = ["Example", "Report", "evaluate", "read_examples"]  # callers import these from here
 
 
 @dataclass

@@ -1,15 +1,13 @@
-"""The model's features of one message: character n-grams, jieba tokens, pinyin, keyword hits."""
+"""The model's text features of one message: character n-grams, jieba tokens, syllable pairs."""
 
 from __future__ import annotations
-
-from collections.abc import Iterable
 
 from .pinyin import is_han, syllable
 
 _PUNCT = set(" ,.!?;:~，。！？；：、…()（）【】[]\"'“”‘’-—_/\\|")
 
 
-def features(norm: str, tokens: list[str], rules: Iterable[str] = ()) -> list[str]:
+def features(norm: str, tokens: list[str]) -> list[str]:
     """Feature names of a normalised message (duplicates allowed; the model counts each once)."""
     text = "".join(c for c in norm if c not in _PUNCT)
     out = [f"c1:{c}" for c in text if not c.isascii()]
@@ -26,5 +24,4 @@ def features(norm: str, tokens: list[str], rules: Iterable[str] = ()) -> list[st
                          "6-10" if size <= 10 else "11-25" if size <= 25 else "26+"))
     if "?" in norm or "？" in norm:
         out.append("q:?")
-    out.extend(rules)
     return out

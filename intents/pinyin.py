@@ -70,13 +70,3 @@ def spellings(word: str, limit: int = 16) -> set[str]:
         options = list(dict.fromkeys(_toneless(r) for r in readings.split(",") if r)) or [""]
         out = [head + tail for head in out for tail in options][:limit]
     return set(out)
-
-
-def spell(text: str) -> str:
-    """Toneless pinyin of the Chinese characters of `text`, run together ('优惠' -> 'youhui')."""
-    return "".join(syllable(c) for c in text)
-
-
-def syllables(text: str) -> tuple[str, ...]:
-    """One syllable per character ('' for a character that is not Chinese)."""
-    return tuple(syllable(c) for c in text)
