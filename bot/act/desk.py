@@ -8,6 +8,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
+from bot.act import steps
 from bot.act.staff import Staff
 from bot.content.team import Assignment, Team, on_duty, pick
 from bot.records.handoffs import Handoff, Handoffs
@@ -66,18 +67,12 @@ class Desk:
             self.send(open_kfid, customer, kf_text(cards.customer_text(
                 consultant or team.get(a.next_userid), off_hours=a.off_hours, next_available=a.next_available,
                 now=now, complaint=intent == "complaint")), f"{key}:text:{a.userid or 'queue'}")
-            try:
-                self.store.once(f"{key}:trans:{a.userid or 'queue'}", functools.partial(
-                    self.wecom.trans_service_state, open_kfid, customer, a.state, a.userid or ""))
-            except WeComError as exc:
-                if exc.errcode == SERVICER_STOPPED and a.userid:
-                    exclude.add(a.userid)
-                    receiving[a.userid] = 1
-                    self.store.record("handoff_reassigned", handoff=h.id, frm=a.userid, reason="95019")
-                    continue
-                if exc.errcode not in (SESSION_ENDED, TRANSITION_REFUSED):
-                    raise
-                self.store.record("handoff_transfer_refused", handoff=h.id, errcode=exc.errcode)
+            stopped = self._transfer(h, a.state, a.userid, f"{key}:trans:{a.userid or 'queue'}")
+            if stopped and a.userid:
+                exclude.add(a.userid)
+                receiving[a.userid] = 1
+                self.store.record("handoff_reassigned", handoff=h.id, frm=a.userid, reason="95019")
+                continue
             break
         def opened() -> None:
             self.store.record("handoff_opened", handoff=h.id, customer=customer, intent=intent,
@@ -85,17 +80,39 @@ class Desk:
             self.store.count(f"handoff:{intent}")
 
         self.store.once(f"{key}:opened", opened)
-        if a.userid and not a.off_hours:
-            self.store.once(f"{key}:alert:{a.userid}", functools.partial(self.staff.alert, h, a.userid, 0))
-        if a.supervisor and not a.off_hours:
-            self.store.once(f"{key}:alert_sup:{a.supervisor}", functools.partial(self.staff.alert, h, a.supervisor, 0))
-        if a.userid is None and not a.off_hours:
+        if a.off_hours:
+            return h
+        alerts = [(f"{key}:alert:{a.userid}", a.userid, 0)] if a.userid else []
+        if a.supervisor:
+            alerts.append((f"{key}:alert_sup:{a.supervisor}", a.supervisor, 0))
+        if a.userid is None:
             # Queued: nobody was assigned, so everyone on duty who can pick it from the queue, and the
             # supervisors, are told (the team robot too, when configured); never nobody at all.
-            for userid, level in self._queue_watchers(team, now):
-                self.store.once(f"{key}:alert_queue:{userid}", functools.partial(self.staff.alert, h, userid, level))
-            self.store.once(f"{key}:robot", functools.partial(self.staff.robot, h))
+            alerts += [(f"{key}:alert_queue:{uid}", uid, level) for uid, level in self._queue_watchers(team, now)]
+        for step, userid, level in alerts:
+            steps.once(self.store, step, functools.partial(self.staff.alert, h, userid, level, step))
+        if a.userid is None:
+            steps.once(self.store, f"{key}:robot", functools.partial(self.staff.robot, h))
         return h
+
+    def _transfer(self, h: Handoff, state: int, userid: str | None, key: str) -> bool:
+        """The kf transfer, as its own step; True when the servicer stopped receiving (95019: pick another)."""
+        stopped = False
+
+        def transfer() -> None:
+            nonlocal stopped
+            try:
+                self.wecom.trans_service_state(h.open_kfid, h.customer, state, userid or "")
+            except WeComError as exc:
+                if exc.errcode == SERVICER_STOPPED and userid:
+                    stopped = True
+                elif exc.errcode in (SESSION_ENDED, TRANSITION_REFUSED):
+                    self.store.record("handoff_transfer_refused", handoff=h.id, errcode=exc.errcode)
+                else:
+                    raise
+
+        steps.once(self.store, key, transfer)
+        return stopped
 
     @staticmethod
     def _queue_watchers(team: Team, now: datetime) -> list[tuple[str, int]]:

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from bot.act import steps
 from bot.act.desk import Desk
 from bot.act.staff import Staff
 from bot.act.triggers import Triggers
@@ -16,7 +17,7 @@ from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.records.store import Store
 from bot.times import from_ts
-from bot.wecom import KF_CANNOT_SEND, WeCom, WeComError, derive_msgid
+from bot.wecom import KF_CANNOT_SEND, WeCom, WeComError, derive_msgid, msgid_already_used
 from bot.wecom.payloads import kf_text
 from handlers.actions import (
     Action,
@@ -56,10 +57,11 @@ class KfSender:
         return self.send(open_kfid, customer, kf_text(text), key)
 
     def send(self, open_kfid: str, customer: str, payload: dict[str, Any], key: str) -> str | None:
-        """One kf message, once per key, within the reply budget: None when sent, else why not
-        (window, budget, errcode N: recorded, not retried)."""
-        if self.store.is_done(f"{key}:sent"):
-            return None
+        """One kf message, once per key, within the reply budget: None when sent, else why not (window,
+        budget, errcode N: recorded, not retried; "pending": tried again with the entry)."""
+        done = self.store.done_value(f"{key}:sent")
+        if done is not None:
+            return None if done != steps.FAILED else "failed"
         shown = payload.get("text", {}).get("content") or payload.get("msgtype")
         why_not = self.customers.reserve_reply(customer, self.clock())
         if why_not:
@@ -67,20 +69,27 @@ class KfSender:
             self.store.count(f"reply_not_sent:{why_not}")
             return why_not
         msgid = derive_msgid(key)
+        unconfirmed = False
         try:
             self.wecom.send_kf(open_kfid, customer, msgid, payload)
         except WeComError as exc:
-            if exc.errcode not in KF_CANNOT_SEND:
+            if msgid_already_used(exc):
+                unconfirmed = True  # an earlier try reached the customer; its answer was lost
+            elif exc.errcode in KF_CANNOT_SEND:
+                self.customers.exhaust_budget(customer)
+                self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
+                self.store.count(f"reply_not_sent:{exc.errcode}")
+                return f"errcode {exc.errcode}"
+            else:
                 self.customers.release_reply(customer)  # the retry reserves again
-                raise
-            self.customers.exhaust_budget(customer)
-            self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
-            self.store.count(f"reply_not_sent:{exc.errcode}")
-            return f"errcode {exc.errcode}"
+                return "pending" if steps.failed(self.store, f"{key}:sent", exc) else f"errcode {exc.errcode}"
         self.store.mark_done(f"{key}:sent")
         self.customers.remember(customer, f"客服：{shown}")
-        self.store.record("reply_sent", customer=customer, msgid=msgid, text=shown)
+        self.store.record("reply_sent", customer=customer, msgid=msgid, text=shown,
+                          **({"unconfirmed": True} if unconfirmed else {}))
         self.store.count("reply_sent")
+        if unconfirmed:
+            self.store.count("reply_sent_unconfirmed")
         return None
 
 
@@ -111,7 +120,7 @@ class Executor:
         """Perform one action unless it was already performed under `key`."""
         if self.store.is_done(key):
             return
-        now = self.clock()
+        now, waiting = self.clock(), steps.pending()
         match action:
             case Seen(open_kfid, customer, msgid, text, msgtype, at, intent, matched, confidence, fell_back):
                 self.see(open_kfid, customer, msgid, text, msgtype, at or now, intent, matched, confidence)
@@ -145,7 +154,8 @@ class Executor:
                 self.store.count(f"send_failed:{fail_type}")
             case Record(kind, data):
                 self.store.record(kind, **data)
-        self.store.mark_done(key)
+        if steps.pending() == waiting:  # else it runs again with the entry (its done steps are skipped)
+            self.store.mark_done(key)
 
     def see(self, open_kfid: str, customer: str, msgid: str, text: str, msgtype: str, at: float,
             intent: str | None, matched: tuple[str, ...], confidence: float | None = None) -> None:

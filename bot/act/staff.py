@@ -7,12 +7,22 @@ import hashlib
 import logging
 from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
+from bot.act import steps
 from bot.content.team import Team, next_on_duty, on_duty, pick
 from bot.records.customers import Customers
 from bot.records.handoffs import MAX_LEVEL, Handoff, Handoffs
 from bot.records.store import Store
-from bot.wecom import APP_MESSAGE, ROBOT, WeCom, WeComError, WeComRateLimited, cards
+from bot.wecom import (
+    APP_MESSAGE,
+    DUPLICATE_CHECK,
+    ROBOT,
+    WeCom,
+    WeComError,
+    WeComRateLimited,
+    cards,
+)
 
 log = logging.getLogger("bot.act.staff")
 
@@ -43,16 +53,22 @@ class Staff:
             log.warning("servicer/list failed (%s); assuming nobody is receiving", exc)
             return {}
 
-    def alert(self, h: Handoff, userid: str, level: int) -> None:
-        """A claimable template card to `userid` (level 0 the consultant, 1 backup, 2 supervisor)."""
-        team = self.team()
-        record = self.customers.get(h.customer)
-        task_id = cards.new_task_id(h.id, f"l{level}{userid[:20]}")
-        body = cards.alert_card(h, team.get(h.consultant) if team else None, self.customer_name(h.customer),
-                                self.customers.recent(h.customer), list(record.tags), [], task_id,
-                                agentid=self.agent_id, touser=userid, level=level, now=self.now())
+    def alert(self, h: Handoff, userid: str, level: int, key: str) -> None:
+        """A claimable template card to `userid` (level 0 the consultant, 1 backup, 2 supervisor); the step
+        `key` keeps its body, so a retry is the same message and WeCom's duplicate check drops it."""
+        def build() -> dict[str, Any]:
+            team = self.team()
+            record = self.customers.get(h.customer)
+            task_id = cards.new_task_id(h.id, f"l{level}{userid[:20]}")
+            return {**cards.alert_card(h, team.get(h.consultant) if team else None, self.customer_name(h.customer),
+                                       self.customers.recent(h.customer), list(record.tags), [], task_id,
+                                       agentid=self.agent_id, touser=userid, level=level, now=self.now()),
+                    **DUPLICATE_CHECK}
+
+        body = steps.prepared(self.store, key, build)
         self.within_rate(userid)
         res = self.wecom.send_app_message(body)
+        task_id = str(body["template_card"]["task_id"])
         self.handoffs.set_card(h.id, task_id, res.get("response_code"), to=userid)
         self.store.record("staff_alert", handoff=h.id, to=userid, level=level)
 
@@ -177,7 +193,7 @@ class Staff:
         moved = self.handoffs.get(hid) or h
         self.store.once(f"{choice}:trans", lambda: self._transfer(moved, target))
         self.store.once(f"{choice}:card", lambda: self._update(response_code, userid, f"已转给{name(target)}"))
-        self.store.once(f"{choice}:alert", lambda: self.alert(moved, target, level=0))
+        steps.once(self.store, f"{choice}:alert", lambda: self.alert(moved, target, 0, f"{choice}:alert"))
         return "passed"
 
     def _transfer(self, h: Handoff, userid: str) -> None:
@@ -208,7 +224,7 @@ class Staff:
         h = self.handoffs.reassign(h.id, a.userid, now) or h
         self._transfer(h, a.userid)
         try:
-            self.alert(h, a.userid, level=0)
+            self.alert(h, a.userid, 0, f"wake:{h.id}:{a.userid}")
         except WeComRateLimited:
             raise
         except WeComError as exc:  # the SLA ladder (backup, supervisor, robot) still follows
@@ -237,7 +253,7 @@ class Staff:
                 self.robot(h)
                 target = "robot"
             else:
-                self.alert(h, target, level=level)
+                self.alert(h, target, level, f"escalate:{hid}:{level}:{target}")
         except WeComRateLimited:
             raise  # retried after the minute: nothing is dropped
         except WeComError as exc:  # record and move on: the next rung must still come

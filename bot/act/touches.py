@@ -8,12 +8,13 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from zoneinfo import ZoneInfo
 
+from bot.act import steps
 from bot.act.executor import KfSender
 from bot.records.coupons import CouponBook
 from bot.records.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer, Customers
 from bot.records.store import Store
 from bot.times import from_ts
-from bot.wecom import WeCom, WeComError
+from bot.wecom import DUPLICATE_CHECK, WeCom, WeComError
 from bot.wecom.cards import LIMITS, clip
 from bot.wecom.payloads import kf_payloads, mass_task_body, staff_text
 
@@ -118,8 +119,10 @@ class TouchRunner:
         """Perform one touch unless `key` is done; returns the outcome ("sent:kf", "reminded:<why>", ...)."""
         if self.store.is_done(key):
             return "duplicate"
-        now = self.clock()
+        now, waiting = self.clock(), steps.pending()
         outcome = self._perform(data, key, now)
+        if steps.pending() > waiting:
+            return "pending"  # a step's outcome is unknown: the touch runs again with the entry
         self._account(data, outcome)
         self.store.mark_done(key, outcome)
         return outcome
@@ -149,6 +152,8 @@ class TouchRunner:
             why = self._kf_coupon(rec, data, key, now)
         else:
             why = self._kf_send_all(rec, kf_payloads(content), key, now)
+        if why == "pending":
+            return why
         return "sent:kf" if why is None else self._failed(data, key, now, f"kf_refused:{why}")
 
     def _kf_send_all(self, rec: Customer, payloads: list[dict[str, Any]], key: str, now: float) -> str | None:
@@ -170,10 +175,13 @@ class TouchRunner:
         if room == 0:
             return "window" if not rec.last_inbound or now - rec.last_inbound > KF_WINDOW_SECONDS else "budget"
         text = str((data.get("content") or {}).get("text") or "")
+        waiting = steps.pending()
         if text and room >= 2:
             self._kf_send(rec, kf_payloads({"text": text})[0], f"{key}:kf:0", now)
         self.issue_coupon(rec.open_kfid, rec.id, data["touch_id"], sub, now, campaign=_campaign(data),
-                                   handoff_when_exhausted=False)
+                          handoff_when_exhausted=False)
+        if steps.pending() > waiting:
+            return "pending"
         self.store.mark_done(sub)
         return None
 
@@ -195,8 +203,8 @@ class TouchRunner:
         try:
             task = self.wecom.add_msg_template(body)
         except WeComError as exc:
-            if exc.errcode != MASS_NO_CUSTOMER:
-                raise
+            if exc.errcode != MASS_NO_CUSTOMER and steps.failed(self.store, sub, exc):
+                return "pending"
             return self._failed(data, key, now, f"mass_task_failed:{exc.errcode}")
         if customer in task.fail_list:
             return self._failed(data, key, now, "mass_task_failed:fail_list")
@@ -224,11 +232,13 @@ class TouchRunner:
         if not staff:
             return f"failed:no_staff:{why}"
         sub = f"{key}:remind"
-        if not self.store.is_done(sub):
+
+        def build() -> dict[str, Any]:
             coupon_text = self._coupon_text(data, key, now) if (data.get("content") or {}).get("coupon") else ""
             text = reminder_text(data, why, self._title(data), self._due(data), coupon_text)
-            self.wecom.send_app_message(staff_text(staff, text))
-            self.store.mark_done(sub, staff)
+            return {**staff_text(staff, text), **DUPLICATE_CHECK}
+
+        steps.once(self.store, sub, lambda: self.wecom.send_app_message(steps.prepared(self.store, sub, build)))
         return f"reminded:{why}"
 
     def _coupon_text(self, data: dict[str, Any], key: str, now: float) -> str:

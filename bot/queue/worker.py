@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import redis
 
+from bot.act import steps
 from bot.act.executor import Executor
 from bot.act.staff import Staff
 from bot.act.touches import TouchRunner
@@ -205,7 +206,8 @@ class Worker:
             outcome = "dead"
         else:
             try:
-                detail = self.dispatch(entry) or ""
+                with steps.entry(final=attempts >= self.settings.max_attempts):
+                    detail = self.dispatch(entry) or ""
                 self.inbox.ack(entry.id)
             except redis.RedisError:
                 raise

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -58,6 +59,24 @@ def clip(text: str, max_bytes: int, ellipsis: str = ELLIPSIS) -> str:
 
 # kf errors after which retrying the same send cannot succeed.
 KF_CANNOT_SEND = {95001, 95002, 95013, 95018}
+
+# kf/send_msg refuses a msgid it has already delivered. The errcode of that refusal is not published, so it
+# is recognised by its errmsg ("msgid ... exist/duplicate/repeat/used"), as in errcode 40058 "msgid ...".
+_MSGID_USED = re.compile(r"msgid.{0,40}(exist|dup|repeat|used|重复)|(duplicate|repeated|重复).{0,20}msgid", re.I)
+
+# message/send: WeCom drops a second identical message sent within the interval (at most 4 h), so a retried
+# alert whose first answer was lost is not a second card.
+DUPLICATE_CHECK = {"enable_duplicate_check": 1, "duplicate_check_interval": 1800}
+
+
+def msgid_already_used(exc: WeComError) -> bool:
+    """WeCom refused a send because its msgid was already delivered: the message reached the customer."""
+    return exc.errcode not in (None, -1) and bool(_MSGID_USED.search(exc.errmsg or ""))
+
+
+def transient(exc: WeComError) -> bool:
+    """The outcome is unknown or WeCom was busy (no answer, 5xx, errcode -1): the same call may be tried again."""
+    return exc.errcode in (None, -1)
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 TOKEN_ERRORS = {40001, 40014, 42001}  # on an API call: refresh the access token once and retry
 IP_NOT_TRUSTED = 60020
 # Calls that must not be repeated when it is unclear whether WeCom did them (timeout, 5xx):
-# a second task, alert or robot message would reach people twice. kf/send_msg carries our msgid.
+# a second task, alert or robot message would reach people twice. kf/send_msg carries our msgid, and a
+# message/send body with enable_duplicate_check is dropped by WeCom when it is the same as one just sent.
 NOT_IDEMPOTENT = {"message/send", "externalcontact/add_msg_template", "webhook/send"}
 BACKOFF_ERRORS = {-1, 45009, 45033}  # busy / rate limited: wait and retry
 BACKOFF = (0.2, 0.6, 1.5)
@@ -88,6 +89,7 @@ class WechatpyWeCom:
         """One API call: one token refresh on 40014/42001, backoff on busy/limits/5xx/network."""
         refreshed = False
         attempt = 0
+        repeatable = path not in NOT_IDEMPOTENT or bool((body or {}).get("enable_duplicate_check"))
         while True:
             self._token()
             started = time.perf_counter()
@@ -107,15 +109,14 @@ class WechatpyWeCom:
                     continue
                 if code == IP_NOT_TRUSTED:
                     raise WeComConfigError(code, CONFIG_HINTS[code], path) from None
-                retryable = code in BACKOFF_ERRORS or (code is None and _server_error(exc)
-                                                       and path not in NOT_IDEMPOTENT)
+                retryable = code in BACKOFF_ERRORS or (code is None and _server_error(exc) and repeatable)
                 if not retryable:
                     raise WeComError(code, msg or "HTTP error", path) from None
                 error: WeComError = (WeComRateLimited if code in (45009, 45033) else WeComError)(code, msg, path)
             except requests.RequestException as exc:
                 observe_wecom_call(path, None, time.perf_counter() - started)
                 error = WeComError(None, f"network: {exc.__class__.__name__}", path)
-                if path in NOT_IDEMPOTENT and not isinstance(exc, requests.ConnectionError | requests.ConnectTimeout):
+                if not repeatable and not isinstance(exc, requests.ConnectionError | requests.ConnectTimeout):
                     raise error from None  # the request may have been done: do not repeat it
             if attempt >= len(BACKOFF):
                 raise error

@@ -17,6 +17,8 @@ CALLBACK_TOKEN_TTL = 600  # kf_msg_or_event Token is valid for 10 minutes
 RETENTION = 3 * 86400  # sync_msg keeps only the last 3 days
 WINDOW = 48 * 3600  # replies allowed within 48 h of the customer's last message
 MAX_REPLIES = 5  # at most 5 replies per customer message
+# What this sandbox answers to a reused kf msgid (WeCom's own code for it is not published).
+MSGID_USED = {"errcode": 40058, "errmsg": "msgid already exists: a message with this msgid was sent"}
 MSGID_RE = re.compile(r"^[0-9a-zA-Z_-]{1,32}$")  # send_msg msgid: <=32 bytes of [0-9a-zA-Z_-]
 # service_state/trans: allowed moves (3 -> 3 means transfer to another servicer)
 TRANSITIONS = {0: {1, 2, 3}, 1: {2, 3}, 2: {3}, 3: {3, 4}, 4: set()}
@@ -124,6 +126,8 @@ class Sandbox:
             self._staff: list[Json] = []
             self._outbox: list[Json] = []
             self._scripts: dict[str, list[Json]] = {}
+            self._faults: dict[str, list[tuple[str, float]]] = {}  # path -> (mode, seconds), performed first
+            self._app_sent: dict[str, tuple[float, str]] = {}  # duplicate-checked body -> (at, msgid)
             self._tokens: dict[str, float] = {}  # access_token -> expiry
             self._current_token = ""
             self._callback_tokens: dict[str, float] = {}  # sync token -> expiry
@@ -216,6 +220,14 @@ class Sandbox:
         with self._lock:
             self._scripts.setdefault(norm_path(path), []).extend(dict(response) for _ in range(times))
 
+    def fault(self, path: str, mode: str, times: int = 1, seconds: float = 0.0) -> None:
+        """The next `times` calls to `path` are performed, then their answer is lost: mode "lost" answers
+        errcode -1, "http_502" an HTTP 502, "slow" waits `seconds` before the true answer (a client timeout)."""
+        if mode not in ("lost", "http_502", "slow"):
+            raise ValueError(f"unknown fault mode {mode!r}")
+        with self._lock:
+            self._faults.setdefault(norm_path(path), []).extend((mode, seconds) for _ in range(times))
+
     def expire_tokens(self) -> None:
         """Every access_token issued so far now answers 42001."""
         with self._lock:
@@ -284,7 +296,15 @@ class Sandbox:
             if self._scripts.get(path):
                 answer = self._scripts[path].pop(0)
                 return int(answer.pop("_http_status", 200)), answer
-            return 200, self._dispatch(path, query, data)
+            status, answer = 200, self._dispatch(path, query, data)
+            mode, seconds = self._faults[path].pop(0) if self._faults.get(path) else ("", 0.0)
+        if mode == "slow":
+            time.sleep(seconds)  # outside the lock: the client gives up, the call was done
+        elif mode == "lost":
+            status, answer = 200, err(-1, "system busy")
+        elif mode == "http_502":
+            status, answer = 502, {}
+        return status, answer
 
     def _dispatch(self, path: str, query: dict[str, str], data: Any) -> Json:
         if path == "/cgi-bin/gettoken":
@@ -360,8 +380,8 @@ class Sandbox:
 
     def _deliver(self, d: Json, touser: Any, kfid: Any, **extra: Any) -> Json:
         msgid = d.get("msgid") or secrets.token_hex(16)
-        if msgid in self._delivered_ids:  # idempotent: a msgid is delivered once
-            return ok(msgid=msgid)
+        if msgid in self._delivered_ids:
+            return dict(MSGID_USED)
         self._delivered_ids.add(msgid)
         item = {"touser": touser, "open_kfid": kfid, "msgid": msgid, "msgtype": d["msgtype"], **extra,
                 d["msgtype"]: d[d["msgtype"]], "at": self.now()}
@@ -378,7 +398,7 @@ class Sandbox:
         if not self._known_kfid(kfid):
             return err(95000, "invalid open_kfid")
         if d.get("msgid") in self._delivered_ids:
-            return ok(msgid=d["msgid"])
+            return dict(MSGID_USED)
         s = self._session(kfid, touser)
         if s["state"] not in (0, 1):
             return err(95018, "session state does not allow sending")
@@ -435,7 +455,13 @@ class Sandbox:
     def _message_send(self, d: Json, q: dict[str, str]) -> Json:
         if not d.get("msgtype") or not isinstance(d.get(d["msgtype"]), dict):
             return err(40058, "invalid msgtype or missing payload")
+        check = json.dumps(d, sort_keys=True, ensure_ascii=False) if d.get("enable_duplicate_check") else ""
+        seen = self._app_sent.get(check) if check else None
+        if seen and self.now() - seen[0] < float(d.get("duplicate_check_interval") or 1800):
+            return ok(invaliduser="", invalidparty="", invalidtag="", msgid=seen[1])  # dropped as a duplicate
         answer = ok(invaliduser="", invalidparty="", invalidtag="", msgid=secrets.token_hex(16))
+        if check:
+            self._app_sent[check] = (self.now(), answer["msgid"])
         if d["msgtype"] == "template_card":
             answer["response_code"] = "RESPCODE" + secrets.token_hex(12)
         self._record_out("staff", {**d, "path": "/cgi-bin/message/send", "msgid": answer["msgid"],
@@ -534,7 +560,10 @@ def _make_handler(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout fault)
+                pass
 
         do_GET = do_POST = _serve
 

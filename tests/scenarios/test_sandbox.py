@@ -110,12 +110,13 @@ def test_sent_messages_not_returned_by_sync(sb: Sandbox) -> None:
     assert [m["text"]["content"] for m in msgs] == ["price?"]
 
 
-def test_send_msg_idempotent_and_msgid_rules(sb: Sandbox) -> None:
+def test_send_msg_refuses_a_reused_msgid_and_msgid_rules(sb: Sandbox) -> None:
     sb.add_customer_text(USER, "hi")
     tok = token(sb)
     first = send_text(sb, "hello", tok, msgid="reply_0001")
     assert first == {"errcode": 0, "errmsg": "ok", "msgid": "reply_0001"}
-    assert send_text(sb, "hello", tok, msgid="reply_0001") == first
+    again = send_text(sb, "hello", tok, msgid="reply_0001")
+    assert again["errcode"] == 40058 and "msgid" in again["errmsg"]
     assert [d["msgid"] for d in sb.delivered()] == ["reply_0001"]
     d = sb.delivered()[0]
     assert (d["touser"], d["open_kfid"], d["msgtype"], d["text"]) == (USER, KF, "text", {"content": "hello"})

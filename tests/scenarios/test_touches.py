@@ -8,6 +8,7 @@ from datetime import datetime
 import pytest
 from flask import Flask
 
+from bot.act import steps
 from bot.act.touches import TouchRunner
 from bot.config import SANDBOX_OPEN_KFID
 from bot.records.customers import Customers
@@ -193,3 +194,25 @@ def test_unowned_staff_touch_without_default_is_failed(runtime, engine, sandbox)
     data = entry("c-x", {"text": "hi"}, "staff", decision="remind", reason="staff_step")
     assert runner.run(data, "touch:x") == "failed:no_staff:staff_step"
     assert sandbox.staff_messages() == [] and Store(runtime.r).counters()["sop_failed"] == 1
+
+
+def test_kf_touch_whose_answer_is_lost_is_sent_once_and_counted_once(runner, sandbox, r):
+    wrote(sandbox, r, "c-kf")
+    sandbox.fault("kf/send_msg", "lost")  # delivered, but WeCom's answer is errcode -1
+    data = entry("c-kf", {"text": "宝贝收到了吗？"})
+    with steps.entry(final=False):
+        assert runner.run(data, "touch:t-lost") == "sent:kf"
+    assert len(sandbox.delivered()) == 1
+    assert Store(r).counters()["sop_sent"] == 1
+
+
+def test_kf_touch_unreachable_waits_for_the_retry_then_is_sent_once(runner, sandbox, r):
+    wrote(sandbox, r, "c-kf")
+    sandbox.queue("kf/send_msg", {"_http_status": 502}, times=4)  # one attempt's tries, none performed
+    data = entry("c-kf", {"text": "宝贝收到了吗？"})
+    with pytest.raises(steps.StepsPending), steps.entry(final=False):
+        assert runner.run(data, "touch:t-502") == "pending"
+    assert sandbox.delivered() == [] and "sop_failed" not in Store(r).counters()
+    with steps.entry(final=False):
+        assert runner.run(data, "touch:t-502") == "sent:kf"
+    assert len(sandbox.delivered()) == 1 and Store(r).counters()["sop_sent"] == 1
