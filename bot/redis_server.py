@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import secrets
+import signal
 import socket
 import subprocess
+import sys
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -36,6 +42,76 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(s.getsockname()[1])
 
 
+def password(data_dir: Path) -> str:
+    """The server's password, kept in `data_dir/password` (0600, in a 0700 folder); made on first use."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    path = data_dir / "password"
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        os.chmod(path, 0o600)
+        deadline = time.monotonic() + 2
+        while not (text := path.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not text:
+            raise RedisUnavailable(f"{path} is empty; delete it and start again") from None
+        return text
+    text = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(text + "\n")
+    return text
+
+
+def server_url(host: str, port: int, secret: str) -> str:
+    """The URL of a loopback server with that password, database 0."""
+    return f"redis://:{secret}@{host}:{port}/0" if secret else f"redis://{host}:{port}/0"
+
+
+def running_url(data_dir: Path, host: str = "127.0.0.1") -> str | None:
+    """The URL of the embedded server that `data_dir/port` names (None without a port or password file)."""
+    try:
+        port = int((data_dir / "port").read_text())
+        secret = (data_dir / "password").read_text().strip()
+    except (OSError, ValueError):
+        return None
+    return server_url(host, port, secret)
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    """A preexec_fn: the child gets SIGTERM when the thread that forked it exits (Linux)."""
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before the fork
+
+    def preexec() -> None:
+        # PR_SET_PDEATHSIG (1) is kept across execve for a binary that is not set-user-ID.
+        prctl(1, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before prctl
+            os._exit(1)
+
+    return preexec
+
+
+# Where PDEATHSIG is unavailable (not Linux, or a fork from another thread) a child that polls getppid()
+# notices the parent's death; SIGTERM lets the server flush its AOF before it exits.
+_WATCHDOG = """
+import os, signal, sys, time
+parent, server = int(sys.argv[1]), int(sys.argv[2])
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+while alive(server):
+    if os.getppid() != parent or not alive(parent):
+        os.kill(server, signal.SIGTERM)
+        break
+    time.sleep(0.5)
+"""
+
+
 @dataclass
 class EmbeddedRedis:
     """A private server process on loopback, persisting with AOF under `data_dir`."""
@@ -47,27 +123,46 @@ class EmbeddedRedis:
     # because the sync cursor is saved after the messages and is lost with them, so they are pulled again.
     appendfsync: str = "everysec"
     process: subprocess.Popen | None = field(default=None, repr=False)
+    password: str = field(default="", repr=False)
+    watchdog: subprocess.Popen | None = field(default=None, repr=False)
 
     @property
     def url(self) -> str:
-        return f"redis://{self.host}:{self.port}/0"
+        """The URL with the password: pass it through redact() before printing or logging it."""
+        return server_url(self.host, self.port, self.password)
 
     def start(self, timeout: float = 10.0) -> EmbeddedRedis:
-        """Start the server and wait until it answers PING."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Start the server and wait until it answers PING; it exits when this process dies."""
+        self.password = password(self.data_dir)
         if not self.port:
             self.port = free_port(self.host)
         args = [
-            server_binary(),
+            server_binary(), "-",  # "-": more config on stdin, where the password goes (a command line is public)
             "--bind", self.host, "--port", str(self.port),
             "--dir", str(self.data_dir.resolve()),
             "--appendonly", "yes", "--appendfsync", self.appendfsync,
             "--save", "", "--daemonize", "no", "--protected-mode", "yes",
             "--logfile", str((self.data_dir / "server.log").resolve()),
         ]
-        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                        start_new_session=True)
-        client = redis.Redis(host=self.host, port=self.port, socket_timeout=1)
+        # PDEATHSIG fires when the forking *thread* exits, so it is used only from the main thread.
+        pdeathsig = sys.platform == "linux" and threading.current_thread() is threading.main_thread()
+        # A new session: Ctrl-C in the terminal reaches `serve`, which stops the server itself after flushing.
+        # umask 077: the log and the AOF files are the owner's only.
+        self.process = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True, umask=0o077,
+                                        preexec_fn=_die_with(os.getpid()) if pdeathsig else None)
+        assert self.process.stdin is not None
+        try:
+            with self.process.stdin as config:
+                config.write(f"requirepass {self.password}\n".encode())
+        except BrokenPipeError:
+            pass
+        if not pdeathsig:
+            self.watchdog = subprocess.Popen(
+                [sys.executable, "-c", _WATCHDOG, str(os.getpid()), str(self.process.pid)],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                start_new_session=True)
+        client = redis.Redis(host=self.host, port=self.port, password=self.password, socket_timeout=1)
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -75,6 +170,7 @@ class EmbeddedRedis:
                 return self
             except redis.ConnectionError:
                 if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.stop()
                     raise RedisUnavailable(
                         f"embedded Redis did not start on port {self.port}; see {self.data_dir}/server.log") from None
                 time.sleep(0.02)
@@ -83,6 +179,10 @@ class EmbeddedRedis:
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop the server gracefully (it flushes its AOF), killing it if it hangs."""
+        if self.watchdog is not None:
+            self.watchdog.kill()
+            self.watchdog.wait()
+            self.watchdog = None
         if self.process is None or self.process.poll() is not None:
             return
         self.process.terminate()

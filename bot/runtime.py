@@ -32,7 +32,7 @@ from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.records.handoffs import Handoffs
 from bot.records.store import Store
-from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
+from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect, running_url
 from bot.times import from_ts
 from bot.wecom import WeCom
 from bot.wecom.client import WechatpyWeCom
@@ -57,14 +57,14 @@ def open_redis(settings: Settings) -> tuple[redis.Redis, EmbeddedRedis | None]:
     if settings.redis_url:
         return connect(settings.redis_url), None
     data_dir = settings.embedded_redis_dir
-    port_file = data_dir / "port"
-    if port_file.exists():
+    url = running_url(data_dir)
+    if url:
         try:
-            return connect(f"redis://127.0.0.1:{int(port_file.read_text())}/0"), None
-        except (RedisUnavailable, ValueError):
+            return connect(url), None
+        except RedisUnavailable:
             pass
     server = EmbeddedRedis(data_dir).start()
-    port_file.write_text(str(server.port))
+    (data_dir / "port").write_text(str(server.port))
     return connect(server.url), server
 
 
