@@ -69,6 +69,8 @@ class Settings:
     worker: WorkerSettings = field(default_factory=WorkerSettings)
     content: Mapping[str, Path] = field(default_factory=dict)
     api_token: str | None = None
+    admin_token: str | None = None  # the console's login token (WECOM_BOT_ADMIN_TOKEN; sandbox: one per run)
+    metrics_token: str | None = None  # /metrics needs it as a bearer token (WECOM_BOT_METRICS_TOKEN)
     corp_tags: Mapping[str, str] = field(default_factory=dict)
     sop_rules: Rules = field(default_factory=Rules)  # config.yaml `sop:`
 
@@ -217,6 +219,8 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         replies=replies, worker=worker,
         content={name: root / p for name, p in content.items()},
         api_token=env.get("WECOM_BOT_API_TOKEN") or None,
+        admin_token=env.get("WECOM_BOT_ADMIN_TOKEN") or None,
+        metrics_token=env.get("WECOM_BOT_METRICS_TOKEN") or None,
         corp_tags={str(k): v for k, v in corp_tags.items()},
         sop_rules=_sop_rules(doc),
     )

@@ -40,11 +40,15 @@ def engine_for(r: redis.Redis, journeys: Iterable[Journey], rules: Rules, tz: Zo
     return Engine(r, journeys, rules, tz, customers=Customers(r), emit=Inbox(r).emit_touches)
 
 
+METRICS_TOKEN = "metrics-test-token"
+
+
 def make_settings(sandbox_url: str, redis_url: str, **worker: Any) -> tuple[Settings, dict[str, str]]:
     """Settings as a real deployment would have them, pointed at the sandbox and the test Redis."""
     env = {"WECOM_SECRET": "sandbox-secret", "WECOM_CORP_ID": SANDBOX_CORP_ID, "WECOM_TOKEN": SANDBOX_TOKEN,
            "WECOM_AES_KEY": SANDBOX_AES_KEY, "WECOM_AGENT_ID": "1000002",
-           "WECOM_API_BASE_URL": f"{sandbox_url}/cgi-bin/", "REDIS_URL": redis_url}
+           "WECOM_API_BASE_URL": f"{sandbox_url}/cgi-bin/", "REDIS_URL": redis_url,
+           "WECOM_BOT_METRICS_TOKEN": METRICS_TOKEN}
     s = load_settings(ROOT / "config.yaml", env)
     wk = dataclasses.replace(s.worker, claim_idle_seconds=0.5, block_ms=50, **worker)
     return dataclasses.replace(s, worker=wk), env

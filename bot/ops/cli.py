@@ -13,6 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from bot.ops.common import runtime_or_exit, settings_or_exit
+from bot.redis_server import redact
 from bot.yamlfile import ConfigError
 
 log = logging.getLogger("bot")
@@ -57,7 +58,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   f"(CorpID {rt.settings.corp_id}, Token {rt.settings.token}, EncodingAESKey "
                   f"{rt.settings.aes_key}; details in {info}). Talk to the bot with: uv run wecom-bot chat",
                   flush=True)
-        print(f"redis: {'embedded at ' + rt.embedded.url if rt.embedded else 'configured'}; "
+        print(f"redis: {'embedded at ' + redact(rt.embedded.url) if rt.embedded else 'configured'}; "
               f"callback URL: {url}{rt.settings.callback_path}; health: {url}/healthz", flush=True)
         workers = start_threads(rt, args.workers, stop)
         scheduler = rt.scheduler(stop)

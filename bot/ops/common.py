@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from bot.config import Settings, load_settings
-from bot.redis_server import RedisUnavailable, connect
+from bot.redis_server import RedisUnavailable, connect, running_url
 from bot.yamlfile import ConfigError
 
 if TYPE_CHECKING:
@@ -41,8 +41,8 @@ def existing_redis(settings: Settings) -> redis.Redis | None:
             return connect(settings.redis_url)
         except RedisUnavailable:
             return None
-    port_file = settings.embedded_redis_dir / "port"
+    url = running_url(settings.embedded_redis_dir)
     try:
-        return connect(f"redis://127.0.0.1:{int(port_file.read_text())}/0")
-    except (OSError, ValueError, RedisUnavailable):
+        return connect(url) if url else None
+    except RedisUnavailable:
         return None

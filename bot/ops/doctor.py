@@ -18,7 +18,7 @@ from bot.config import (
     Settings,
 )
 from bot.records.store import Store
-from bot.redis_server import redact
+from bot.redis_server import redact, running_url
 from bot.wecom import CONFIG_HINTS
 from bot.wecom.probe import Probe
 
@@ -173,12 +173,11 @@ def check_redis(settings: Settings, rep: Report) -> redis.Redis | None:
     """REDIS_URL answers (or say how the embedded one is used)."""
     url = settings.redis_url
     if not url:
-        port_file = Path(settings.embedded_redis_dir) / "port"
-        if not port_file.exists():
+        url = running_url(Path(settings.embedded_redis_dir))
+        if url is None:
             rep.ok("Redis: REDIS_URL unset; `wecom-bot serve` starts an embedded one "
                    "(separate web/worker/scheduler processes need REDIS_URL)")
             return None
-        url = f"redis://127.0.0.1:{port_file.read_text().strip()}/0"
     client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2)
     try:
         info = client.info("server")

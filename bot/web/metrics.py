@@ -246,19 +246,73 @@ class BotCollector:
         yield gauge("wecom_sop_inflight", "SOP touches claimed by a tick, not yet settled", inflight)
 
 
+METRICS_CACHE = "wecom:metrics:cache"  # the last rendered scrape, shared by every web process
+METRICS_LOCK = "wecom:metrics:computing"
+METRICS_MAX_AGE = 5.0  # seconds a scrape may be old: one process computes it at most this often
+
+
+class CachedScrape:
+    """The Prometheus text, computed by one process at most every METRICS_MAX_AGE seconds; every other
+    scrape reads that copy, so a scrape's cost does not grow with the handoffs, coupons or scrapers."""
+
+    def __init__(self, r: redis.Redis, render: Callable[[], bytes], clock: Callable[[], float] = time.time) -> None:
+        self.r, self.render, self.clock = r, render, clock
+
+    def get(self) -> tuple[bytes, float]:
+        """(body, when it was computed)."""
+        import json
+
+        try:
+            raw = self.r.get(METRICS_CACHE)
+            kept = json.loads(raw) if raw else None
+            if kept and self.clock() - kept["at"] < METRICS_MAX_AGE:
+                return kept["body"].encode(), kept["at"]
+            if not self.r.set(METRICS_LOCK, "1", nx=True, ex=30):
+                if kept:  # another process is computing: the last copy will do
+                    return kept["body"].encode(), kept["at"]
+                for _ in range(40):  # the very first scrape: wait for the one being computed
+                    time.sleep(0.05)
+                    raw = self.r.get(METRICS_CACHE)
+                    if raw:
+                        kept = json.loads(raw)
+                        return kept["body"].encode(), kept["at"]
+        except redis.RedisError:
+            return self.render(), self.clock()  # Redis down: the collector says so (wecom_redis_up 0), cheaply
+        at = self.clock()
+        try:
+            body = self.render()
+            self.r.set(METRICS_CACHE, json.dumps({"at": at, "body": body.decode()}), ex=3600)
+        finally:
+            self.r.delete(METRICS_LOCK)
+        return body, at
+
+
 def make_metrics(settings: Settings, r: redis.Redis, callback_counts: CallbackCounts,
                  coupons: Callable[[], CouponBook | None] = lambda: None) -> Any:
-    """A blueprint serving GET /metrics (Prometheus text format)."""
-    from flask import Blueprint, Response
+    """A blueprint serving GET /metrics (Prometheus text format) to holders of the metrics token."""
+    import hmac
+
+    from flask import Blueprint, Response, request
     from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
     registry = CollectorRegistry(auto_describe=False)
     registry.register(BotCollector(settings, r, callback_counts, coupons))
+    scrape = CachedScrape(r, lambda: generate_latest(registry))
     bp = Blueprint("metrics", __name__)
+    token = settings.metrics_token
 
     @bp.get("/metrics")
     def metrics() -> Response:
-        return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST.split(";")[0],
-                        headers={"Content-Type": CONTENT_TYPE_LATEST})
+        if not token:
+            return Response("metrics are off: set WECOM_BOT_METRICS_TOKEN and scrape with it as a bearer token\n",
+                            status=404, mimetype="text/plain")
+        given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip() or request.args.get(
+            "token", "")
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return Response("metrics need the token (Authorization: Bearer ...)\n", status=401, mimetype="text/plain",
+                            headers={"WWW-Authenticate": "Bearer"})
+        body, at = scrape.get()
+        return Response(body, mimetype=CONTENT_TYPE_LATEST.split(";")[0],
+                        headers={"Content-Type": CONTENT_TYPE_LATEST, "X-Metrics-Computed-At": f"{at:.6f}"})
 
     return bp

@@ -63,7 +63,7 @@ def test_unauthenticated_and_csrfless_requests_are_refused(console):
     anon = requests.Session()
     resp = anon.get(console.url + "/admin/handoffs", allow_redirects=False)
     assert resp.status_code == 302 and "/admin/login" in resp.headers["Location"]
-    assert anon.get(console.url + "/metrics").status_code == 200  # metrics are not behind the console login
+    assert anon.get(console.url + "/metrics").status_code == 401  # metrics have their own token
     page = anon.get(console.url + "/admin/login")
     assert anon.post(console.url + "/admin/login", data={"token": TOKEN}).status_code == 403  # no CSRF token
     wrong = anon.post(console.url + "/admin/login", data={"csrf": csrf_of(page.text), "token": "nope"})
