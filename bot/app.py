@@ -23,7 +23,7 @@ from sop.engine import Engine
 
 def create_app(settings: Settings, r: redis.Redis, content: Content | None = None, sandbox_url: str | None = None, *,
                coupons: Callable[[], CouponBook | None] = lambda: None,
-               engine: Callable[[], Engine | None] = lambda: None) -> Flask:
+               engine: Callable[[], Engine | None] = lambda: None, service_url: Callable[[], str] = lambda: "") -> Flask:
     """Build the web app for `settings` on Redis `r`; `coupons` and `engine` give the current coupon book and SOP
     engine (bot.runtime.Runtime builds them)."""
     app = Flask("wecom-bot")
@@ -42,7 +42,8 @@ def create_app(settings: Settings, r: redis.Redis, content: Content | None = Non
     def healthz() -> ResponseReturnValue:
         return jsonify(status="ok", sandbox=settings.sandbox)
 
-    app.register_blueprint(make_console(settings, r, content, sandbox_url, coupons=coupons), url_prefix="/admin")
+    app.register_blueprint(make_console(settings, r, content, sandbox_url, coupons=coupons,
+                                                service_url=service_url), url_prefix="/admin")
     app.register_blueprint(make_metrics(settings, r, counts, coupons))
 
     @app.get("/readyz")

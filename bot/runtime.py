@@ -170,11 +170,12 @@ class Runtime:
         """An inbox consumer."""
         return Worker(self.inbox, self.parts(), self.settings.worker, name)
 
-    def app(self) -> Flask:
+    def app(self, service_url: Callable[[], str] = lambda: "") -> Flask:
+        """The web app; `service_url()` is where it listens (the sandbox chat posts its callbacks there)."""
         from bot.app import create_app
 
         return create_app(self.settings, self.r, self.content, self.sandbox.url if self.sandbox else None,
-                          coupons=self.coupons, engine=self.engine)
+                          coupons=self.coupons, engine=self.engine, service_url=service_url)
 
     def close(self) -> None:
         if self.sandbox is not None:

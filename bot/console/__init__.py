@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -22,11 +21,13 @@ _ENV = object()
 
 
 def make_console(settings: Settings, r: redis.Redis, content: Content | None, sandbox_url: str | None,
-                 admin_token: Any = _ENV, coupons: Callable[[], CouponBook | None] = lambda: None) -> Blueprint:
-    """The console blueprint; mount it at /admin. The token defaults to $WECOM_BOT_ADMIN_TOKEN."""
-    token = os.environ.get("WECOM_BOT_ADMIN_TOKEN") if admin_token is _ENV else admin_token
-    chat = SandboxChat(settings, r, sandbox_url) if settings.sandbox and sandbox_url else None
-    console = Console(settings, r, content, coupons, Gate(token, settings.sandbox, r), chat)
+                 admin_token: Any = _ENV, coupons: Callable[[], CouponBook | None] = lambda: None,
+                 service_url: Callable[[], str] = lambda: "") -> Blueprint:
+    """The console blueprint; mount it at /admin. The token defaults to settings.admin_token; the sandbox
+    chat posts its callbacks to `service_url()` (the address `serve` listens on), never to the Host header."""
+    token = settings.admin_token if admin_token is _ENV else admin_token
+    chat = SandboxChat(settings, r, sandbox_url, service_url) if settings.sandbox and sandbox_url else None
+    console = Console(settings, r, content, coupons, Gate(token, r), chat)
     bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/static")
     bp.before_request(console.guard)

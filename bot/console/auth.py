@@ -1,4 +1,5 @@
-"""Console access: admin token login, a signed session cookie, CSRF tokens, the localhost sandbox exception."""
+"""Console access: admin token login (sandbox mode: a token per run, printed in the banner), a signed session
+cookie, CSRF tokens, failed logins limited per client address."""
 
 from __future__ import annotations
 
@@ -13,17 +14,18 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 
 COOKIE = "wecom_console"
 MAX_AGE = 12 * 3600
-LOCAL = {"127.0.0.1", "::1", "localhost"}
 ENDED = "wecom:console:ended:"  # + session id: logged out
+FAILS = "wecom:console:fails:"  # + client address: failed logins in the current window
+MAX_FAILS = 20  # failed logins per client address per window; then 429 until the window ends
+FAIL_WINDOW = 600
 
 
 class Gate:
     """Who may use the console, and the cookie that remembers it."""
 
-    def __init__(self, admin_token: str | None, sandbox: bool, r: redis.Redis | None = None) -> None:
-        self.r = r  # where ended sessions are remembered until their cookie would expire anyway
+    def __init__(self, admin_token: str | None, r: redis.Redis | None = None) -> None:
+        self.r = r  # where ended sessions and failed logins are remembered
         self.token = admin_token or None
-        self.sandbox = sandbox
         # Derived from the token: every process (gunicorn workers) signs alike; no app SECRET_KEY needed.
         self.key = (hmac.new(b"wecom-console-session", self.token.encode(), hashlib.sha256).digest()
                     if self.token else secrets.token_bytes(32))
@@ -31,13 +33,18 @@ class Gate:
 
     @property
     def enabled(self) -> bool:
-        """Off without a token, except in sandbox mode (then for localhost only)."""
-        return bool(self.token) or self.sandbox
+        """Off without a token (`serve` in sandbox mode makes one per run)."""
+        return bool(self.token)
 
-    def local_open(self, req: Request) -> bool:
-        """Sandbox mode without a token: a direct request from this machine needs no login."""
-        return (not self.token and self.sandbox and req.remote_addr in LOCAL
-                and "X-Forwarded-For" not in req.headers and "Forwarded" not in req.headers)
+    def blocked(self, address: str) -> bool:
+        """This client address failed too often in the current window (no sleeping in a server thread)."""
+        return self.r is not None and int(self.r.get(f"{FAILS}{address}") or 0) >= MAX_FAILS
+
+    def failed(self, address: str) -> None:
+        """Count a failed login of this client address."""
+        if self.r is not None:
+            with self.r.pipeline() as p:
+                p.incr(f"{FAILS}{address}").expire(f"{FAILS}{address}", FAIL_WINDOW, nx=True).execute()
 
     def load(self, req: Request) -> dict[str, Any]:
         """The session from the cookie, or a fresh anonymous one."""

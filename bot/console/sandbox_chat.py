@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
@@ -20,16 +21,22 @@ class SandboxChat:
 
     default_customer = "wmSandboxWeb01"
 
-    def __init__(self, settings: Any, r: redis.Redis, sandbox_url: str, wait: float = 4.0) -> None:
+    def __init__(self, settings: Any, r: redis.Redis, sandbox_url: str, service_url: Callable[[], str],
+                 wait: float = 4.0) -> None:
         self.settings, self.r, self.url, self.wait = settings, r, sandbox_url.rstrip("/"), wait
+        self.service_url = service_url  # where the service listens (set by `serve`), not what Host: says
         self.crypto = CallbackCrypto(settings.token, settings.aes_key, settings.corp_id)
         self.http = requests.Session()
 
     def outbox(self, since: int = 0) -> dict[str, Any]:
         return self.http.get(f"{self.url}/sandbox/outbox", params={"since": since}, timeout=5).json()
 
-    def send(self, customer: str, text: str, callback_url: str) -> str | None:
+    def send(self, customer: str, text: str) -> str | None:
         """Say `text` as `customer`; wait a little for the bot's answer. Returns an error text or None."""
+        service = self.service_url().rstrip("/")
+        if not service:
+            return "服务地址未知：请用 wecom-bot serve 启动"
+        callback_url = service + self.settings.callback_path
         try:
             since = self.outbox()["next"]
             said = self.http.post(f"{self.url}/sandbox/customer/text",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -61,13 +60,11 @@ class Console:
         if not self.gate.enabled:
             abort(404)
         g.session = self.gate.load(request)
-        g.authed = bool(g.session.get("auth")) or self.gate.local_open(request)
+        g.authed = bool(g.session.get("auth"))
         given = request.form.get("csrf") or request.headers.get("X-CSRF-Token")
         if request.method == "POST" and not self.gate.csrf_ok(g.session, given):
             return Response("CSRF 校验失败：请刷新页面后重试。", status=403, mimetype="text/plain")
         if not g.authed and request.endpoint not in PUBLIC:
-            if not self.gate.token:  # sandbox mode without a token, but not from this machine
-                abort(403)
             return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
         return None
 
@@ -118,28 +115,34 @@ class Console:
     # --- login ----------------------------------------------------------------------------
 
     def login(self) -> Any:
-        """The login page (only with an admin token)."""
-        if not self.gate.token:
-            return redirect(url_for("console.overview")) if g.authed else abort(403)
+        """The login page; `?token=` (the link sandbox mode prints) logs in directly."""
+        if request.args.get("token"):
+            return self._log_in(request.args["token"], None)
         return self.page("login.html", error=None, next=_safe_next(request.args.get("next")))
 
     def login_post(self) -> Any:
         """Log in with the admin token."""
-        if not self.gate.token:
-            abort(403)
-        if not self.gate.check_token(request.form.get("token", "")):
-            time.sleep(0.3)  # slows guessing
-            return self.page("login.html", error="令牌不正确", next=_safe_next(request.form.get("next"))), 403
+        return self._log_in(request.form.get("token", ""), _safe_next(request.form.get("next")))
+
+    def _log_in(self, given: str, next_url: str | None) -> Any:
+        """A new authenticated session for the right token; failures are counted per client address."""
+        address = request.remote_addr or "?"
+        if self.gate.blocked(address):
+            return Response("登录失败次数过多，请 10 分钟后再试。", status=429, mimetype="text/plain",
+                            headers={"Retry-After": "600"})
+        if not self.gate.check_token(given):
+            self.gate.failed(address)
+            return self.page("login.html", error="令牌不正确", next=next_url), 403
         g.session = {"sid": os.urandom(16).hex(), "auth": True, "mask": bool(g.session.get("mask"))}
         g.session_changed = True
-        return redirect(_safe_next(request.form.get("next")) or url_for("console.overview"))
+        return redirect(next_url or url_for("console.overview"))
 
     def logout(self) -> Any:
         """Log out: the session ends on the server too, then a fresh, unauthenticated one."""
         self.gate.end(g.session["sid"])
         g.session = {"sid": os.urandom(16).hex(), "auth": False, "mask": False}
         g.session_changed = True
-        return redirect(url_for("console.login") if self.gate.token else url_for("console.overview"))
+        return redirect(url_for("console.login"))
 
     def toggle_mask(self) -> Any:
         """Mask or unmask customer ids for this session."""
@@ -195,7 +198,7 @@ class Console:
         text = request.form.get("text", "").strip()
         error = None
         if text:
-            error = self.chat.send(cid, text, request.host_url.rstrip("/") + self.settings.callback_path)
+            error = self.chat.send(cid, text)
         return redirect(url_for("console.sandbox", customer=cid, error=error))
 
     def _ref(self, ref: str | None) -> str:

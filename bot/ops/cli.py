@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import secrets
 import signal
 import sys
 import threading
@@ -40,18 +42,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from waitress.server import create_server
 
     from bot.runtime import start_threads, write_sandbox_info
+    from bot.web.limits import SERVE_LIMITS
 
     settings = settings_or_exit()
     received = _catch_signals()
     rt = runtime_or_exit(settings, sandbox_port=args.sandbox_port, lazy_classifier=False)
+    if rt.sandbox and not rt.settings.admin_token:  # the console is never open by accident: a token per run
+        rt.settings = dataclasses.replace(rt.settings, admin_token=secrets.token_urlsafe(18))
     stop = threading.Event()
+    listening = {"url": ""}
     try:
         try:
-            server = create_server(rt.app(), host=args.host, port=args.port, threads=args.threads)
+            server = create_server(rt.app(lambda: listening["url"]), host=args.host, port=args.port,
+                                   threads=args.threads, **SERVE_LIMITS)
         except OSError as exc:
             raise SystemExit(f"cannot listen on {args.host}:{args.port} ({exc.strerror}); "
                              f"is another `wecom-bot serve` running? (--port)") from None
         url = f"http://{args.host}:{server.effective_port}"
+        listening["url"] = f"http://{_loopback(args.host)}:{server.effective_port}"
         if rt.sandbox:
             info = write_sandbox_info(rt, url)
             print(f"SANDBOX MODE: WECOM_SECRET is not set, so WeCom is the local sandbox at {rt.sandbox.url} "
@@ -60,6 +68,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                   flush=True)
         print(f"redis: {'embedded at ' + redact(rt.embedded.url) if rt.embedded else 'configured'}; "
               f"callback URL: {url}{rt.settings.callback_path}; health: {url}/healthz", flush=True)
+        console = (f"{url}/admin/login?token={rt.settings.admin_token}" if rt.sandbox
+                   else f"{url}/admin/ (log in with WECOM_BOT_ADMIN_TOKEN)" if rt.settings.admin_token
+                   else "off (set WECOM_BOT_ADMIN_TOKEN)")
+        print(f"console: {console}", flush=True)
         workers = start_threads(rt, args.workers, stop)
         scheduler = rt.scheduler(stop)
         scheduler.start()
@@ -76,9 +88,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _loopback(host: str) -> str:
+    """How this process reaches its own listener bound to `host`."""
+    if host in ("", "0.0.0.0"):
+        return "127.0.0.1"
+    if host == "::":
+        return "[::1]"
+    return f"[{host}]" if ":" in host else host
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     """The webhook under gunicorn (production); no worker or scheduler in this process."""
     from gunicorn.app.base import BaseApplication
+
+    from bot.web.limits import CONNECTION_LIMIT, GUNICORN_WORKER
 
     settings = settings_or_exit()
     if not settings.redis_url:
@@ -90,7 +113,9 @@ def cmd_web(args: argparse.Namespace) -> int:
             self.cfg.set("bind", f"{args.host}:{args.port}")
             self.cfg.set("workers", args.workers)
             self.cfg.set("threads", args.threads)
-            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("worker_class", GUNICORN_WORKER)
+            self.cfg.set("worker_connections", CONNECTION_LIMIT)
+            self.cfg.set("keepalive", 5)
             self.cfg.set("accesslog", None)
 
         def load(self) -> Any:

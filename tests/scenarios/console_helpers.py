@@ -21,14 +21,15 @@ TOKEN = "console-admin-token-1234"
 
 
 def build_app(settings: Any, r: Any, content: Any, sandbox_url: str | None, token: str | None,
-              coupons: Any = lambda: None) -> Flask:
+              coupons: Any = lambda: None, service_url: Any = lambda: "") -> Flask:
     """The callback endpoint, the console at /admin and /metrics, as create_app mounts them."""
     app = Flask("console-test")
     counts = CallbackCounts()
     wh = make_webhook(CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), Inbox(r),
                       settings.callback_path, settings.max_body_bytes, settings.max_clock_skew_seconds, counts)
     app.register_blueprint(wh)
-    app.register_blueprint(make_console(settings, r, content, sandbox_url, admin_token=token, coupons=coupons), url_prefix="/admin")
+    app.register_blueprint(make_console(settings, r, content, sandbox_url, admin_token=token, coupons=coupons,
+                                        service_url=service_url), url_prefix="/admin")
     app.register_blueprint(make_metrics(settings, r, counts, coupons))
     return app
 
@@ -36,8 +37,11 @@ def build_app(settings: Any, r: Any, content: Any, sandbox_url: str | None, toke
 def serve(settings: Any, r: Any, content: Any, sandbox_url: str | None, token: str | None,
           coupons: Any = lambda: None) -> Service:
     """That app over real HTTP on loopback."""
-    app = build_app(settings, r, content, sandbox_url, token, coupons)
-    return Service(app, CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), settings.callback_path)
+    listening = {"url": ""}  # where the app listens, as `serve` tells it once bound
+    app = build_app(settings, r, content, sandbox_url, token, coupons, lambda: listening["url"])
+    svc = Service(app, CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), settings.callback_path)
+    listening["url"] = svc.url
+    return svc
 
 
 def say(sandbox: Any, service: Service, runtime: Any, text: str, customer: str) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -47,16 +49,63 @@ def test_console_is_off_without_a_token_outside_sandbox_mode(runtime, sandbox, r
         svc.stop()
 
 
-def test_sandbox_mode_without_a_token_is_open_to_localhost_only(runtime, sandbox, r):
+def test_sandbox_mode_console_needs_its_token_even_from_localhost(runtime, sandbox, r):
     settings = dataclasses.replace(runtime.settings, secret=None)
     svc = serve(settings, r, runtime.content, sandbox.url, None, runtime.coupons)
-    try:
-        assert requests.get(svc.url + "/admin/").status_code == 200
-        assert requests.get(svc.url + "/admin/sandbox").status_code == 200
-        proxied = requests.get(svc.url + "/admin/", headers={"X-Forwarded-For": "203.0.113.9"})
-        assert proxied.status_code == 403
+    try:  # no token: off, whatever the address or forwarding headers say
+        assert requests.get(svc.url + "/admin/").status_code == 404
+        assert requests.get(svc.url + "/admin/sandbox", headers={"X-Forwarded-For": "127.0.0.1"}).status_code == 404
     finally:
         svc.stop()
+    svc = serve(settings, r, runtime.content, sandbox.url, "run-token-abc", runtime.coupons)
+    try:  # the banner's link (?token=) logs in; without it, the login page
+        anon = requests.get(svc.url + "/admin/sandbox", allow_redirects=False)
+        assert anon.status_code == 302 and "/admin/login" in anon.headers["Location"]
+        s = requests.Session()
+        assert s.get(svc.url + "/admin/login?token=run-token-abc").status_code == 200
+        assert s.get(svc.url + "/admin/sandbox", allow_redirects=False).status_code == 200
+        assert requests.get(svc.url + "/admin/login?token=wrong").status_code == 403
+    finally:
+        svc.stop()
+
+
+def test_sandbox_chat_posts_to_the_service_not_to_what_host_says(runtime, sandbox, r):
+    settings = dataclasses.replace(runtime.settings, secret=None)
+    svc = serve(settings, r, runtime.content, sandbox.url, TOKEN, runtime.coupons)
+    try:
+        s = login(svc)
+        page = s.get(svc.url + "/admin/sandbox")
+        worker = threading.Thread(target=drain_soon, args=(runtime,), daemon=True)
+        worker.start()
+        resp = s.post(svc.url + "/admin/sandbox/send", data={"csrf": csrf_of(page.text), "customer": "wmHostTest1",
+                                                        "text": "你好"},
+                      headers={"Host": "attacker.example:1",  # requests picks cookies by Host: give them
+                               "Cookie": "; ".join(f"{k}={v}" for k, v in s.cookies.items())},
+                      allow_redirects=False)
+        worker.join(10)
+        assert resp.status_code == 302 and "error" not in resp.headers["Location"], resp.text
+        assert any(d["touser"] == "wmHostTest1" for d in sandbox.delivered())
+    finally:
+        svc.stop()
+
+
+def drain_soon(runtime) -> None:
+    """A worker that answers what the sandbox chat queues (for up to 5 s)."""
+    w, deadline = runtime.worker(), time.monotonic() + 5
+    while time.monotonic() < deadline:
+        w.run_once()
+        time.sleep(0.05)
+
+
+def test_failed_logins_are_limited_per_address_without_sleeping(console):
+    s = requests.Session()
+    page = s.get(console.url + "/admin/login")
+    for _ in range(20):
+        assert s.post(console.url + "/admin/login", data={"csrf": csrf_of(page.text), "token": "nope"}
+                      ).status_code == 403
+    blocked = s.post(console.url + "/admin/login", data={"csrf": csrf_of(page.text), "token": TOKEN},
+                     allow_redirects=False)
+    assert blocked.status_code == 429 and "Retry-After" in blocked.headers
 
 
 def test_unauthenticated_and_csrfless_requests_are_refused(console):
