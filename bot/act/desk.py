@@ -13,7 +13,7 @@ from bot.act.staff import Staff
 from bot.content.team import Assignment, Team, on_duty, pick
 from bot.records.handoffs import Handoff, Handoffs
 from bot.records.store import Store
-from bot.wecom import WeCom, WeComError, cards
+from bot.wecom import WeCom, WeComError, cards, derive_msgid
 from bot.wecom.payloads import kf_text
 
 # kf errors on service_state/trans (platform notes §2.8)
@@ -62,12 +62,16 @@ class Desk:
             if h.consultant != a.userid and a.userid:
                 h = self.handoffs.reassign(h.id, a.userid, now) or h
             consultant = team.get(a.userid)
-            if consultant is not None:
-                self.send(open_kfid, customer, cards.consultant_card(consultant), f"{key}:card:{consultant.userid}")
+            # The text first (who answers, and when), then the card it introduces; both before the transfer,
+            # since in state 2 or 3 WeCom takes no more messages from the bot.
             self.send(open_kfid, customer, kf_text(cards.customer_text(
                 consultant or team.get(a.next_userid), off_hours=a.off_hours, next_available=a.next_available,
-                now=now, complaint=intent == "complaint")), f"{key}:text:{a.userid or 'queue'}")
-            stopped = self._transfer(h, a.state, a.userid, f"{key}:trans:{a.userid or 'queue'}")
+                now=now, complaint=intent == "complaint", minutes=h.sla_seconds / 60,
+                ahead=self._ahead(h) if a.userid is None else 0, texts=team.texts)), f"{key}:text:{a.userid or 'queue'}")
+            if consultant is not None:
+                self.send(open_kfid, customer, cards.consultant_card(consultant), f"{key}:card:{consultant.userid}")
+            stopped = self._transfer(h, a.state, a.userid, f"{key}:trans:{a.userid or 'queue'}",
+                                     team.texts["in_queue"] if a.userid is None and not a.off_hours else None)
             if stopped and a.userid:
                 exclude.add(a.userid)
                 receiving[a.userid] = 1
@@ -95,14 +99,16 @@ class Desk:
             steps.once(self.store, f"{key}:robot", functools.partial(self.staff.robot, h))
         return h
 
-    def _transfer(self, h: Handoff, state: int, userid: str | None, key: str) -> bool:
-        """The kf transfer, as its own step; True when the servicer stopped receiving (95019: pick another)."""
+    def _transfer(self, h: Handoff, state: int, userid: str | None, key: str, queued_text: str | None) -> bool:
+        """The kf transfer, as its own step; True when the servicer stopped receiving (95019: pick another).
+        Entering the queue, the transfer's msg_code carries the one text WeCom allows there."""
         stopped = False
+        code = ""
 
         def transfer() -> None:
-            nonlocal stopped
+            nonlocal stopped, code
             try:
-                self.wecom.trans_service_state(h.open_kfid, h.customer, state, userid or "")
+                code = self.wecom.trans_service_state(h.open_kfid, h.customer, state, userid or "")
             except WeComError as exc:
                 if exc.errcode == SERVICER_STOPPED and userid:
                     stopped = True
@@ -112,7 +118,15 @@ class Desk:
                     raise
 
         steps.once(self.store, key, transfer)
+        if code and queued_text:  # valid 48 h, one text, only while the chat stays in the queue
+            steps.once(self.store, f"{key}:queued_text", lambda: self.wecom.send_kf_on_event(
+                code, derive_msgid(f"{key}:queued_text"), kf_text(queued_text)))
         return stopped
+
+    def _ahead(self, h: Handoff) -> int:
+        """Chats waiting in the kf queue that came before this one."""
+        return sum(1 for o in self.handoffs.list("open") if o.id != h.id and not o.consultant
+                   and not o.claimed_by and o.created_at < h.created_at)
 
     @staticmethod
     def _queue_watchers(team: Team, now: datetime) -> list[tuple[str, int]]:

@@ -40,7 +40,19 @@ INTENT_RE = re.compile(r"[a-z][a-z0-9_]*")
 # kf send_msg link: title <=128 bytes, desc <=512 bytes, url <=2048 bytes
 LINK_LIMITS = {"title": 128, "desc": 512, "url": 2048}
 
-TOP_KEYS = frozenset({"robot_key_env", "sla_minutes", "consultants"})
+TOP_KEYS = frozenset({"robot_key_env", "sla_minutes", "consultants", "texts"})
+
+# What the customer reads when handed to a person (content/consultants.yaml `texts:`): the text goes before
+# the card and the transfer, because WeCom takes nothing more from the bot once the chat is handed over.
+DEFAULT_TEXTS: Mapping[str, str] = MappingProxyType({
+    "apology": "非常抱歉给您带来不好的体验！",
+    "assigned": "已为您安排{who}，预计{minutes}分钟内回复您，这是TA的名片：",
+    "queued": "顾问们都在忙，已为您排队（您前面还有{ahead}位），预计{minutes}分钟内会有顾问接待您。",
+    "off_hours": "现在是非工作时间，已为您登记，{when}上班后{who}会第一时间回复您，请留意消息～",
+    "in_queue": "您已进入排队，顾问接入后会第一时间回复您；排队期间您发的消息顾问都能看到，不用重复发送哦。",
+})
+TEXT_FIELDS = {"apology": set(), "assigned": {"who", "minutes"}, "queued": {"ahead", "minutes"},
+               "off_hours": {"when", "who"}, "in_queue": set()}
 CONSULTANT_KEYS = frozenset({"userid", "name", "title", "card", "hours", "max_concurrent", "backup", "supervisor"})
 CARD_KEYS = {"business_card": frozenset({"type"}),
              "link": frozenset({"type", "url", "title", "desc", "thumb_media_id"})}
@@ -83,6 +95,7 @@ class Team:
     robot_key_env: str | None = None
     sla_minutes: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({"default": DEFAULT_SLA_MINUTES}))
     tz: ZoneInfo = DEFAULT_TZ
+    texts: Mapping[str, str] = field(default_factory=lambda: DEFAULT_TEXTS)
 
     def get(self, userid: str | None) -> Consultant | None:
         """The consultant with this userid, or None."""
@@ -196,7 +209,28 @@ def load_team(path: Path | str, tz: ZoneInfo = DEFAULT_TZ) -> Team:
         raise doc.error(("consultants",), "expected a non-empty list of consultants")
     consultants = [_consultant(doc, ("consultants", i), item, tz) for i, item in enumerate(items)]
     _check_refs(doc, consultants)
-    return Team(tuple(consultants), robot, _sla(doc, data.get("sla_minutes")), tz)
+    return Team(tuple(consultants), robot, _sla(doc, data.get("sla_minutes")), tz, _texts(doc, data.get("texts")))
+
+
+def _texts(doc: Doc, data: Any) -> Mapping[str, str]:
+    """texts: the customer's handoff texts, each a template with only its own {fields}."""
+    if data is None:
+        return DEFAULT_TEXTS
+    if not isinstance(data, dict):
+        raise doc.error(("texts",), f"expected a mapping of {', '.join(TEXT_FIELDS)} to texts")
+    out = dict(DEFAULT_TEXTS)
+    for key, value in data.items():
+        at = ("texts", str(key))
+        if key not in TEXT_FIELDS:
+            raise doc.error(at, f"unknown text (expected {', '.join(TEXT_FIELDS)})")
+        text = _text(doc, at, value)
+        try:
+            text.format(**{name: "" for name in TEXT_FIELDS[key]})
+        except (KeyError, IndexError, ValueError):
+            allowed = ", ".join("{" + f + "}" for f in sorted(TEXT_FIELDS[key])) or "none"
+            raise doc.error(at, f"bad placeholder in {shown(text)} (this text may use: {allowed})") from None
+        out[str(key)] = text
+    return MappingProxyType(out)
 
 
 def _sla(doc: Doc, data: Any) -> Mapping[str, float]:

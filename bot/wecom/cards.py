@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from bot.content.team import Consultant
+from bot.content.team import DEFAULT_TEXTS, Consultant
 from bot.wecom import clip
 from intents.labels import LABELS_ZH
 
@@ -26,9 +26,13 @@ __all__ = [
     "claimed_card_update",
     "clip",
     "consultant_card",
+    "coupon_line",
     "customer_text",
     "digest_text",
     "escalation_text",
+    "history_line",
+    "mine_line",
+    "mine_text",
     "new_task_id",
     "parse_button_key",
     "robot_text",
@@ -57,6 +61,17 @@ LIMITS = {
 }
 MAX_HORIZONTAL = 6  # horizontal_content_list: at most 6 items
 HISTORY_LINES = 5
+HISTORY_LINE_BYTES = 120  # one remembered line in the quote (a long one must not push the others out)
+MINE_TEXT_CHARS = 20  # the customer's words in one line of `我的`
+
+# What a remembered "[msgtype]" line reads as (bot/act/executor.py remembers the msgtype of what is not text).
+MSGTYPE_LABELS = {
+    "business_card": "名片", "link": "链接", "image": "图片", "msgmenu": "菜单", "miniprogram": "小程序",
+    "voice": "语音", "video": "视频", "file": "文件", "location": "位置", "ca_link": "获客链接",
+    "channels_shop_product": "商品", "channels_shop_order": "订单", "merged_msg": "聊天记录",
+    "channels": "视频号", "emotion": "表情", "event": "事件", "text": "文字",
+}
+COUPON_STATES = {"issued": "未使用", "redeemed": "已使用", "expired": "已过期"}
 
 INTENT_LABELS = {name: LABELS_ZH[name] for name in ("price", "human", "complaint", "discount")}  # handoff causes
 SOURCE_DESC = "私域助手·转人工"
@@ -109,6 +124,34 @@ def _when(moment: datetime, now: datetime | None = None) -> str:
     return f"{moment.month}月{moment.day}日 {moment:%H:%M}"
 
 
+def _waited(seconds: float) -> str:
+    """'8分钟', '1小时5分钟' (whole minutes, at least 1)."""
+    minutes = _minutes(seconds)
+    return f"{minutes // 60}小时{minutes % 60}分钟" if minutes >= 60 else f"{minutes}分钟"
+
+
+def history_line(line: str) -> str:
+    """A remembered line as staff read it: '客服：business_card' -> '客服：「名片」', '客服：link：标题' ->
+    '客服：「链接：标题」', '客户：[image]' -> '客户：「图片」'; text as it is, cut to HISTORY_LINE_BYTES."""
+    who, sep, rest = line.partition("：")
+    if sep:
+        # the bot's lines carry the bare msgtype, the customer's "[msgtype]" (a customer may type a word)
+        shape = r"\[([a-z_]+)\]" if who == "客户" else r"([a-z_]+)(?:[：: ](.+))?"
+        m = re.fullmatch(shape, rest.strip(), re.S)
+        if m and m.group(1) in MSGTYPE_LABELS:
+            title = m.group(2) if m.lastindex and m.lastindex > 1 else None
+            line = f"{who}：「{MSGTYPE_LABELS[m.group(1)]}{'：' + title.strip() if title else ''}」"
+    return clip(line, HISTORY_LINE_BYTES)
+
+
+def coupon_line(title: str, code: str, status: str, expires_at: datetime, now: datetime | None = None) -> str:
+    """One coupon on the alert card, 'title CODE 未使用 至6月8日 23:59' (expiry in its own local time, the year
+    when it is not this year's), the title shortened so that the whole fits a card value."""
+    year = f"{expires_at.year}年" if now is not None and expires_at.year != now.astimezone(expires_at.tzinfo).year else ""
+    rest = f" {code} {COUPON_STATES.get(status, status)} 至{year}{expires_at.month}月{expires_at.day}日 {expires_at:%H:%M}"
+    return clip(clip(title, max(LIMITS["value"] - len(rest.encode()), 9)) + rest, LIMITS["value"])
+
+
 # ---------------------------------------------------------------------------------------------
 # Customer side (kf)
 
@@ -133,17 +176,19 @@ def consultant_card(consultant: Consultant, *, touser: str | None = None, open_k
 
 
 def customer_text(consultant: Consultant | None, *, off_hours: bool = False, next_available: datetime | None = None,
-                  now: datetime | None = None, complaint: bool = False) -> str:
-    """The short text sent with the card: who will help, and when if off hours."""
+                  now: datetime | None = None, complaint: bool = False, minutes: float = 5, ahead: int = 0,
+                  texts: Mapping[str, str] = DEFAULT_TEXTS) -> str:
+    """What the customer reads before the card and the transfer: who will answer and roughly when (a complaint
+    starts with an apology, at any hour)."""
     who = f"{consultant.title}{consultant.name}" if consultant else "顾问"
     if off_hours:
-        when = f"，{_when(next_available, now)}上班后" if next_available else "，上班后"
-        return clip(f"现在是非工作时间，已为您登记{when}{who}会第一时间回复您，请留意消息～", LIMITS["text"])
-    if consultant is None:
-        return "顾问们正在忙，已为您排队，马上就到您，请稍候～"
-    if complaint:
-        return clip(f"非常抱歉给您带来不好的体验！已请{who}优先处理，马上联系您。", LIMITS["text"])
-    return clip(f"已为您安排{who}，马上为您服务，请稍候～", LIMITS["text"])
+        when = _when(next_available, now) if next_available else ""
+        text = texts["off_hours"].format(when=when, who=who)
+    elif consultant is None:
+        text = texts["queued"].format(ahead=ahead, minutes=_minutes(minutes * 60))
+    else:
+        text = texts["assigned"].format(who=who, minutes=_minutes(minutes * 60))
+    return clip((texts["apology"] if complaint else "") + text, LIMITS["text"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -151,15 +196,28 @@ def customer_text(consultant: Consultant | None, *, off_hours: bool = False, nex
 
 
 def _title(handoff: Handoff, level: int) -> str:
-    """main_title.title for an alert."""
+    """main_title.title for an alert, led by the day's number when it has one."""
     minutes = _minutes(handoff.sla_seconds)
+    number = f"#{handoff.no} " if handoff.no else ""
     if level > 0:
-        return f"【超时】客户{_label(handoff.intent)}，无人接待，请协助"
+        return f"{number}【超时】客户{_label(handoff.intent)}，无人接待，请协助"
     if handoff.intent == "complaint":
-        return f"【优先】客户投诉，请{minutes}分钟内接待"
+        return f"{number}【优先】客户投诉，请{minutes}分钟内接待"
     if handoff.intent in INTENT_LABELS:
-        return f"客户{_label(handoff.intent)}，请{minutes}分钟内接待"
-    return f"客户需要人工，请{minutes}分钟内接待"
+        return f"{number}客户{_label(handoff.intent)}，请{minutes}分钟内接待"
+    return f"{number}客户需要人工，请{minutes}分钟内接待"
+
+
+def _coupon_rows(coupons: Sequence[str], free: int) -> list[tuple[str, str]]:
+    """One row per coupon in the rows left (at least one); what does not fit is counted on the last."""
+    if not coupons:
+        return [("优惠券", "无")]
+    free = max(free, 1)
+    if len(coupons) <= free:
+        return [("优惠券", c) for c in coupons]
+    shown = [("优惠券", c) for c in coupons[:free - 1]]
+    more = len(coupons) - len(shown)
+    return [*shown, ("优惠券", f"另有{more}张" if shown else f"共{more}张：{coupons[0]}")]
 
 
 def alert_card(handoff: Handoff, consultant: Consultant | None, customer_name: str, history: Sequence[str],
@@ -168,7 +226,8 @@ def alert_card(handoff: Handoff, consultant: Consultant | None, customer_name: s
     """message/send body: a button_interaction template_card with claim / pass buttons.
 
     `touser` defaults to the consultant; `level` > 0 marks an escalated alert (to a backup or
-    supervisor); `history` is the last messages, oldest first, already labelled ("客户：...").
+    supervisor); `history` is the last messages, oldest first, as remembered ("客户：...", "客服：link"),
+    shown readable (history_line); `coupons` one line each (coupon_line), most useful first.
     """
     if not valid_task_id(task_id):
         raise ValueError(f"invalid task_id {task_id!r}: <=128 bytes of [0-9A-Za-z_-@]")
@@ -177,17 +236,22 @@ def alert_card(handoff: Handoff, consultant: Consultant | None, customer_name: s
         raise ValueError("alert_card needs a consultant or touser")
     matched = "、".join(handoff.matched)
     why = f"{_label(handoff.intent)}（{matched}）" if matched else _label(handoff.intent)
-    rows = [("客户", customer_name or handoff.customer), ("原因", why),
-            ("标签", "、".join(tags) or "无"), ("优惠券", "、".join(coupons) or "无")]
+    rows = [("客户", customer_name or handoff.customer), ("原因", why), ("标签", "、".join(tags) or "无")]
     if level > 0 and consultant is not None:
         rows.insert(2, ("原顾问", consultant.name))
+    rows += _coupon_rows(coupons, MAX_HORIZONTAL - len(rows))
     horizontal = [{"keyname": clip(k, LIMITS["keyname"]), "value": clip(v, LIMITS["value"])}
                   for k, v in rows[:MAX_HORIZONTAL]]
     created = handoff.created_at
-    desc = f"{created:%m-%d %H:%M} · 编号 {handoff.id}"
+    how = f"回复「接待 {handoff.no}」也可接待" if handoff.no else f"编号 {handoff.id}"
+    desc = f"{created:%m-%d %H:%M} · {how}"
     if level > 0 and now is not None:
-        desc = f"已等待{_minutes((now - created).total_seconds())}分钟 · 编号 {handoff.id}"
-    recent = [line for line in history if line][-HISTORY_LINES:]
+        desc = f"已等待{_minutes((now - created).total_seconds())}分钟 · {how}"
+    lines = [line for line in history if line]
+    said = f"客户：{handoff.text}"
+    if said in lines:  # already quoted as 客户说
+        del lines[len(lines) - 1 - lines[::-1].index(said)]
+    recent = [history_line(line) for line in lines[-HISTORY_LINES:]]
     quote = "客户说：" + handoff.text
     if recent:
         quote += "\n—— 最近消息 ——\n" + "\n".join(recent)
@@ -246,8 +310,37 @@ def escalation_text(handoff: Handoff, customer_name: str, *, level: int, now: da
              f"客户说：{handoff.text}"]
     if assigned_name:
         lines.append(f"原顾问：{assigned_name}")
-    lines.append(f"编号：{handoff.id}（回复「接待 {handoff.id}」即可接手）")
+    ref = handoff.no or handoff.id
+    lines.append(f"编号：{handoff.ref}（回复「接待 {ref}」即可接手）")
     return clip("\n".join(lines), LIMITS["text"])
+
+
+def mine_line(handoff: Handoff, customer_name: str, now: datetime) -> str:
+    """One line of `我的`: '#12 小明 询价 等待8分钟：<the customer's words, 20 characters>' (the day added when
+    the number is not today's; 已回复 once a human answered)."""
+    created = handoff.created_at
+    ref = handoff.ref
+    if handoff.no and handoff.day != f"{now.astimezone(created.tzinfo):%y%m%d}":
+        ref += f"（{created.month}月{created.day}日）"
+    state = "已回复" if handoff.first_reply_at else f"等待{_waited((now - created).total_seconds())}"
+    text = " ".join(handoff.text.split())
+    if len(text) > MINE_TEXT_CHARS:
+        text = text[:MINE_TEXT_CHARS] + "…"
+    return f"{ref} {customer_name} {LABELS_ZH.get(handoff.intent) or _label(handoff.intent)} {state}：{text}"
+
+
+def mine_text(lines: Sequence[str]) -> str:
+    """The answer to `我的`: my open handoffs, one a line, within 2048 bytes (the rest counted)."""
+    if not lines:
+        return "您当前没有进行中的转接。"
+    foot = "\n回复「接待 编号」接待，「结束 编号」结束并交回机器人"
+    out = f"您的转接（{len(lines)}）："
+    for i, line in enumerate(lines):
+        more = f"\n……另有{len(lines) - i}条"
+        if len((out + "\n" + line + more + foot).encode()) > LIMITS["text"]:
+            return out + more + foot
+        out += "\n" + line
+    return out + foot
 
 
 def digest_text(entries: Sequence[str], max_bytes: int = LIMITS["text"]) -> str:
@@ -272,7 +365,7 @@ def robot_summary_text(handoffs: Sequence[Handoff], *, now: datetime) -> Json:
     lines = [f'## <font color="warning">【需要支援】另有 {len(handoffs)} 位客户等待接待</font>']
     for h in handoffs:
         waited = _minutes((now - h.created_at).total_seconds())
-        lines.append(f"> {_label(h.intent)}｜已等待{waited}分钟｜{clip(h.text, 40)}")
+        lines.append(f"> {h.ref}｜{_label(h.intent)}｜已等待{waited}分钟｜{clip(h.text, 40)}")
     lines.append("请在企业微信客服里接待，或在应用消息里点「我来接待」。")
     return {"msgtype": "markdown", "markdown": {"content": clip("\n".join(lines), 4000)}}
 
@@ -291,7 +384,7 @@ def robot_text(handoff: Handoff, customer_name: str, *, now: datetime, assigned_
         lines.append(f"> 负责顾问：{assigned_name}")
     if notified:
         lines.append(f"> 已提醒：{'、'.join(notified)}")
-    lines.append(f'> 编号：<font color="comment">{handoff.id}</font>')
+    lines.append(f'> 编号：<font color="comment">{handoff.ref}</font>')
     if mention:
         lines.append(" ".join(f"<@{u}>" for u in mention))  # markdown mentions: <@userid>
     return {"msgtype": "markdown", "markdown": {"content": clip("\n".join(lines), LIMITS["robot.markdown"])}}

@@ -12,6 +12,7 @@ import pytest
 import requests
 
 from tests.scenarios.console_helpers import ARTIFACTS, TOKEN, BackgroundWorker, serve, traffic
+from tests.scenarios.test_handoff_e2e import last_weekday_at
 
 CHROMIUM = Path("/usr/bin/chromium")
 BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -231,6 +232,7 @@ def test_browser_login_every_page_charts_and_sandbox_chat(browser, runtime, sand
         assert page.inner_text("#customer-id") == "wmCo…01"
         page.click("#mask-toggle")
 
+        runtime.clock = last_weekday_at(0, 10).timestamp  # Monday 10:00: consultants on duty, whatever the hour
         with BackgroundWorker(runtime):
             page.click("header nav >> text=沙盒")
             page.wait_for_selector("#sandbox-text")

@@ -85,9 +85,9 @@ def test_price_question_gets_card_transfer_and_alert(desk_env, service, runtime)
     sandbox = desk_env
     say(sandbox, service, runtime, "这个沙发多少钱")
     out = to_customer(sandbox)
-    assert [d["msgtype"] for d in out] == ["business_card", "text"]
-    assert out[0]["business_card"]["userid"] == "li.consultant"
-    assert "小李" in out[1]["text"]["content"]
+    assert [d["msgtype"] for d in out] == ["text", "business_card"]  # the text introduces the card
+    assert "小李" in out[0]["text"]["content"] and "5分钟" in out[0]["text"]["content"]
+    assert out[1]["business_card"]["userid"] == "li.consultant"
     assert sandbox.service_state(CUSTOMER) == 3
     card = cards_to(sandbox, "li.consultant")[0]["template_card"]
     assert card["card_type"] == "button_interaction"
@@ -213,7 +213,7 @@ def test_alert_api_failing_loses_nothing(desk_env, service, runtime):
     time.sleep(0.6)  # past claim_idle_seconds: the failed entry is retried
     drain(worker)
     assert len(cards_to(desk_env, "li.consultant")) == 1
-    assert [d["msgtype"] for d in to_customer(desk_env)] == ["business_card", "text"]  # nothing twice
+    assert [d["msgtype"] for d in to_customer(desk_env)] == ["text", "business_card"]  # nothing twice
     assert Inbox(runtime.r).depth()["dead"] == 0
     kinds = [e["kind"] for e in Store(runtime.r).events(200)]
     assert kinds.count("message_in") == 1 and kinds.count("handoff_opened") == 1  # counted once
@@ -228,7 +228,7 @@ def test_staff_commands_list_and_close(desk_env, service, runtime):
     service.post(cmd.format(c="我的", m=1))
     drain(runtime.worker())
     reply = [m for m in desk_env.staff_messages() if m.get("touser") == "li.consultant" and m["msgtype"] == "text"]
-    assert h.id in reply[-1]["text"]["content"]
+    assert h.ref in reply[-1]["text"]["content"]  # "#1 ...": the day's number, not the long id
     service.post(cmd.format(c=f"结束 {h.id}", m=2))
     drain(runtime.worker())
     assert open_handoff(runtime) is None

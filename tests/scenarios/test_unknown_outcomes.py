@@ -47,7 +47,7 @@ def ask_for_a_person(sandbox, runtime, text: str = "这个沙发多少钱") -> N
 def assert_each_step_once(sandbox, runtime, r) -> None:
     """Card and text to the customer once each, transferred to 小李, one alert card, no dead letters."""
     out = [d["msgtype"] for d in sandbox.delivered() if d["touser"] == CUSTOMER]
-    assert out == ["business_card", "text"]
+    assert out == ["text", "business_card"]
     assert sandbox.service_state(CUSTOMER) == 3
     alerts = Counter(m["touser"] for m in sandbox.staff_messages() if m.get("msgtype") == "template_card")
     assert alerts == Counter({"li.consultant": 1})
@@ -108,14 +108,14 @@ def test_done_marks_lost_then_entry_run_again_sends_nothing_twice(sandbox, desk,
 
 
 def test_a_step_refused_for_good_is_recorded_and_the_others_still_happen(sandbox, desk, r):
-    sandbox.queue("kf/send_msg", {"errcode": 40003, "errmsg": "invalid userid"})  # the card only
+    sandbox.queue("kf/send_msg", {"errcode": 40003, "errmsg": "invalid userid"})  # the text only
     ask_for_a_person(sandbox, desk)
-    assert [d["msgtype"] for d in sandbox.delivered() if d["touser"] == CUSTOMER] == ["text"]
+    assert [d["msgtype"] for d in sandbox.delivered() if d["touser"] == CUSTOMER] == ["business_card"]
     assert sandbox.service_state(CUSTOMER) == 3
     assert [m["touser"] for m in sandbox.staff_messages() if m.get("msgtype") == "template_card"] == [
         "li.consultant"]
     failed = events(r, "step_failed")
-    assert len(failed) == 1 and failed[0]["errcode"] == 40003 and ":card:" in failed[0]["step"]
+    assert len(failed) == 1 and failed[0]["errcode"] == 40003 and ":text:" in failed[0]["step"]
     assert Inbox(r).dead_letters() == []
 
 

@@ -119,12 +119,16 @@ def test_claimed_update_and_texts() -> None:
 
 
 def test_customer_texts() -> None:
-    assert customer_text(LI) == "已为您安排资深家居顾问小李，马上为您服务，请稍候～"
+    assert customer_text(LI) == "已为您安排资深家居顾问小李，预计5分钟内回复您，这是TA的名片："
     off = customer_text(LI, off_hours=True, next_available=datetime(2026, 1, 27, 9, 0, tzinfo=TZ), now=NOW)
     assert off == "现在是非工作时间，已为您登记，明天 09:00上班后资深家居顾问小李会第一时间回复您，请留意消息～"
     assert "2月2日 09:00" in customer_text(None, off_hours=True, next_available=datetime(2026, 2, 2, 9, tzinfo=TZ))
     assert "排队" in customer_text(None)
-    assert "优先" in customer_text(LI, complaint=True)
+    assert customer_text(LI, complaint=True).startswith("非常抱歉")
+    night = customer_text(LI, complaint=True, off_hours=True, next_available=datetime(2026, 1, 27, 9, 0, tzinfo=TZ),
+                          now=NOW)
+    assert night.startswith("非常抱歉") and "非工作时间" in night  # an apology at any hour
+    assert "前面还有3位" in customer_text(None, ahead=3, minutes=10) and "10分钟" in customer_text(None, minutes=10)
 
 
 # ---- byte limits -----------------------------------------------------------------------------
