@@ -1,5 +1,8 @@
 """Handoff records in Redis: open, claim, first human reply, close, SLA escalation, numbers.
 
+Each handoff also gets a short number of its local day (#1, #2, ... from the day's first handoff, in the
+book's timezone), which staff read on the card and type on a phone (`接待 12`); the long id still works.
+
 Escalation ladder (the caller sends the alerts; this module keeps the record and the clock):
   level 0  the assigned consultant gets the alert card when the handoff opens (off hours: at
            `queued_until`, see `due_for_alert`);
@@ -17,6 +20,8 @@ Redis keys (the {...} hash tag keeps each Lua script's keys in one cluster slot)
   wecom:handoff:owner:{<customer>}       userid who served the customer last
   wecom:handoff:due / queued / active / all   sorted sets: next deadline, off-hours alert time,
                                           not closed (by creation), every handoff (by creation)
+  wecom:handoff:day:{<yymmdd>}           counter of the day's numbers (INCR at open), NUMBER_TTL
+  wecom:handoff:day:{<yymmdd>}:ids       hash number -> id, NUMBER_TTL
 """
 
 from __future__ import annotations
@@ -42,6 +47,8 @@ DUE, QUEUED, ACTIVE, ALL = (f"{PREFIX}:{k}" for k in ("due", "queued", "active",
 CAUSE_TTL = 7 * 24 * 3600
 OWNER_TTL = 365 * 24 * 3600
 RETENTION = 180 * 24 * 3600  # closed handoffs are kept this long (stats window)
+NUMBER_TTL = 8 * 24 * 3600  # a day's numbers are kept a little longer than they are looked up
+LOOKUP_DAYS = 7  # `接待 12`: today's #12, else the newest of the last 7 days that is still open
 MAX_LEVEL = 3  # 1 backup, 2 supervisor, 3 team robot
 LIVE = ("open", "claimed")  # states that still wait for a human reply
 
@@ -135,6 +142,15 @@ end
 return 1
 """
 
+# KEYS: handoff hash. ARGV: number, day. The first number given to a handoff stays (a race wastes one).
+NUMBER_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local no = redis.call('HGET', KEYS[1], 'no')
+if no and no ~= '' and no ~= '0' then return tonumber(no) end
+redis.call('HSET', KEYS[1], 'no', ARGV[1], 'day', ARGV[2])
+return tonumber(ARGV[1])
+"""
+
 # KEYS: handoff hash. ARGV: userid. Hand an unanswered handoff to someone else (releases a claim).
 REASSIGN_LUA = """
 local st = redis.call('HGET', KEYS[1], 'state')
@@ -154,6 +170,9 @@ def _ckey(kind: str, customer: str, *rest: str) -> str:
     return ":".join((PREFIX, kind, "{" + customer + "}", *rest))
 
 
+def _dkey(day: str, *rest: str) -> str:
+    """A key of one local day's numbers, in the day's slot."""
+    return ":".join((PREFIX, "day", "{" + day + "}", *rest))
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +210,14 @@ class Handoff:
     cause_msgid: str = ""
     first_reply_by: str | None = None
     close_reason: str | None = None
-    cards: tuple[dict[str, Any], ...] = ()  # every alert card sent: {task_id, response_code, to}
+    cards: tuple[dict[str, Any], ...] = ()  # every alert card sent: {task_id, response_code, to, at}
+    no: int = 0  # the number of its local day (0: opened before numbers existed)
+    day: str = ""  # that day, yymmdd in the book's timezone
+
+    @property
+    def ref(self) -> str:
+        """How staff name it: '#12', or the id when it has no number."""
+        return f"#{self.no}" if self.no else self.id
 
     @property
     def sla_start(self) -> datetime:
@@ -239,6 +265,7 @@ class Handoffs:
         self._escalate = r.register_script(ESCALATE_LUA)
         self._set_card = r.register_script(SET_CARD_LUA)
         self._reassign = r.register_script(REASSIGN_LUA)
+        self._set_number = r.register_script(NUMBER_LUA)
 
     # -- writing ---------------------------------------------------------------------------
 
@@ -272,6 +299,8 @@ class Handoffs:
                 existing = self.get(hid)
             if existing is None:
                 raise RuntimeError(f"handoff {hid} vanished while it was opened")
+            if not existing.no and existing.state != "closed":  # new, or numbering cut short by a crash
+                existing = self._number(existing)
             self._index(existing, now)
             return existing
         raise RuntimeError(f"could not open a handoff for {customer}")
@@ -286,6 +315,23 @@ class Handoffs:
                 "sla_seconds": str(int(sla_seconds)), "off_hours": "1" if off_hours else "0",
                 "queued_until": queued_until.isoformat() if queued_until else "", "cause_msgid": cause,
                 "escalations": "[]", "cards": "[]"}
+
+    def _number(self, h: Handoff) -> Handoff:
+        """Give the handoff the next number of its local day (atomic INCR; the number -> id map is written
+        first, so a lookup only trusts it when the handoff carries that number)."""
+        day = self.day_of(h.created_at)
+        counter, ids = _dkey(day), _dkey(day, "ids")
+        with self.r.pipeline() as p:  # one slot: the day's
+            p.incr(counter).expire(counter, NUMBER_TTL)
+            no = int(p.execute()[0])
+            p.hset(ids, str(no), h.id).expire(ids, NUMBER_TTL)
+            p.execute()
+        self._set_number(keys=[_hkey(h.id)], args=[no, day])
+        return self.get(h.id) or h
+
+    def day_of(self, moment: datetime) -> str:
+        """The local day (yymmdd) that numbers a handoff opened at `moment`."""
+        return f"{aware(moment).astimezone(self.tz):%y%m%d}"
 
     def _index(self, h: Handoff, now: datetime) -> None:
         """Add a handoff to the sorted sets (idempotent; safe to repeat after a crash)."""
@@ -307,9 +353,12 @@ class Handoffs:
         status, _ = self._claim(keys=[_hkey(hid)], args=[userid, now.isoformat()])
         return ClaimResult(status, self.get(hid))
 
-    def set_card(self, hid: str, task_id: str, response_code: str | None, to: str | None = None) -> Handoff | None:
-        """Record an alert card sent for the handoff (the first one is the primary card)."""
-        card = {"task_id": task_id, "response_code": response_code or "", "to": to or ""}
+    def set_card(self, hid: str, task_id: str, response_code: str | None, to: str | None = None,
+                 at: datetime | None = None) -> Handoff | None:
+        """Record an alert card sent for the handoff (the first one is the primary card); `at`, when it was
+        sent, tells whether its response_code (single-use, 72 h) can still update it."""
+        card = {"task_id": task_id, "response_code": response_code or "", "to": to or "",
+                "at": aware(at, "at").isoformat() if at else ""}
         if not self._set_card(keys=[_hkey(hid)], args=[task_id, response_code or "", to or "", json.dumps(card)]):
             return None
         self.r.zrem(QUEUED, hid)
@@ -405,6 +454,23 @@ class Handoffs:
             pipe.hgetall(_hkey(hid))
         return [self._handoff(d) for d in pipe.execute() if d.get("id")]
 
+    def find(self, ref: str, now: datetime) -> Handoff | None:
+        """The handoff staff mean by `ref`: its long id, or a day's number ('12', '#12'): today's, else the
+        newest of the past week with that number that is not closed, else the newest closed one."""
+        ref = ref.strip().lstrip("#＃")
+        if not (ref.isascii() and ref.isdigit() and len(ref) <= 6):
+            return self.get(ref)
+        no = int(ref)
+        today = aware(now).astimezone(self.tz)
+        days = [self.day_of(today - timedelta(days=i)) for i in range(LOOKUP_DAYS)]
+        pipe = self.r.pipeline(transaction=False)
+        for day in days:
+            pipe.hget(_dkey(day, "ids"), str(no))
+        found = [h for day, h in zip(days, (self.get(hid) for hid in pipe.execute()), strict=True)
+                 if h is not None and h.no == no and h.day == day]
+        live = [h for h in found if h.state != "closed"]
+        return live[0] if live else (found[0] if found else None)
+
     def open_for(self, customer: str) -> Handoff | None:
         """The customer's handoff that is not closed, or None."""
         h = self.get(self.r.get(_ckey("open", customer)))
@@ -479,7 +545,7 @@ class Handoffs:
             sla_seconds=int(d.get("sla_seconds") or 0), off_hours=d.get("off_hours") == "1",
             queued_until=self._time(d.get("queued_until")), cause_msgid=d.get("cause_msgid", ""),
             first_reply_by=d.get("first_reply_by") or None, close_reason=d.get("close_reason") or None,
-            cards=tuple(_json_list(d.get("cards"))))
+            cards=tuple(_json_list(d.get("cards"))), no=int(d.get("no") or 0), day=d.get("day", ""))
 
 
 def _json_list(raw: str | None) -> list[Any]:
