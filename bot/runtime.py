@@ -142,7 +142,7 @@ class Runtime:
             return from_ts(self.clock(), tz)
 
         sender = KfSender(wecom, store, customers, self.clock)
-        staff = Staff(wecom, store, customers, handoffs, self.team, s.agent_id, now)
+        staff = Staff(wecom, store, customers, handoffs, self.team, s.agent_id, now, coupons=self.coupons)
         desk = Desk(wecom, store, handoffs, self.team, staff, sender.send, now)
         executor = Executor(wecom, store, customers, sender, desk, staff, self.triggers, self.coupons, tz,
                             self.clock, s.corp_tags)

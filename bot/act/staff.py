@@ -5,14 +5,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import re
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.act import steps
 from bot.content.team import Team, next_on_duty, on_duty, pick
+from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
-from bot.records.handoffs import MAX_LEVEL, Handoff, Handoffs
+from bot.records.handoffs import MAX_LEVEL, ClaimResult, Handoff, Handoffs
 from bot.records.store import Store
 from bot.wecom import (
     APP_MESSAGE,
@@ -30,13 +32,20 @@ APP_MESSAGES_PER_MINUTE = 28  # WeCom drops what exceeds 30 per member per minut
 ROBOT_PER_MINUTE = 20  # a group robot takes 20 messages a minute (45009 past that)
 ROBOT_PENDING = "wecom:robot:pending"  # handoffs waiting for the robot's next summary message
 ROBOT_SUMMARY_MAX = 30  # handoffs named in one summary (the rest wait for the next)
+CARD_CODE_VALID = timedelta(hours=72) - timedelta(minutes=5)  # a card's response_code: once, within 72 h
+COUPON_ORDER = {"issued": 0, "redeemed": 1, "expired": 2}  # on the card: unused first
+VERBS = {"我的": "mine", "我的转接": "mine", "list": "mine", "接待": "claim", "claim": "claim",
+         "结束": "close", "关闭": "close", "close": "close"}
+# `接待 12`, `接待12`, `接待 #12`, `结束 2606011a2b3c4d5e`
+COMMAND_RE = re.compile(r"(我的转接|我的|list|接待|claim|结束|关闭|close)\s*(\S*)\s*$", re.IGNORECASE)
 
 
 class Staff:
     """Performs what staff need against WeCom; the records live in bot/records/handoffs.py."""
 
     def __init__(self, wecom: WeCom, store: Store, customers: Customers, handoffs: Handoffs,
-                 team: Callable[[], Team | None], agent_id: int, now: Callable[[], datetime]) -> None:
+                 team: Callable[[], Team | None], agent_id: int, now: Callable[[], datetime],
+                 coupons: Callable[[], CouponBook | None] = lambda: None) -> None:
         self.wecom = wecom
         self.store = store
         self.customers = customers
@@ -44,6 +53,7 @@ class Staff:
         self.team = team
         self.agent_id = agent_id
         self.now = now
+        self.coupons = coupons
 
     def receiving(self, open_kfid: str) -> dict[str, int]:
         """kf servicer status by userid (0 receiving); unknown when the API fails."""
@@ -61,16 +71,28 @@ class Staff:
             record = self.customers.get(h.customer)
             task_id = cards.new_task_id(h.id, f"l{level}{userid[:20]}")
             return {**cards.alert_card(h, team.get(h.consultant) if team else None, self.customer_name(h.customer),
-                                       self.customers.recent(h.customer), list(record.tags), [], task_id,
-                                       agentid=self.agent_id, touser=userid, level=level, now=self.now()),
+                                       self.customers.recent(h.customer), list(record.tags),
+                                       self.coupon_lines(h.customer), task_id, agentid=self.agent_id, touser=userid,
+                                       level=level, now=self.now()),
                     **DUPLICATE_CHECK}
 
         body = steps.prepared(self.store, key, build)
         self.within_rate(userid)
         res = self.wecom.send_app_message(body)
         task_id = str(body["template_card"]["task_id"])
-        self.handoffs.set_card(h.id, task_id, res.get("response_code"), to=userid)
+        self.handoffs.set_card(h.id, task_id, res.get("response_code"), to=userid, at=self.now())
         self.store.record("staff_alert", handoff=h.id, to=userid, level=level)
+
+    def coupon_lines(self, customer: str) -> list[str]:
+        """The customer's coupons for the alert card: unused first (soonest to expire), then used and
+        expired ones (newest first); title, code, state, expiry."""
+        book, now = self.coupons(), self.now()
+        if book is None:
+            return []
+        held = sorted(book.coupons_of(customer, now=now), key=lambda c: (
+            COUPON_ORDER.get(c.status, 3), c.expires_at.timestamp() if c.status == "issued" else -c.issued_at.timestamp()))
+        titles = {c.name: c.title for c in book.campaigns}
+        return [cards.coupon_line(titles.get(c.campaign, c.campaign), c.code, c.status, c.expires_at, now) for c in held]
 
     def customer_name(self, customer: str) -> str:
         """The customer's WeChat nickname (kf/customer/batchget), remembered; the id when unknown."""
@@ -84,6 +106,12 @@ class Staff:
         if name:
             self.customers.set_name(customer, name)
         return name or customer
+
+    def staff_name(self, userid: str) -> str:
+        """A consultant's name (小李), or the userid when the team does not know them."""
+        team = self.team()
+        consultant = team.get(userid) if team else None
+        return consultant.name if consultant else userid
 
     def within_rate(self, userid: str) -> None:
         """WeCom silently drops app messages past 30 per member per minute: wait for the next minute
@@ -153,27 +181,13 @@ class Staff:
             self._update(response_code, userid, "已结束" if h else "无效转接")
             return "closed" if h else "unknown"
 
-        def name(uid: str) -> str:
-            consultant = team.get(uid) if team else None
-            return consultant.name if consultant else uid
-
+        name = self.staff_name
         if action == "claim":
-            res = self.handoffs.claim(hid, userid, now)
-            escalated_to = {e.to for e in h.escalations}
-            if res.status == "taken_by_other" and h.first_reply_at is None and userid in escalated_to:
-                # The holder claimed but never answered; whoever the SLA ladder called may take over.
-                self.handoffs.reassign(hid, userid, now)
-                res = self.handoffs.claim(hid, userid, now)
+            res = self._claim(h, userid, now, clicked=response_code)
             if res.status == "taken_by_other":
                 holder = (res.handoff.holder if res.handoff else None) or ""
                 self._update(response_code, userid, f"已由{name(holder)}接待")
                 self.wecom.send_app_message(cards.app_text(userid, self.agent_id, f"该客户已由{name(holder)}接待，无需处理。"))
-                return "taken_by_other"
-            if res.status in ("claimed", "already_yours"):
-                if h.consultant and h.consultant != userid:  # a backup or supervisor took over
-                    self._transfer(h, userid)
-                self._update(response_code, userid, f"已由{name(userid)}接待")
-                self.store.record("handoff_claimed", handoff=hid, by=userid)
             return res.status
         # pass to a colleague; the choice is kept, so a retried click does not pick yet another one
         if team is None:
@@ -195,6 +209,46 @@ class Staff:
         self.store.once(f"{choice}:card", lambda: self._update(response_code, userid, f"已转给{name(target)}"))
         steps.once(self.store, f"{choice}:alert", lambda: self.alert(moved, target, 0, f"{choice}:alert"))
         return "passed"
+
+    def _claim(self, h: Handoff, userid: str, now: datetime, *, clicked: str = "") -> ClaimResult:
+        """`userid` claims `h` (a card click with its `clicked` response_code, or `接待`): the first claimer wins,
+        someone the SLA ladder called may take over an unanswered chat; the chat moves to the claimer in kf,
+        and every copy of the alert then reads 已由<name>接待 (the clicked one through the click's code)."""
+        res = self.handoffs.claim(h.id, userid, now)
+        if res.status == "taken_by_other" and h.first_reply_at is None and userid in {e.to for e in h.escalations}:
+            # The holder claimed but never answered; whoever the SLA ladder called may take over.
+            self.handoffs.reassign(h.id, userid, now)
+            res = self.handoffs.claim(h.id, userid, now)
+        if res.status in ("claimed", "already_yours"):
+            if h.consultant and h.consultant != userid:  # a backup or supervisor took over
+                self._transfer(h, userid)
+            if clicked:
+                self._update(clicked, userid, f"已由{self.staff_name(userid)}接待")
+            self.store.record("handoff_claimed", handoff=h.id, by=userid)
+            self.claimed_everywhere(res.handoff or h, userid, clicked_by=userid if clicked else "")
+        return res
+
+    def claimed_everywhere(self, h: Handoff, userid: str, clicked_by: str = "") -> None:
+        """Every copy of the alert (each card recorded by set_card) now reads 已由<name>接待, each once: a copy
+        without a response_code, or whose code is past its 72 h, cannot be updated and is left; the copies
+        of `clicked_by` were updated with the click's own code."""
+        name, now = self.staff_name(userid), self.now()
+        for card in h.cards:
+            code, to, task_id = card.get("response_code") or "", card.get("to") or "", card.get("task_id") or ""
+            key = f"card_claimed:{h.id}:{task_id}"
+            if not code or not to or not task_id:
+                continue
+            if to == clicked_by:
+                self.store.mark_done(key)  # that card was updated with the click's code
+                continue
+            sent = datetime.fromisoformat(card["at"]) if card.get("at") else None
+            if sent is not None and now - sent > CARD_CODE_VALID:
+                continue
+
+            def update(code: str = code, to: str = to) -> None:
+                self.wecom.update_template_card(cards.claimed_card_update(code, self.agent_id, [to], name))
+
+            steps.once(self.store, key, update)
 
     def _transfer(self, h: Handoff, userid: str) -> None:
         try:
@@ -280,7 +334,9 @@ class Staff:
             self.handoffs.close(customer, at, "session_ended")
             self.store.record("handoff_closed", handoff=h.id, reason="session_ended")
         elif servicer and change_type == 1:
-            self.handoffs.claim(h.id, servicer, at)
+            res = self.handoffs.claim(h.id, servicer, at)
+            if res.status in ("claimed", "already_yours"):
+                self.claimed_everywhere(res.handoff or h, servicer)
         elif servicer and change_type == 2:
             self.handoffs.reassign(h.id, servicer, at)
 
@@ -310,26 +366,53 @@ class Staff:
     # -- staff commands to the app -----------------------------------------------------------
 
     def command(self, userid: str, text: str) -> str:
-        """`我的` lists my open handoffs; `接待 ID` claims; `结束 ID` closes. Answers in the app."""
-        words = text.strip().split()
-        now = self.now()
-        if not words:
+        """`我的` lists my open handoffs; `接待 12` claims (the day's number, or the long id); `结束 12` closes.
+        Answers in the app."""
+        text = text.strip()
+        if not text:
             return "empty"
-        verb, arg = words[0], (words[1] if len(words) > 1 else "")
-        if verb in ("我的", "我的转接", "list"):
-            mine = [h for h in self.handoffs.list() if h.state != "closed" and h.holder == userid]
-            lines = [f"{h.id} {h.intent} {h.customer}：{h.text[:30]}" for h in mine] or ["暂无进行中的转接"]
-            reply = "您的转接：\n" + "\n".join(lines)
-        elif verb in ("接待", "claim") and arg:
-            res = self.handoffs.claim(arg, userid, now)
-            reply = {"claimed": f"已接待 {arg}", "already_yours": f"{arg} 已在您名下"}.get(
-                res.status, f"无法接待 {arg}：{res.status}")
-        elif verb in ("结束", "关闭", "close") and arg:
-            h = self.handoffs.get(arg)
+        m = COMMAND_RE.fullmatch(text)
+        verb, arg = (VERBS[m.group(1).lower()], m.group(2)) if m else ("help", "")
+        now = self.now()
+        if verb == "mine" and not arg:
+            reply = self._mine(userid, now)
+        elif verb == "claim" and arg:
+            reply = self._claim_command(userid, arg, now)
+        elif verb == "close" and arg:
+            h = self.handoffs.find(arg, now)
             if h is not None and h.state != "closed":
                 self.close(h, f"closed_by:{userid}")
-            reply = f"已结束 {arg}，机器人恢复接待" if h else f"找不到 {arg}"
+            reply = f"已结束 {h.ref}，机器人恢复接待" if h else f"找不到转接 {arg}，回复「我的」查看您的转接"
         else:
-            reply = "可用指令：我的 / 接待 编号 / 结束 编号"
+            verb = "help"
+            reply = "可用指令：我的 / 接待 编号 / 结束 编号（编号见提醒卡片，如「接待 12」）"
         self.wecom.send_app_message(cards.app_text(userid, self.agent_id, reply))
         return verb
+
+    def _claim_command(self, userid: str, arg: str, now: datetime) -> str:
+        """`接待 12`: the answer to the claimer."""
+        h = self.handoffs.find(arg, now)
+        if h is None:
+            return f"找不到转接 {arg}，回复「我的」查看您的转接"
+        if h.state == "closed":
+            return f"{h.ref} 已结束"
+        res = self._claim(h, userid, now)
+        who = self.display_name(h.customer)
+        if res.status == "claimed":
+            return f"已接待 {h.ref} {who}，请在微信客服中回复客户"
+        if res.status == "already_yours":
+            return f"{h.ref} {who} 已在您名下"
+        if res.status == "taken_by_other":
+            holder = (res.handoff.holder if res.handoff else None) or ""
+            return f"{h.ref} 已由{self.staff_name(holder)}接待，无需处理"
+        return f"无法接待 {h.ref}：{res.status}"
+
+    def _mine(self, userid: str, now: datetime) -> str:
+        """`我的`: the handoffs I hold, oldest first, as '#12 小明 询价 等待8分钟：...'."""
+        mine = sorted((h for h in self.handoffs.list("active") if h.holder == userid), key=lambda h: h.created_at)
+        return cards.mine_text([cards.mine_line(h, self.display_name(h.customer), now) for h in mine])
+
+    def display_name(self, customer: str) -> str:
+        """The nickname, or '客户…' and the id's last 4 characters when WeCom has none (never the raw id)."""
+        name = self.customer_name(customer)
+        return f"客户…{customer[-4:]}" if name == customer else name

@@ -132,7 +132,7 @@ def _waited(seconds: float) -> str:
 
 def history_line(line: str) -> str:
     """A remembered line as staff read it: '客服：business_card' -> '客服：「名片」', '客服：link：标题' ->
-    '客服：「链接：标题」', '客户：[image]' -> '客户：「图片」'; text as it is, cut to HISTORY_LINE_BYTES."""
+    '客服：「链接：标题」', '客户：[image]' -> '客户：「图片」'; text on one line, cut to HISTORY_LINE_BYTES."""
     who, sep, rest = line.partition("：")
     if sep:
         # the bot's lines carry the bare msgtype, the customer's "[msgtype]" (a customer may type a word)
@@ -141,7 +141,7 @@ def history_line(line: str) -> str:
         if m and m.group(1) in MSGTYPE_LABELS:
             title = m.group(2) if m.lastindex and m.lastindex > 1 else None
             line = f"{who}：「{MSGTYPE_LABELS[m.group(1)]}{'：' + title.strip() if title else ''}」"
-    return clip(line, HISTORY_LINE_BYTES)
+    return clip(" ".join(line.split()), HISTORY_LINE_BYTES)  # one line each, however the text was written
 
 
 def coupon_line(title: str, code: str, status: str, expires_at: datetime, now: datetime | None = None) -> str:
