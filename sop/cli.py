@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 from bot.times import DEFAULT_TZ, from_ts
 from sop import journeys as journeys_mod
 from sop.engine import CustomerFacts
-from sop.journeys import Journey, Segment
+from sop.journeys import Journey, ReplyOption, Segment, Step
 from sop.plan import Rules, lifecycle, segment_matches
 from sop.simulate import Profile, Row, simulate
 
@@ -50,16 +50,29 @@ def _line(row: Row, tz: ZoneInfo) -> str:
     return f"{at}  {row.decision:<6} {row.channel:<9} {row.journey}/{row.step} [{row.kind}]  {row.reason}{late}"
 
 
+def _replies_line(step: Step) -> str:
+    """The answers a step's question accepts and what each does, on one indented line."""
+    def does(o: ReplyOption) -> str:
+        parts = [f"tag {o.tag}" if o.tag else "", "reply" if o.reply else "",
+                 f"journey {o.journey}" if o.journey else "", "coupon" if o.coupon else ""]
+        return f"{' '.join(json.dumps(w, ensure_ascii=False) for w in o.words)} -> {', '.join(p for p in parts if p)}"
+    return (f"    replies (within {step.replies_for_hours} h of a kf send): "
+            + " | ".join(does(o) for o in step.replies))
+
+
 def plan_cmd(journeys: list[Journey], rules: Rules, customer: CustomerFacts | Profile | None, start: datetime,
              days: int, as_json: bool, out: TextIO = sys.stdout, tz: ZoneInfo = DEFAULT_TZ) -> int:
     """Print every touch one customer would get from `start` for `days` days, and every skip/deferral with why."""
     profile = customer if isinstance(customer, Profile) or customer is None else profile_of(customer, tz)
     rows = simulate(journeys, rules, profile, start.astimezone(tz), days, tz)
+    steps = {(j.id, s.id): s for j in journeys for s in j.steps}
     for row in rows:
         if as_json:
             print(json.dumps(_local(row.to_json(), row, tz), ensure_ascii=False), file=out)
         else:
             print(_line(row, tz), file=out)
+            if (step := steps.get((row.journey, row.step))) is not None and step.replies:
+                print(_replies_line(step), file=out)
     if not as_json:
         c = Counter(r.decision for r in rows)
         print(f"{c['send']} send, {c['remind']} remind, {c['defer']} defer, {c['skip']} skip "

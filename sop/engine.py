@@ -1,7 +1,8 @@
 """The SOP engine on Redis: enrol, claim due touches atomically, decide with plan.py, emit what to perform.
 
-It owns the wecom:sop:* keys; customers are read through a CustomerReader and touches leave through
-`emit`, so the engine knows nothing of the inbox or of how customer records are stored."""
+It owns the wecom:sop:* keys (the open questions of steps with replies through sop/replies.py); customers
+are read through a CustomerReader and touches leave through `emit`, so the engine knows nothing of the
+inbox or of how customer records are stored."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from bot.times import aware, from_ts
 from sop import journeys as journeys_mod
 from sop.journeys import ConfigError, Journey, Step
 from sop.plan import (
+    BY_NAME,
     Decision,
     History,
     Rules,
@@ -36,6 +38,7 @@ from sop.plan import (
     trigger_matches,
     wall,
 )
+from sop.replies import Answer, Offers
 
 __all__ = ["Engine", "TickResult", "CustomerFacts", "CustomerReader", "Emit", "DUE", "INFLIGHT", "ENROLLED",
            "COUNTERS", "FATIGUED", "SKIPS", "EMIT_TTL"]
@@ -194,6 +197,7 @@ class Engine:
         self.journeys: dict[str, Journey] = {j.id: j for j in journeys}
         self._claim = r.register_script(CLAIM)
         self._enrol = r.register_script(ENROL)
+        self.offers = Offers(r)
 
     # --- journeys -----------------------------------------------------------------------------
 
@@ -214,6 +218,10 @@ class Engine:
     def enroll(self, customer: str, trigger: str, at: datetime, **facts: Any) -> int:
         """Enrol a customer into every journey this trigger starts; returns how many enrolments were new."""
         return len(self._enroll([(customer, trigger, at, facts)])[0])
+
+    def enroll_journey(self, customer: str, journey: str, at: datetime) -> int:
+        """Enrol a customer into one journey by its id, whatever its trigger (segment and timing still apply)."""
+        return self.enroll(customer, BY_NAME, at, journey=journey)
 
     def enroll_many(self, events: Iterable[tuple[str, str, datetime, dict[str, Any]]]) -> int:
         """Bulk `enroll` of (customer, trigger, at, facts) events."""
@@ -288,6 +296,22 @@ class Engine:
         first = from_ts(rec.first_seen, self.tz) if rec.first_seen else None
         last = from_ts(rec.last_inbound, self.tz) if rec.last_inbound else None
         return segment_matches(j.segment, lifecycle(first, last, at), set(rec.tags), value)
+
+    # --- replies to steps ------------------------------------------------------------------------
+
+    def offer_replies(self, touch: Mapping[str, Any], at: datetime) -> bool:
+        """A touch reached the customer over kf at `at`: if its step declares replies, its question is open
+        for the step's replies_for_hours (a later step with replies replaces it). True when newly opened."""
+        j = self.journeys.get(str(touch.get("journey", "")))
+        step = j.step(str(touch.get("step", ""))) if j else None
+        if j is None or step is None or not step.replies:
+            return False
+        return self.offers.offer(str(touch["customer"]), j.id, step.id, str(touch["touch_id"]), step.replies,
+                                 at.timestamp(), step.replies_for_hours)
+
+    def answer(self, customer: str, msgid: str, text: str, at: datetime) -> Answer | None:
+        """The option customer message `msgid` chooses of their open question (closing it), if any."""
+        return self.offers.answer(customer, msgid, text, at.timestamp())
 
     # --- scans ----------------------------------------------------------------------------------
 

@@ -12,9 +12,10 @@ from typing import Any
 from bot import yamlfile
 from bot.yamlfile import ConfigError, Doc, KeyPath, shown
 from bot.yamlfile import time_of_day as parse_time
+from sop.replies import DEFAULT_HOURS, ReplyOption, normalise
 
 __all__ = [
-    "ConfigError", "Journey", "Segment", "Step", "Trigger", "DEFAULT_DIR", "TRIGGERS", "STOP_FACTS",
+    "ConfigError", "Journey", "ReplyOption", "Segment", "Step", "Trigger", "DEFAULT_DIR", "TRIGGERS", "STOP_FACTS",
     "load", "load_dir", "validate", "parse_duration", "parse_time",
 ]
 
@@ -39,7 +40,10 @@ CHANNELS = ("auto", "staff")
 CONTENT_KEYS = ("text", "link", "image", "miniprogram", "coupon")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 JOURNEY_KEYS = frozenset({"id", "title", "priority", "enabled", "trigger", "stop_on", "segment", "steps"})
-STEP_KEYS = frozenset({"id", "wait", "at", "window", "kind", "channel", "content"})
+STEP_KEYS = frozenset({"id", "wait", "at", "window", "kind", "channel", "content", "replies", "replies_for_hours"})
+REPLY_KEYS = ("match", "tag", "reply", "journey", "coupon")
+REPLY_DOES = ("reply", "journey", "coupon", "tag")  # an option does at least one of these
+MAX_REPLY_HOURS = 30 * 24
 SEGMENT_KEYS = frozenset({"lifecycle", "tags", "min_value"})
 ID_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,47}")
 KIND_RE = re.compile(r"[a-z][a-z0-9_]{0,31}")
@@ -89,6 +93,8 @@ class Step:
     content: dict[str, Any] = field(hash=False, compare=False)
     at: time | None = None
     window: tuple[time, time] | None = None
+    replies: tuple[ReplyOption, ...] = field(default=(), hash=False, compare=False)  # answers to the step's question
+    replies_for_hours: int = DEFAULT_HOURS  # how long after the step reached the customer an answer counts
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +146,8 @@ class _Checker:
     def __init__(self, doc: Doc):
         self.doc = doc
         self.errors: list[ConfigError] = []
+        self.ids: set[str] = set()  # journey ids the file declares (valid or not)
+        self.enrols: list[tuple[KeyPath, str]] = []  # where an option names a journey, checked across files
 
     def err(self, keypath: KeyPath, message: str) -> None:
         self.errors.append(self.doc.error(keypath, message))
@@ -296,6 +304,64 @@ class _Checker:
             out[kind] = item
         return out
 
+    def answers(self, at: KeyPath, value: Any) -> tuple[str, ...]:
+        """An option's `match`: one answer or a list of them (digits may be written unquoted)."""
+        raw = value if isinstance(value, list) else [value]
+        out = []
+        for i, w in enumerate(raw):
+            where = (*at, i) if isinstance(value, list) else at
+            if isinstance(w, int) and not isinstance(w, bool):
+                w = str(w)
+            if not isinstance(w, str) or not normalise(w):
+                self.err(where, f"expected an answer such as \"1\" or \"新品\", got {shown(w)}")
+            else:
+                out.append(w)
+        if not raw:
+            self.err(at, "expected at least one answer")
+        return tuple(out)
+
+    def option(self, at: KeyPath, value: Any) -> ReplyOption | None:
+        data = self.mapping(at, value, REPLY_KEYS)
+        if data is None:
+            return None
+        n = len(self.errors)
+        words = self.answers((*at, "match"), data["match"]) if "match" in data else ()
+        if "match" not in data:
+            self.err(at, "missing key 'match' (the answers that choose this option)")
+        if not any(k in data for k in REPLY_DOES):
+            self.err(at, f"an option needs at least one of {', '.join(REPLY_DOES)}")
+        tag = self.text(at, data, "tag", required=False)
+        reply = self.text(at, data, "reply", required=False, limit=LIMITS["text"])
+        journey = self.ident(at, data, "journey") if "journey" in data else None
+        if journey is not None:
+            self.enrols.append(((*at, "journey"), journey))
+        coupon = data.get("coupon", False)
+        if not isinstance(coupon, bool):
+            self.err((*at, "coupon"), f"expected true or false, got {shown(coupon)}")
+        if len(self.errors) > n:
+            return None
+        return ReplyOption(words, tag.strip() if tag else None, reply, journey, coupon is True)
+
+    def replies(self, at: KeyPath, value: Any) -> tuple[ReplyOption, ...]:
+        """A step's options; every answer names one option only (compared as customers' messages are)."""
+        if not isinstance(value, list) or not value:
+            self.err(at, f"expected a non-empty list of options (match, tag, reply, journey, coupon), got {shown(value)}")
+            return ()
+        options: list[ReplyOption] = []
+        owner: dict[str, int] = {}
+        for i, raw in enumerate(value):
+            option = self.option((*at, i), raw)
+            if option is None:
+                continue
+            for k, w in enumerate(option.words):
+                key = normalise(w)
+                if key in owner:
+                    where = (*at, i, "match", k) if isinstance(raw["match"], list) else (*at, i, "match")
+                    self.err(where, f"{w!r} reads as {key!r}, which already answers option {owner[key] + 1}")
+                owner.setdefault(key, i)
+            options.append(option)
+        return tuple(options)
+
     def step(self, at: KeyPath, value: Any) -> Step | None:
         data = self.mapping(at, value, STEP_KEYS)
         if data is None:
@@ -331,9 +397,15 @@ class _Checker:
         content = self.content((*at, "content"), data["content"]) if "content" in data else {}
         if "content" not in data:
             self.err(at, "missing key 'content'")
+        replies = self.replies((*at, "replies"), data["replies"]) if "replies" in data else ()
+        if replies and channel == "staff":
+            self.err((*at, "replies"), "a staff step is sent by a person: answers to it never reach the bot")
+        hours = self.integer(at, data, "replies_for_hours", 1, MAX_REPLY_HOURS, required=False)
+        if hours is not None and "replies" not in data:
+            self.err((*at, "replies_for_hours"), "replies_for_hours without replies")
         if len(self.errors) > n or sid is None or kind is None:
             return None
-        return Step(sid, wait, kind, channel, content, at_time, window)
+        return Step(sid, wait, kind, channel, content, at_time, window, replies, hours or DEFAULT_HOURS)
 
     def journey(self, at: KeyPath, value: Any) -> Journey | None:
         data = self.mapping(at, value, JOURNEY_KEYS)
@@ -341,6 +413,8 @@ class _Checker:
             return None
         n = len(self.errors)
         jid = self.ident(at, data, "id")
+        if jid is not None:
+            self.ids.add(jid)
         title = self.text(at, data, "title")
         priority = self.integer(at, data, "priority", 0, 1000)
         enabled = data.get("enabled", True)
@@ -380,10 +454,18 @@ class _Checker:
 
 def load_file(path: Path | str) -> tuple[list[Journey], list[ConfigError]]:
     """Journeys of one file (a mapping, or a list of mappings under `journeys:`) and its errors."""
+    found, check = _check_file(path)
+    return found, check.errors
+
+
+def _check_file(path: Path | str) -> tuple[list[Journey], _Checker]:
+    """The valid journeys of one file, and the checker that walked it (its errors and references)."""
     try:
         doc = yamlfile.load(path)
     except ConfigError as exc:
-        return [], [exc]
+        check = _Checker(yamlfile.Doc(Path(path), None))
+        check.errors.append(exc)
+        return [], check
     check = _Checker(doc)
     data = doc.data
     if isinstance(data, dict) and "journeys" in data:
@@ -394,7 +476,23 @@ def load_file(path: Path | str) -> tuple[list[Journey], list[ConfigError]]:
         found = [check.journey(("journeys", i), item) for i, item in enumerate(items or [])]
     else:
         found = [check.journey((), data)]
-    return [j for j in found if j is not None], check.errors
+    return [j for j in found if j is not None], check
+
+
+def _check_enrols(checks: list[_Checker], journeys: list[Journey], where: Path) -> list[ConfigError]:
+    """Every journey a reply option enrols exists (in any file) and can be started without a coupon."""
+    ids = set().union(*(c.ids for c in checks))
+    by_id = {j.id: j for j in journeys}
+    errors = []
+    for check in checks:
+        for keypath, name in check.enrols:
+            target = by_id.get(name)
+            if name not in ids:
+                errors.append(check.doc.error(keypath, f"unknown journey {name!r} (no journey has this id in {where})"))
+            elif target is not None and target.trigger.type == "coupon_issued":
+                errors.append(check.doc.error(keypath, f"journey {name!r} follows an issued coupon (coupon_issued) "
+                                                       "and cannot be started by a reply"))
+    return errors
 
 
 def load_dir(directory: Path | str = DEFAULT_DIR) -> tuple[list[Journey], list[ConfigError]]:
@@ -405,10 +503,12 @@ def load_dir(directory: Path | str = DEFAULT_DIR) -> tuple[list[Journey], list[C
         return [], [ConfigError(f"{directory}:1: no *.yaml journey files")]
     journeys: list[Journey] = []
     errors: list[ConfigError] = []
+    checks: list[_Checker] = []
     where: dict[str, str] = {}
     for path in paths:
-        found, errs = load_file(path)
-        errors += errs
+        found, check = _check_file(path)
+        errors += check.errors
+        checks.append(check)
         for j in found:
             if j.id in where:
                 doc = yamlfile.load(path)
@@ -417,7 +517,7 @@ def load_dir(directory: Path | str = DEFAULT_DIR) -> tuple[list[Journey], list[C
                 continue
             where[j.id] = str(path)
             journeys.append(j)
-    return journeys, errors
+    return journeys, errors + _check_enrols(checks, journeys, directory)
 
 
 def validate(directory: Path | str = DEFAULT_DIR) -> list[ConfigError]:

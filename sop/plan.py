@@ -12,11 +12,12 @@ from bot.times import DEFAULT_TZ, aware
 from sop.journeys import Journey, Segment, Step
 
 __all__ = [
-    "DEFAULT_TZ", "Decision", "History", "Rules", "Touch", "anchor_for", "decide", "lifecycle", "next_allowed",
+    "BY_NAME", "DEFAULT_TZ", "Decision", "History", "Rules", "Touch", "anchor_for", "decide", "lifecycle", "next_allowed",
     "schedule", "segment_matches", "touch_for", "touch_id",
 ]
 
 DAY = timedelta(days=1)
+BY_NAME = "by_name"  # not a trigger operators write: a journey enrolled by its id (an answer to a step chose it)
 Channel = Literal["kf", "mass_task", "staff", "welcome"]
 Verdict = Literal["send", "defer", "skip", "remind"]
 
@@ -255,6 +256,8 @@ def anchor_for(journey: Journey, at: datetime, facts: dict[str, Any]) -> datetim
 def trigger_matches(journey: Journey, trigger: str, facts: dict[str, Any]) -> bool:
     """Whether an event of type `trigger` with `facts` enrols a customer into this journey."""
     t = journey.trigger
+    if trigger == BY_NAME:
+        return journey.enabled and facts.get("journey") == journey.id
     if not journey.enabled or t.type != trigger:
         return False
     if t.type == "intent" and facts.get("intent") != t.intent:
