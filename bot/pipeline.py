@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import handlers
 from bot.act.executor import Executor
 from bot.records.customers import Conversation
+from handlers import answers
 from handlers.context import Ctx
 from handlers.messages import KfMessage
 
@@ -47,7 +49,11 @@ class Pipeline:
         held = msg.is_customer and self.human_holds(msg.external_userid, msg.msgid)
         ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None, human_holds=held,
                   fallbacks=before.fallbacks, repeat=classifier.faq.repeat if classifier else None)
-        name, actions = handlers.route(msg, intent, ctx)
+        # An answer to the question of an SOP step the customer got ("回复数字即可") comes before intents.
+        engine = self.executor.triggers.engine() if answers.may_answer(msg, held) else None
+        sent_at = datetime.fromtimestamp(msg.send_time or self.executor.clock(), UTC)
+        answer = engine.answer(msg.external_userid, msg.msgid, msg.text, sent_at) if engine else None
+        name, actions = answers.on_answer(msg, intent, answer) if answer else handlers.route(msg, intent, ctx)
         self.executor.run(actions, f"kf:{msg.msgid}")
         log.debug("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,
                   len(actions), (time.perf_counter() - started) * 1000)

@@ -100,6 +100,15 @@ class Tag:
 
 
 @dataclass(frozen=True, slots=True)
+class Enrol:
+    """Enrol the customer in an SOP journey by its id (an answer to a step's question chose it)."""
+
+    customer: str
+    journey: str
+    at: int  # when the customer chose it (0: unknown, the executor takes now)
+
+
+@dataclass(frozen=True, slots=True)
 class Record:
     """Append an event to the history."""
 
@@ -116,4 +125,4 @@ class SendFailed:
     fail_msgid: str
 
 
-Action = Seen | Welcome | StaffReplied | SessionChanged | SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Record
+Action = Seen | Welcome | StaffReplied | SessionChanged | SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Enrol | Record

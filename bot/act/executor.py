@@ -21,6 +21,7 @@ from bot.wecom import KF_CANNOT_SEND, WeCom, WeComError, derive_msgid, msgid_alr
 from bot.wecom.payloads import kf_text
 from handlers.actions import (
     Action,
+    Enrol,
     IssueCoupon,
     OptOut,
     Record,
@@ -147,6 +148,9 @@ class Executor:
                 self.customers.tag(customer, tag, now)
                 self.mirror_tag(customer, tag)
                 self.triggers.tagged(customer, tag, now)
+            case Enrol(customer, journey, at):
+                if engine := self.triggers.engine():
+                    engine.enroll_journey(customer, journey, from_ts(at or now, self.tz))
             case SendFailed(customer, fail_type, fail_msgid):
                 if fail_type in KF_WINDOW_FAIL_TYPES:
                     self.customers.exhaust_budget(customer)

@@ -154,7 +154,10 @@ class TouchRunner:
             why = self._kf_send_all(rec, kf_payloads(content), key, now)
         if why == "pending":
             return why
-        return "sent:kf" if why is None else self._failed(data, key, now, f"kf_refused:{why}")
+        if why is not None:
+            return self._failed(data, key, now, f"kf_refused:{why}")
+        self.engine.offer_replies(data, from_ts(now, self.tz))  # the step's question is open from now on
+        return "sent:kf"
 
     def _kf_send_all(self, rec: Customer, payloads: list[dict[str, Any]], key: str, now: float) -> str | None:
         """Send every payload; all or nothing as far as the budget can tell beforehand."""
