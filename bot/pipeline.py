@@ -27,13 +27,14 @@ class Pipeline:
     def __init__(self, executor: Executor, replies: Mapping[str, str],
                  classifier: Callable[[], Classifier | None] = lambda: None,
                  human_holds: Callable[[str, str], bool] = lambda customer, msgid: False,
-                 conversation: Callable[[str, str], Conversation] = lambda customer, msgid: Conversation()
-                 ) -> None:
+                 conversation: Callable[[str, str], Conversation] = lambda customer, msgid: Conversation(),
+                 welcomes: Callable[[str], bool] = lambda customer: False) -> None:
         self.conversation = conversation  # the customer's previous message and fallbacks in a row
         self.executor = executor
         self.replies = replies
         self.classifier = classifier  # the intent classifier as currently loaded, or None
         self.human_holds = human_holds
+        self.welcomes = welcomes  # this customer's next message is a first contact with a welcome
 
     def process(self, msg: KfMessage) -> str:
         """Handle one message exactly once as the customer sees it; returns the route taken."""
@@ -48,7 +49,8 @@ class Pipeline:
             intent = classifier.classify(msg.text, previous=before.text if recent else None)
         held = msg.is_customer and self.human_holds(msg.external_userid, msg.msgid)
         ctx = Ctx(replies=self.replies, faq_answer=classifier.faq_answer if classifier else None, human_holds=held,
-                  fallbacks=before.fallbacks, repeat=classifier.faq.repeat if classifier else None)
+                  fallbacks=before.fallbacks, repeat=classifier.faq.repeat if classifier else None,
+                  welcomed=msg.is_customer and self.welcomes(msg.external_userid))
         # An answer to the question of an SOP step the customer got ("回复数字即可") comes before intents.
         engine = self.executor.triggers.engine() if answers.may_answer(msg, held) else None
         sent_at = datetime.fromtimestamp(msg.send_time or self.executor.clock(), UTC)

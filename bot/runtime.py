@@ -148,7 +148,8 @@ class Runtime:
                             self.clock, s.corp_tags)
         pipeline = Pipeline(executor, s.replies, self.classifier,
                             human_holds=lambda customer, msgid: _held(handoffs, customer, msgid),
-                            conversation=customers.conversation)
+                            conversation=customers.conversation,
+                            welcomes=lambda customer: self.engine() is not None and customers.is_new(customer))
         engine = self.engine()
         touches = None
         if engine is not None:

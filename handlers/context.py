@@ -17,6 +17,7 @@ class Ctx:
     fallbacks: int = 0  # fallbacks in a row the bot gave this customer before this message
     repeat: RepeatRule | None = None  # what to do instead of yet another fallback
     human_holds: bool = False  # a consultant holds this customer's chat (an open handoff this message did not open)
+    welcomed: bool = False  # a first contact: the welcome goes out just before the answer to this message
 
     def reply(self, name: str) -> str:
         """A configured reply text (config.yaml `replies`)."""

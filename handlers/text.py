@@ -7,6 +7,8 @@ from handlers.context import Ctx
 from handlers.messages import KfMessage
 from intents.labels import Intent
 
+GREETED = ("hello", "ack")  # greetings the welcome already answers
+
 
 def on_default(msg: KfMessage, intent: Intent | None, ctx: Ctx) -> list[Action]:
     """No classifier configured: the configured default reply."""
@@ -16,6 +18,9 @@ def on_default(msg: KfMessage, intent: Intent | None, ctx: Ctx) -> list[Action]:
 def on_faq_or_fallback(msg: KfMessage, intent: Intent | None, ctx: Ctx) -> list[Action]:
     """Greeting or other: the FAQ answer for its topic, else the fallback that offers a human."""
     topic = intent.topic if intent else None
+    if ctx.welcomed and intent is not None and intent.intent == "greeting" and topic in GREETED:
+        return [Record("faq", {"customer": msg.external_userid, "topic": topic, "intent": "greeting",
+                               "answered_by": "welcome"})]  # one greeting per greeting
     if topic is None and ctx.repeat and ctx.fallbacks >= ctx.repeat.after:
         return on_fallback_again(msg, intent, ctx)
     answer = ctx.faq_answer(topic) if ctx.faq_answer else ctx.reply("default")

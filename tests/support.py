@@ -106,3 +106,19 @@ def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subpr
     """`python -m bot ARGS` in the repository, as an operator runs it."""
     return subprocess.run([sys.executable, "-m", "bot", "--log-level", "WARNING", *args], input=stdin,
                           capture_output=True, text=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=120)
+
+
+def _welcome_text() -> str:
+    """The shipped first-contact welcome (new_customer_week's welcome step)."""
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "sop" / "journeys" / "new_customer_week.yaml").read_text(encoding="utf-8"))
+    return str(next(s for s in doc["steps"] if s["id"] == "welcome")["content"]["text"])
+
+
+WELCOME = _welcome_text()
+
+
+def answer(text: str) -> str:
+    """A text to the customer without the welcome a first contact's answer opens with."""
+    return text.removeprefix(WELCOME + "\n\n")

@@ -126,7 +126,7 @@ class Desk:
     def _ahead(self, h: Handoff) -> int:
         """Chats waiting in the kf queue that came before this one."""
         return sum(1 for o in self.handoffs.list("open") if o.id != h.id and not o.consultant
-                   and not o.claimed_by and o.created_at < h.created_at)
+                   and not o.claimed_by and o.created_at <= h.created_at)
 
     @staticmethod
     def _queue_watchers(team: Team, now: datetime) -> list[tuple[str, int]]:

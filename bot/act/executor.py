@@ -63,7 +63,12 @@ class KfSender:
         done = self.store.done_value(f"{key}:sent")
         if done is not None:
             return None if done != steps.FAILED else "failed"
-        shown = payload.get("text", {}).get("content") or payload.get("msgtype")
+        welcome = self.customers.held_welcome(customer) if payload.get("msgtype") == "text" else None
+        if welcome and payload["text"]["content"] != welcome:  # a first contact: the welcome, then the answer
+            payload = kf_text(f"{welcome}\n\n{payload['text']['content']}")
+        msgtype = str(payload.get("msgtype") or "")
+        title = (payload.get(msgtype) or {}).get("title") if isinstance(payload.get(msgtype), dict) else None
+        shown = payload.get("text", {}).get("content") or (f"{msgtype}：{title}" if title else msgtype)
         why_not = self.customers.reserve_reply(customer, self.clock())
         if why_not:
             self.store.record("reply_not_sent", customer=customer, reason=why_not, text=shown)
@@ -85,6 +90,8 @@ class KfSender:
                 self.customers.release_reply(customer)  # the retry reserves again
                 return "pending" if steps.failed(self.store, f"{key}:sent", exc) else f"errcode {exc.errcode}"
         self.store.mark_done(f"{key}:sent")
+        if welcome:
+            self.customers.welcome_given(customer)
         self.customers.remember(customer, f"客服：{shown}")
         self.store.record("reply_sent", customer=customer, msgid=msgid, text=shown,
                           **({"unconfirmed": True} if unconfirmed else {}))
@@ -113,9 +120,15 @@ class Executor:
         self.corp_tags = corp_tags or {}  # our tag name -> WeCom corp tag id
 
     def run(self, actions: list[Action], key: str) -> None:
-        """Execute `actions` in order; the i-th is keyed `key:i`."""
+        """Execute `actions` in order; the i-th is keyed `key:i`. A welcome no answer carried goes out alone."""
         for i, action in enumerate(actions):
             self.execute(action, f"{key}:{i}")
+        seen = next((a for a in actions if isinstance(a, Seen)), None)
+        if seen is None or not (welcome := self.customers.held_welcome(seen.customer)):
+            return
+        if not any(isinstance(a, SendText | IssueCoupon | RequestHandoff | OptOut) for a in actions):
+            self.send_text(seen.open_kfid, seen.customer, welcome, f"{key}:welcome")  # nothing else to say
+        self.customers.welcome_given(seen.customer)
 
     def execute(self, action: Action, key: str) -> None:
         """Perform one action unless it was already performed under `key`."""
@@ -124,7 +137,7 @@ class Executor:
         now, waiting = self.clock(), steps.pending()
         match action:
             case Seen(open_kfid, customer, msgid, text, msgtype, at, intent, matched, confidence, fell_back):
-                self.see(open_kfid, customer, msgid, text, msgtype, at or now, intent, matched, confidence)
+                self.see(open_kfid, customer, msgid, text, msgtype, at or now, intent, matched, confidence, key)
                 self.customers.note_message(customer, msgid, text, at or now, fell_back)
             case SendText(open_kfid, customer, text):
                 self.send_text(open_kfid, customer, text, key)
@@ -139,6 +152,7 @@ class Executor:
             case SessionChanged(customer, change_type, servicer, at):
                 self.staff.session_changed(customer, change_type, servicer, from_ts(at or now, self.tz))
             case OptOut(open_kfid, customer, reply):
+                self.customers.welcome_given(customer)  # no welcome to someone who just said 退订
                 self.customers.set_unsubscribed(customer)
                 self.triggers.fact(customer, "unsubscribed", now)
                 self.store.record("unsubscribed", customer=customer)
@@ -162,10 +176,11 @@ class Executor:
             self.store.mark_done(key)
 
     def see(self, open_kfid: str, customer: str, msgid: str, text: str, msgtype: str, at: float,
-            intent: str | None, matched: tuple[str, ...], confidence: float | None = None) -> None:
-        """Record a customer message: customer record, SOP triggers, the recent lines, numbers."""
+            intent: str | None, matched: tuple[str, ...], confidence: float | None, key: str) -> None:
+        """Record a customer message: customer record, SOP triggers (a first contact's welcome opens the
+        answer to it), the recent lines, numbers."""
         self.customers.saw_message(customer, at, open_kfid)
-        self.triggers.customer_wrote(customer, at)
+        self.triggers.customer_wrote(customer, at, functools.partial(self.customers.hold_welcome, customer))
         self.customers.remember(customer, f"客户：{text or '[' + msgtype + ']'}")
         if intent is not None:
             self.customers.saw_intent(customer, intent)

@@ -36,11 +36,12 @@ class Triggers:
         if engine := self.engine():
             engine.note_fact(customer, fact, from_ts(at, self.tz))
 
-    def customer_wrote(self, customer: str, at: float) -> None:
-        """A customer message: replied-stops, and the new-customer journeys on the first contact."""
+    def customer_wrote(self, customer: str, at: float, send_welcome: Callable[[str], Any] | None = None) -> None:
+        """A customer message: replied-stops, and the new-customer journeys on the first contact; the welcome
+        goes out through `send_welcome` at once, so it comes before the answer to this message."""
         if engine := self.engine():
             engine.note_customer_message(customer, from_ts(at, self.tz))
-            self.first_contact(customer, at, None)
+            self.first_contact(customer, at, send_welcome)
 
     def first_contact(self, customer: str, at: float, send_welcome: Callable[[str], Any] | None) -> None:
         """First contact: enrol the new-customer journeys; with a welcome code (`send_welcome`), their

@@ -18,7 +18,8 @@ __all__ = ["Campaign", "DEFAULT_EXHAUSTED_REPLY", "load_campaigns", "describe_va
 
 DEFAULT_EXHAUSTED_REPLY = "本期优惠券已经发完啦，顾问稍后为您争取专属优惠"
 DEFAULT_REPLY = "🎁 送您一张「{title}」：{value}\n券码：{code}\n{expires} 前有效，下单时填写券码即可使用～"
-EXISTING_PREFIX = "您已经领过这张券啦，还没使用哦～\n"
+# A repeated ask: the customer already holds the coupon, so no "欢迎您" a second time (`again_reply`).
+DEFAULT_AGAIN_REPLY = "您已经领过「{title}」啦，还没使用哦～\n券码：{code}\n{expires} 前有效，下单时填写券码即可使用～"
 LIMIT_REPLY = "您已经领取过「{title}」啦，每位客户限领{limit}张。有新的优惠活动会第一时间告诉您～"
 INELIGIBLE_REPLY = "暂时没有您可以领取的优惠券哦，有新的优惠活动会第一时间告诉您～"
 
@@ -35,7 +36,7 @@ SHAPES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 SHAPE_KEYS = frozenset({"amount", "threshold", "pay_percent", "gift"})
 COMMON_KEYS = frozenset({
     "name", "title", "shape", "budget", "per_customer", "valid_hours", "valid_days", "ends_at",
-    "eligible", "tags", "reply", "on_exhausted", "exhausted_reply", "in_chat",
+    "eligible", "tags", "reply", "again_reply", "on_exhausted", "exhausted_reply", "in_chat",
 })
 ELIGIBLE = ("everyone", "new", "tag")
 ON_EXHAUSTED = ("reply", "handoff")
@@ -64,6 +65,7 @@ class Campaign:
     on_exhausted: Literal["reply", "handoff"] = "reply"
     in_chat: bool = True  # offered when a customer asks in chat; False: only SOP journeys issue it
     exhausted_reply: str = DEFAULT_EXHAUSTED_REPLY
+    again_reply: str = DEFAULT_AGAIN_REPLY  # to a customer who already holds the coupon
 
     def admits(self, is_new: bool, tags: frozenset[str]) -> bool:
         """Whether a customer with these facts may get this campaign's coupon."""
@@ -128,6 +130,7 @@ def _campaign(doc: Doc, at: KeyPath, data: Any, tz: ZoneInfo) -> Campaign:
     fields.update(_validity(doc, at, data, tz))
     fields.update(_eligibility(doc, at, data))
     fields["reply"] = _template(doc, at, data)
+    fields["again_reply"] = _template(doc, at, data, "again_reply", DEFAULT_AGAIN_REPLY)
     fields["on_exhausted"] = _choice(doc, at, data, "on_exhausted", ON_EXHAUSTED) or "reply"
     fields["exhausted_reply"] = _text(doc, at, data, "exhausted_reply") or DEFAULT_EXHAUSTED_REPLY
     in_chat = data.get("in_chat", True)
@@ -185,20 +188,20 @@ def _eligibility(doc: Doc, at: KeyPath, data: dict) -> dict[str, Any]:
     return {"eligible": eligible, "tags": frozenset(t.strip() for t in tags)}
 
 
-def _template(doc: Doc, at: KeyPath, data: dict) -> str:
-    """The reply template: only known placeholders, and it must show the code."""
-    text = _text(doc, at, data, "reply")
+def _template(doc: Doc, at: KeyPath, data: dict, key: str = "reply", default: str = DEFAULT_REPLY) -> str:
+    """A reply template: only known placeholders, and it must show the code."""
+    text = _text(doc, at, data, key)
     if text is None:
-        return DEFAULT_REPLY
+        return default
     try:
         names = {f for _, f, _, _ in string.Formatter().parse(text) if f is not None}
     except ValueError as exc:
-        raise doc.error((*at, "reply"), f"bad placeholder: {exc} (write {{{{ and }}}} for literal braces)") from None
+        raise doc.error((*at, key), f"bad placeholder: {exc} (write {{{{ and }}}} for literal braces)") from None
     unknown = names - PLACEHOLDERS
     if unknown:
-        raise doc.error((*at, "reply"), f"unknown placeholder {{{sorted(unknown)[0]}}}; use {{code}} {{value}} {{expires}} {{title}}")
+        raise doc.error((*at, key), f"unknown placeholder {{{sorted(unknown)[0]}}}; use {{code}} {{value}} {{expires}} {{title}}")
     if "code" not in names:
-        raise doc.error((*at, "reply"), "must contain {code}")
+        raise doc.error((*at, key), "must contain {code}")
     return text
 
 
@@ -221,7 +224,7 @@ def _text(doc: Doc, at: KeyPath, data: dict, key: str, *, required: bool = False
     if not _present(doc, at, data, key, required):
         return None
     value = yamlfile.text(doc, (*at, key), data[key])
-    return value.strip() if key != "reply" else value.rstrip("\n")
+    return value.strip() if key not in ("reply", "again_reply") else value.rstrip("\n")
 
 
 def _choice(doc: Doc, at: KeyPath, data: dict, key: str, options: tuple[str, ...], *, required: bool = False) -> Any:

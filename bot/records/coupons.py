@@ -15,7 +15,6 @@ import redis
 
 from bot.content.campaigns import (
     DEFAULT_EXHAUSTED_REPLY,
-    EXISTING_PREFIX,
     INELIGIBLE_REPLY,
     LIMIT_REPLY,
     Campaign,
@@ -332,9 +331,9 @@ class CouponBook:
         """The Chinese reply to the customer for an issue result."""
         campaign, coupon = result.campaign, result.coupon
         if result.status in ("issued", "existing") and campaign and coupon:
-            text = campaign.reply.format(code=coupon.code, value=describe_value(campaign), title=campaign.title,
-                                         expires=local_time(coupon.expires_at, self.tz, coupon.issued_at))
-            return EXISTING_PREFIX + text if result.status == "existing" else text
+            template = campaign.again_reply if result.status == "existing" else campaign.reply
+            return template.format(code=coupon.code, value=describe_value(campaign), title=campaign.title,
+                                   expires=local_time(coupon.expires_at, self.tz, coupon.issued_at))
         if result.status == "exhausted" and campaign:
             return campaign.exhausted_reply
         if result.status == "ineligible" and campaign:

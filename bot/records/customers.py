@@ -124,6 +124,20 @@ class Customers:
         key = _key(customer) + ":added"
         return bool(self.r.set(key, "pending", nx=True)) or self.r.get(key) == "pending"
 
+    def hold_welcome(self, customer: str, text: str) -> None:
+        """A first contact's welcome, to open the bot's next text to this customer (one message, not two)."""
+        self.r.set(_key(customer) + ":welcome", text, ex=300)
+
+    def held_welcome(self, customer: str) -> str | None:
+        return self.r.get(_key(customer) + ":welcome")
+
+    def welcome_given(self, customer: str) -> None:
+        self.r.delete(_key(customer) + ":welcome")
+
+    def is_new(self, customer: str) -> bool:
+        """The new-customer work (welcome, journeys) is still to be done for this customer (reads only)."""
+        return self.r.get(_key(customer) + ":added") != "done"
+
     def first_contact_done(self, customer: str) -> None:
         self.r.set(_key(customer) + ":added", "done")
 

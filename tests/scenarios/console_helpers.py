@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timedelta
+from datetime import time as local_time
 from typing import Any
 
 from flask import Flask
@@ -61,8 +62,9 @@ def traffic(sandbox: Any, service: Service, runtime: Any) -> None:
     engine = runtime.engine()
     if engine is not None:
         tz = runtime.settings.timezone
-        for days in (0, 1, 2, 3):
-            engine.tick(datetime.now(tz) + timedelta(days=days, hours=1))
+        today = datetime.now(tz).date()
+        for days in (1, 2, 3):  # 20:30 local: after the journeys' 20:00 steps, before the 22:00 quiet hours
+            engine.tick(datetime.combine(today + timedelta(days=days), local_time(20, 30), tzinfo=tz))
             drain(runtime.worker())
 
 

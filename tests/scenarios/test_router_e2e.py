@@ -12,7 +12,7 @@ from bot.records.store import Store
 from bot.runtime import Runtime
 from bot.web.envelope import CallbackCrypto
 from intents.config import EXAMPLES_PATH, load_faq
-from tests.support import Service, drain, kf_notice
+from tests.support import Service, answer, drain, kf_notice
 
 
 def say(sandbox, service, runtime, text: str, customer: str) -> list[str]:
@@ -21,7 +21,8 @@ def say(sandbox, service, runtime, text: str, customer: str) -> list[str]:
     sandbox.add_customer_text(customer, text)
     assert service.post(kf_notice(sandbox.callback_token(), create_time=time.time_ns())).status_code == 200
     drain(runtime.worker())
-    return [d["text"]["content"] for d in sandbox.delivered()[before:] if d["touser"] == customer and "text" in d]
+    return [answer(d["text"]["content"]) for d in sandbox.delivered()[before:] if d["touser"] == customer
+            and "text" in d]
 
 
 def test_third_fallback_offers_a_person_instead(sandbox, service, runtime):
@@ -48,7 +49,7 @@ def test_a_retried_third_fallback_still_offers_once(sandbox, service, runtime):
     # the kf cursor is lost: WeCom hands the same three messages out again
     runtime.r.delete(f"wecom:kf:{{{sandbox.open_kfid}}}:cursor")
     say(sandbox, service, runtime, "你好", "wmSomeoneElse")
-    texts = [d["text"]["content"] for d in sandbox.delivered() if d["touser"] == customer and "text" in d]
+    texts = [answer(d["text"]["content"]) for d in sandbox.delivered() if d["touser"] == customer and "text" in d]
     assert texts == [faq.fallback, faq.fallback, faq.repeat.text]
 
 

@@ -17,7 +17,7 @@ from bot.records.store import Store
 from handlers.context import Ctx
 from handlers.messages import KfMessage
 from intents.classify import Intent
-from tests.support import ROOT, cli, drain, kf_notice
+from tests.support import ROOT, answer, cli, drain, kf_notice
 
 DEV_SET = ROOT / "tests" / "data" / "dev-utterances.tsv"  # a copy of shared/dev-utterances.tsv
 
@@ -28,7 +28,7 @@ def say(sandbox, service, runtime, text: str, customer: str = "wmRoute0001") -> 
     sandbox.add_customer_text(customer, text)
     assert service.post(kf_notice(sandbox.callback_token(), create_time=time.time_ns())).status_code == 200
     drain(runtime.worker())
-    return [d["text"]["content"] for d in sandbox.delivered()[before:] if d["touser"] == customer]
+    return [answer(d["text"]["content"]) for d in sandbox.delivered()[before:] if d["touser"] == customer]
 
 
 def coupon_code(text: str) -> str:
@@ -89,7 +89,7 @@ def test_image_sticker_empty_and_huge_messages_get_sensible_replies(sandbox, ser
     sandbox.add_customer_text("wmMedia", "价格" * 20000 + "\x00\x01")
     service.post(kf_notice(sandbox.callback_token()))
     drain(runtime.worker())
-    texts = [d["text"]["content"] for d in sandbox.delivered() if d["touser"] == "wmMedia"]
+    texts = [answer(d["text"]["content"]) for d in sandbox.delivered() if d["touser"] == "wmMedia"]
     assert texts[0] == runtime.settings.replies["unsupported"]
     assert texts[1] == runtime.settings.replies["unsupported"]
     assert "顾问" in texts[2]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
+from datetime import time as local_time
 
 from bot.records.store import Store
 from tests.support import cli, drain, kf_notice
@@ -47,17 +48,19 @@ def test_staff_contact_added_gets_send_welcome_msg(sandbox, service, runtime):
 
 def test_due_touch_goes_out_through_the_worker_once(sandbox, service, runtime):
     sandbox.add_customer_text("wmJourney", "你好")
-    post_and_drain(sandbox, service, runtime)  # first contact: enrolled in the new-customer week
-    before = len([d for d in sandbox.delivered() if d["touser"] == "wmJourney"])
+    post_and_drain(sandbox, service, runtime)  # first contact: the welcome answers it, the week is enrolled
+    mine = [d for d in sandbox.delivered() if d["touser"] == "wmJourney"]
+    assert len(mine) == 1 and "欢迎" in mine[0]["text"]["content"]
     scheduler = runtime.scheduler(threading.Event())
-    now = time.time()
-    emitted = scheduler.tick(now + 1)  # the welcome step is due at once
+    tz = runtime.settings.timezone
+    day1 = datetime.combine(datetime.now(tz).date() + timedelta(days=1), local_time(20, 30), tzinfo=tz)
+    emitted = scheduler.tick(day1.timestamp())  # the day-1 question is due
     drain(runtime.worker())
-    scheduler.tick(now + 2)
+    scheduler.tick(day1.timestamp() + 1)
     drain(runtime.worker())
     mine = [d for d in sandbox.delivered() if d["touser"] == "wmJourney"]
-    assert emitted >= 1 and len(mine) == before + 1
-    assert "欢迎" in mine[-1]["text"]["content"]
+    assert emitted >= 1 and len(mine) == 2
+    assert "回复数字" in mine[-1]["text"]["content"]
     kinds = [e["kind"] for e in Store(runtime.r).events(100)]
     assert "touch" in kinds
 

@@ -1,0 +1,80 @@
+"""The conversation as a customer reads it: order and tone, end to end (webhook -> worker -> sandbox WeCom)."""
+
+from __future__ import annotations
+
+from bot.records.handoffs import Handoffs
+from tests.scenarios.test_handoff_e2e import TZ, Clock, last_weekday_at
+from tests.support import drain, kf_notice
+
+
+def say(sandbox, service, runtime, customer: str, text: str) -> None:
+    sandbox.add_customer_text(customer, text)
+    assert service.post(kf_notice(sandbox.callback_token())).status_code == 200
+    drain(runtime.worker())
+
+
+def transcript(sandbox, customer: str) -> list[str]:
+    """What the customer received, in order ("[名片]" for a business card)."""
+    out = []
+    for d in sandbox.delivered():
+        if d["touser"] == customer:
+            out.append(d["text"]["content"] if d["msgtype"] == "text" else f"[{d['msgtype']}]")
+    return out
+
+
+def test_first_contact_gets_the_welcome_then_the_answer_in_one_message(sandbox, service, runtime):
+    say(sandbox, service, runtime, "wmFirst001", "有优惠吗")
+    lines = transcript(sandbox, "wmFirst001")
+    assert len(lines) == 1  # one of the five messages WeCom allows, not two
+    welcome, answer = lines[0].split("\n\n", 1)
+    assert welcome.startswith("您好，欢迎") and "券码" in answer
+    say(sandbox, service, runtime, "wmFirst001", "有优惠吗")  # asked again: no second welcome
+    again = transcript(sandbox, "wmFirst001")[1:]
+    assert len(again) == 1 and again[0].startswith("您已经领过") and "欢迎" not in again[0]
+
+
+def test_a_first_hello_gets_one_greeting_not_two(sandbox, service, runtime):
+    say(sandbox, service, runtime, "wmHello001", "你好")
+    lines = transcript(sandbox, "wmHello001")
+    assert len(lines) == 1 and lines[0].startswith("您好，欢迎") and "\n\n" not in lines[0]
+    say(sandbox, service, runtime, "wmHello001", "你好")  # later greetings are answered as usual
+    assert len(transcript(sandbox, "wmHello001")) == 2
+
+
+def test_complaint_by_day_opens_with_an_apology_then_the_card(sandbox, service, runtime):
+    sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
+    runtime.clock = Clock(last_weekday_at(0, 10))
+    say(sandbox, service, runtime, "wmComplain1", "你好")
+    say(sandbox, service, runtime, "wmComplain1", "质量太差了，我要投诉")
+    lines = transcript(sandbox, "wmComplain1")[1:]
+    assert lines[0].startswith("非常抱歉") and "小李" in lines[0] and "分钟内" in lines[0]
+    assert lines[1] == "[business_card]" and len(lines) == 2
+    assert sandbox.service_state("wmComplain1") == 3
+
+
+def test_complaint_at_night_apologises_and_says_when(sandbox, service, runtime):
+    sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
+    runtime.clock = Clock(last_weekday_at(2, 23))  # Wednesday 23:00: nobody on duty
+    say(sandbox, service, runtime, "wmNight0001", "你好")
+    say(sandbox, service, runtime, "wmNight0001", "你们的东西太差了，我要投诉")
+    lines = transcript(sandbox, "wmNight0001")[1:]
+    assert len(lines) == 1 and lines[0].startswith("非常抱歉") and "非工作时间" in lines[0] and "明天" in lines[0]
+
+
+def test_queued_chat_hears_its_place_then_the_one_queue_text_wecom_allows(sandbox, service, runtime):
+    sandbox.set_servicers({"li.consultant": 1, "wang.consultant": 1, "zhao.supervisor": 1})  # nobody receiving
+    runtime.clock = Clock(last_weekday_at(0, 10))
+    say(sandbox, service, runtime, "wmQueue0001", "你好")
+    say(sandbox, service, runtime, "wmQueue0001", "转人工")
+    say(sandbox, service, runtime, "wmQueue0002", "你好")
+    say(sandbox, service, runtime, "wmQueue0002", "转人工")
+    first, second = transcript(sandbox, "wmQueue0001")[1:], transcript(sandbox, "wmQueue0002")[1:]
+    assert "排队" in first[0] and "前面还有0位" in first[0]
+    assert "前面还有1位" in second[0]
+    on_event = [d for d in sandbox.delivered() if d["touser"] == "wmQueue0002" and d.get("code")]
+    assert len(on_event) == 1 and on_event[0]["text"]["content"] == second[1]  # via the transfer's msg_code
+    assert sandbox.service_state("wmQueue0002") == 2
+    sent_in_queue = [q for q in sandbox.requests("kf/send_msg")
+                     if q["json"]["touser"] == "wmQueue0002" and q["at"] > on_event[0]["at"]]
+    assert sent_in_queue == []  # nothing WeCom would refuse in state 2
+    assert Handoffs(runtime.r, TZ).open_for("wmQueue0002") is not None
