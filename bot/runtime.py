@@ -147,7 +147,7 @@ class Runtime:
         executor = Executor(wecom, store, customers, sender, desk, staff, self.triggers, self.coupons, tz,
                             self.clock, s.corp_tags)
         pipeline = Pipeline(executor, s.replies, self.classifier,
-                            human_holds=lambda customer, msgid: _held(handoffs, customer, msgid),
+                            human_holds=lambda customer, msgid: _held(handoffs, customers, customer, msgid),
                             conversation=customers.conversation,
                             welcomes=lambda customer: self.engine() is not None and customers.is_new(customer))
         engine = self.engine()
@@ -187,10 +187,11 @@ class Runtime:
             (self.settings.embedded_redis_dir / "port").unlink(missing_ok=True)
 
 
-def _held(handoffs: Handoffs, customer: str, msgid: str) -> bool:
-    """A human holds the chat: an open handoff that this message did not open (replays go on)."""
+def _held(handoffs: Handoffs, customers: Customers, customer: str, msgid: str) -> bool:
+    """A human holds the chat: an open handoff that this message did not open (replays go on), or WeCom said
+    a servicer or the queue has it (95018, or a pick-up in the WeCom client)."""
     h = handoffs.open_for(customer)
-    return h is not None and h.cause_msgid != msgid
+    return (h is not None and h.cause_msgid != msgid) or (h is None and customers.held_by(customer) is not None)
 
 
 def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | None = None,

@@ -38,6 +38,8 @@ from intents.labels import ROUTES
 
 log = logging.getLogger(__name__)
 
+SESSION_NOT_SENDABLE = 95018  # kf/send_msg: the session state does not allow the bot to send
+
 # msg_send_fail types after which WeCom takes no more messages until the customer writes:
 # 4 session expired, 5 session closed, 6 over 5 messages, 10 customer refused messages.
 KF_WINDOW_FAIL_TYPES = {4, 5, 6, 10}
@@ -82,7 +84,10 @@ class KfSender:
             if msgid_already_used(exc):
                 unconfirmed = True  # an earlier try reached the customer; its answer was lost
             elif exc.errcode in KF_CANNOT_SEND:
-                self.customers.exhaust_budget(customer)
+                if exc.errcode == SESSION_NOT_SENDABLE:
+                    self.session_taken(open_kfid, customer)  # a state, not the budget: it ends with the session
+                else:
+                    self.customers.exhaust_budget(customer)
                 self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
                 self.store.count(f"reply_not_sent:{exc.errcode}")
                 return f"errcode {exc.errcode}"
@@ -99,6 +104,18 @@ class KfSender:
         if unconfirmed:
             self.store.count("reply_sent_unconfirmed")
         return None
+
+
+    def session_taken(self, open_kfid: str, customer: str) -> None:
+        """95018: the session is not the bot's any more; ask WeCom who has it and stop sending until it ends."""
+        try:
+            state, servicer = self.wecom.service_state(open_kfid, customer)
+        except WeComError as exc:
+            self.store.record("session_state_unknown", customer=customer, errcode=exc.errcode)
+            return
+        if state in (2, 3):  # 2 the kf queue, 3 a servicer (platform notes §2.6)
+            self.customers.hold(customer, servicer or "queue")
+        self.store.record("session_held", customer=customer, state=state, servicer=servicer)
 
 
 class Executor:
@@ -151,6 +168,10 @@ class Executor:
                 self.staff.staff_replied(customer, servicer, from_ts(at or now, self.tz))
             case SessionChanged(customer, change_type, servicer, at):
                 self.staff.session_changed(customer, change_type, servicer, from_ts(at or now, self.tz))
+                if change_type == 3:  # the session ended: the customer's next message is the bot's again
+                    self.customers.release(customer)
+                elif servicer:  # picked up from the queue (1) or transferred (2) in the WeCom client
+                    self.customers.hold(customer, servicer)
             case OptOut(open_kfid, customer, reply):
                 self.customers.welcome_given(customer)  # no welcome to someone who just said 退订
                 self.customers.set_unsubscribed(customer)

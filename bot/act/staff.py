@@ -357,6 +357,7 @@ class Staff:
     def close(self, h: Handoff, reason: str) -> None:
         """Close the record and end the kf session, so the customer's next message reaches the bot."""
         self.handoffs.close_id(h.id, self.now(), reason)
+        self.customers.release(h.customer)
         try:
             self.wecom.trans_service_state(h.open_kfid, h.customer, 4)
         except WeComError as exc:  # e.g. already ended (95013) or not allowed from this state (95016)

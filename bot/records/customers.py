@@ -124,6 +124,18 @@ class Customers:
         key = _key(customer) + ":added"
         return bool(self.r.set(key, "pending", nx=True)) or self.r.get(key) == "pending"
 
+    def held_by(self, customer: str) -> str | None:
+        """Who WeCom says holds the chat (a servicer, or "queue") when no handoff of ours says so."""
+        return self.r.get(_key(customer) + ":held")
+
+    def hold(self, customer: str, holder: str) -> None:
+        """A person (or the kf queue) has the chat: the bot stays silent until the session ends (48 h at most,
+        the kf window)."""
+        self.r.set(_key(customer) + ":held", holder, ex=48 * 3600)
+
+    def release(self, customer: str) -> None:
+        self.r.delete(_key(customer) + ":held")
+
     def hold_welcome(self, customer: str, text: str) -> None:
         """A first contact's welcome, to open the bot's next text to this customer (one message, not two)."""
         self.r.set(_key(customer) + ":welcome", text, ex=300)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from bot.queue.inbox import Inbox
 from bot.records.handoffs import Handoffs
+from bot.records.store import Store
 from tests.scenarios.test_handoff_e2e import TZ, Clock, last_weekday_at
 from tests.support import drain, kf_notice
 
@@ -78,3 +80,33 @@ def test_queued_chat_hears_its_place_then_the_one_queue_text_wecom_allows(sandbo
                      if q["json"]["touser"] == "wmQueue0002" and q["at"] > on_event[0]["at"]]
     assert sent_in_queue == []  # nothing WeCom would refuse in state 2
     assert Handoffs(runtime.r, TZ).open_for("wmQueue0002") is not None
+
+
+def test_a_95018_send_asks_wecom_who_holds_the_chat_and_the_bot_stops_cleanly(sandbox, service, runtime, r):
+    say(sandbox, service, runtime, "wmHeld00001", "你好")
+    sandbox.set_servicers({"li.consultant": 0})
+    sandbox.set_service_state("wmHeld00001", 3, "li.consultant")  # picked up in the WeCom client, unannounced
+    say(sandbox, service, runtime, "wmHeld00001", "发票怎么开")
+    assert len(transcript(sandbox, "wmHeld00001")) == 1  # only the first answer
+    assert sandbox.requests("kf/service_state/get")  # asked who has it
+    held = [e for e in Store(r).events(100) if e["kind"] == "session_held"]
+    assert held and held[0]["servicer"] == "li.consultant" and held[0]["state"] == 3
+    assert Inbox(r).dead_letters() == [] and Inbox(r).depth()["pending"] == 0
+    before = len(sandbox.requests("kf/send_msg"))
+    say(sandbox, service, runtime, "wmHeld00001", "在吗？？？")
+    assert len(sandbox.requests("kf/send_msg")) == before  # nothing sent while a person holds the chat
+    sandbox.add_event({"event_type": "session_status_change", "change_type": 3, "external_userid": "wmHeld00001",
+                       "old_servicer_userid": "li.consultant"})
+    sandbox.set_service_state("wmHeld00001", 0)
+    say(sandbox, service, runtime, "wmHeld00001", "发票怎么开")  # the session ended: the bot answers again
+    assert len(transcript(sandbox, "wmHeld00001")) == 2
+
+
+def test_a_pick_up_in_the_wecom_client_silences_the_bot(sandbox, service, runtime):
+    say(sandbox, service, runtime, "wmPicked001", "你好")
+    sandbox.add_event({"event_type": "session_status_change", "change_type": 1, "external_userid": "wmPicked001",
+                       "new_servicer_userid": "wang.consultant"})
+    sandbox.set_service_state("wmPicked001", 3, "wang.consultant")
+    before = len(sandbox.requests("kf/send_msg"))
+    say(sandbox, service, runtime, "wmPicked001", "在吗")
+    assert len(sandbox.requests("kf/send_msg")) == before
