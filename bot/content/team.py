@@ -48,10 +48,12 @@ DEFAULT_TEXTS: Mapping[str, str] = MappingProxyType({
     "apology": "非常抱歉给您带来不好的体验！",
     "assigned": "已为您安排{who}，预计{minutes}分钟内回复您，这是TA的名片：",
     "queued": "顾问们都在忙，已为您排队（您前面还有{ahead}位），预计{minutes}分钟内会有顾问接待您。",
+    "queued_next": "顾问们都在忙，已为您排队，您是下一位，预计{minutes}分钟内会有顾问接待您。",
     "off_hours": "现在是非工作时间，已为您登记，{when}上班后{who}会第一时间回复您，请留意消息～",
     "in_queue": "您已进入排队，顾问接入后会第一时间回复您；排队期间您发的消息顾问都能看到，不用重复发送哦。",
 })
 TEXT_FIELDS = {"apology": set(), "assigned": {"who", "minutes"}, "queued": {"ahead", "minutes"},
+               "queued_next": {"minutes"},
                "off_hours": {"when", "who"}, "in_queue": set()}
 CONSULTANT_KEYS = frozenset({"userid", "name", "title", "card", "hours", "max_concurrent", "backup", "supervisor"})
 CARD_KEYS = {"business_card": frozenset({"type"}),

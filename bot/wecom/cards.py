@@ -185,7 +185,7 @@ def customer_text(consultant: Consultant | None, *, off_hours: bool = False, nex
         when = _when(next_available, now) if next_available else ""
         text = texts["off_hours"].format(when=when, who=who)
     elif consultant is None:
-        text = texts["queued"].format(ahead=ahead, minutes=_minutes(minutes * 60))
+        text = texts["queued" if ahead else "queued_next"].format(ahead=ahead, minutes=_minutes(minutes * 60))
     else:
         text = texts["assigned"].format(who=who, minutes=_minutes(minutes * 60))
     return clip((texts["apology"] if complaint else "") + text, LIMITS["text"])

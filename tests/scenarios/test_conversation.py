@@ -71,7 +71,7 @@ def test_queued_chat_hears_its_place_then_the_one_queue_text_wecom_allows(sandbo
     say(sandbox, service, runtime, "wmQueue0002", "你好")
     say(sandbox, service, runtime, "wmQueue0002", "转人工")
     first, second = transcript(sandbox, "wmQueue0001")[1:], transcript(sandbox, "wmQueue0002")[1:]
-    assert "排队" in first[0] and "前面还有0位" in first[0]
+    assert "排队" in first[0] and "您是下一位" in first[0]
     assert "前面还有1位" in second[0]
     on_event = [d for d in sandbox.delivered() if d["touser"] == "wmQueue0002" and d.get("code")]
     assert len(on_event) == 1 and on_event[0]["text"]["content"] == second[1]  # via the transfer's msg_code
