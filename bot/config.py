@@ -33,6 +33,16 @@ DEFAULT_REPLIES = {
 }
 
 AES_KEY_RE = re.compile(r"[A-Za-z0-9]{43}")
+
+
+def aes_key_problem(key: str) -> str | None:
+    """What is wrong with an EncodingAESKey (43 letters or digits), naming the bad character; None if fine."""
+    if AES_KEY_RE.fullmatch(key):
+        return None
+    bad = next((f"{c!r} at position {i + 1}" for i, c in enumerate(key) if not (c.isascii() and c.isalnum())), None)
+    if bad:
+        return f"the EncodingAESKey may hold only letters and digits; it has {bad}"
+    return f"the EncodingAESKey must be exactly 43 letters or digits, got {len(key)} characters"
 TOKEN_RE = re.compile(r"[A-Za-z0-9]{1,32}")
 
 
@@ -153,6 +163,12 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         return (_get(doc, keypath, default) if keypath else default), where
 
     secret = env.get("WECOM_SECRET") or None
+    if env.get("WECOM_AES_KEY"):  # checked in every mode: a key typed wrong is never silently ignored
+        problem = aes_key_problem(env["WECOM_AES_KEY"])
+        if problem:
+            raise ConfigError(f"WECOM_AES_KEY (environment): {problem}"
+                              + ("; in sandbox mode (no WECOM_SECRET) it is not used: unset it or fix it"
+                                 if secret is None else ""))
     if secret is None:
         corp_id, token, aes_key = SANDBOX_CORP_ID, SANDBOX_TOKEN, SANDBOX_AES_KEY
         agent_id: Any = SANDBOX_AGENT_ID
@@ -165,9 +181,9 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         if not TOKEN_RE.fullmatch(str(token)):
             raise ConfigError(f"{where}: the callback Token must be 1-32 letters or digits")
         aes_key, where = env_or("WECOM_AES_KEY", None, "")
-        if not AES_KEY_RE.fullmatch(str(aes_key)):
-            raise ConfigError(f"{where}: the EncodingAESKey must be exactly 43 letters or digits, "
-                              f"got {len(str(aes_key))} characters")
+        problem = aes_key_problem(str(aes_key))
+        if problem:
+            raise ConfigError(f"{where}: {problem}")
         agent_id, agent_where = env_or("WECOM_AGENT_ID", ("wecom", "agent_id"), None)
     try:
         agent_id = int(agent_id)

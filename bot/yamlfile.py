@@ -28,6 +28,46 @@ def time_of_day(value: Any) -> time | None:
     return None
 
 
+def time_problem(value: Any) -> str:
+    """Why `value` is not a time of day, in plain words (an unquoted 25:00 arrives as the number 1500)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        hours, minutes = divmod(value, 60)
+        return (f"{hours}:{minutes:02d} is not a time of day (YAML read it unquoted as the number {value}); "
+                f'write times in quotes, e.g. at: "20:00"')
+    if isinstance(value, str):
+        return f"{value!r} is not a time of day (HH:MM, from 00:00 to 23:59)"
+    return f'{shown(value)} is not a time of day; write it in quotes as HH:MM, e.g. at: "20:00"'
+
+
+# PyYAML's wording -> what an operator should do about it.
+PLAIN_YAML = (
+    ("could not find expected ':'", "a line here is not `key: value` (a missing colon, or an unclosed quote?)"),
+    ("mapping values are not allowed", "a value contains `: `; put the value in quotes"),
+    ("cannot start any token", "a tab or a special character starts a value; indent with spaces, quote the value"),
+    ("expected <block end>", "the indentation is off: keys of one level must line up"),
+    ("did not find expected key", "the indentation is off, or a list item lacks its `- `"),
+    ("did not find expected '-' indicator", "the indentation of this list is off"),
+    ("found unexpected end of stream", "a quote or bracket is not closed"),
+    ("expected ',' or ']'", "a [list] is not closed with ]"),
+    ("expected ',' or '}'", "a {mapping} is not closed with }"),
+    ("while scanning a quoted scalar", "a quote is not closed"),
+    ("found duplicate anchor", "an anchor (&name) is defined twice"),
+)
+
+
+def _plain(exc: yaml.MarkedYAMLError) -> tuple[int, str]:
+    """The line of the mistake (the context mark when the parser noticed it a line later) and a sentence."""
+    problem, context = exc.problem_mark, exc.context_mark
+    # A key or quote the scanner started on an earlier line is where the mistake is; for the rest the
+    # problem mark is (the context there is only the start of the enclosing block).
+    scanning = (exc.context or "").startswith(("while scanning a simple key", "while scanning a quoted scalar"))
+    mark = context if context is not None and (problem is None or scanning) else problem
+    line = mark.line + 1 if mark else 1
+    said = f"{exc.context or ''} {exc.problem or ''}"
+    plain = next((words for key, words in PLAIN_YAML if key in said), None)
+    return line, f"{plain} (YAML: {exc.problem or exc})" if plain else str(exc.problem or exc)
+
+
 def text(doc: Doc, keypath: KeyPath, value: Any) -> str:
     """`value` when it is non-empty text (as written), else a ConfigError at `keypath`."""
     if not isinstance(value, str) or not value.strip():
@@ -129,9 +169,8 @@ def parse(text: str, path: Path | str = "<string>") -> Doc:
         lines: dict[KeyPath, int] = {}
         data = _build(node, (), lines, loader) if node is not None else None
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(f"{path}:{line}: invalid YAML: {exc.problem or exc}") from None
+        line, words = _plain(exc)
+        raise ConfigError(f"{path}:{line}: invalid YAML: {words}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}:1: invalid YAML: {exc}") from None
     except RecursionError:

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from bot import yamlfile
-from bot.yamlfile import ConfigError, Doc, KeyPath, shown
+from bot.yamlfile import ConfigError, Doc, KeyPath, shown, time_problem
 from bot.yamlfile import time_of_day as parse_time
 from sop.replies import DEFAULT_HOURS, ReplyOption, normalise
 
@@ -381,7 +381,7 @@ class _Checker:
         if "at" in data:
             at_time = parse_time(data["at"])
             if at_time is None:
-                self.err((*at, "at"), f"bad time of day {data['at']!r} (use \"20:00\")")
+                self.err((*at, "at"), time_problem(data["at"]))
         if "window" in data:
             raw = data["window"]
             parts = raw.split("-") if isinstance(raw, str) else []

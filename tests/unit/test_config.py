@@ -63,3 +63,42 @@ def test_bad_rules_name_file_line_and_key(tmp_path: Path, section: str, key: str
         load_settings(path, SANDBOX_ENV)
     text = str(exc.value)
     assert text.startswith(f"{path}:") and f": {key}: " in text and message in text
+
+
+def test_a_bad_aes_key_names_the_character_in_every_mode(tmp_path: Path) -> None:
+    cfg = ROOT / "config.yaml"
+    bang = "a" * 42 + "!"
+    with pytest.raises(ConfigError, match=r"WECOM_AES_KEY \(environment\): .*'!' at position 43"):
+        load_settings(cfg, {"WECOM_SECRET": "s", "WECOM_CORP_ID": "ww1", "WECOM_TOKEN": "t1", "WECOM_AES_KEY": bang,
+                            "WECOM_AGENT_ID": "1"})
+    with pytest.raises(ConfigError, match="sandbox mode"):  # no WECOM_SECRET: still checked, never ignored
+        load_settings(cfg, {"WECOM_AES_KEY": "tooshort"})
+
+
+@pytest.mark.parametrize(("text", "line", "words"), [
+    ('a: "unclosed\nb: 1\n', 1, "not closed"),
+    ("a:\n  b: 1\n c: 2\n", 3, "indentation"),
+    ("a: 1\nb c\nd: 2\n", 2, "not `key: value`"),
+    ("a: b: c\n", 1, "put the value in quotes"),
+    ("a:\n\t- 1\n", 2, "indent with spaces"),
+])
+def test_yaml_syntax_errors_give_the_line_of_the_mistake_in_plain_words(tmp_path: Path, text: str, line: int,
+                                                                       words: str) -> None:
+    from bot import yamlfile
+
+    path = tmp_path / "f.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        yamlfile.load(path)
+    assert str(err.value).startswith(f"{path}:{line}: invalid YAML: ") and words in str(err.value)
+
+
+def test_an_unquoted_impossible_time_is_explained(tmp_path: Path) -> None:
+    from sop import journeys
+
+    src = (Path(__file__).parents[2] / "sop" / "journeys" / "price_followup.yaml").read_text(encoding="utf-8")
+    broken = src.replace('window: "10:00-20:00"', "at: 25:00", 1)
+    assert broken != src
+    (tmp_path / "j.yaml").write_text(broken, encoding="utf-8")
+    found, errors = journeys.load_dir(tmp_path)
+    assert any("25:00 is not a time of day" in e and "quotes" in e and "j.yaml:" in e for e in map(str, errors))

@@ -68,7 +68,7 @@ def test_good_file_loads(tmp_path):
 @pytest.mark.parametrize("old,new,line,key,words", [
     ("priority: 10\n", "priority: 10\ncolour: red\n", 4, "colour", "unknown key"),
     ("    wait: 1d\n", "    wait: 1 week\n", 12, "steps[1].wait", "bad duration"),
-    ('    at: "10:00"\n', '    at: "25:00"\n', 13, "steps[1].at", "bad time"),
+    ('    at: "10:00"\n', '    at: "25:00"\n', 13, "steps[1].at", "'25:00' is not a time of day"),
     ("  - id: d1\n", "  - id: hi\n", 11, "steps[1].id", "duplicate step id"),
     ("trigger: customer_added\n", "trigger: moon_phase\n", 4, "trigger", "unknown trigger"),
     ("    kind: education\n", "    kind: education\n    chanel: staff\n", 15, "steps[1].chanel", "unknown key"),
