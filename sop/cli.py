@@ -12,14 +12,15 @@ from pathlib import Path
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
-from bot.times import DEFAULT_TZ, from_ts
+from bot.times import DEFAULT_TZ
 from sop import journeys as journeys_mod
 from sop.engine import CustomerFacts
 from sop.journeys import Journey, ReplyOption, Segment, Step
 from sop.plan import Rules, lifecycle, segment_matches
+from sop.plan_view import CustomerPlan, plan_of, profile_of
 from sop.simulate import Profile, Row, simulate
 
-__all__ = ["validate_cmd", "plan_cmd", "segment_cmd", "profile_of"]
+__all__ = ["validate_cmd", "plan_cmd", "print_plan", "segment_cmd", "profile_of"]
 
 
 def validate_cmd(path: Path | str | None, out: TextIO = sys.stdout) -> int:
@@ -32,16 +33,6 @@ def validate_cmd(path: Path | str | None, out: TextIO = sys.stdout) -> int:
         return 1
     print(f"ok: {len(found)} journeys", file=out)
     return 0
-
-
-def profile_of(record: CustomerFacts | None, tz: ZoneInfo = DEFAULT_TZ, value: float | None = None) -> Profile | None:
-    """A preview profile from a customer record (None: a hypothetical new customer)."""
-    if record is None or not record.first_seen:
-        return None if record is None else Profile(id=record.id, unsubscribed=record.unsubscribed, value=value)
-    return Profile(id=record.id, first_seen=from_ts(record.first_seen, tz),
-                   last_inbound=from_ts(record.last_inbound, tz) if record.last_inbound else None,
-                   tags={t: from_ts(ts, tz) for t, ts in record.tags.items()}, unsubscribed=record.unsubscribed,
-                   value=value)
 
 
 def _line(row: Row, tz: ZoneInfo) -> str:
@@ -62,21 +53,44 @@ def _replies_line(step: Step) -> str:
 
 def plan_cmd(journeys: list[Journey], rules: Rules, customer: CustomerFacts | Profile | None, start: datetime,
              days: int, as_json: bool, out: TextIO = sys.stdout, tz: ZoneInfo = DEFAULT_TZ) -> int:
-    """Print every touch one customer would get from `start` for `days` days, and every skip/deferral with why."""
+    """Print every touch one customer would get from `start` for `days` days, and every skip/deferral with why
+    (simulation only: `print_plan` of sop.plan_view.customer_plan adds what the engine holds in Redis)."""
     profile = customer if isinstance(customer, Profile) or customer is None else profile_of(customer, tz)
-    rows = simulate(journeys, rules, profile, start.astimezone(tz), days, tz)
-    steps = {(j.id, s.id): s for j in journeys for s in j.steps}
-    for row in rows:
-        if as_json:
+    return print_plan(plan_of(journeys, rules, profile, start.astimezone(tz), days, tz), journeys, as_json, out, tz)
+
+
+def print_plan(plan: CustomerPlan, journeys: list[Journey], as_json: bool, out: TextIO = sys.stdout,
+               tz: ZoneInfo = DEFAULT_TZ, pending_json: bool = False) -> int:
+    """Text: the engine's pending steps and stopped runs (when read from Redis), then what would follow.
+    JSON: one object per line of what would follow (keys of Row.to_json), preceded, with `pending_json`, by one
+    {"pending": [...], "stopped": [...]} line of the engine's part."""
+    start, days = plan.start, plan.days
+    if as_json:
+        if pending_json:
+            print(json.dumps(plan.to_json(), ensure_ascii=False), file=out)
+        for row in plan.following:
             print(json.dumps(_local(row.to_json(), row, tz), ensure_ascii=False), file=out)
-        else:
-            print(_line(row, tz), file=out)
-            if (step := steps.get((row.journey, row.step))) is not None and step.replies:
-                print(_replies_line(step), file=out)
-    if not as_json:
-        c = Counter(r.decision for r in rows)
-        print(f"{c['send']} send, {c['remind']} remind, {c['defer']} defer, {c['skip']} skip "
-              f"over {days} days from {start.astimezone(tz):%Y-%m-%d %H:%M %Z}", file=out)
+        return 0
+    steps = {(j.id, s.id): s for j in journeys for s in j.steps}
+    if plan.engine:
+        print(f"pending in the engine (Redis): {len(plan.pending)}", file=out)
+        for t in plan.pending:
+            flight = "  (in flight)" if t.state == "inflight" else ""
+            print(f"{t.due.astimezone(tz):%Y-%m-%d %a %H:%M}  pending {t.channel:<9} {t.journey}/{t.step} [{t.kind}]"
+                  f"  tick decides: {t.decision} {t.reason}{flight}", file=out)
+        print(f"stopped journeys: {len(plan.stopped)}", file=out)
+        for s in plan.stopped:
+            when = f"stopped {s.at.astimezone(tz):%Y-%m-%d %H:%M}" if s.at else "skipped when its step comes due"
+            name = "every journey" if s.journey == "*" else f"{s.journey}/{s.step}"
+            print(f"  {name}: {s.reason} ({when})", file=out)
+        print("would follow (simulated, the customer never replying; runs the engine holds left out):", file=out)
+    for row in plan.following:
+        print(_line(row, tz), file=out)
+        if (step := steps.get((row.journey, row.step))) is not None and step.replies:
+            print(_replies_line(step), file=out)
+    c = plan.counts
+    print(f"{c['send']} send, {c['remind']} remind, {c['defer']} defer, {c['skip']} skip "
+          f"over {days} days from {start.astimezone(tz):%Y-%m-%d %H:%M %Z}", file=out)
     return 0
 
 

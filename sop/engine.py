@@ -41,16 +41,20 @@ from sop.plan import (
 from sop.replies import Answer, Offers
 
 __all__ = ["Engine", "TickResult", "CustomerFacts", "CustomerReader", "Emit", "DUE", "INFLIGHT", "ENROLLED",
-           "COUNTERS", "FATIGUED", "SKIPS", "EMIT_TTL"]
+           "PENDING", "COUNTERS", "FATIGUED", "SKIPS", "EMIT_TTL", "EngineState", "PendingTouch", "StoppedRun",
+           "birthday_of", "engine_state"]
 
 # Everything one script touches shares the {sop} hash tag (one Redis Cluster slot).
 DUE = "wecom:sop:{sop}:due"  # member -> due time
 INFLIGHT = "wecom:sop:{sop}:inflight"  # member -> lease deadline
 ENROLLED = "wecom:sop:{sop}:enrolled"  # journey|customer[|key] -> anchor of the live enrolment
+PENDING = "wecom:sop:{sop}:pending"  # journey|customer[|key] -> the member of its pending step (while one is)
 COUNTERS = "wecom:sop:{sop}:counters"
 FATIGUED = "wecom:sop:{sop}:fatigued"  # customer|kind -> when the kind was stopped
 SKIPS = "wecom:sop:{sop}:skips"  # recent skips with reasons, capped
-HIST = "wecom:sop:h:{%s}"  # per customer: d:<day> m:<month> k:<last_in> i:<kind> and stop facts
+# per customer: d:<day> m:<month> k:<last_in> i:<kind>, stop facts, e:<journey>|<key> (enrolled, the anchor)
+# and s:<journey>|<key> (the run was stopped: JSON reason, step, at)
+HIST = "wecom:sop:h:{%s}"
 BIRTHDAYS = "wecom:sop:bday:%s"  # MM-DD -> set of customers
 
 LEASE = timedelta(seconds=60)
@@ -70,16 +74,30 @@ for _, m in ipairs(out) do redis.call('ZADD', KEYS[2], ARGV[2], m) end
 return out
 """
 
+# One enrolment per journey|customer[|key] is live at a time: while its pending step is due or in flight, a new
+# trigger changes nothing (asking about the price twice keeps one follow-up); once the run ended, a newer trigger
+# starts it again. A pending step written before PENDING existed is still superseded by a newer anchor (tick).
 ENROL = """
 local res = {}
 for i = 1, #ARGV, 4 do
-  local prev = tonumber(redis.call('HGET', KEYS[2], ARGV[i]) or '-1')
-  if tonumber(ARGV[i + 1]) > prev then
-    redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 1])
-    if ARGV[i + 2] ~= '' then redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 3], ARGV[i + 2]) end
-    res[#res + 1] = 1
-  else
+  local f = ARGV[i]
+  local cur = redis.call('HGET', KEYS[3], f)
+  if cur and (redis.call('ZSCORE', KEYS[1], cur) or redis.call('ZSCORE', KEYS[4], cur)) then
     res[#res + 1] = 0
+  else
+    local prev = tonumber(redis.call('HGET', KEYS[2], f) or '-1')
+    if tonumber(ARGV[i + 1]) > prev then
+      redis.call('HSET', KEYS[2], f, ARGV[i + 1])
+      if ARGV[i + 2] ~= '' then
+        redis.call('ZADD', KEYS[1], 'NX', ARGV[i + 3], ARGV[i + 2])
+        redis.call('HSET', KEYS[3], f, ARGV[i + 2])
+      elseif cur then
+        redis.call('HDEL', KEYS[3], f)
+      end
+      res[#res + 1] = 1
+    else
+      res[#res + 1] = 0
+    end
   end
 end
 return res
@@ -246,6 +264,7 @@ class Engine:
                 only: set[str] | None = None) -> tuple[list[str], list[Touch]]:
         args: list[Any] = []
         touches: list[Touch | None] = []
+        runs: list[tuple[str, str]] = []  # (customer, "journey|key") of each enrolment in args
         records = {} if records is None else records
         for customer, trigger, at, facts in events:
             at = aware(at, "at").astimezone(self.tz)
@@ -269,17 +288,24 @@ class Engine:
                 score = _ts(step_due(first, anchor, self.tz)) if first else 0
                 args += [ref.enrolment(), ref.anchor, member, score]
                 touches.append(greet)
+                runs.append((customer, f"{j.id}|{key}"))
         if not args:
             return [], []
         added: list[str] = []
         greets: list[Touch] = []
         for i in range(0, len(args), 4000):
-            flags = self._enrol(keys=[DUE, ENROLLED], args=args[i:i + 4000])
-            for n, flag in enumerate(flags):
-                if flag:
-                    added.append(args[i + 4 * n])
-                    if (g := touches[i // 4 + n]) is not None:
-                        greets.append(g)
+            flags = self._enrol(keys=[DUE, ENROLLED, PENDING, INFLIGHT], args=args[i:i + 4000])
+            with self.r.pipeline(transaction=False) as p:
+                for n, flag in enumerate(flags):
+                    if flag:
+                        added.append(args[i + 4 * n])
+                        if (g := touches[i // 4 + n]) is not None:
+                            greets.append(g)
+                        customer, run = runs[i // 4 + n]
+                        # The customer's own index of their runs (what `sop plan` reads), a stop of the last one gone.
+                        p.hset(HIST % customer, f"e:{run}", args[i + 4 * n + 1])
+                        p.hdel(HIST % customer, f"s:{run}")
+                p.execute()
         if added:
             self.r.hincrby(COUNTERS, "enrolled", len(added))
         return added, greets
@@ -413,28 +439,7 @@ class Engine:
         return self._history(self.customers.get(customer), self.r.hgetall(HIST % customer))
 
     def _history(self, rec: CustomerFacts, hist: dict[str, str]) -> History:
-        tz = self.tz
-        last = max(rec.last_inbound, float(hist.get("last_in", 0)))
-        last_in = from_ts(last, tz) if last else None
-        li = str(int(last))
-        ignored: dict[str, int] = {}
-        for f, v in hist.items():
-            if f.startswith("i:"):
-                base, _, n = v.partition(":")
-                if base == li:
-                    ignored[f[2:]] = int(n)
-
-        def at(name: str) -> datetime | None:
-            return from_ts(float(hist[name]), tz) if name in hist else None
-
-        return History(
-            sent_by_day={date.fromisoformat(f[2:]): int(v) for f, v in hist.items() if f.startswith("d:")},
-            last_customer_message=last_in,
-            bot_since=max(rec.sent_since_inbound, int(hist.get(f"k:{li}", 0))),
-            mass_by_month={f[2:]: int(v) for f, v in hist.items() if f.startswith("m:")},
-            ignored=ignored, purchased_at=at("purchased"), redeemed_at=at("redeemed"),
-            handed_off_at=at("handed_off"),
-            unsubscribed=rec.unsubscribed or "unsubscribed" in hist, deleted="contact_deleted" in hist)
+        return _history_of(rec, hist, self.tz)
 
     @staticmethod
     def _last_in_ts(h: History) -> str:
@@ -474,9 +479,13 @@ class Engine:
             for c in customers:
                 p.hgetall(HIST % c)
             p.hmget(ENROLLED, [ref.enrolment() for ref in refs])
+            p.hmget(PENDING, [ref.enrolment() for ref in refs])
             raw = p.execute()
         hists = {c: self._history(records[c], raw[i]) for i, c in enumerate(customers)}
-        live = dict(zip(members, raw[-1], strict=True))
+        live = dict(zip(members, raw[-2], strict=True))
+        pointers = dict(zip(members, raw[-1], strict=True))
+        moved: dict[str, str] = {}  # enrolment -> the member of its next pending step
+        ended: list[str] = []  # enrolments whose run has no pending step any more
         work: list[tuple[str, Ref, Touch | None, str]] = []
         for m, ref in zip(members, refs, strict=True):
             touch, why = self._touch(ref, now, live[m])
@@ -490,7 +499,10 @@ class Engine:
         defers: dict[str, int] = {}
         with self.r.pipeline(transaction=False) as p:
             for m, ref, touch, why in work:
+                mine = pointers[m] in (m, None)  # this member is its enrolment's pending step (None: older data)
                 if touch is None:
+                    if pointers[m] == m:
+                        ended.append(ref.enrolment())
                     counts.update(["skipped", f"skipped:{why}"])
                     skips.append({"customer": ref.customer, "journey": ref.journey, "step": ref.step, "reason": why})
                     continue
@@ -513,10 +525,22 @@ class Engine:
                     if d.reason.startswith("ignored:"):
                         p.hsetnx(FATIGUED, f"{ref.customer}|{touch.kind}", now.isoformat())
                     if d.reason.startswith("stopped:"):
+                        p.hset(HIST % ref.customer, f"s:{ref.journey}|{ref.key}", json.dumps(
+                            {"reason": d.reason.partition(":")[2], "step": touch.step, "at": now.isoformat()}))
+                        if pointers[m] == m:
+                            ended.append(ref.enrolment())
                         continue
-                self._chain(nexts, ref, touch.step, now)
+                nxt = self._chain(nexts, ref, touch.step, now)
+                if nxt is not None and mine:
+                    moved[ref.enrolment()] = nxt
+                elif nxt is None and pointers[m] == m:
+                    ended.append(ref.enrolment())
             if nexts:
                 p.zadd(DUE, nexts, nx=True)
+            if moved:
+                p.hset(PENDING, mapping=moved)
+            if ended:
+                p.hdel(PENDING, *ended)
             if defers:
                 p.zadd(DUE, defers)
             for c, channels in touched.items():
@@ -551,15 +575,16 @@ class Engine:
                 return None, "step_removed"
         return touch_for(j, step, ref.customer, anchor, self.tz, since=since, key=ref.key), ""
 
-    def _chain(self, nexts: dict[str, int], ref: Ref, step: str, now: datetime) -> None:
-        """Schedule the journey's next step after `step` (in the current version)."""
+    def _chain(self, nexts: dict[str, int], ref: Ref, step: str, now: datetime) -> str | None:
+        """Schedule the journey's next step after `step` (in the current version); its member, if any."""
         j = self.journeys.get(ref.journey)
         nxt = j.after(step) if j else None
         if nxt is None:
-            return
+            return None
         anchor = from_ts(ref.anchor, self.tz)
         member = Ref(ref.journey, nxt.id, ref.customer, ref.anchor, ref.since, ref.key).member()
         nexts[member] = max(_ts(step_due(nxt, anchor, self.tz)), _ts(now))
+        return member
 
     def _entry(self, touch: Touch, d: Decision) -> str:
         """The inbox entry the worker executes."""
@@ -579,3 +604,141 @@ class Engine:
     def fatigued(self) -> dict[str, str]:
         """customer|kind -> when that kind was stopped after being ignored in a row (for the operator)."""
         return self.r.hgetall(FATIGUED)
+
+
+def _history_of(rec: CustomerFacts, hist: dict[str, str], tz: ZoneInfo) -> History:
+    """The History plan.decide needs, from the customer record and the SOP history hash."""
+    last = max(rec.last_inbound, float(hist.get("last_in", 0)))
+    last_in = from_ts(last, tz) if last else None
+    li = str(int(last))
+    ignored: dict[str, int] = {}
+    for f, v in hist.items():
+        if f.startswith("i:"):
+            base, _, n = v.partition(":")
+            if base == li:
+                ignored[f[2:]] = int(n)
+
+    def at(name: str) -> datetime | None:
+        return from_ts(float(hist[name]), tz) if name in hist else None
+
+    return History(
+        sent_by_day={date.fromisoformat(f[2:]): int(v) for f, v in hist.items() if f.startswith("d:")},
+        last_customer_message=last_in,
+        bot_since=max(rec.sent_since_inbound, int(hist.get(f"k:{li}", 0))),
+        mass_by_month={f[2:]: int(v) for f, v in hist.items() if f.startswith("m:")},
+        ignored=ignored, purchased_at=at("purchased"), redeemed_at=at("redeemed"),
+        handed_off_at=at("handed_off"),
+        unsubscribed=rec.unsubscribed or "unsubscribed" in hist, deleted="contact_deleted" in hist)
+
+
+# --- what the engine holds for one customer (sop plan, the console's plan) ------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PendingTouch:
+    """A step the engine holds in Redis for a customer, with what tick would decide at its due time now."""
+
+    journey: str
+    step: str
+    kind: str
+    due: datetime  # local
+    channel: str  # kf | mass_task | staff, as the history stands now
+    decision: str  # send | defer | remind | skip
+    reason: str
+    state: str  # due | inflight (a tick holds it right now)
+    touch_id: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The keys of one entry of `sop plan --json --pending`'s "pending" list."""
+        return {"journey": self.journey, "step": self.step, "kind": self.kind, "due": self.due.isoformat(),
+                "channel": self.channel, "decision": self.decision, "reason": self.reason, "state": self.state,
+                "touch_id": self.touch_id}
+
+
+@dataclass(frozen=True, slots=True)
+class StoppedRun:
+    """A journey run the engine stopped (or will skip at its pending step's due time) for a customer, and why."""
+
+    journey: str
+    step: str  # the step that was (or will be) skipped
+    reason: str  # the stop fact: handed_off, purchased, redeemed, replied, unsubscribed, contact_deleted
+    at: datetime | None  # when tick stopped it (None: the pending step is skipped when it comes due)
+
+    def to_json(self) -> dict[str, Any]:
+        """The keys of one entry of `sop plan --json --pending`'s "stopped" list."""
+        return {"journey": self.journey, "step": self.step, "reason": self.reason,
+                "at": self.at.isoformat() if self.at else None}
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    """What the engine holds for one customer: pending steps, stopped runs, the anchors of its enrolments."""
+
+    pending: list[PendingTouch]
+    stopped: list[StoppedRun]
+    anchors: dict[str, datetime]  # journey id -> anchor of the customer's (keyless) enrolment
+    history: History
+    birthday: date | None
+
+
+def birthday_of(r: redis.Redis, customer: str) -> date | None:
+    """The birthday Engine.set_birthday stored (in leap year 2000), if any."""
+    for key in r.scan_iter(match=BIRTHDAYS % "*"):
+        if r.sismember(key, customer):
+            month, _, day = str(key).rsplit(":", 1)[1].partition("-")
+            return date(2000, int(month), int(day))
+    return None
+
+
+def engine_state(r: redis.Redis, journeys: Iterable[Journey], rules: Rules, tz: ZoneInfo, customers: CustomerReader,
+                 customer: str, now: datetime) -> EngineState:
+    """Read what the engine holds for `customer`: each pending step (journey, step, due, channel and tick's
+    decision as the history stands at `now`), each stopped run and why. Steps are found through the customer's
+    enrolment index (e: fields of their history hash) and PENDING, so this costs one customer, not the due set."""
+    by_id = {j.id: j for j in journeys}
+    now = aware(now, "now").astimezone(tz)
+    hist = r.hgetall(HIST % customer)
+    h = _history_of(customers.get(customer), hist, tz)
+    runs = sorted(f[2:] for f in hist if f.startswith("e:"))
+    refs = [Ref(run.partition("|")[0], "", customer, 0, 0, run.partition("|")[2]) for run in runs]
+    pointers = r.hmget(PENDING, [ref.enrolment() for ref in refs]) if refs else []
+    members = [m for m in pointers if m]
+    with r.pipeline(transaction=False) as p:
+        for m in members:
+            p.zscore(DUE, m)
+            p.zscore(INFLIGHT, m)
+        scores = p.execute()
+    pending: list[PendingTouch] = []
+    stopped: list[StoppedRun] = []
+    held: set[str] = set()
+    for n, m in enumerate(members):
+        due_at, lease = scores[2 * n], scores[2 * n + 1]
+        if due_at is None and lease is None:
+            continue
+        ref = Ref.parse(m)
+        j = by_id.get(ref.journey)
+        step = j.step(ref.step) if j else None
+        if j is None or step is None:
+            continue
+        held.add(f"{ref.journey}|{ref.key}")
+        anchor = from_ts(ref.anchor, tz)
+        touch = touch_for(j, step, customer, anchor, tz, since=from_ts(ref.since, tz), key=ref.key)
+        due = from_ts(due_at, tz) if due_at is not None else touch.due
+        d = decide(touch, h, max(due, now), rules, tz)
+        if d.decision == "skip" and d.reason.startswith("stopped:"):
+            stopped.append(StoppedRun(ref.journey, ref.step, d.reason.partition(":")[2], None))
+            continue
+        pending.append(PendingTouch(ref.journey, ref.step, step.kind, due, d.channel, d.decision, d.reason,
+                                    "due" if due_at is not None else "inflight", touch.touch_id))
+    for run in runs:
+        if run in held or f"s:{run}" not in hist:
+            continue
+        info = json.loads(hist[f"s:{run}"])
+        stopped.append(StoppedRun(run.partition("|")[0], str(info.get("step", "")), str(info.get("reason", "")),
+                                  datetime.fromisoformat(info["at"]).astimezone(tz) if info.get("at") else None))
+    if h.unsubscribed or h.deleted:  # every journey, pending or not
+        stopped.append(StoppedRun("*", "", "unsubscribed" if h.unsubscribed else "contact_deleted", None))
+    anchors = {run.partition("|")[0]: from_ts(float(hist[f"e:{run}"]), tz) for run in runs if run.endswith("|")}
+    pending.sort(key=lambda t: (t.due, t.journey, t.step))
+    stopped.sort(key=lambda s: (s.journey, s.step))
+    return EngineState(pending, stopped, anchors, h, birthday_of(r, customer))

@@ -184,18 +184,14 @@ def next_days(r: redis.Redis, tz: ZoneInfo, days: int = 7, now: datetime | None 
 
 
 def plan_for(journeys: Any, r: redis.Redis, tz: ZoneInfo, customer: str, rules: Rules,
-             days: int = 14) -> dict[str, Any]:
-    """The SOP plan preview for a customer (a hypothetical new customer when unknown), under `rules`."""
-    from sop.cli import profile_of
-    from sop.simulate import simulate
+             days: int = 14) -> Any:
+    """The customer's plan as `sop plan --customer` prints it (sop.plan_view.customer_plan): what the engine holds
+    (rows with decision "pending" / "stopped") first, then what would follow; unknown customers preview as new."""
+    from sop.plan_view import customer_plan
 
     customers = Customers(r)
-    known = customers.exists(customer)
-    profile = profile_of(customers.get(customer), tz) if known else None
-    start = datetime.now(tz)
-    rows = simulate(list(journeys or ()), rules, profile, start, days, tz)
-    return {"known": known, "rows": rows, "start": start, "days": days,
-            "counts": Counter(row.decision for row in rows)}
+    return customer_plan(r, list(journeys or ()), rules, tz, customers, customer, datetime.now(tz), days,
+                         exists=customers.exists(customer))
 
 
 def journey_errors(settings: Any, content: Any) -> list[str]:

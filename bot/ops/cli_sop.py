@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
-from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,8 +17,9 @@ from bot.records.customers import Customers
 from bot.times import parse_at
 from sop import cli as sop_cli
 from sop import journeys as journeys_mod
-from sop.engine import BIRTHDAYS, Engine
+from sop.engine import Engine
 from sop.journeys import Journey, Segment
+from sop.plan_view import CustomerPlan, customer_plan, plan_of
 
 if TYPE_CHECKING:
     from bot.runtime import Runtime
@@ -49,23 +48,18 @@ def _journeys(path: Path) -> list[Journey]:
     return found
 
 
-def _birthday(r: redis.Redis, customer: str) -> date | None:
-    """The birthday Engine.set_birthday stored (year 2000), if any."""
-    for key in r.scan_iter(match=BIRTHDAYS % "*"):
-        if r.sismember(key, customer):
-            return parse_birthday(key.rsplit(":", 1)[1])
-    return None
-
-
-def _profile(r: redis.Redis | None, customer: str, settings: Settings) -> Any:
-    """The customer's preview profile from Redis, or None (a hypothetical new customer) with a note."""
-    if r is None or not Customers(r).exists(customer):
+def _plan(r: redis.Redis | None, found: list[Journey], settings: Settings, customer: str, start: Any,
+          days: int) -> CustomerPlan:
+    """The customer's plan (sop.plan_view.customer_plan, as the console shows it); without Redis, the simulation of
+    a hypothetical new customer. Unknown customers are previewed as new, with a note on stderr."""
+    tz = settings.timezone
+    known = r is not None and Customers(r).exists(customer)
+    if not known:
         where = "no Redis reachable" if r is None else "not in Redis"
         print(f"customer {customer}: {where}; previewing a hypothetical new customer", file=sys.stderr)
-        return None
-    profile = sop_cli.profile_of(Customers(r).get(customer), settings.timezone)
-    bday = _birthday(r, customer)
-    return dataclasses.replace(profile, birthday=bday) if profile is not None and bday else profile
+    if r is None:
+        return plan_of(found, settings.sop_rules, None, start, days, tz, customer=customer)
+    return customer_plan(r, found, settings.sop_rules, tz, Customers(r), customer, start, days, exists=known)
 
 
 def _segment(name: str, found: list[Journey]) -> Segment:
@@ -88,7 +82,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Preview one customer's touches (or a segment's counts per day) with reasons."""
+    """One customer's plan: what the engine holds in Redis (pending steps, stopped journeys), then what would
+    follow (simulated) with reasons; or a segment's simulated counts per day."""
     settings = settings_or_exit()
     tz = settings.timezone
     found = _journeys(Path(args.path) if args.path else _configured(settings))
@@ -105,8 +100,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
                                        _segment(args.segment, found))
         if not args.customer:
             raise SystemExit("usage: wecom-bot sop plan --customer ID | --segment NAME")
-        return sop_cli.plan_cmd(found, settings.sop_rules, _profile(r, args.customer, settings), start, args.days, args.json,
-                                sys.stdout, tz)
+        if args.pending and not args.json:
+            raise SystemExit("--pending goes with --json (the text output always shows the engine's part first)")
+        plan = _plan(r, found, settings, args.customer, start, args.days)
+        return sop_cli.print_plan(plan, found, args.json, sys.stdout, tz, pending_json=args.pending)
     finally:
         if r is not None:
             r.close()
@@ -181,12 +178,23 @@ def register(sub: Any) -> None:
     v = sop_sub.add_parser("validate", help="check journey YAML (file:line: key: message)")
     v.add_argument("path", nargs="?", help="a directory or file (default: config.yaml content.journeys)")
     v.set_defaults(func=cmd_validate)
-    p = sop_sub.add_parser("plan", help="what a customer (or a segment) would get, when, and why not")
-    p.add_argument("--customer")
-    p.add_argument("--segment", help="new|active|silent|tag:TAG|all|JOURNEY_ID: counts per day")
+    p = sop_sub.add_parser("plan", help="what the engine holds for a customer, then what would follow, and why not",
+                           description="--customer: first the steps the engine has pending in Redis for the "
+                           "customer (journey, step, local due time, channel, what the tick decides) and the "
+                           "journeys it stopped and why; then, marked as simulated, what would follow. "
+                           "--segment: simulated counts per day for a group of customers.")
+    p.add_argument("--customer", help="a customer id (external_userid)")
+    p.add_argument("--segment", metavar="NAME",
+                   help="simulate every customer in Redis who is in NAME and print, per local day, how many "
+                        "touches they would get by decision and channel (send:kf, send:mass_task, remind:staff, "
+                        "defer, skip); NAME is new|active|silent (lifecycle at --start: new = first seen under 8 days "
+                        "before, silent = 30+ days without a message, active = the rest), tag:TAG (customers with that "
+                        "tag), all, or a journey id (that journey's segment). Reads no pending steps.")
     p.add_argument("--start", help="ISO 8601 (local time if no offset); default now")
     p.add_argument("--days", type=int, default=14)
-    p.add_argument("--json", action="store_true", help="one object per line")
+    p.add_argument("--json", action="store_true", help="one object per line of what would follow")
+    p.add_argument("--pending", action="store_true",
+                   help="with --json: first a line {\"pending\": [...], \"stopped\": [...]} of what the engine holds")
     p.add_argument("--path", help="journeys to preview (default: config.yaml content.journeys)")
     p.set_defaults(func=cmd_plan)
     rl = sop_sub.add_parser("reload", help="validate, then make the running scheduler reload")

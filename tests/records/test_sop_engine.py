@@ -13,7 +13,7 @@ import pytest
 from bot.queue.inbox import STREAM
 from bot.records.customers import Customer, Customers
 from sop import journeys
-from sop.engine import DUE, INFLIGHT, Engine
+from sop.engine import DUE, INFLIGHT, PENDING, Engine
 from sop.journeys import Journey, Segment, Step, Trigger
 from sop.plan import Rules
 from tests.support import engine_for
@@ -223,16 +223,46 @@ def test_naive_times_are_refused(r):
         e.enroll("c1", "customer_added", datetime(2024, 12, 2, 10))
 
 
-def test_newer_trigger_supersedes_the_pending_enrolment(r):
-    j = Journey("tagged", "标签", 10, Trigger("tag", tag="要优惠"),
-                (step("a", timedelta(days=1), at_=time(12)), step("b", timedelta(days=2), at_=time(12))),
-                frozenset(), Segment())
-    e = engine_for(r, [j], Rules(), SH)
+def tagged() -> Journey:
+    """Two steps, started by the 要优惠 tag."""
+    return Journey("tagged", "标签", 10, Trigger("tag", tag="要优惠"),
+                   (step("a", timedelta(days=1), at_=time(12)), step("b", timedelta(days=2), at_=time(12))),
+                   frozenset(), Segment())
+
+
+def test_a_trigger_while_the_run_is_pending_changes_nothing_and_a_later_one_restarts_it(r):
+    e = engine_for(r, [tagged()], Rules(), SH)
     assert e.enroll("c1", "tag", at(2, 9), tag="要优惠") == 1
     assert e.enroll("c1", "tag", at(1, 9), tag="要优惠") == 0  # older than the live one
+    assert e.enroll("c1", "tag", at(2, 15), tag="要优惠") == 0  # step a is pending: the run goes on
+    assert [m.split("|")[1] for m in r.zrange(DUE, 0, -1)] == ["a"]
+    assert e.tick(at(3, 12)).sent == 1
+    assert e.enroll("c1", "tag", at(3, 15), tag="要优惠") == 0  # step b is pending now
+    assert [m.split("|")[1] for m in r.zrange(DUE, 0, -1)] == ["b"]
+    assert e.tick(at(4, 12)).sent == 1 and r.zcard(DUE) == 0 and r.hlen(PENDING) == 0
+    assert e.enroll("c1", "tag", at(4, 15), tag="要优惠") == 1  # the run ended: a newer trigger starts it again
+    assert r.zcard(DUE) == 1
+
+
+def test_a_newer_trigger_supersedes_a_pending_step_written_before_the_pending_index(r):
+    e = engine_for(r, [tagged()], Rules(), SH)
+    assert e.enroll("c1", "tag", at(2, 9), tag="要优惠") == 1
+    r.delete(PENDING)  # as an engine before PENDING left it
     assert e.enroll("c1", "tag", at(2, 15), tag="要优惠") == 1  # restarts the journey
     res = e.tick(at(3, 12))
     assert res.reasons["skipped:superseded"] == 1 and res.sent == 1
+
+
+def test_a_second_price_question_keeps_one_follow_up_pending(r):
+    e = engine_for(r, list(journeys.load()), Rules(), SH)
+    assert e.enroll("c1", "intent", at(2, 10), intent="price") == 1
+    assert e.enroll("c1", "intent", at(2, 16), intent="price") == 0
+    assert e.enroll("c1", "intent", at(3, 11), intent="price") == 0
+    assert [m.split("|")[:3] for m in r.zrange(DUE, 0, -1)] == [["price_followup", "followup", "c1"]]
+    assert r.zscore(DUE, r.zrange(DUE, 0, -1)[0]) == at(4, 10).timestamp()  # 48 h after the first question
+    run_until(e, at(4, 10))
+    assert [(x["journey"], x["decision"]) for x in entries(r)] == [("price_followup", "remind")]
+    assert e.enroll("c1", "intent", at(5, 10), intent="price") == 1  # asked again after the follow-up: a new one
 
 
 def test_note_failed_gives_the_slot_back_and_note_sent_counts_manual_sends(r):
