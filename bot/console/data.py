@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 from datetime import date, datetime, timedelta
@@ -11,31 +12,25 @@ from zoneinfo import ZoneInfo
 import redis
 
 from bot.records import daily, handoff_stats
+from bot.records import labels as zh
 from bot.records.customers import Customers
-from bot.records.handoffs import Handoffs
+from bot.records.handoffs import Handoff, Handoffs
+from bot.records.labels import Names
 from bot.records.store import EVENTS
 from bot.times import from_ts
-from intents.labels import LABELS_ZH
 from sop.plan import Rules
 
-INTENT_NAMES = {**LABELS_ZH, "faq": "常见问题", "none": "非文本/未识别"}
-STATE_NAMES = {"open": "等待中", "claimed": "已认领", "answered": "已回复", "closed": "已结束"}
 SOP_OUTCOMES = (("sent", "已发送"), ("deferred", "已推迟"), ("skipped", "已跳过"), ("failed", "失败"),
                 ("reminded", "转员工提醒"))
-EVENT_NAMES = {"message_in": "客户消息", "message_while_human": "客户消息（人工接待中）", "reply_sent": "机器人发送",
-               "reply_not_sent": "未发送", "coupon": "优惠券", "handoff_requested": "请求人工",
-               "handoff_opened": "转人工", "handoff_claimed": "顾问认领", "handoff_first_reply": "顾问首次回复",
-               "handoff_closed": "转人工结束", "touch": "SOP 触达", "touch_failed": "SOP 触达失败",
-               "mass_task": "群发任务", "unsubscribed": "退订", "welcome_sent": "欢迎语", "send_failed": "发送失败",
-               "staff_alert": "员工提醒", "robot_alert": "群机器人提醒"}
 
 
 def intent_name(label: str) -> str:
-    """Chinese name of an intent label (the label itself when unknown)."""
-    return f"{INTENT_NAMES[label]}（{label}）" if label in INTENT_NAMES else label
+    """Chinese name of an intent label."""
+    return zh.intent_zh(label)
 
 
-def overview(r: redis.Redis, book: Any, tz: ZoneInfo, days: int, now: datetime | None = None) -> dict[str, Any]:
+def overview(r: redis.Redis, book: Any, tz: ZoneInfo, days: int, now: datetime | None = None,
+             names: Names = Names()) -> dict[str, Any]:  # noqa: B008 - frozen default
     """Numbers for the overview page over the last `days` local days."""
     daily.rollup(r, tz)
     now = now or datetime.now(tz)
@@ -57,24 +52,43 @@ def overview(r: redis.Redis, book: Any, tz: ZoneInfo, days: int, now: datetime |
     hstats = handoff_stats.stats(Handoffs(r, tz), now, since)
     coupons = book.stats(now) if book else []
     issued_period = dict(by_prefix("coupon_issued:"))
+    reasons = lambda prefix: [(zh.reason_zh(k), v) for k, v in by_prefix(prefix)]  # noqa: E731
     return {
         "days": days, "labels": labels, "since": since, "now": now,
         "messages": series("message_in"), "replies": series("reply_sent"),
         "messages_total": total.get("message_in", 0), "replies_total": total.get("reply_sent", 0),
         "intents": [(intent_name(k), v) for k, v in by_prefix("intent:")],
         "handoffs": series("handoff"), "handoff_stats": hstats,
-        "coupons": coupons, "coupon_groups": [(c["campaign"], [c["issued"], c["redeemed"], c["expired"]])
+        "handoff_people": _people(hstats, names),
+        "coupons": coupons, "coupon_groups": [(names.campaign(c["campaign"]), [c["issued"], c["redeemed"], c["expired"]])
                                               for c in coupons],
         "coupons_issued_period": issued_period,
         "coupon_results": by_prefix("coupon:"),
         "sop": {name: series(f"sop:{key}") for key, name in SOP_OUTCOMES},
         "sop_totals": {name: total.get(f"sop:{key}", 0) for key, name in SOP_OUTCOMES},
-        "sop_skipped": by_prefix("sop:skipped:"), "sop_deferred": by_prefix("sop:deferred:"),
-        "sop_failed": by_prefix("touch_failed:"),
+        "sop_skipped": reasons("sop:skipped:"), "sop_deferred": reasons("sop:deferred:"),
+        "sop_failed": reasons("touch_failed:"),
     }
 
 
-def live_handoffs(r: redis.Redis, tz: ZoneInfo, now: datetime | None = None) -> dict[str, Any]:
+def _people(stats: Any, names: Names) -> list[tuple[str, Any]]:
+    """合计 and each consultant's handoff numbers, by name."""
+    return [("合计", stats["total"])] + [(names.person(uid) if uid != "queue" else "（排队中）", b)
+                                       for uid, b in stats["by_consultant"].items()]
+
+
+def live_row(h: Handoff, now: datetime, names: Names) -> dict[str, Any]:
+    """One handoff of the live queue as the page and its JSON show it."""
+    overdue = h.first_reply_at is None and now > h.deadline
+    return {"h": h, "id": h.id, "ref": h.ref if h.no else "", "customer": h.customer,
+            "waited_min": int((now - h.created_at).total_seconds() // 60),
+            "since": h.created_at.timestamp(), "overdue": overdue,
+            "state": h.state, "state_name": zh.zh(h.state, "handoff_state"), "intent_name": intent_name(h.intent),
+            "holder": names.person(h.holder) if h.holder else "（排队中）"}
+
+
+def live_handoffs(r: redis.Redis, tz: ZoneInfo, now: datetime | None = None,
+                  names: Names = Names()) -> dict[str, Any]:  # noqa: B008 - frozen default
     """The live queue (waiting, claimed, overdue) and per-consultant numbers."""
     now = now or datetime.now(tz)
     book = Handoffs(r, tz)
@@ -83,15 +97,15 @@ def live_handoffs(r: redis.Redis, tz: ZoneInfo, now: datetime | None = None) -> 
     rows = []
     per: dict[str, Counter[str]] = {}
     for h in live:
-        overdue = h.first_reply_at is None and now > h.deadline
-        rows.append({"h": h, "waited_min": int((now - h.created_at).total_seconds() // 60), "overdue": overdue,
-                     "state_name": STATE_NAMES.get(h.state, h.state), "intent_name": intent_name(h.intent)})
-        c = per.setdefault(h.holder or "（排队中）", Counter())
+        row = live_row(h, now, names)
+        rows.append(row)
+        c = per.setdefault(row["holder"], Counter())
         c[h.state] += 1
-        c["overdue"] += overdue
+        c["overdue"] += row["overdue"]
     stats = handoff_stats.stats(book, now, now - timedelta(days=7))
     groups = [(name, [c["open"], c["claimed"], c["answered"], c["overdue"]]) for name, c in sorted(per.items())]
     return {"rows": rows, "per_consultant": sorted(per.items()), "consultant_groups": groups, "stats": stats, "now": now,
+            "people": _people(stats, names),
             "waiting": sum(h.state == "open" for h in live), "claimed": sum(h.state == "claimed" for h in live),
             "answered": sum(h.state == "answered" for h in live), "overdue": sum(r["overdue"] for r in rows)}
 
@@ -118,13 +132,18 @@ def _glob_escape(text: str) -> str:
     return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
 
 
-def timeline(r: redis.Redis, book: Any, tz: ZoneInfo, customer: str, scan: int = 20000) -> dict[str, Any]:
-    """One customer: record, tags, intents, coupons, handoffs and the recent event timeline."""
+def timeline(r: redis.Redis, book: Any, tz: ZoneInfo, customer: str, scan: int = 20000,
+             names: Names = Names()) -> dict[str, Any]:  # noqa: B008 - frozen default
+    """One customer: record, tags, intents, coupons, handoffs and the recent event timeline (one row per
+    message or event, each a short Chinese sentence; a message seen during a handoff is one row)."""
     rec = Customers(r).get(customer)
     coupons = book.coupons_of(customer) if book else []
+    by_code = {c.code: c.campaign for c in coupons}
+    names = dataclasses.replace(names, campaign_of_code=lambda code: by_code.get(code) or names.campaign_of_code(code))
     handoffs = [h for h in Handoffs(r, tz).list(None, limit=2000) if h.customer == customer]
     hids = {h.id for h in handoffs}
     items = []
+    messages: dict[str, dict[str, Any]] = {}  # msgid -> its row
     for _, f in r.xrevrange(EVENTS, count=scan):
         try:
             data = json.loads(f.get("data") or "{}")
@@ -133,10 +152,22 @@ def timeline(r: redis.Redis, book: Any, tz: ZoneInfo, customer: str, scan: int =
         if data.get("customer") != customer and data.get("handoff") not in hids:
             continue
         kind = f.get("kind", "")
-        items.append({"at": datetime.fromtimestamp(float(f.get("at") or 0), tz), "kind": kind,
-                      "kind_name": EVENT_NAMES.get(kind, kind), "detail": _detail(kind, data)})
+        msgid = data.get("msgid") if kind in ("message_in", "message_while_human") else None
+        if msgid and msgid in messages:  # the same message, recorded twice while a person holds the chat
+            row = messages[msgid]
+            if kind == "message_while_human":
+                row["kind"], row["kind_name"] = kind, zh.event_name(kind)
+            if data.get("intent") and "意图" not in row["detail"]:
+                row["detail"] = zh.event_sentence("message_in", {**data}, names)
+            continue
+        row = {"at": datetime.fromtimestamp(float(f.get("at") or 0), tz), "kind": kind,
+               "kind_name": zh.event_name(kind), "detail": zh.event_sentence(kind, data, names)}
+        if msgid:
+            messages[msgid] = row
+        items.append(row)
     for tag, ts in rec.tags.items():
-        items.append({"at": from_ts(ts, tz), "kind": "tag", "kind_name": "打标签", "detail": tag})
+        items.append({"at": from_ts(ts, tz), "kind": "tag", "kind_name": zh.event_name("tag"),
+                      "detail": zh.event_sentence("tag", {"tag": tag}, names)})
     items.sort(key=lambda i: i["at"], reverse=True)
     return {"rec": rec, "coupons": coupons, "handoffs": handoffs, "events": items[:500],
             "intents": sorted(((intent_name(k), v) for k, v in rec.intents.items()), key=lambda kv: -kv[1]),
@@ -145,25 +176,8 @@ def timeline(r: redis.Redis, book: Any, tz: ZoneInfo, customer: str, scan: int =
             "exists": Customers(r).exists(customer)}
 
 
-def _detail(kind: str, d: dict[str, Any]) -> str:
-    """One line describing an event (no secrets: events carry none)."""
-    if kind in ("message_in", "message_while_human"):
-        intent = f" → {intent_name(d['intent'])}" if d.get("intent") else ""
-        return f"「{d.get('text') or '[' + str(d.get('msgtype')) + ']'}」{intent}"
-    if kind in ("reply_sent", "reply_not_sent"):
-        text = d.get("text") or f"[{d.get('msgtype', '')}]"
-        return f"{text}" + (f"（{d['reason']}）" if d.get("reason") else "")
-    if kind == "coupon":
-        return f"{d.get('status')} {d.get('code') or ''}"
-    if kind == "touch":
-        return f"{d.get('journey')}/{d.get('step')} {d.get('channel') or ''} → {d.get('outcome')}"
-    if kind == "handoff_opened":
-        return f"{intent_name(d.get('intent', ''))} → {d.get('consultant') or '排队'}（{d.get('reason', '')}）"
-    keep = {k: v for k, v in d.items() if k not in ("customer",)}
-    return json.dumps(keep, ensure_ascii=False)[:200]
-
-
-def next_days(r: redis.Redis, tz: ZoneInfo, days: int = 7, now: datetime | None = None) -> dict[str, Any]:
+def next_days(r: redis.Redis, tz: ZoneInfo, days: int = 7, now: datetime | None = None,
+              names: Names = Names()) -> dict[str, Any]:  # noqa: B008 - frozen default
     """Pending SOP touches per journey per local day for the next `days` days."""
     from sop.engine import DUE, Ref
 
@@ -179,8 +193,9 @@ def next_days(r: redis.Redis, tz: ZoneInfo, days: int = 7, now: datetime | None 
             overdue[ref.journey] += 1
             when = now
         grid.setdefault(ref.journey, Counter())[when.date()] += 1
-    return {"days": period, "labels": [d.strftime("%m-%d") for d in period],
-            "grid": {j: [c.get(d, 0) for d in period] for j, c in sorted(grid.items())}, "overdue": overdue}
+    rows = {j: [c.get(d, 0) for d in period] for j, c in sorted(grid.items())}
+    return {"days": period, "labels": [d.strftime("%m-%d") for d in period], "grid": rows, "overdue": overdue,
+            "titled": {names.journey(j): row for j, row in rows.items()}}
 
 
 def plan_for(journeys: Any, r: redis.Redis, tz: ZoneInfo, customer: str, rules: Rules,

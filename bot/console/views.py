@@ -10,7 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
-from flask import Response, abort, g, redirect, render_template, request, url_for
+from flask import Response, abort, g, jsonify, redirect, render_template, request, url_for
 from itsdangerous import BadSignature
 
 from bot.config import Settings
@@ -18,7 +18,9 @@ from bot.console import charts, data
 from bot.console.auth import COOKIE, MAX_AGE, Gate, mask
 from bot.console.sandbox_chat import SandboxChat
 from bot.content import Content
+from bot.records import labels
 from bot.records.coupons import CouponBook
+from bot.records.labels import Names
 
 PERIODS = (1, 7, 14, 30, 90)
 PUBLIC = {"console.login", "console.login_post", "console.static"}
@@ -31,12 +33,15 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("/mask", "toggle_mask", "POST"),
     ("/", "overview", "GET"),
     ("/handoffs", "handoffs", "GET"),
+    ("/handoffs/live", "handoffs_live", "GET"),
     ("/customer", "customer", "GET"),
     ("/sop", "sop", "GET"),
     ("/sandbox", "sandbox", "GET"),
     ("/sandbox/send", "sandbox_send", "POST"),
 )
-FILTERS = {"mask": "mask_filter", "hm": "hm", "secs": "secs", "pct": "pct"}  # template filter -> method
+FILTERS = {"mask": "mask_filter", "hm": "hm", "secs": "secs", "pct": "pct", "zh": "zh", "reason": "reason",
+           "outcome": "outcome", "person": "person", "campaign": "campaign", "journey": "journey"}  # filter -> method
+LIVE_EVERY_SECONDS = 5  # how often the live queue page asks for the queue
 
 
 @dataclass
@@ -64,6 +69,8 @@ class Console:
         given = request.form.get("csrf") or request.headers.get("X-CSRF-Token")
         if request.method == "POST" and not self.gate.csrf_ok(g.session, given):
             return Response("CSRF 校验失败：请刷新页面后重试。", status=403, mimetype="text/plain")
+        if not g.authed and request.endpoint == "console.handoffs_live":  # a script asks: no login page for it
+            return Response('{"error": "login"}', status=401, mimetype="application/json")
         if not g.authed and request.endpoint not in PUBLIC:
             return redirect(url_for("console.login", next=request.full_path if request.method == "GET" else None))
         return None
@@ -99,6 +106,50 @@ class Console:
     def pct(self, value: float | None) -> str:
         """Template filter: a share as a percentage."""
         return "—" if value is None else f"{value * 100:.0f}%"
+
+    def zh(self, code: Any, table: str | None = None) -> str:
+        """Template filter: the Chinese label of a code (bot/records/labels.py)."""
+        return labels.zh(code, table)
+
+    def reason(self, code: str | None) -> str:
+        """Template filter: a reason code in Chinese (stopped:handed_off -> 已停止：已转人工)."""
+        return labels.reason_zh(code, self.names().consultant)
+
+    def outcome(self, code: str | None) -> str:
+        """Template filter: a touch outcome in Chinese."""
+        return labels.outcome_zh(code)
+
+    def person(self, userid: str | None) -> str:
+        """Template filter: a consultant's name (content/consultants.yaml), the userid when unknown."""
+        return self.names().person(userid)
+
+    def campaign(self, name: str | None) -> str:
+        """Template filter: a coupon campaign's title."""
+        return self.names().campaign(name) if name else "—"
+
+    def journey(self, jid: str | None) -> str:
+        """Template filter: a journey's title."""
+        return self.names().journey(jid) if jid else "—"
+
+    def names(self) -> Names:
+        """Look-ups of consultants, campaigns and journeys by their ids, from the current content (per request)."""
+        cached = g.get("names")
+        if cached is not None:
+            return cached
+        team = self.content.team if self.content else None
+        book = self.coupons()
+        journeys = {j.id: j.title for j in (self.content.journeys or ()) if j.title} if self.content else {}
+
+        def consultant(userid: str) -> str:
+            c = team.get(userid) if team else None
+            return c.name if c is not None and c.name else userid
+
+        def campaign(name: str) -> str:
+            c = book.by_name.get(name) if book else None
+            return c.title if c is not None and c.title else name
+
+        g.names = Names(consultant=consultant, campaign=campaign, journey=lambda jid: journeys.get(jid, jid))
+        return g.names
 
     def customer_url(self, cid: str) -> str:
         """A link to a customer's page; opaque (signed) while ids are masked."""
@@ -156,11 +207,21 @@ class Console:
         """Numbers and charts over the last days."""
         days = request.args.get("days", 7, type=int)
         days = days if days in PERIODS else 7
-        return self.page("overview.html", o=data.overview(self.r, self.coupons(), self.tz, days), periods=PERIODS, active="overview")
+        return self.page("overview.html", o=data.overview(self.r, self.coupons(), self.tz, days, names=self.names()), periods=PERIODS, active="overview")
 
     def handoffs(self) -> str:
         """The live handoff queue."""
-        return self.page("handoffs.html", q=data.live_handoffs(self.r, self.tz), active="handoffs")
+        return self.page("handoffs.html", q=data.live_handoffs(self.r, self.tz, names=self.names()), active="handoffs",
+                         live_every=LIVE_EVERY_SECONDS)
+
+    def handoffs_live(self) -> Response:
+        """The live queue as JSON: the numbers, the rows, and the queue's HTML for the page's script."""
+        q = data.live_handoffs(self.r, self.tz, names=self.names())
+        html = self.page("_live.html", q=q)
+        rows = [{k: v for k, v in row.items() if k != "h"} | {"customer": self.mask_filter(row["customer"])}
+                for row in q["rows"]]
+        return jsonify(now=q["now"].timestamp(), waiting=q["waiting"], claimed=q["claimed"], answered=q["answered"],
+                       overdue=q["overdue"], rows=rows, html=html)
 
     def customer(self) -> Any:
         """Find a customer; their timeline."""
@@ -171,7 +232,7 @@ class Console:
         found = data.find_customers(self.r, q) if q and not cid else []
         if q and not cid and len(found) == 1:
             cid = found[0]
-        t = data.timeline(self.r, self.coupons(), self.tz, cid) if cid else None
+        t = data.timeline(self.r, self.coupons(), self.tz, cid, names=self.names()) if cid else None
         return self.page("customer.html", q=q, found=found, cid=cid, t=t, active="customer")
 
     def sop(self) -> str:
@@ -180,7 +241,7 @@ class Console:
         cid = request.args.get("customer", "").strip()
         plan = data.plan_for(journeys, self.r, self.tz, cid, self.settings.sop_rules) if cid and journeys else None
         return self.page("sop.html", journeys=journeys or (), errors=data.journey_errors(self.settings, self.content),
-                    upcoming=data.next_days(self.r, self.tz), cid=cid, plan=plan, active="sop")
+                    upcoming=data.next_days(self.r, self.tz, names=self.names()), cid=cid, plan=plan, active="sop")
 
     def sandbox(self) -> str:
         """The sandbox chat (sandbox mode only)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import html
 import re
 import threading
 import time
@@ -11,7 +12,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.scenarios.console_helpers import ARTIFACTS, TOKEN, BackgroundWorker, serve, traffic
+from bot.console import charts
+from bot.records import labels
+from tests.scenarios.console_helpers import ARTIFACTS, TOKEN, BackgroundWorker, say, serve, traffic
 from tests.scenarios.test_handoff_e2e import last_weekday_at
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -145,7 +148,7 @@ def test_pages_show_traffic_without_secrets_and_ids_can_be_masked(console, sandb
     overview = s.get(console.url + "/admin/?days=7").text
     assert re.search(r'id="kpi-messages">4<', overview), "four customer messages"
     assert "<svg" in overview and 'class="bar"' in overview
-    assert "discount" in overview and "new-customer-10" in overview
+    assert "要优惠" in overview and "新客专享券" in overview  # intents and campaigns by their Chinese names
     found = s.get(console.url + "/admin/customer?q=wmConsole").text
     assert all(c in found for c in ("wmConsoleA01", "wmConsoleB02", "wmConsoleC03"))
     assert "wmConsoleB02" in s.get(console.url + "/admin/handoffs").text
@@ -159,6 +162,90 @@ def test_pages_show_traffic_without_secrets_and_ids_can_be_masked(console, sandb
     assert "wmConsoleB02" not in masked and "wmCo…02" in masked
     timeline = s.get(console.url + "/admin/customer?id=wmConsoleA01").text
     assert "wmConsoleA01" not in timeline and "有优惠吗" in timeline
+
+
+def shown(page: str) -> str:
+    """The text a person reads on a page: no tags, attributes, scripts or styles."""
+    page = re.sub(r"<(script|style|title)\b.*?</\1>", " ", page, flags=re.S)
+    return html.unescape(re.sub(r"<[^>]+>", " ", page))
+
+
+# codes that must never be read on a page: every label-table key that is a code (has _ or -, or is an
+# intent), and the ids that have names in content (consultants.yaml, coupons.yaml)
+RAW = sorted({k for t in labels.TABLES.values() for k in t if "_" in k} | set(labels.INTENTS) - {"faq", "none"}
+             | {"li.consultant", "wang.consultant", "zhao.supervisor", "new-customer-10", "asked-discount-85", "queue"})
+
+
+def raw_codes(text: str, ids: frozenset[str] = frozenset()) -> list[str]:
+    """The codes read in `text` (but `ids`: journey and step ids operators wrote, such as a step named greeting)."""
+    return [k for k in RAW if k not in ids and re.search(rf"(?<![\w.-]){re.escape(k)}(?![\w.-])", text)]
+
+
+def test_every_page_is_chinese_all_the_way(console, sandbox, service, runtime):
+    runtime.clock = last_weekday_at(0, 10).timestamp  # Monday 10:00: the handoff goes to a consultant on duty
+    traffic(sandbox, service, runtime)
+    say(sandbox, service, runtime, "还在吗", "wmConsoleB02")  # while a person holds the chat: one row, not two
+    s = login(console)
+    pages = {p: s.get(console.url + p).text for p in
+             [*PAGES, "/admin/customer?id=wmConsoleB02", "/admin/sop?customer=wmConsoleB02", "/admin/?days=1"]}
+    ids = frozenset({j.id for j in runtime.content.journeys} | {st.id for j in runtime.content.journeys for st in j.steps})
+    for path, page in pages.items():
+        text = shown(page)
+        found = raw_codes(text, ids)
+        assert found == [], (path, [text[max(0, text.find(k) - 80):text.find(k) + 40] for k in found])
+        assert '{"' not in page, path
+        assert "favicon.svg" in page
+    queue = shown(pages["/admin/handoffs"])
+    assert "小李" in queue or "小王" in queue, "consultants by name"
+    b02 = shown(pages["/admin/customer?id=wmConsoleB02"])
+    assert b02.count("还在吗") == 1, "a message seen during a handoff is one timeline row"
+    assert "客户上条消息后已发" in b02 and "48 小时内已发" not in b02
+    assert "转人工（询价）" in b02, b02
+    a01 = shown(pages["/admin/customer?id=wmConsoleA01"])
+    assert "新客专享券" in a01 and "客户说「有优惠吗」" in a01
+    assert s.get(console.url + "/admin/static/favicon.svg").status_code == 200
+
+
+def test_label_table_reads_prefixed_codes():
+    assert labels.reason_zh("stopped:handed_off") == "已停止：已转人工"
+    assert labels.zh("kf_window_closed") == "客户超过 48 小时未发消息"
+    assert labels.zh("customer_added", "trigger") == "添加好友"
+    assert labels.zh("least_loaded", "assignment") == "当前接待最少的顾问"
+    assert labels.reason_zh("closed_by:li.consultant", {"li.consultant": "小李"}.get) == "由小李结束"
+    assert labels.outcome_zh("sent:kf") == "已发送（客服号消息）"
+    assert "{" not in labels.event_sentence("handoff_opened", {"intent": "price", "consultant": "li.consultant",
+                                                               "reason": "least_loaded"},
+                                            labels.Names(consultant={"li.consultant": "小李"}.get))
+    assert labels.event_sentence("mystery", {"a": "b_c"}) == "" and labels.event_name("mystery") == "其他事件"
+
+
+def test_live_queue_endpoint_returns_the_queue_and_needs_a_login(console, sandbox, service, runtime):
+    traffic(sandbox, service, runtime)
+    anon = requests.get(console.url + "/admin/handoffs/live", allow_redirects=False)
+    assert anon.status_code == 401
+    s = login(console)
+    live = s.get(console.url + "/admin/handoffs/live").json()
+    assert [row["customer"] for row in live["rows"]] == ["wmConsoleB02"] and live["waiting"] + live["claimed"] >= 1
+    assert "wmConsoleB02" in live["html"] and raw_codes(shown(live["html"])) == []
+    say(sandbox, service, runtime, "人工", "wmConsoleD04")
+    assert "wmConsoleD04" in [row["customer"] for row in s.get(console.url + "/admin/handoffs/live").json()["rows"]]
+    page = s.get(console.url + "/admin/handoffs").text
+    assert 'src="/admin/static/live.js"' in page and "<script>" not in page  # CSP: script-src 'self'
+    assert s.get(console.url + "/admin/static/live.js").status_code == 200
+
+
+def test_charts_have_no_zero_labels_wrapping_legends_and_headroom():
+    grouped = charts.grouped_hbars("漏斗", [("新客专享券", [3, 0, 0]), ("满减券", [0, 0, 0])], ["已发放", "已核销", "已过期"])
+    assert not re.search(r">0<", str(grouped)), "no zero-value labels"
+    names = ["客户消息（人工接待中）", "机器人发送的全部消息", "顾问首次回复的消息", "群发任务", "客服号消息", "欢迎语"]
+    svg = str(charts.stacked_bars("图", ["12-01", "12-02"], {n: [1, 2] for n in names}, width=480))
+    ys = {float(y) for y in re.findall(r'<rect x="[\d.]+" y="([\d.-]+)" width="10"', svg)}
+    assert len(ys) >= 2, "the legend wraps onto a second line"
+    xs = [float(x) for x in re.findall(r'<rect x="([\d.]+)" y="[\d.-]+" width="10"', svg)]
+    assert max(xs) < 480
+    one = str(charts.bars("每日转人工", ["12-01", "12-02"], [5, 9]))
+    tops = [float(y) for y in re.findall(r'<text x="[\d.]+" y="([\d.]+)" font-size="10" text-anchor="middle">9<', one)]
+    assert tops and tops[0] >= 10, "the top value is not clipped"
 
 
 # --- in the browser -----------------------------------------------------------------------------
@@ -249,5 +336,32 @@ def test_browser_login_every_page_charts_and_sandbox_chat(browser, runtime, sand
             assert page.locator("#customer-side .bubble.bot").count() >= 2
             shot(page, "sandbox")
         assert any(d["touser"] == "wmBrowser01" for d in sandbox.delivered())
+    finally:
+        svc.stop()
+
+
+def test_browser_live_queue_updates_without_a_reload(browser, runtime, sandbox, service, r):
+    traffic(sandbox, service, runtime)
+    svc = serve(runtime.settings, r, runtime.content, sandbox.url, TOKEN, runtime.coupons)
+    try:
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        errors: list[str] = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(svc.url + f"/admin/login?token={TOKEN}")
+        page.goto(svc.url + "/admin/handoffs")
+        page.wait_for_selector("#handoff-queue")
+        assert "wmConsoleLive" not in page.inner_text("#handoff-queue")
+        page.evaluate("window.__same_page = 1")
+        first = page.inner_text("#handoff-queue .waited")
+        say(sandbox, service, runtime, "人工", "wmConsoleLive")  # a new handoff, through the sandbox and a worker
+        page.locator("#handoff-queue tr", has_text="wmConsoleLive").wait_for(timeout=15_000)  # CSP: no eval
+        assert page.evaluate("window.__same_page") == 1, "updated in place, not reloaded"
+        assert page.url.endswith("/admin/handoffs")
+        page.wait_for_timeout(1500)
+        assert page.inner_text("#handoff-queue .waited") != first
+        assert "秒" in page.inner_text("#handoff-queue .waited"), "waiting time ticks"
+        assert raw_codes(page.inner_text("main")) == []
+        assert not [e for e in errors if "Content Security Policy" in e], errors
+        shot(page, "live-queue")
     finally:
         svc.stop()
