@@ -37,6 +37,7 @@ from bot.times import from_ts
 from bot.wecom import WeCom
 from bot.wecom.client import WechatpyWeCom
 from bot.wecom.sandbox import Sandbox
+from bot.wecom.sandbox_state import DurableSandbox
 from sop.engine import Engine
 from sop.journeys import Journey
 
@@ -196,17 +197,20 @@ def _held(handoffs: Handoffs, customers: Customers, customer: str, msgid: str) -
 
 def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | None = None,
           lazy_classifier: bool = False) -> Runtime:
-    """Open Redis, start the sandbox when there is no WECOM_SECRET, load content; undo it all on failure."""
+    """Open Redis, start the sandbox when there is no WECOM_SECRET, load content; undo it all on failure.
+    The sandbox keeps its state in var/sandbox-state.json, next to the embedded Redis (bot/wecom/sandbox_state.py)."""
     r, embedded = open_redis(settings)
     sandbox = None
     try:
         if settings.sandbox if with_sandbox is None else with_sandbox:
             try:
-                sandbox = Sandbox(settings.corp_id, "sandbox-secret", SANDBOX_OPEN_KFID, port=sandbox_port).start()
+                sandbox = DurableSandbox(settings.corp_id, "sandbox-secret", SANDBOX_OPEN_KFID, port=sandbox_port,
+                                         state_file=settings.root / "var" / "sandbox-state.json").start()
             except OSError as exc:
                 raise StartError(f"the sandbox cannot listen on port {sandbox_port} ({exc.strerror}); "
                                        f"is another `wecom-bot serve` running? (--sandbox-port)") from None
-            sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
+            if not sandbox.restored:  # a kept state has its servicers (and their status changes)
+                sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
             settings = settings.with_api_base(f"{sandbox.url}/cgi-bin/")
         lazy = ("classifier",) if lazy_classifier else ()
         return Runtime(settings, r, embedded, sandbox, Content(settings, lazy=lazy))

@@ -47,7 +47,11 @@ class Parts:
 
 def on_kf_notice(p: Parts, f: Mapping[str, str]) -> str:
     """kf_msg_or_event: pull the account's new messages (each becomes a "kf_msg" entry)."""
-    return f"queued={p.kfsync.pull(f.get('OpenKfId', ''), f.get('Token', ''))}"
+    try:
+        notice_at = float(f.get("CreateTime") or 0) or time.time()
+    except ValueError:
+        notice_at = time.time()
+    return f"queued={p.kfsync.pull(f.get('OpenKfId', ''), f.get('Token', ''), notice_at)}"
 
 
 def on_card_click(p: Parts, f: Mapping[str, str]) -> str:

@@ -30,6 +30,9 @@ return 0
 
 
 KF_KNOWN = "wecom:kf:known"  # every kf account seen
+KF_EMPTY = "wecom:kf:empty_notices"  # open_kfid -> kf_msg_or_event notices in a row whose pull queued nothing
+KF_STALLED = "wecom:kf:stalled"  # open_kfid -> JSON {empty_notices, since, cursor} while a streak is long
+KF_STALLS = "wecom:kf:stalls"  # open_kfid -> how many times a streak became long (a Prometheus counter)
 
 
 def _kf(open_kfid: str, what: str) -> str:
@@ -74,6 +77,37 @@ class Store:
     def kf_accounts(self) -> list[str]:
         """Every kf account seen so far."""
         return sorted(self.r.smembers(KF_KNOWN))
+
+    def kf_pull_found(self, open_kfid: str, started_at: float) -> None:
+        """A pull that began at `started_at` queued messages: the account's empty streak ends."""
+        with self.r.pipeline(transaction=False) as p:
+            p.set(_kf(open_kfid, "found_at"), started_at, ex=30 * 86400)
+            p.hdel(KF_EMPTY, open_kfid).hdel(KF_STALLED, open_kfid)
+            p.execute()
+
+    def kf_found_at(self, open_kfid: str) -> float:
+        """When the last pull that queued messages began (0: none recorded)."""
+        return float(self.r.get(_kf(open_kfid, "found_at")) or 0)
+
+    def kf_empty_notice(self, open_kfid: str) -> int:
+        """One more notice whose pull queued nothing; returns the streak's length."""
+        return int(self.r.hincrby(KF_EMPTY, open_kfid, 1))
+
+    def kf_mark_stalled(self, open_kfid: str, empty_notices: int, cursor: str, at: float, first: bool) -> None:
+        """Flag the account as stalled (shown by /readyz and doctor); `first` counts one more stall."""
+        since = (json.loads(self.r.hget(KF_STALLED, open_kfid) or "{}")).get("since", at)
+        self.r.hset(KF_STALLED, open_kfid, json.dumps({"empty_notices": empty_notices, "since": since,
+                                                       "cursor": cursor}))
+        if first:
+            self.r.hincrby(KF_STALLS, open_kfid, 1)
+
+    def kf_stalled(self) -> dict[str, dict[str, Any]]:
+        """Accounts whose last notices in a row pulled nothing: open_kfid -> {empty_notices, since, cursor}."""
+        return {k: json.loads(v) for k, v in sorted(self.r.hgetall(KF_STALLED).items())}
+
+    def kf_stalls(self) -> dict[str, int]:
+        """open_kfid -> how many times its notices stopped bringing messages."""
+        return {k: int(v) for k, v in sorted(self.r.hgetall(KF_STALLS).items())}
 
     def backlog_before(self, open_kfid: str, default: float) -> float:
         """The cut-off of an account's first pull (older messages are not answered): set to `default` once,

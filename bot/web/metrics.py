@@ -22,10 +22,12 @@ from bot.observe import (
     WORKER_TTL,
     flush,
 )
+from bot.queue.kfsync import EMPTY_NOTICES_WARN
 from bot.records import handoff_stats
 from bot.records.coupons import CouponBook
 from bot.records.daily import rollup, totals
 from bot.records.store import COUNTERS as STORE_COUNTERS
+from bot.records.store import Store
 from bot.web.webhook import CallbackCounts
 from sop.engine import COUNTERS as SOP_COUNTERS
 from sop.engine import DUE, INFLIGHT
@@ -73,11 +75,14 @@ def readiness(r: redis.Redis, settings: Settings) -> tuple[bool, dict[str, Any]]
         body["inbox"] = Inbox(r).depth()
         workers = workers_alive(r)
         age = scheduler_age(r)
+        stalled = Store(r).kf_stalled()
     except redis.RedisError as exc:
         body.update(status="unavailable", redis=f"unreachable: {exc}")
         return False, body
     body["workers"] = workers or f"none alive (no heartbeat within {WORKER_TTL}s)"
     body["scheduler"] = {"heartbeat_age_seconds": round(age, 1)} if age is not None else "not alive (no heartbeat)"
+    # shown, not failed: out of rotation, this process would also miss the notices that could unblock it
+    body["kf_pulls"] = {"stalled": stalled} if stalled else "ok"
     ok = not problems and bool(workers) and age is not None
     body["status"] = "ok" if ok else "unavailable"
     return ok, body
@@ -185,6 +190,11 @@ class BotCollector:
                       [(_labels(f, 2), float(v)) for f, v in sorted(done.items())])
         yield _histogram("wecom_processing_seconds", "Inbox entry processing time", "kind",
                          self.r.hgetall(PROC_SECONDS))
+        store = Store(self.r)
+        yield counter("wecom_kf_pull_stalls", f"Times {EMPTY_NOTICES_WARN} kf notices in a row pulled nothing, "
+                      "by kf account", ["open_kfid"], [([k], float(v)) for k, v in store.kf_stalls().items()])
+        yield gauge("wecom_kf_accounts_stalled", "kf accounts whose last notices pulled nothing",
+                    len(store.kf_stalled()))
         yield gauge("wecom_workers_alive", "Workers with a live heartbeat", len(workers_alive(self.r)))
         age = scheduler_age(self.r)
         yield gauge("wecom_scheduler_heartbeat_age_seconds", "Seconds since the scheduler's heartbeat (-1: none)",
