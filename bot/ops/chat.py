@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+import redis
 import requests
 
 from bot.web.envelope import CallbackCrypto, kf_notice_xml
 
 
+def _card_lines(card: dict[str, Any]) -> list[str]:
+    """A staff card's main fields: title (and its line below), key/value rows, the quoted message, the buttons."""
+    title = card.get("main_title") or {}
+    lines = ["[卡片] " + " · ".join(str(t) for t in (title.get("title"), title.get("desc")) if t)]
+    if card.get("sub_title_text"):
+        lines.append(str(card["sub_title_text"]))
+    rows = [f"{r.get('keyname', '')}：{r.get('value', '')}" for r in card.get("horizontal_content_list") or []]
+    if rows:
+        lines.append("  ".join(rows))
+    quote = (card.get("quote_area") or {}).get("quote_text")
+    if quote:
+        lines += str(quote).splitlines()
+    buttons = " ".join(f"[{b.get('text', '')}]" for b in card.get("button_list") or [])
+    if buttons:
+        lines.append("按钮：" + buttons)
+    return lines
+
+
 def _show(item: dict[str, Any], out: TextIO) -> None:
-    """One line per message the sandbox recorded: what the customer or a staff member was sent."""
+    """The lines for one message the sandbox recorded: what the customer or a staff member was sent."""
     if item.get("kind") == "customer":
         kind = str(item.get("msgtype"))
         body = {"text": lambda: item["text"]["content"],
@@ -30,9 +52,16 @@ def _show(item: dict[str, Any], out: TextIO) -> None:
         if item.get("msgtype") == "update_template_card":
             out.write(f"  -> 员工 {to}: [卡片按钮变为] {(item.get('button') or {}).get('replace_name', '')}\n")
             return
+        if card:
+            first, *rest = _card_lines(card)
+            out.write(f"  -> 员工 {to}: {first}\n" + "".join(f"       {line}\n" for line in rest))
+            return
         body = (item.get("text") or {}).get("content") or (item.get("markdown") or {}).get("content") or \
-            (card.get("main_title") or {}).get("title") or json.dumps(card or item, ensure_ascii=False)[:300]
+            json.dumps(item, ensure_ascii=False)[:300]
         out.write(f"  -> 员工 {to}: {body}\n")
+
+
+SERVICE_DOWN = "the service is not running: start it with `uv run wecom-bot serve`"
 
 
 HELP = """命令（以 / 开头，扮演员工）：
@@ -45,16 +74,25 @@ HELP = """命令（以 / 开头，扮演员工）：
 
 
 class ChatSession:
-    """One terminal customer (and the staff around them) talking to the sandbox service."""
+    """One terminal customer (and the staff around them) talking to the sandbox service. A Reader thread
+    (or poll()) prints what the sandbox outbox receives, as it arrives; the rest of the session only sends."""
 
     def __init__(self, info: dict, customer: str, out: TextIO, wait: float,
-                 decisions: Callable[[float], list[dict[str, Any]]] | None = None):
+                 decisions: Callable[[float], list[dict[str, Any]]] | None = None, interactive: bool = False):
         self.info, self.customer, self.out, self.wait = info, customer, out, wait
         self.decisions = decisions  # --debug: the service's recorded decisions since a time
+        self.interactive = interactive  # a terminal: re-draw the prompt after messages that arrive meanwhile
         self.said_at = 0.0
         self.crypto = CallbackCrypto(info["token"], info["aes_key"], info["corp_id"])
         self.http = requests.Session()
+        self.http.headers["Connection"] = "close"  # no kept-alive socket outlives a stopped service
         self.cards: dict[str, dict] = {}  # userid -> the last alert card they got
+        self.lock = threading.RLock()  # output, cards and the counters below
+        self.polling = threading.Lock()  # one outbox read at a time
+        self.shown = 0  # outbox items printed so far
+        self.shown_at = 0.0  # time.monotonic() of the last one
+        self.prompt = ""  # what the terminal shows while waiting for a line ("" while busy)
+        self.down = False  # the last outbox poll failed
         self.since = self._outbox(0)["next"]
 
     def _outbox(self, since: int) -> dict:
@@ -63,12 +101,56 @@ class ChatSession:
     def _sandbox(self, path: str, body: dict) -> dict:
         return self.http.post(f"{self.info['sandbox_url']}/sandbox/{path}", json=body, timeout=5).json()
 
+    def write(self, text: str) -> None:
+        """Print `text` (whole lines); over a waiting prompt, clear it first and draw it again after."""
+        with self.lock:
+            if self.prompt:
+                self.out.write("\r\033[K" if self.interactive else "\n")
+            self.out.write(text)
+            if self.prompt:
+                self.out.write(self.prompt)
+            self.out.flush()
+
+    def poll(self) -> int:
+        """Print what arrived in the outbox since the last poll; returns how many. Raises
+        requests.RequestException (or ValueError) when the sandbox does not answer."""
+        with self.polling:
+            page = self._outbox(self.since)
+            if page["next"] < self.since:  # a new service (its sandbox starts empty): read it from the start
+                page = self._outbox(0)
+            return self._shown(page)
+
+    def _shown(self, page: dict) -> int:
+        with self.lock:
+            if self.down:
+                self.down = False
+                self.write("  (the service is back)\n")
+            for item in page["items"]:
+                if item.get("msgtype") == "template_card" and item.get("touser"):
+                    self.cards[item["touser"]] = item
+            if page["items"]:
+                buf = io.StringIO()
+                for item in page["items"]:
+                    _show(item, buf)
+                self.write(buf.getvalue())
+                self.shown += len(page["items"])
+                self.shown_at = time.monotonic()
+            self.since = page["next"]
+            return len(page["items"])
+
+    def lost(self) -> None:
+        """The sandbox stopped answering: say so once."""
+        with self.lock:
+            if not self.down:
+                self.down = True
+                self.write(f"  ({SERVICE_DOWN})\n")
+
     def _callback(self, plain: str) -> None:
         query, body = self.crypto.encrypt(plain)
         resp = self.http.post(self.info["service_url"] + self.info["callback_path"], params=query,
                               data=body.encode(), timeout=10)
         if resp.status_code != 200:
-            self.out.write(f"  (service answered HTTP {resp.status_code})\n")
+            self.write(f"  (service answered HTTP {resp.status_code})\n")
 
     def _kf_notice(self, token: str) -> None:
         self._callback(kf_notice_xml(self.info["corp_id"], token, self.info["open_kfid"]))
@@ -86,7 +168,7 @@ class ChatSession:
             userid = rest[0] if rest else next(iter(self.cards), "")
             card = self.cards.get(userid)
             if not card:
-                self.out.write("  (no alert card received yet)\n")
+                self.write("  (no alert card received yet)\n")
                 return
             key = next(b["key"] for b in card["template_card"]["button_list"] if b["key"].startswith(verb))
             self._callback(
@@ -100,6 +182,7 @@ class ChatSession:
             said = self._sandbox("staff/text", {"external_userid": self.customer, "servicer_userid": rest[0],
                                                 "text": rest[1]})
             self._kf_notice(said["token"])
+            self.write(f"  ✓ {rest[0]} 在微信客服里回复了客户：{rest[1]}\n")
         elif verb == "staff" and len(rest) == 2:
             self._callback(
                 f"<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[{rest[0]}]]></FromUserName>"
@@ -109,64 +192,110 @@ class ChatSession:
             said = self._sandbox("event", {"event": {"event_type": "session_status_change", "change_type": 3,
                                                      "external_userid": self.customer}})
             self._kf_notice(said["token"])
+            self.write(f"  ✓ 会话已结束（客户 {self.customer} 的客服会话状态变为已结束）\n")
         else:
-            self.out.write(HELP + "\n")
+            self.write(HELP + "\n")
 
     def show_replies(self, quiet: bool = False) -> None:
-        """Print what the customer and staff received, waiting up to `wait` seconds."""
-        deadline, got = time.monotonic() + self.wait, False
+        """Wait up to `wait` seconds for what the line just sent brings (the Reader prints it), then say
+        "(no reply)" if nothing came; with --debug, what the service decided."""
+        deadline = time.monotonic() + self.wait
+        with self.lock:
+            before = self.shown
+        got = False
         while time.monotonic() < deadline:
-            page = self._outbox(self.since)
-            for item in page["items"]:
-                if item.get("msgtype") == "template_card" and item.get("touser"):
-                    self.cards[item["touser"]] = item
-                _show(item, self.out)
-                got = True
-            self.since = page["next"]
-            if got:
-                deadline = min(deadline, time.monotonic() + 0.5)  # collect the rest of this reply
-            time.sleep(0.1)
-        if not got and not quiet:
-            self.out.write("  (no reply)\n")
+            with self.lock:
+                got, last = self.shown > before, self.shown_at
+            if got and time.monotonic() - last >= 0.5:  # the rest of this reply has come too
+                break
+            time.sleep(0.05)
+        if not got and not quiet and not self.down:
+            self.write("  (no reply)\n")
         if self.decisions and not quiet:
             self.show_decision()
-        self.out.flush()
 
     def show_decision(self) -> None:
         """--debug: what the service decided for the customer's last message."""
         assert self.decisions is not None
-        mine = [e for e in self.decisions(self.said_at) if e.get("customer") == self.customer]
+        try:
+            mine = [e for e in self.decisions(self.said_at) if e.get("customer") == self.customer]
+        except redis.RedisError:
+            self.write("  [debug] (the service's Redis does not answer)\n")
+            return
         for event in mine[:1]:
             matched = "、".join(event.get("matched") or [])
             confidence = event.get("confidence")
-            self.out.write(f"  [debug] intent={event.get('intent')} confidence="
-                           f"{confidence if confidence is not None else '-'} route={event.get('route') or '-'}"
-                           f"{' matched=' + matched if matched else ''}\n")
+            self.write(f"  [debug] intent={event.get('intent')} confidence="
+                       f"{confidence if confidence is not None else '-'} route={event.get('route') or '-'}"
+                       f"{' matched=' + matched if matched else ''}\n")
+
+
+class Reader(threading.Thread):
+    """Polls the sandbox outbox and prints each message when it arrives (a welcome, an escalation or an SOP
+    touch sent while nobody types); says once when the service stops answering, and again when it is back."""
+
+    def __init__(self, chat: ChatSession, interval: float = 0.2):
+        super().__init__(name="chat-reader", daemon=True)
+        self.chat, self.interval = chat, interval
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.wait(self.interval):
+            try:
+                self.chat.poll()
+            except (requests.RequestException, ValueError):
+                self.chat.lost()
+
+    def stop(self) -> None:
+        self.stopped.set()
+        self.join(timeout=5)
 
 
 def run_chat(info_path: str | None, customer: str, inp: TextIO, out: TextIO, wait: float = 3.0,
-             decisions: Callable[[float], list[dict[str, Any]]] | None = None) -> int:
-    """Read lines as customer messages (or /commands as staff); print what came back."""
+             decisions: Callable[[float], list[dict[str, Any]]] | None = None, err: TextIO | None = None) -> int:
+    """Read lines as customer messages (or /commands as staff); print what comes back as it arrives.
+    Exit status 1 with one line on `err` when the service is not running."""
+    err = err or sys.stderr
     path = Path(info_path or "var/sandbox.json")
     if not path.exists():
-        out.write(f"{path} not found: start the service first with `uv run wecom-bot serve` "
-                  f"(sandbox mode, WECOM_SECRET unset)\n")
+        err.write(f"{SERVICE_DOWN} ({path} not found; sandbox mode: WECOM_SECRET unset)\n")
         return 1
-    chat = ChatSession(json.loads(path.read_text()), customer, out, wait, decisions)
     interactive = inp.isatty()
+    info = json.loads(path.read_text())
+    try:
+        chat = ChatSession(info, customer, out, wait, decisions, interactive=interactive)
+    except (requests.RequestException, ValueError):
+        err.write(f"{SERVICE_DOWN} ({info.get('sandbox_url')} does not answer)\n")
+        return 1
     out.write(f"你是客户 {customer}，在微信里给客服号发消息。输入消息后回车，/help 看员工命令，Ctrl-D 退出。\n")
-    while True:
-        if interactive:
-            out.write("客户> ")
-            out.flush()
-        line = inp.readline()
-        if not line:
-            return 0
-        text = line.rstrip("\n")
-        if not text.strip():
-            continue
-        if text.startswith("/"):
-            chat.command(text.strip())
-        else:
-            chat.say(text)
-        chat.show_replies(quiet=text.startswith("/"))
+    reader = Reader(chat)
+    reader.start()
+    try:
+        while True:
+            if interactive:
+                with chat.lock:
+                    chat.prompt = "客户> "
+                    out.write(chat.prompt)
+                    out.flush()
+            line = inp.readline()
+            with chat.lock:
+                chat.prompt = ""
+            if not line:
+                return 0
+            text = line.rstrip("\n")
+            if not text.strip():
+                continue
+            try:
+                if text.startswith("/"):
+                    chat.command(text.strip())
+                else:
+                    chat.say(text)
+            except (requests.RequestException, ValueError, KeyError):
+                chat.write(f"  (not sent: {SERVICE_DOWN})\n")
+                continue
+            chat.show_replies(quiet=text.startswith("/"))
+    except KeyboardInterrupt:
+        out.write("\n")
+        return 0
+    finally:
+        reader.stop()

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -275,22 +276,61 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
         now = datetime.now(rt.settings.timezone)
         if args.action == "stats":
             stats = handoff_stats.stats(book, now, now - timedelta(days=args.days))
-            print(json.dumps(stats, ensure_ascii=False, default=str, indent=None if args.json else 2))
+            if args.json:
+                print(json.dumps(stats, ensure_ascii=False, default=str))
+            else:
+                _print_handoff_stats(stats, args.days)
             return 0
         rows = book.list(None if args.all else "open") + ([] if args.all else book.list("claimed") +
                                                             book.list("answered"))
+        if rows and not args.json:
+            print(f"{'id':16}  {'state':8} {'intent':9} {'customer':24} {'holder':18} {'waited':>8}  message")
         for h in rows:
             if args.json:
                 print(json.dumps(asdict(h), ensure_ascii=False, default=str))
             else:
                 waited = int((now - h.created_at).total_seconds() // 60)
-                print(f"{h.id}  {h.state:8} {h.intent:9} {h.customer:24} {h.holder or '(queue)':18} "
+                print(f"{h.id:16}  {h.state:8} {h.intent:9} {h.customer:24} {h.holder or '(queue)':18} "
                       f"{waited:>4} min  {h.text[:40]}")
         if not rows and not args.json:
-            print("no open handoffs")
+            print("no handoffs" if args.all else "no open handoffs")
         return 0
     finally:
         rt.close()
+
+
+def _duration(seconds: float | None) -> str:
+    """45s, 3.5m or 2.1h; "-" when there is nothing to measure."""
+    if seconds is None:
+        return "-"
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.1f}m" if seconds < 5400 else f"{seconds / 3600:.1f}h"
+
+
+def _print_handoff_stats(stats: dict[str, Any], days: int) -> None:
+    """`handoffs stats` as a table: one row for all handoffs, then one per intent and per consultant."""
+    print(f"handoffs from {stats['since'][:16].replace('T', ' ')} to {stats['now'][:16].replace('T', ' ')} "
+          f"({days} days); times are median / p90; in SLA: the share within the intent's SLA")
+    print(f"{'':22} {'count':>5} {'open':>4} {'claimed':>7} {'answered':>8} {'closed':>6}  "
+          f"{'to claim':>13} {'in SLA':>6}  {'to 1st reply':>13} {'in SLA':>6} {'escalated':>9}")
+
+    def share(t: dict[str, Any]) -> str:
+        return "-" if t["within_sla"] is None else f"{t['within_sla']:.0%}"
+
+    def row(name: str, b: dict[str, Any]) -> None:
+        claim, reply = b["time_to_claim"], b["time_to_first_reply"]
+        print(f"{name[:22]:22} {b['count']:>5} {b['open']:>4} {b['claimed']:>7} {b['answered']:>8} {b['closed']:>6}  "
+              f"{_duration(claim['median']) + ' / ' + _duration(claim['p90']):>13} {share(claim):>6}  "
+              f"{_duration(reply['median']) + ' / ' + _duration(reply['p90']):>13} {share(reply):>6} "
+              f"{b['escalated']:>9}")
+
+    row("all", stats["total"])
+    for title, key in (("by intent", "by_intent"), ("by consultant", "by_consultant")):
+        if stats[key]:
+            print(f"{title}:")
+            for name, block in stats[key].items():
+                row("  " + name, block)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -308,65 +348,153 @@ class JsonFormatter(logging.Formatter):
                            "message": record.getMessage()}, ensure_ascii=False)
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples as written and adds "(default: X)" to every option that has a default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        if (action.option_strings and "%(default)" not in text and action.default is not None
+                and action.default is not False and action.default is not argparse.SUPPRESS):
+            text += " (default: %(default)s)"
+        return text
+
+
+EXAMPLES: dict[str, list[str]] = {
+    "": ["serve                      # everything on this machine (sandbox when WECOM_SECRET is unset)",
+         "chat                       # be a customer of the running sandbox bot",
+         "doctor                     # check the set-up", "handoffs list", "sop plan --customer wmAlice"],
+    "serve": ["serve", "serve --port 8080 --workers 4", "serve --host 0.0.0.0 --sandbox-port 9001"],
+    "web": ["web --port 8000 --workers 4   # with REDIS_URL set; run `worker` and `scheduler` too"],
+    "worker": ["worker", "worker --threads 4"],
+    "scheduler": ["scheduler"],
+    "chat": ["chat", "chat --customer wmAlice --debug", "chat --wait 5 < messages.txt"],
+    "dlq": ["dlq list", "dlq list --json --limit 20", "dlq replay", "dlq replay 1718000000000-0"],
+    "intents": ["intents classify < messages.txt", "intents eval tests/data/dev-utterances.tsv --json", "intents eval --cv 5",
+                "intents eval --cv 5 --by-brand", "intents explain 这个多少钱", "intents explain 那个呢 --previous 有优惠吗"],
+    "coupons": ["coupons stats", "coupons stats --json", "coupons redeem AB12CD34 --order 20240601-001"],
+    "doctor": ["doctor"],
+    "handoffs": ["handoffs list", "handoffs list --all --json", "handoffs stats", "handoffs stats --days 30 --json"],
+    "sop": ["sop validate", "sop plan --customer wmAlice --days 7", "sop plan --segment new", "sop reload"],
+    "sop validate": ["sop validate", "sop validate sop/journeys/new_customer_week.yaml"],
+    "sop plan": ["sop plan --customer wmAlice", "sop plan --customer wmAlice --start 2026-12-07T09:00 --days 7 --json",
+                 "sop plan --segment tag:询价"],
+    "sop reload": ["sop reload"],
+    "purchase": ["purchase wmAlice 20240601-001 --amount 199", "purchase wmAlice 20240601-002 --at 2024-06-01T10:00"],
+    "birthday": ["birthday wmAlice 05-20", "birthday wmAlice 1990-05-20"],
+}
+
+# Help for the options bot/ops/cli_sop.py declares without one.
+OPTION_HELP: dict[tuple[str, str], str] = {
+    ("sop plan", "customer"): "the customer's external_userid (read from Redis; unknown: a new customer)",
+    ("sop plan", "days"): "how many days to preview",
+    ("purchase", "customer"): "the customer's external_userid",
+    ("purchase", "order_id"): "the order id (an order is recorded once)",
+    ("purchase", "amount"): "the order amount",
+    ("birthday", "customer"): "the customer's external_userid",
+}
+
+
+class _Commands(argparse._SubParsersAction):
+    """Subcommands whose description is their one-line help, with their examples as the epilog."""
+
+    def add_parser(self, name: str, **kw: Any) -> argparse.ArgumentParser:
+        if kw.get("help") and not kw.get("description"):
+            kw["description"] = kw["help"][:1].upper() + kw["help"][1:] + "."
+        parser: argparse.ArgumentParser = super().add_parser(name, **kw)
+        examples = EXAMPLES.get(parser.prog.removeprefix("wecom-bot").strip())
+        if examples and parser.epilog is None:
+            parser.epilog = "examples:\n" + "\n".join(f"  uv run wecom-bot {e}" for e in examples)
+        return parser
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose commands (and their subcommands) use HelpFormatter and _Commands."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        kw.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kw)
+        self.register("action", "parsers", _Commands)
+
+
+def walk(parser: argparse.ArgumentParser, path: str = "") -> list[tuple[str, argparse.ArgumentParser]]:
+    """(command path, parser) for `parser` and every subcommand under it ("" is wecom-bot itself)."""
+    found = [(path, parser)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                found += walk(child, f"{path} {name}".strip())
+    return found
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="wecom-bot", description="WeCom private-domain assistant")
-    p.add_argument("--log-level", default="INFO")
-    p.add_argument("--log-json", action="store_true", help="JSON log lines")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = Parser(prog="wecom-bot", description="WeCom private-domain assistant: the 微信客服 bot, its workers, "
+               "scheduler and operator commands. `wecom-bot COMMAND --help` explains each command.",
+               epilog="examples:\n" + "\n".join(f"  uv run wecom-bot {e}" for e in EXAMPLES[""]))
+    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    p.add_argument("--log-json", action="store_true", help="one JSON object per log line")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, fn: Callable[[argparse.Namespace], int], help_: str) -> argparse.ArgumentParser:
         sp = sub.add_parser(name, help=help_)
         sp.set_defaults(func=fn)
         return sp
 
-    sp = add("serve", cmd_serve, "web + worker + scheduler in one process")
-    sp.add_argument("--host", default="127.0.0.1")
-    sp.add_argument("--port", type=int, default=8000)
-    sp.add_argument("--workers", type=int, default=2, help="worker threads")
+    sp = add("serve", cmd_serve, "web + worker + scheduler in one process (embedded Redis, and the WeCom "
+             "sandbox when WECOM_SECRET is unset)")
+    sp.add_argument("--host", default="127.0.0.1", help="address the webhook listens on")
+    sp.add_argument("--port", type=int, default=8000, help="port of the webhook (0: any free port)")
+    sp.add_argument("--workers", type=int, default=2, help="inbox worker threads")
     sp.add_argument("--threads", type=int, default=8, help="web threads")
-    sp.add_argument("--sandbox-port", type=int, default=8001)
-    sp = add("web", cmd_web, "the webhook under gunicorn")
-    sp.add_argument("--host", default="0.0.0.0")
-    sp.add_argument("--port", type=int, default=8000)
-    sp.add_argument("--workers", type=int, default=2)
-    sp.add_argument("--threads", type=int, default=8)
-    sp = add("worker", cmd_worker, "inbox workers")
-    sp.add_argument("--threads", type=int, default=2)
-    add("scheduler", cmd_scheduler, "the scheduler (one active per deployment)")
-    sp = add("chat", cmd_chat, "chat with the sandbox bot as a customer")
-    sp.add_argument("--customer", default="wmSandboxCustomer01")
-    sp.add_argument("--info", default=None, help="var/sandbox.json written by serve")
-    sp.add_argument("--wait", type=float, default=3.0, help="seconds to wait for replies")
+    sp.add_argument("--sandbox-port", type=int, default=8001, help="port of the WeCom sandbox (sandbox mode only)")
+    sp = add("web", cmd_web, "the webhook under gunicorn (production; needs REDIS_URL)")
+    sp.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    sp.add_argument("--port", type=int, default=8000, help="port to listen on")
+    sp.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    sp.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
+    sp = add("worker", cmd_worker, "inbox workers; run as many as you like on one Redis")
+    sp.add_argument("--threads", type=int, default=2, help="worker threads in this process")
+    add("scheduler", cmd_scheduler, "the scheduler (one active per deployment, a Redis lease keeps others on standby)")
+    sp = add("chat", cmd_chat, "be a customer of the running sandbox bot from this terminal (/help: staff commands)")
+    sp.add_argument("--customer", default="wmSandboxCustomer01", help="your external_userid as the customer")
+    sp.add_argument("--info", default=None, help="the var/sandbox.json `serve` wrote (default: var/sandbox.json)")
+    sp.add_argument("--wait", type=float, default=3.0, help="seconds to wait for the answer to a line")
     sp.add_argument("--debug", action="store_true", help="show the intent, confidence and route of each message")
-    sp = add("dlq", cmd_dlq, "dead letters")
-    sp.add_argument("action", choices=["list", "replay"])
-    sp.add_argument("ids", nargs="*")
-    sp.add_argument("--json", action="store_true")
-    sp.add_argument("--limit", type=int, default=100)
+    sp = add("dlq", cmd_dlq, "dead letters: inbox entries that kept failing, with their error")
+    sp.add_argument("action", choices=["list", "replay"], help="list: show them; replay: put them back in the inbox")
+    sp.add_argument("ids", nargs="*", help="replay: only these entry ids (default: all)")
+    sp.add_argument("--json", action="store_true", help="list: one JSON object per line")
+    sp.add_argument("--limit", type=int, default=100, help="list: at most this many")
     sp = add("intents", cmd_intents, "intent detection: classify stdin lines, eval a labelled file or the "
-             "corpus, explain one message (e.g. `intents explain 这个多少钱`)")
-    sp.add_argument("action", choices=["classify", "eval", "explain"])
+             "corpus, explain one message")
+    sp.add_argument("action", choices=["classify", "eval", "explain"],
+                    help="classify: one JSON object per stdin line; eval: precision/recall/F1; explain: one decision")
     sp.add_argument("file", nargs="*", help="eval: a text<TAB>label[<TAB>kind] file; explain: the message")
     sp.add_argument("--json", action="store_true", help="eval: one JSON object instead of the report")
     sp.add_argument("--cv", type=int, default=0, metavar="K",
-                    help="eval: K-fold cross-validation on the shipped example corpus (e.g. --cv 5)")
+                    help="eval: K-fold cross-validation on the shipped example corpus (e.g. --cv 5; 0: off)")
     sp.add_argument("--by-brand", action="store_true",
                     help="eval: hold out one brand file of the corpus at a time (brands the model never saw)")
     sp.add_argument("--previous", default=None, help="explain: the customer's previous message, as context")
-    sp = add("coupons", cmd_coupons, "coupon campaigns")
-    sp.add_argument("action", choices=["stats", "redeem"])
-    sp.add_argument("code", nargs="?")
-    sp.add_argument("--order", default=None)
-    sp.add_argument("--json", action="store_true")
-    add("doctor", cmd_doctor, "check the set-up and say what to fix")
-    sp = add("handoffs", cmd_handoffs, "handoffs to humans")
-    sp.add_argument("action", choices=["list", "stats"])
-    sp.add_argument("--json", action="store_true")
-    sp.add_argument("--all", action="store_true", help="list closed ones too")
-    sp.add_argument("--days", type=int, default=7, help="stats period")
+    sp = add("coupons", cmd_coupons, "coupon campaigns: budget, issued, remaining, redeemed, expired; "
+             "report a redemption")
+    sp.add_argument("action", choices=["stats", "redeem"], help="stats: per campaign; redeem: report one CODE used")
+    sp.add_argument("code", nargs="?", help="redeem: the coupon code")
+    sp.add_argument("--order", default=None, help="redeem: the order it was used on")
+    sp.add_argument("--json", action="store_true", help="stats: a JSON array instead of the table")
+    add("doctor", cmd_doctor, "check the set-up and say what to fix (exit 1 when something is wrong)")
+    sp = add("handoffs", cmd_handoffs, "handoffs to humans: the open ones, or time to claim and to first reply")
+    sp.add_argument("action", choices=["list", "stats"],
+                    help="list: open handoffs, who holds them, waiting time; stats: the numbers over --days")
+    sp.add_argument("--json", action="store_true", help="one JSON object per handoff (list) or one object (stats)")
+    sp.add_argument("--all", action="store_true", help="list: closed ones too")
+    sp.add_argument("--days", type=int, default=7, help="stats: the period, in days back from now")
     from bot.ops import cli_sop
 
     cli_sop.register(sub)
+    for path, parser in walk(p):
+        for action in parser._actions:
+            if action.help is None:
+                action.help = OPTION_HELP.get((path, action.dest))
     return p
 
 
@@ -382,7 +510,13 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("usage: wecom-bot intents eval FILE [--json]  |  intents eval --cv 5 [--by-brand]")
     if args.command == "coupons" and args.action == "redeem" and not args.code:
         raise SystemExit("usage: wecom-bot coupons redeem CODE")
-    return args.func(args)
+    try:
+        return args.func(args)
+    except BrokenPipeError:  # `wecom-bot ... | head`: the reader left; no traceback
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

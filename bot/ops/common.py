@@ -30,7 +30,11 @@ def runtime_or_exit(settings: Settings, **kw: Any) -> Runtime:
     kw.setdefault("lazy_classifier", True)
     try:
         return start(settings, **kw)
-    except (ConfigError, RedisUnavailable, StartError) as exc:
+    except RedisUnavailable as exc:
+        what = ("start that Redis, or unset REDIS_URL for the embedded one" if settings.redis_url
+                else "check var/redis, or set REDIS_URL to a running Redis")
+        raise SystemExit(f"cannot start: {exc} ({what})") from None
+    except (ConfigError, StartError) as exc:
         raise SystemExit(f"cannot start: {exc}") from None
 
 
