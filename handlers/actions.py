@@ -73,6 +73,15 @@ class SessionChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class ServicerChanged:
+    """kf servicer_status_change: a servicer of `open_kfid` started (`receiving`) or stopped receiving."""
+
+    open_kfid: str
+    servicer: str
+    receiving: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Welcome:
     """The customer opened the kf chat (enter_session); `code` allows one message within 20 s."""
 
@@ -125,4 +134,4 @@ class SendFailed:
     fail_msgid: str
 
 
-Action = Seen | Welcome | StaffReplied | SessionChanged | SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Enrol | Record
+Action = Seen | Welcome | StaffReplied | SessionChanged | ServicerChanged | SendFailed | SendText | IssueCoupon | RequestHandoff | OptOut | Tag | Enrol | Record

@@ -46,6 +46,7 @@ class Desk:
                 self.send(open_kfid, customer, kf_text(fallback_reply), f"{key}:reply")
             return None
         receiving = self.staff.receiving(open_kfid)
+        team = self.staff.serving_team(team, receiving)  # WeCom's receiving servicers the YAML lacks, by default
         exclude: set[str] = set()
         resumed = self.handoffs.open_for(customer)
         for attempt in range(MAX_REASSIGN + 1):
@@ -75,6 +76,7 @@ class Desk:
             if stopped and a.userid:
                 exclude.add(a.userid)
                 receiving[a.userid] = 1
+                self.staff.servicer_changed(open_kfid, a.userid, receiving=False)
                 self.store.record("handoff_reassigned", handoff=h.id, frm=a.userid, reason="95019")
                 continue
             break

@@ -29,6 +29,7 @@ from handlers.actions import (
     Seen,
     SendFailed,
     SendText,
+    ServicerChanged,
     SessionChanged,
     StaffReplied,
     Tag,
@@ -172,6 +173,8 @@ class Executor:
                     self.customers.release(customer)
                 elif servicer:  # picked up from the queue (1) or transferred (2) in the WeCom client
                     self.customers.hold(customer, servicer)
+            case ServicerChanged(open_kfid, servicer, receiving):
+                self.staff.servicer_changed(open_kfid, servicer, receiving)
             case OptOut(open_kfid, customer, reply):
                 self.customers.welcome_given(customer)  # no welcome to someone who just said 退订
                 self.customers.set_unsubscribed(customer)

@@ -11,7 +11,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bot.act import steps
-from bot.content.team import Team, next_on_duty, on_duty, pick
+from bot.content.team import (
+    Consultant,
+    Team,
+    next_on_duty,
+    on_duty,
+    pick,
+    servicer_consultant,
+    with_servicers,
+)
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.records.handoffs import MAX_LEVEL, ClaimResult, Handoff, Handoffs
@@ -24,6 +32,7 @@ from bot.wecom import (
     WeComError,
     WeComRateLimited,
     cards,
+    transient,
 )
 
 log = logging.getLogger("bot.act.staff")
@@ -36,6 +45,17 @@ CARD_CODE_VALID = timedelta(hours=72) - timedelta(minutes=5)  # a card's respons
 COUPON_ORDER = {"issued": 0, "redeemed": 1, "expired": 2}  # on the card: unused first
 VERBS = {"我的": "mine", "我的转接": "mine", "list": "mine", "接待": "claim", "claim": "claim",
          "结束": "close", "关闭": "close", "close": "close"}
+# kf/servicer/list is the truth at most this old (by the bot's clock); servicer_status_change patches it between
+SERVICERS_FRESH_SECONDS = 60
+SERVICERS_FETCHED = ""  # the field of the cached list holding when it was fetched (a userid is never empty)
+# Patch one servicer's status into the cached list, only while there is one (else the next read fetches it).
+PATCH_SERVICER_LUA = """
+if redis.call('exists', KEYS[1]) == 1 then redis.call('hset', KEYS[1], ARGV[1], ARGV[2]) return 1 end
+return 0
+"""
+NAME_SECONDS = 86400  # a member's WeCom name is remembered a day
+NAME_MISS_SECONDS = 600  # a name WeCom would not give is asked again after 10 minutes
+SERVICER_STOPPED = 95019  # service_state/trans: the servicer stopped receiving (platform notes §2.8)
 # `接待 12`, `接待12`, `接待 #12`, `结束 2606011a2b3c4d5e`
 COMMAND_RE = re.compile(r"(我的转接|我的|list|接待|claim|结束|关闭|close)\s*(\S*)\s*$", re.IGNORECASE)
 
@@ -54,14 +74,56 @@ class Staff:
         self.agent_id = agent_id
         self.now = now
         self.coupons = coupons
+        self._patch_servicer = customers.r.register_script(PATCH_SERVICER_LUA)
 
     def receiving(self, open_kfid: str) -> dict[str, int]:
-        """kf servicer status by userid (0 receiving); unknown when the API fails."""
+        """kf servicer status by userid (0 receiving, 1 stopped): kf/servicer/list, cached in Redis for
+        SERVICERS_FRESH_SECONDS and patched by servicer_status_change meanwhile; empty when the API fails."""
+        r, key, now = self.customers.r, _servicers_key(open_kfid), self.now().timestamp()
+        cached = r.hgetall(key)
+        fetched = cached.pop(SERVICERS_FETCHED, None)
+        if fetched is not None and 0 <= now - float(fetched) < SERVICERS_FRESH_SECONDS:
+            return {userid: int(status) for userid, status in cached.items()}
         try:
-            return self.wecom.servicers(open_kfid)
+            listed = self.wecom.servicers(open_kfid)
         except WeComError as exc:
             log.warning("servicer/list failed (%s); assuming nobody is receiving", exc)
             return {}
+        with r.pipeline() as p:
+            p.delete(key).hset(key, mapping={SERVICERS_FETCHED: now, **listed})
+            p.expire(key, SERVICERS_FRESH_SECONDS).execute()
+        return listed
+
+    def servicer_changed(self, open_kfid: str, userid: str, receiving: bool) -> None:
+        """A servicer started or stopped receiving (servicer_status_change, or a 95019 on a transfer): the
+        cached list says so at once, without waiting for the next kf/servicer/list."""
+        patched = self._patch_servicer(keys=[_servicers_key(open_kfid)], args=[userid, 0 if receiving else 1])
+        self.store.record("servicer_status", open_kfid=open_kfid, servicer=userid, receiving=receiving,
+                          cached=bool(patched))
+
+    def serving_team(self, team: Team, receiving: dict[str, int]) -> Team:
+        """`team` with the receiving servicers it does not list, as default consultants named by WeCom."""
+        unknown = [u for u, status in receiving.items() if status == 0 and team.get(u) is None]
+        return with_servicers(team, receiving, {u: self.member_name(u) for u in unknown})
+
+    def member_name(self, userid: str) -> str:
+        """A member's WeCom name (the directory's, remembered a day); the userid when WeCom gives none."""
+        r, key = self.customers.r, f"wecom:member:{{{userid}}}:name"
+        cached = r.get(key)
+        if cached is not None:
+            return str(cached) or userid
+        try:
+            name = self.wecom.member_name(userid)
+        except WeComError as exc:  # a name must never hold up a handoff
+            if not transient(exc):
+                r.set(key, "", ex=NAME_MISS_SECONDS)
+            return userid
+        r.set(key, name or "", ex=NAME_SECONDS if name else NAME_MISS_SECONDS)
+        return name or userid
+
+    def consultant(self, team: Team, userid: str) -> Consultant:
+        """The YAML consultant, or a kf servicer the YAML does not list, with the defaults and their WeCom name."""
+        return team.get(userid) or servicer_consultant(userid, self.member_name(userid), team.tz)
 
     def alert(self, h: Handoff, userid: str, level: int, key: str) -> None:
         """A claimable template card to `userid` (level 0 the consultant, 1 backup, 2 supervisor); the step
@@ -70,7 +132,8 @@ class Staff:
             team = self.team()
             record = self.customers.get(h.customer)
             task_id = cards.new_task_id(h.id, f"l{level}{userid[:20]}")
-            return {**cards.alert_card(h, team.get(h.consultant) if team else None, self.customer_name(h.customer),
+            consultant = self.consultant(team, h.consultant) if team and h.consultant else None
+            return {**cards.alert_card(h, consultant, self.customer_name(h.customer),
                                        self.customers.recent(h.customer), list(record.tags),
                                        self.coupon_lines(h.customer), task_id, agentid=self.agent_id, touser=userid,
                                        level=level, now=self.now()),
@@ -108,10 +171,10 @@ class Staff:
         return name or customer
 
     def staff_name(self, userid: str) -> str:
-        """A consultant's name (小李), or the userid when the team does not know them."""
+        """A consultant's name (小李), else the member's WeCom name, else the userid."""
         team = self.team()
         consultant = team.get(userid) if team else None
-        return consultant.name if consultant else userid
+        return consultant.name if consultant else self.member_name(userid)
 
     def within_rate(self, userid: str) -> None:
         """WeCom silently drops app messages past 30 per member per minute: wait for the next minute
@@ -195,8 +258,9 @@ class Staff:
         choice = f"pass:{hid}:{userid}:{response_code}"
         target = self.store.done_value(choice)
         if target is None:
-            a = pick(team, owner=None, receiving=self.receiving(h.open_kfid), load=self.handoffs.load(), now=now,
-                     exclude={userid})
+            receiving = self.receiving(h.open_kfid)
+            a = pick(self.serving_team(team, receiving), owner=None, receiving=receiving, load=self.handoffs.load(),
+                     now=now, exclude={userid})
             if a.userid is None:
                 self.wecom.send_app_message(cards.app_text(userid, self.agent_id, "暂无其他在线顾问可转交，请您接待。"))
                 return "nobody"
@@ -254,6 +318,8 @@ class Staff:
         try:
             self.wecom.trans_service_state(h.open_kfid, h.customer, 3, userid)
         except WeComError as exc:
+            if exc.errcode == SERVICER_STOPPED:
+                self.servicer_changed(h.open_kfid, userid, receiving=False)
             self.store.record("handoff_transfer_refused", handoff=h.id, errcode=exc.errcode, to=userid)
 
     def _update(self, response_code: str, userid: str, text: str) -> None:
@@ -269,7 +335,8 @@ class Staff:
         h, team, now = self.handoffs.get(hid), self.team(), self.now()
         if h is None or h.state == "closed" or team is None or h.claimed_by or h.first_reply_at:
             return "not_needed"  # someone already picked the customer up from the queue
-        a = pick(team, owner=self.handoffs.owner_of(h.customer), receiving=self.receiving(h.open_kfid),
+        receiving = self.receiving(h.open_kfid)
+        a = pick(self.serving_team(team, receiving), owner=self.handoffs.owner_of(h.customer), receiving=receiving,
                  load=self.handoffs.load(), now=now, priority=h.intent == "complaint")
         if a.userid is None:
             self.robot(h)
@@ -417,3 +484,8 @@ class Staff:
         """The nickname, or '客户…' and the id's last 4 characters when WeCom has none (never the raw id)."""
         name = self.customer_name(customer)
         return f"客户…{customer[-4:]}" if name == customer else name
+
+
+def _servicers_key(open_kfid: str) -> str:
+    """The cached kf/servicer/list of one kf account: userid -> status, and when it was fetched."""
+    return f"wecom:servicers:{{{open_kfid}}}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Mapping
@@ -29,10 +30,14 @@ __all__ = [
     "next_on_duty",
     "on_duty",
     "pick",
+    "servicer_consultant",
+    "with_servicers",
 ]
 
 DEFAULT_SLA_MINUTES = 5
 DEFAULT_MAX_CONCURRENT = 10
+SERVICER_TITLE = "顾问"  # how texts call a kf servicer missing from the YAML (YAML consultants: 专属顾问)
+ALL_WEEK: Week = tuple(((0, 24 * 60),) for _ in DAYS)  # on duty whenever WeCom says they receive
 # WeCom member userid: 1-64 bytes of letters, digits, _ - . @
 USERID_RE = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 ENV_RE = re.compile(r"[A-Z_][A-Z0-9_]*")
@@ -180,6 +185,23 @@ def pick(team: Team, *, owner: str | None, receiving: Mapping[str, int], load: M
     return Assignment(None, 2, "queue_off_hours", off_hours=True,
                       next_available=next_on_duty(who, now).astimezone(team.tz), next_userid=who.userid,
                       supervisor=supervisor)
+
+
+def servicer_consultant(userid: str, name: str, tz: ZoneInfo = DEFAULT_TZ) -> Consultant:
+    """A kf servicer missing from the YAML, with the defaults: their WeCom business card, on duty at every hour
+    (receiving in WeCom is what counts), DEFAULT_MAX_CONCURRENT, titled 顾问, `name` (their WeCom name)."""
+    return Consultant(userid=userid, name=name or userid, title=SERVICER_TITLE, card=CardSpec("business_card"),
+                      hours=ALL_WEEK, max_concurrent=DEFAULT_MAX_CONCURRENT, tz=tz)
+
+
+def with_servicers(team: Team, receiving: Mapping[str, int], names: Mapping[str, str]) -> Team:
+    """`team` plus a default consultant (servicer_consultant) for every receiving kf servicer (status 0 in
+    kf/servicer/list) the YAML does not list, named from `names` (else the userid). They come after the YAML
+    consultants, in userid order, so pick() prefers YAML people on ties."""
+    known = {c.userid for c in team.consultants}
+    extra = tuple(servicer_consultant(u, names.get(u) or u, team.tz) for u in sorted(receiving)
+                  if receiving[u] == 0 and u not in known and USERID_RE.fullmatch(u))
+    return dataclasses.replace(team, consultants=(*team.consultants, *extra)) if extra else team
 
 
 def _supervisor_for(own: Consultant | None, pool: list[Consultant]) -> str | None:

@@ -229,7 +229,8 @@ def _kfids(settings: Settings, r: redis.Redis | None, given: list[str] | None) -
 
 
 def check_kf(settings: Settings, rep: Report, token: str, known: list[str]) -> None:
-    """A kf account is bound to the app, and it has servicers receiving (接待中)."""
+    """A kf account is bound to the app, it has servicers receiving (接待中), and its servicers and the
+    consultants of content/consultants.yaml are the same people (either side may lack some)."""
     data, error, _ = _probe(settings).kf_accounts(token)
     accounts = known
     if data is not None and not data.get("errcode"):
@@ -246,6 +247,8 @@ def check_kf(settings: Settings, rep: Report, token: str, known: list[str]) -> N
         rep.warn(f"kf: cannot list kf accounts ({error or data}) and none is known yet",
                  "bind the app to the kf account; the worker records accounts as callbacks arrive")
         return
+    from bot.content.team import DEFAULT_MAX_CONCURRENT
+
     consultants = _consultant_ids(settings)
     for kfid in accounts:
         data, error, _ = _probe(settings).kf_servicers(token, kfid)
@@ -266,6 +269,12 @@ def check_kf(settings: Settings, rep: Report, token: str, known: list[str]) -> N
         if missing:
             rep.warn(f"kf {kfid}: consultants not servicers of this account: {', '.join(missing)}",
                      "add them as 接待人员 (微信客服 -> the account -> 接待人员), or remove them from content/consultants.yaml")
+        unlisted = sorted(set(servicers) - set(consultants)) if consultants else []  # no team: no handoffs
+        for userid in unlisted:
+            rep.warn(f"kf {kfid}: 接待人员 {userid} 不在 consultants.yaml：将按默认设置分配",
+                     f"while 接待中 they get handoffs with their WeCom business card, any hour, at most "
+                     f"{DEFAULT_MAX_CONCURRENT} at once, as 顾问 and their WeCom name; add them to "
+                     "content/consultants.yaml to set card, hours and capacity")
 
 
 def _consultant_ids(settings: Settings) -> list[str]:

@@ -166,6 +166,11 @@ class WechatpyWeCom:
         res = self.call("POST", "kf/customer/batchget", {"external_userid_list": [customer]})
         return next((str(c["nickname"]) for c in res.get("customer_list") or [] if c.get("nickname")), None)
 
+    def member_name(self, userid: str) -> str | None:
+        """A member's name in the corp directory (user/get), or None when WeCom gives none."""
+        res = self.call("GET", "user/get", params={"userid": userid})
+        return str(res.get("name") or "") or None
+
     def send_welcome_msg(self, code: str, text: str) -> None:
         """The welcome message for a new contact, with the 20-second code of add_external_contact."""
         self.call("POST", "externalcontact/send_welcome_msg",

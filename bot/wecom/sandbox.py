@@ -25,7 +25,9 @@ TRANSITIONS = {0: {1, 2, 3}, 1: {2, 3}, 2: {3}, 3: {3, 4}, 4: set()}
 PAYLOAD_KEYS = ("text", "image", "voice", "video", "file", "link", "miniprogram", "msgmenu",
                 "location", "business_card", "ca_link", "markdown", "textcard", "template_card", "news")
 
-GET_ENDPOINTS = {"/cgi-bin/kf/servicer/list"}
+GET_ENDPOINTS = {"/cgi-bin/kf/servicer/list", "/cgi-bin/user/get"}
+# servicer_status_change reports 1 receiving / 2 stopped; kf/servicer/list says 0 receiving / 1 stopped
+SERVICER_EVENT_STATUS = {1: 0, 2: 1}
 
 Json = dict[str, Any]
 
@@ -69,6 +71,7 @@ class Sandbox:
             "/cgi-bin/kf/service_state/get": self._state_get,
             "/cgi-bin/kf/service_state/trans": self._state_trans,
             "/cgi-bin/kf/servicer/list": self._servicer_list,
+            "/cgi-bin/user/get": self._user_get,
             "/cgi-bin/message/send": self._message_send,
             "/cgi-bin/message/update_template_card": self._update_card,
             "/cgi-bin/externalcontact/mark_tag": self._accept,
@@ -134,6 +137,7 @@ class Sandbox:
             self._sessions: dict[tuple[str, str], Json] = {}
             self._codes: dict[str, tuple[Any, Any]] = {}  # msg/welcome code -> (open_kfid, customer)
             self._servicers: dict[str, int] = {}
+            self._names: dict[str, str] = {}  # member userid -> name (user/get)
             self._offset = 0.0
 
     # ---- clock -----------------------------------------------------------------------------
@@ -175,7 +179,8 @@ class Sandbox:
                                        "text": {"content": text}}, "servicer_msgid_")
 
     def add_event(self, event: Json, open_kfid: str | None = None) -> str:
-        """Append an origin=4 event (open_kfid is filled in); session events update the state."""
+        """Append an origin=4 event (open_kfid is filled in); session events update the state, and
+        servicer_status_change (status 1 receiving, 2 stopped) the servicer list."""
         kfid = open_kfid or event.get("open_kfid") or self.open_kfid
         event = {**event, "open_kfid": kfid}
         user = event.get("external_userid", "")
@@ -190,6 +195,10 @@ class Sandbox:
                     s.update(state=3, servicer=event.get("new_servicer_userid", ""))
                 elif event.get("change_type") == 3:  # ended
                     s.update(state=4, servicer="")
+            servicer = event.get("servicer_userid")
+            if event.get("event_type") == "servicer_status_change" and servicer in self._servicers:
+                self._servicers[servicer] = SERVICER_EVENT_STATUS.get(int(event.get("status") or 0),
+                                                                   self._servicers[servicer])
             return self._append(kfid, {"origin": 4, "msgtype": "event", "event": event}, "evt_")
 
     def callback_token(self) -> str:
@@ -210,10 +219,17 @@ class Sandbox:
         with self._lock:
             return self._session(open_kfid or self.open_kfid, external_userid)["state"]
 
-    def set_servicers(self, servicers: dict[str, int]) -> None:
-        """Replace the servicer list: userid -> status (0 receiving, 1 stopped)."""
+    def set_servicers(self, servicers: dict[str, int], names: dict[str, str] | None = None) -> None:
+        """Replace the servicer list: userid -> status (0 receiving, 1 stopped); `names` as set_member_names."""
         with self._lock:
             self._servicers = dict(servicers)
+        if names:
+            self.set_member_names(names)
+
+    def set_member_names(self, names: dict[str, str]) -> None:
+        """Members' names as user/get answers them (userid -> name); other userids answer 60111."""
+        with self._lock:
+            self._names.update(names)
 
     def queue(self, path: str, response: Json, times: int = 1) -> None:
         """Answer the next `times` calls to `path` with `response` (key _http_status sets the status)."""
@@ -450,6 +466,12 @@ class Sandbox:
             return err(95000, "invalid open_kfid")
         return ok(servicer_list=[{"userid": u, "status": st} for u, st in self._servicers.items()])
 
+    def _user_get(self, d: Any, q: dict[str, str]) -> Json:
+        userid = q.get("userid") or ""
+        if userid not in self._names:
+            return err(60111, "userid not found")
+        return ok(userid=userid, name=self._names[userid], status=1)
+
     # ---- staff-side ------------------------------------------------------------------------
 
     def _message_send(self, d: Json, q: dict[str, str]) -> Json:
@@ -524,7 +546,7 @@ class Sandbox:
         return {"ok": True}
 
     def _ctl_servicers(self, d: Json, q: dict[str, str]) -> Json:
-        self.set_servicers(d["servicers"])
+        self.set_servicers(d["servicers"], d.get("names"))
         return {"ok": True}
 
     def _ctl_reset(self, d: Json, q: dict[str, str]) -> Json:
