@@ -67,6 +67,7 @@ def run_doctor(settings: Settings, out: TextIO, open_kfids: list[str] | None = N
     print("wecom-bot doctor", file=out)
     check_config(settings, rep)
     r = check_redis(settings, rep)
+    check_kf_pulls(r, rep)
     if settings.sandbox and settings.api_base_url == DEFAULT_API_BASE:
         rep.ok("sandbox mode (WECOM_SECRET unset): `wecom-bot serve` runs its own fake WeCom; WeCom checks skipped")
     else:
@@ -192,6 +193,22 @@ def check_redis(settings: Settings, rep: Report) -> redis.Redis | None:
     else:
         rep.ok(f"Redis at {redact(url)} answers (version {version})")
     return client
+
+
+def check_kf_pulls(r: redis.Redis | None, rep: Report) -> None:
+    """No kf account whose last kf_msg_or_event notices in a row pulled nothing (bot/queue/kfsync.py)."""
+    if r is None:
+        return
+    from bot.queue.kfsync import stall_reports
+
+    try:
+        stalled = stall_reports(Store(r))
+    except redis.RedisError:
+        return
+    for what, fix in stalled:
+        rep.fail(what, fix)
+    if not stalled:
+        rep.ok("kf pulls: no kf account has had notices in a row that pulled nothing")
 
 
 def _probe(settings: Settings) -> Probe:
