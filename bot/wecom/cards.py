@@ -237,8 +237,8 @@ def alert_card(handoff: Handoff, consultant: Consultant | None, customer_name: s
     matched = "、".join(handoff.matched)
     why = f"{_label(handoff.intent)}（{matched}）" if matched else _label(handoff.intent)
     rows = [("客户", customer_name or handoff.customer), ("原因", why), ("标签", "、".join(tags) or "无")]
-    if level > 0 and consultant is not None:
-        rows.insert(2, ("原顾问", consultant.name))
+    if consultant is not None:  # who has it: the consultant's own copy, the supervisor's, an escalation's
+        rows.insert(2, ("原顾问" if level > 0 else "分配给", consultant.name))
     rows += _coupon_rows(coupons, MAX_HORIZONTAL - len(rows))
     horizontal = [{"keyname": clip(k, LIMITS["keyname"]), "value": clip(v, LIMITS["value"])}
                   for k, v in rows[:MAX_HORIZONTAL]]

@@ -59,6 +59,8 @@ def test_an_unlisted_receiving_servicer_gets_the_chat_card_and_alert_named_by_we
     assert h.consultant == "zhang.new"
     (alert,) = cards_to(sandbox, "zhang.new")
     assert alert["template_card"]["task_id"] == h.task_id
+    rows = {r["keyname"]: r["value"] for r in alert["template_card"]["horizontal_content_list"]}
+    assert rows["分配给"] == "张三"  # the alert names them by their WeCom name
     assert not cards_to(sandbox, "li.consultant")  # not a queued chat: nobody else is told
 
     service.post(card_click("zhang.new", f"claim:{h.id}", h.task_id, "CODE-ZHANG"))

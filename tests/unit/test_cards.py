@@ -71,7 +71,7 @@ def test_alert_card_shape() -> None:
     assert card["card_type"] == "button_interaction" and card["task_id"] == "ho-260126a1b2c3d4e5-alert-1"
     assert card["main_title"]["title"] == "客户询价，请5分钟内接待"
     assert {i["keyname"]: i["value"] for i in card["horizontal_content_list"]} == {
-        "客户": "王女士", "原因": "询价（多少钱）", "标签": "询价、高价值", "优惠券": "新客专享券（未使用）"}
+        "客户": "王女士", "原因": "询价（多少钱）", "分配给": "小李", "标签": "询价、高价值", "优惠券": "新客专享券（未使用）"}
     assert card["quote_area"]["quote_text"].startswith("客户说：这个沙发多少钱\n")
     assert "助手：您好～" in card["quote_area"]["quote_text"]
     keys = [b["key"] for b in card["button_list"]]
