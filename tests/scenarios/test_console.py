@@ -262,9 +262,15 @@ def browser():
         b.close()
 
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"  # the README shows these: kept current
+IN_DOCS = ("overview", "handoffs", "customer", "sop", "sandbox")
+
+
 def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"console-{name}.png"), full_page=True)
+    """A screenshot: into docs/screenshots for the pages the README shows, test-artifacts/ for the rest."""
+    folder = DOCS if name in IN_DOCS else ARTIFACTS
+    folder.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(folder / f"console-{name}.png"), full_page=name != "overview")
 
 
 def test_browser_login_every_page_charts_and_sandbox_chat(browser, runtime, sandbox, service, r):
