@@ -90,8 +90,12 @@ def check_config(settings: Settings, rep: Report) -> None:
     for p in problems:
         rep.fail(f"config: {p}", "set the variable (see README, Configuration)")
     if not problems:
-        mode = "sandbox" if settings.sandbox else f"corp {settings.corp_id}, agent {settings.agent_id}"
-        rep.ok(f"config {settings.config_path} ({mode}; API base {settings.api_base_url})")
+        if settings.sandbox and settings.api_base_url == DEFAULT_API_BASE:  # serve points the client at its sandbox
+            where = "sandbox mode: the API is the local sandbox `serve` starts"
+        else:
+            mode = "sandbox" if settings.sandbox else f"corp {settings.corp_id}, agent {settings.agent_id}"
+            where = f"{mode}; API base {settings.api_base_url}"
+        rep.ok(f"config {settings.config_path} ({where})")
     failed = False
     for name, loader in (("coupons", _load_coupons), ("consultants", _load_team), ("journeys", _load_journeys),
                          ("keywords", _load_keywords), ("faq", _load_faq), ("dialect", _load_dialect),
