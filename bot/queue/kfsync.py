@@ -1,16 +1,19 @@
-"""The kf pull: every new message of a kf account into the inbox with kf/sync_msg, cursor saved after."""
+"""The kf pull: every new message of a kf account into the inbox with kf/sync_msg, cursor saved after;
+notices that arrive while an account is being pulled are coalesced into one more round of that pull."""
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from bot.queue.inbox import KF_MSGID_TTL, Inbox, Item
-from bot.records.store import Store
+from bot.records.store import RENEW, DeleteIf, Store, _kf
 from bot.wecom import WeCom, WeComError
 
 INVALID_SYNC_TOKEN = 95007  # the callback Token expired (valid 10 minutes)
@@ -43,54 +46,157 @@ def stall_reports(store: Store) -> list[tuple[str, str]]:
     return out
 
 
+# Coalesced pulls: at most one pull per kf account running (or, by a dirty mark, pending) at a time. Keys
+# in the account's hash-tag slot: `pull` is a hash {gen: notices counted, done: the gen the last finished
+# round covered, token: the newest callback Token, notice_at: the newest notice not yet taken by a round},
+# `puller` names the pull running (with a TTL renewed per page), `notice:<Token>` marks a Token seen.
+NOTICE = """
+local dup = 0
+if ARGV[3] ~= '' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then dup = 1 end
+if dup == 0 then
+  redis.call('HINCRBY', KEYS[1], 'gen', 1)
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'token', ARGV[3]) end
+  if ARGV[4] ~= '' and tonumber(ARGV[4]) > tonumber(redis.call('HGET', KEYS[1], 'notice_at') or '0') then
+    redis.call('HSET', KEYS[1], 'notice_at', ARGV[4])
+  end
+end
+local holder = redis.call('GET', KEYS[2])
+if holder == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[2])
+  return 'pull'
+end
+if holder then
+  if dup == 1 then return 'duplicate' end
+  return 'coalesced'
+end
+if dup == 1 and tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') <= tonumber(redis.call('HGET', KEYS[1], 'done') or '0') then
+  return 'duplicate'
+end
+redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+return 'pull'
+"""
+# a round begins: what it covers (gen), the newest notice it answers (taken) and the newest Token
+ROUND = """
+local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
+local notice_at = redis.call('HGET', KEYS[1], 'notice_at') or ''
+redis.call('HDEL', KEYS[1], 'notice_at')
+return {gen, notice_at, redis.call('HGET', KEYS[1], 'token') or ''}
+"""
+# a round reached the end: release unless a notice came since it began (then one more round); -1: not ours
+FINISH = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+if gen > tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return gen
+end
+redis.call('HSET', KEYS[1], 'done', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 0
+"""
+PULLER_TTL = 10.0  # seconds; renewed after every page, so a crashed puller frees the account soon
+TOKEN_SEEN_TTL = 600  # a callback Token is valid 10 minutes: a notice with a Token seen before is a repeat
+
+
+@dataclass(frozen=True, slots=True)
+class Pulled:
+    """What a notice did: "pulled" (`rounds` rounds of sync_msg paging), "coalesced" (a pull was running: it
+    will do one more round for this notice) or "duplicate" (this Token was seen and nothing is pending)."""
+
+    outcome: str
+    queued: int = 0
+    rounds: int = 0
+
+
 class KfSync:
-    """Pulls kf accounts; one puller per account at a time (a lock in Redis)."""
+    """Pulls kf accounts; at most one pull per account running at a time, the notices that arrive meanwhile
+    coalesced into one more round of it."""
 
     def __init__(self, store: Store, inbox: Inbox, wecom: WeCom, clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.inbox = inbox
         self.wecom = wecom
         self.clock = clock
+        r = store.r
+        self._notice, self._round = r.register_script(NOTICE), r.register_script(ROUND)
+        self._finish, self._renew = r.register_script(FINISH), r.register_script(RENEW)
+        self._abandon = DeleteIf(r)
 
     def pull(self, open_kfid: str, token: str, notice_at: float | None = None) -> int:
-        """Queue every new message of `open_kfid` as a "kf_msg" entry; returns how many were new.
+        """Queue every new message of `open_kfid` as a "kf_msg" entry; returns how many were new (0 when
+        a pull already running takes this request over).
         `notice_at`: the CreateTime of the kf_msg_or_event notice that asked for this pull (None: a sweep)."""
-        queued = 0
+        return self.notice(open_kfid, token, notice_at).queued
+
+    def notice(self, open_kfid: str, token: str, notice_at: float | None = None,
+               notice_id: str = "") -> Pulled:
+        """A kf_msg_or_event notice (or a sweep): pull now, or leave it to the pull running.
+        `notice_id` names the notice (its Token and CreateTime): the same notice retried after its worker
+        died takes its own pull over at once instead of waiting for the dead puller's TTL."""
         self.store.add_kf_account(open_kfid)
-        with self.store.lock(f"kf:{open_kfid}") as renew:
-            started = self.clock()
-            cursor = self.store.cursor(open_kfid)
-            # First pull of an account: sync_msg returns up to 3 days of history; answer only what is
-            # recent. The cut-off is kept until that pull reaches the end, across retries.
-            if cursor:
-                backlog_before = self.store.current_backlog(open_kfid)
-            else:
-                backlog_before = self.store.backlog_before(open_kfid, self.clock() - BACKLOG_SECONDS)
+        state, puller = _kf(open_kfid, "pull"), _kf(open_kfid, "puller")
+        owner = f"n:{notice_id}" if notice_id else f"p:{secrets.token_hex(8)}"
+        ttl = int(PULLER_TTL * 1000)
+        outcome = self._notice(keys=[state, puller, _kf(open_kfid, f"notice:{token}")],
+                               args=[owner, ttl, token, "" if notice_at is None else repr(float(notice_at)),
+                                     TOKEN_SEEN_TTL])
+        if outcome != "pull":
+            self.store.count(f"kf_notices_{outcome}")
+            return Pulled(str(outcome))
+        queued = rounds = 0
+        try:
             while True:
-                try:
-                    batch = self.wecom.sync_kf(token, open_kfid, cursor)
-                except WeComError as exc:
-                    if exc.errcode != INVALID_SYNC_TOKEN or not token:
-                        raise
-                    token = ""  # pull without the expired token (slower, rate-limited)
-                    continue
-                # raw items: one odd message fails alone later (dead letter), not the whole page
-                items = [Item("kf_msg", json.dumps({**m, "open_kfid": m.get("open_kfid") or open_kfid,
-                                                    **({"backlog": True} if _older(m, backlog_before) else {})},
-                                                   ensure_ascii=False), f"kfmsg:{m['msgid']}")
-                         for m in batch.messages if isinstance(m, dict) and m.get("msgid")]
-                queued += self.inbox.put_many(items, KF_MSGID_TTL)
-                cursor = batch.next_cursor or cursor
-                self.store.save_cursor(open_kfid, cursor)  # only after the page is safely queued
-                renew()
-                if not batch.has_more:
-                    self.store.clear_backlog(open_kfid)
-                    break
-            if queued:
-                self.store.kf_pull_found(open_kfid, started)
-            elif notice_at is not None:
-                self._empty_after_notice(open_kfid, notice_at, cursor)
+                gen, taken, newest = self._round(keys=[state])
+                rounds += 1
+                n = self._pull_round(open_kfid, newest or token, float(taken) if taken else None,
+                                     lambda: self._renew(keys=[puller], args=[owner, ttl]))
+                queued += n
+                if self._finish(keys=[state, puller], args=[owner, int(gen), ttl]) <= 0:
+                    break  # clean (or the account was taken over after our TTL ran out)
+        except BaseException:
+            # free the account; this round's gen stays above done, so the retry (or the next notice) pulls
+            self._abandon(puller, owner)
+            raise
         self.store.count("kf_messages_queued", queued)
+        self.store.count("kf_pulls", rounds)
+        return Pulled("pulled", queued, rounds)
+
+    def _pull_round(self, open_kfid: str, token: str, notice_at: float | None, renew: Callable[[], Any]) -> int:
+        """One round: page sync_msg from the cursor until has_more is 0; returns how many were new.
+        `notice_at`: the newest notice this round answers (None: none, e.g. a sweep)."""
+        queued = 0
+        cursor = self.store.cursor(open_kfid)
+        # First pull of an account: sync_msg returns up to 3 days of history; answer only what is
+        # recent. The cut-off is kept until that pull reaches the end, across retries.
+        if cursor:
+            backlog_before = self.store.current_backlog(open_kfid)
+        else:
+            backlog_before = self.store.backlog_before(open_kfid, self.clock() - BACKLOG_SECONDS)
+        while True:
+            try:
+                batch = self.wecom.sync_kf(token, open_kfid, cursor)
+            except WeComError as exc:
+                if exc.errcode != INVALID_SYNC_TOKEN or not token:
+                    raise
+                token = ""  # pull without the expired token (slower, rate-limited)
+                continue
+            # raw items: one odd message fails alone later (dead letter), not the whole page
+            items = [Item("kf_msg", json.dumps({**m, "open_kfid": m.get("open_kfid") or open_kfid,
+                                                **({"backlog": True} if _older(m, backlog_before) else {})},
+                                               ensure_ascii=False), f"kfmsg:{m['msgid']}")
+                     for m in batch.messages if isinstance(m, dict) and m.get("msgid")]
+            queued += self.inbox.put_many(items, KF_MSGID_TTL)
+            cursor = batch.next_cursor or cursor
+            self.store.save_cursor(open_kfid, cursor)  # only after the page is safely queued
+            renew()
+            if not batch.has_more:
+                self.store.clear_backlog(open_kfid)
+                break
+        if queued:
+            # every message sent before the last page came back is in: a notice older than that is explained
+            self.store.kf_pull_found(open_kfid, self.clock())
+        elif notice_at is not None:
+            self._empty_after_notice(open_kfid, notice_at, cursor)
         return queued
 
     def _empty_after_notice(self, open_kfid: str, notice_at: float, cursor: str) -> None:

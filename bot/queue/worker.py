@@ -46,12 +46,15 @@ class Parts:
 # --- callbacks, by the kind bot/web/envelope.py gave them -----------------------------------------
 
 def on_kf_notice(p: Parts, f: Mapping[str, str]) -> str:
-    """kf_msg_or_event: pull the account's new messages (each becomes a "kf_msg" entry)."""
+    """kf_msg_or_event: pull the account's new messages (each becomes a "kf_msg" entry), or, when a pull of
+    the account is running, leave this notice to it (one more round) and return at once."""
     try:
         notice_at = float(f.get("CreateTime") or 0) or time.time()
     except ValueError:
         notice_at = time.time()
-    return f"queued={p.kfsync.pull(f.get('OpenKfId', ''), f.get('Token', ''), notice_at)}"
+    token = f.get("Token", "")
+    done = p.kfsync.notice(f.get("OpenKfId", ""), token, notice_at, f"{token}:{f.get('CreateTime', '')}")
+    return f"queued={done.queued} rounds={done.rounds}" if done.outcome == "pulled" else done.outcome
 
 
 def on_card_click(p: Parts, f: Mapping[str, str]) -> str:

@@ -55,9 +55,10 @@ class Sandbox:
 
     def __init__(self, corp_id: str = "wwsandbox0000000001", secret: str = "sandbox-secret",
                  open_kfid: str = "wkSandboxKf0000000000000000000001", host: str = "127.0.0.1",
-                 port: int = 0, page_size: int = 1000) -> None:
+                 port: int = 0, page_size: int = 1000, latency: float = 0.0) -> None:
         self.corp_id, self.secret, self.open_kfid = corp_id, secret, open_kfid
         self.host, self.port, self.page_size = host, port, page_size
+        self.latency = latency  # seconds each API call waits before it is served (outside the lock), like WeCom
         self.url = ""
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
@@ -301,6 +302,8 @@ class Sandbox:
             data = json.loads(body) if body.strip() else None
         except ValueError:
             data = ...
+        if self.latency > 0 and not path.startswith("/sandbox/"):
+            time.sleep(self.latency)  # outside the lock: calls in flight overlap, as they do at WeCom
         with self._lock:
             if path.startswith("/sandbox/"):
                 handler = self._control.get(path)
