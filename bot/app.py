@@ -8,6 +8,7 @@ import redis
 from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 
+from bot.act.staff import Staff
 from bot.config import Settings
 from bot.console import make_console
 from bot.content import Content
@@ -23,7 +24,8 @@ from sop.engine import Engine
 
 def create_app(settings: Settings, r: redis.Redis, content: Content | None = None, sandbox_url: str | None = None, *,
                coupons: Callable[[], CouponBook | None] = lambda: None,
-               engine: Callable[[], Engine | None] = lambda: None, service_url: Callable[[], str] = lambda: "") -> Flask:
+               engine: Callable[[], Engine | None] = lambda: None, service_url: Callable[[], str] = lambda: "",
+               staff: Callable[[], Staff | None] = lambda: None) -> Flask:
     """Build the web app for `settings` on Redis `r`; `coupons` and `engine` give the current coupon book and SOP
     engine (bot.runtime.Runtime builds them)."""
     app = Flask("wecom-bot")
@@ -43,7 +45,7 @@ def create_app(settings: Settings, r: redis.Redis, content: Content | None = Non
         return jsonify(status="ok", sandbox=settings.sandbox)
 
     app.register_blueprint(make_console(settings, r, content, sandbox_url, coupons=coupons,
-                                                service_url=service_url), url_prefix="/admin")
+                                        service_url=service_url, staff=staff), url_prefix="/admin")
     app.register_blueprint(make_metrics(settings, r, counts, coupons))
 
     @app.get("/readyz")

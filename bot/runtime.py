@@ -177,7 +177,8 @@ class Runtime:
         from bot.app import create_app
 
         return create_app(self.settings, self.r, self.content, self.sandbox.url if self.sandbox else None,
-                          coupons=self.coupons, engine=self.engine, service_url=service_url)
+                          coupons=self.coupons, engine=self.engine, service_url=service_url,
+                          staff=lambda: self.parts().staff)
 
     def close(self) -> None:
         if self.sandbox is not None:

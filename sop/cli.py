@@ -76,6 +76,7 @@ def print_plan(plan: CustomerPlan, journeys: list[Journey], as_json: bool, out: 
         print(f"pending in the engine (Redis): {len(plan.pending)}", file=out)
         for t in plan.pending:
             flight = "  (in flight)" if t.state == "inflight" else ""
+            flight += "  (journey paused: resume with `wecom-bot sop resume`)" if t.reason == "paused" else ""
             print(f"{t.due.astimezone(tz):%Y-%m-%d %a %H:%M}  pending {t.channel:<9} {t.journey}/{t.step} [{t.kind}]"
                   f"  tick decides: {t.decision} {t.reason}{flight}", file=out)
         print(f"stopped journeys: {len(plan.stopped)}", file=out)

@@ -7,6 +7,7 @@ inbox or of how customer records are stored."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import json
 from collections import Counter
@@ -42,7 +43,7 @@ from sop.replies import Answer, Offers
 
 __all__ = ["Engine", "TickResult", "CustomerFacts", "CustomerReader", "Emit", "DUE", "INFLIGHT", "ENROLLED",
            "PENDING", "COUNTERS", "FATIGUED", "SKIPS", "EMIT_TTL", "EngineState", "PendingTouch", "StoppedRun",
-           "birthday_of", "engine_state"]
+           "birthday_of", "engine_state", "PAUSED", "pause", "resume", "paused"]
 
 # Everything one script touches shares the {sop} hash tag (one Redis Cluster slot).
 DUE = "wecom:sop:{sop}:due"  # member -> due time
@@ -52,6 +53,9 @@ PENDING = "wecom:sop:{sop}:pending"  # journey|customer[|key] -> the member of i
 COUNTERS = "wecom:sop:{sop}:counters"
 FATIGUED = "wecom:sop:{sop}:fatigued"  # customer|kind -> when the kind was stopped
 SKIPS = "wecom:sop:{sop}:skips"  # recent skips with reasons, capped
+PAUSED = "wecom:sop:{sop}:paused"  # journey id -> JSON {by, at}: paused by an operator
+HELD = "wecom:sop:{sop}:held"  # members tick deferred because their journey is paused
+PAUSE_RECHECK = timedelta(minutes=5)  # a paused journey's due touch is looked at again this much later
 # per customer: d:<day> m:<month> k:<last_in> i:<kind>, stop facts, e:<journey>|<key> (enrolled, the anchor)
 # and s:<journey>|<key> (the run was stopped: JSON reason, step, at)
 HIST = "wecom:sop:h:{%s}"
@@ -480,10 +484,12 @@ class Engine:
                 p.hgetall(HIST % c)
             p.hmget(ENROLLED, [ref.enrolment() for ref in refs])
             p.hmget(PENDING, [ref.enrolment() for ref in refs])
+            p.hgetall(PAUSED)
             raw = p.execute()
         hists = {c: self._history(records[c], raw[i]) for i, c in enumerate(customers)}
-        live = dict(zip(members, raw[-2], strict=True))
-        pointers = dict(zip(members, raw[-1], strict=True))
+        live = dict(zip(members, raw[-3], strict=True))
+        pointers = dict(zip(members, raw[-2], strict=True))
+        stopped_journeys = raw[-1]  # paused by an operator: due touches wait, unsent, until resume
         moved: dict[str, str] = {}  # enrolment -> the member of its next pending step
         ended: list[str] = []  # enrolments whose run has no pending step any more
         work: list[tuple[str, Ref, Touch | None, str]] = []
@@ -497,8 +503,13 @@ class Engine:
         touched: dict[str, set[str]] = {}
         nexts: dict[str, int] = {}
         defers: dict[str, int] = {}
+        held: list[str] = []
         with self.r.pipeline(transaction=False) as p:
             for m, ref, touch, why in work:
+                if ref.journey in stopped_journeys:
+                    defers[m] = _ts(now + PAUSE_RECHECK)
+                    held.append(m)
+                    continue
                 mine = pointers[m] in (m, None)  # this member is its enrolment's pending step (None: older data)
                 if touch is None:
                     if pointers[m] == m:
@@ -543,6 +554,8 @@ class Engine:
                 p.hdel(PENDING, *ended)
             if defers:
                 p.zadd(DUE, defers)
+            if held:
+                p.sadd(HELD, *held)
             for c, channels in touched.items():
                 self._write(p, c, hists[c], channels, now)
             for s in skips:
@@ -555,6 +568,7 @@ class Engine:
             p.execute()
         for name in ("sent", "deferred", "skipped", "reminded"):
             setattr(res, name, counts[name])
+        res.deferred += len(held)
         res.reasons = Counter({k: v for k, v in counts.items() if ":" in k and not k.startswith("j:")})
         return res
 
@@ -604,6 +618,31 @@ class Engine:
     def fatigued(self) -> dict[str, str]:
         """customer|kind -> when that kind was stopped after being ignored in a row (for the operator)."""
         return self.r.hgetall(FATIGUED)
+
+
+def pause(r: redis.Redis, journey: str, by: str, at: datetime) -> bool:
+    """Pause a journey: tick defers its due touches (unsent, re-checked every PAUSE_RECHECK) until resume.
+    False when it was already paused."""
+    return bool(r.hsetnx(PAUSED, journey, json.dumps({"by": by, "at": aware(at, "at").isoformat()})))
+
+
+def resume(r: redis.Redis, journey: str, at: datetime) -> int | None:
+    """Resume a paused journey: the touches tick held for it are due again at `at`. None when it was not paused,
+    else how many touches were held."""
+    if not r.hdel(PAUSED, journey):
+        return None
+    mine = [m for m in r.sscan_iter(HELD, match=f"{journey}|*", count=1000)]
+    if mine:
+        with r.pipeline(transaction=True) as p:
+            p.zadd(DUE, {m: _ts(at) for m in mine}, xx=True)  # only those still pending
+            p.srem(HELD, *mine)
+            p.execute()
+    return len(mine)
+
+
+def paused(r: redis.Redis) -> dict[str, dict[str, str]]:
+    """Paused journeys: id -> {by, at}."""
+    return {j: json.loads(v) for j, v in r.hgetall(PAUSED).items()}
 
 
 def _history_of(rec: CustomerFacts, hist: dict[str, str], tz: ZoneInfo) -> History:
@@ -698,6 +737,7 @@ def engine_state(r: redis.Redis, journeys: Iterable[Journey], rules: Rules, tz: 
     by_id = {j.id: j for j in journeys}
     now = aware(now, "now").astimezone(tz)
     hist = r.hgetall(HIST % customer)
+    stopped_by_operator = paused(r)
     h = _history_of(customers.get(customer), hist, tz)
     runs = sorted(f[2:] for f in hist if f.startswith("e:"))
     refs = [Ref(run.partition("|")[0], "", customer, 0, 0, run.partition("|")[2]) for run in runs]
@@ -725,6 +765,8 @@ def engine_state(r: redis.Redis, journeys: Iterable[Journey], rules: Rules, tz: 
         touch = touch_for(j, step, customer, anchor, tz, since=from_ts(ref.since, tz), key=ref.key)
         due = from_ts(due_at, tz) if due_at is not None else touch.due
         d = decide(touch, h, max(due, now), rules, tz)
+        if ref.journey in stopped_by_operator:
+            d = dataclasses.replace(d, decision="defer", reason="paused")
         if d.decision == "skip" and d.reason.startswith("stopped:"):
             stopped.append(StoppedRun(ref.journey, ref.step, d.reason.partition(":")[2], None))
             continue

@@ -264,15 +264,24 @@ class Staff:
             if a.userid is None:
                 self.wecom.send_app_message(cards.app_text(userid, self.agent_id, "暂无其他在线顾问可转交，请您接待。"))
                 return "nobody"
-            if self.handoffs.reassign(hid, a.userid, now) is None:
-                return "too_late"
             target = a.userid
-            self.store.mark_done(choice, target)
-        moved = self.handoffs.get(hid) or h
-        self.store.once(f"{choice}:trans", lambda: self._transfer(moved, target))
+        if self.pass_to(h, target, choice) is None:
+            return "too_late"
         self.store.once(f"{choice}:card", lambda: self._update(response_code, userid, f"已转给{name(target)}"))
-        steps.once(self.store, f"{choice}:alert", lambda: self.alert(moved, target, 0, f"{choice}:alert"))
         return "passed"
+
+    def pass_to(self, h: Handoff, target: str, key: str) -> Handoff | None:
+        """Hand `h` to `target`: the record is reassigned (a claim released), the kf chat transferred to them
+        (service state 3) and they get the alert card; each step once under `key`, so a retry finishes what a
+        crash left. None when the handoff can no longer be reassigned (answered or closed)."""
+        if self.store.done_value(key) is None:
+            if self.handoffs.reassign(h.id, target, self.now()) is None:
+                return None
+            self.store.mark_done(key, target)
+        moved = self.handoffs.get(h.id) or h
+        self.store.once(f"{key}:trans", lambda: self._transfer(moved, target))
+        steps.once(self.store, f"{key}:alert", lambda: self.alert(moved, target, 0, f"{key}:alert"))
+        return moved
 
     def _claim(self, h: Handoff, userid: str, now: datetime, *, clicked: str = "") -> ClaimResult:
         """`userid` claims `h` (a card click with its `clicked` response_code, or `接待`): the first claimer wins,
@@ -421,15 +430,16 @@ class Staff:
                 closed += 1
         return closed
 
-    def close(self, h: Handoff, reason: str) -> None:
-        """Close the record and end the kf session, so the customer's next message reaches the bot."""
+    def close(self, h: Handoff, reason: str, **who: str) -> None:
+        """Close the record and end the kf session, so the customer's next message reaches the bot; `who`
+        (by, client) goes into the handoff_closed event."""
         self.handoffs.close_id(h.id, self.now(), reason)
         self.customers.release(h.customer)
         try:
             self.wecom.trans_service_state(h.open_kfid, h.customer, 4)
         except WeComError as exc:  # e.g. already ended (95013) or not allowed from this state (95016)
             self.store.record("handoff_end_refused", handoff=h.id, errcode=exc.errcode)
-        self.store.record("handoff_closed", handoff=h.id, reason=reason)
+        self.store.record("handoff_closed", handoff=h.id, reason=reason, **who)
 
     # -- staff commands to the app -----------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any
 import redis
 from flask import Blueprint
 
+from bot.act.staff import Staff
 from bot.config import Settings
 from bot.console.auth import Gate
 from bot.console.sandbox_chat import SandboxChat
@@ -22,12 +23,14 @@ _ENV = object()
 
 def make_console(settings: Settings, r: redis.Redis, content: Content | None, sandbox_url: str | None,
                  admin_token: Any = _ENV, coupons: Callable[[], CouponBook | None] = lambda: None,
-                 service_url: Callable[[], str] = lambda: "") -> Blueprint:
+                 service_url: Callable[[], str] = lambda: "",
+                 staff: Callable[[], Staff | None] = lambda: None) -> Blueprint:
     """The console blueprint; mount it at /admin. The token defaults to settings.admin_token; the sandbox
-    chat posts its callbacks to `service_url()` (the address `serve` listens on), never to the Host header."""
+    chat posts its callbacks to `service_url()` (the address `serve` listens on), never to the Host header;
+    the actions on handoffs act on WeCom through `staff()`."""
     token = settings.admin_token if admin_token is _ENV else admin_token
     chat = SandboxChat(settings, r, sandbox_url, service_url) if settings.sandbox and sandbox_url else None
-    console = Console(settings, r, content, coupons, Gate(token, r), chat)
+    console = Console(settings, r, content, coupons, Gate(token, r), chat, staff)
     bp = Blueprint("console", __name__, template_folder="templates", static_folder="static",
                    static_url_path="/static")
     bp.before_request(console.guard)

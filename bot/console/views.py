@@ -4,23 +4,28 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
 
 import redis
 from flask import Response, abort, g, jsonify, redirect, render_template, request, url_for
 from itsdangerous import BadSignature
 
+from bot.act.operator import Operator
+from bot.act.staff import Staff
 from bot.config import Settings
 from bot.console import charts, data
 from bot.console.auth import COOKIE, MAX_AGE, Gate, mask
 from bot.console.sandbox_chat import SandboxChat
 from bot.content import Content
+from bot.queue.inbox import Inbox
 from bot.records import labels
 from bot.records.coupons import CouponBook
 from bot.records.labels import Names
+from sop import engine as sop_engine
 
 PERIODS = (1, 7, 14, 30, 90)
 PUBLIC = {"console.login", "console.login_post", "console.static"}
@@ -38,7 +43,19 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("/sop", "sop", "GET"),
     ("/sandbox", "sandbox", "GET"),
     ("/sandbox/send", "sandbox_send", "POST"),
+    ("/handoffs/close", "handoff_close", "POST"),
+    ("/handoffs/reassign", "handoff_reassign", "POST"),
+    ("/dlq/replay", "dlq_replay", "POST"),
+    ("/sop/pause", "sop_pause", "POST"),
+    ("/sop/resume", "sop_resume", "POST"),
 )
+# what an action's redirect shows (?notice=<code>; codes only, so a link cannot put words on the page)
+NOTICES = {"closed": "已结束转人工，机器人恢复接待", "already_closed": "该转人工已结束", "unknown": "找不到该转人工",
+           "reassigned": "已改派，新顾问已收到提醒", "same": "已由该顾问负责", "too_late": "顾问已回复或已结束，无法改派",
+           "unknown_consultant": "该顾问不在顾问名单中，也不在接待", "replayed": "已重放到消息队列",
+           "no_letter": "找不到该失败消息", "paused": "旅程已暂停", "already_paused": "旅程已经是暂停状态",
+           "resumed": "旅程已恢复", "not_paused": "旅程未暂停", "unknown_journey": "没有这个旅程",
+           "no_wecom": "未连接企业微信，无法操作"}
 FILTERS = {"mask": "mask_filter", "hm": "hm", "secs": "secs", "pct": "pct", "zh": "zh", "reason": "reason",
            "outcome": "outcome", "person": "person", "campaign": "campaign", "journey": "journey"}  # filter -> method
 LIVE_EVERY_SECONDS = 5  # how often the live queue page asks for the queue
@@ -54,6 +71,7 @@ class Console:
     coupons: Callable[[], CouponBook | None]
     gate: Gate
     chat: SandboxChat | None
+    staff: Callable[[], Staff | None] = field(default=lambda: None)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -161,7 +179,8 @@ class Console:
         """Render a console template with what every page needs."""
         return render_template(f"console/{template}", csrf=self.gate.csrf(g.session), masked=bool(g.session.get("mask")),
                                sandbox=self.chat is not None, logged_in=bool(g.session.get("auth")),
-                               token_login=bool(self.gate.token), tz=str(self.tz), charts=charts, customer_url=self.customer_url, **kw)
+                               token_login=bool(self.gate.token), tz=str(self.tz), charts=charts, customer_url=self.customer_url,
+                               notice=NOTICES.get(request.args.get("notice", "")), consultants=self.consultants(), **kw)
 
     # --- login ----------------------------------------------------------------------------
 
@@ -210,9 +229,11 @@ class Console:
         return self.page("overview.html", o=data.overview(self.r, self.coupons(), self.tz, days, names=self.names()), periods=PERIODS, active="overview")
 
     def handoffs(self) -> str:
-        """The live handoff queue."""
+        """The live handoff queue, with close / reassign per handoff, and the dead letters with replay."""
+        letters = [d | {"when": datetime.fromtimestamp(int(d.get("at") or 0), self.tz)}
+                   for d in Inbox(self.r).dead_letters(50)]
         return self.page("handoffs.html", q=data.live_handoffs(self.r, self.tz, names=self.names()), active="handoffs",
-                         live_every=LIVE_EVERY_SECONDS)
+                         live_every=LIVE_EVERY_SECONDS, letters=letters)
 
     def handoffs_live(self) -> Response:
         """The live queue as JSON: the numbers, the rows, and the queue's HTML for the page's script."""
@@ -240,7 +261,7 @@ class Console:
         journeys = self.content.journeys if self.content else None
         cid = request.args.get("customer", "").strip()
         plan = data.plan_for(journeys, self.r, self.tz, cid, self.settings.sop_rules) if cid and journeys else None
-        return self.page("sop.html", journeys=journeys or (), errors=data.journey_errors(self.settings, self.content),
+        return self.page("sop.html", journeys=journeys or (), paused=sop_engine.paused(self.r), errors=data.journey_errors(self.settings, self.content),
                     upcoming=data.next_days(self.r, self.tz, names=self.names()), cid=cid, plan=plan, active="sop")
 
     def sandbox(self) -> str:
@@ -261,6 +282,66 @@ class Console:
         if text:
             error = self.chat.send(cid, text)
         return redirect(url_for("console.sandbox", customer=cid, error=error))
+
+    # --- actions (CSRF-checked in guard; recorded with by="console" and the client address) -------------------
+
+    def consultants(self) -> list[tuple[str, str]]:
+        """(userid, name) of the consultants in content/consultants.yaml, for the reassign select."""
+        team = self.content.team if self.content else None
+        return [(c.userid, c.name or c.userid) for c in team.consultants] if team else []
+
+    def operator(self) -> Operator:
+        return Operator(self.r, self.staff, lambda: datetime.now(self.tz), Inbox(self.r))
+
+    def who(self) -> tuple[str, str]:
+        """Who acts: the console (its login is the one admin token) and the client address."""
+        return "console", request.remote_addr or ""
+
+    def done(self, notice: str, fallback: str) -> Any:
+        """Back to the page the form was on (or `fallback`), saying what happened."""
+        target = _safe_next(request.form.get("next")) or url_for(fallback)
+        parts = urlsplit(target)
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "notice"] + [("notice", notice)]
+        return redirect(f"{parts.path}?{urlencode(query)}")
+
+    def handoff_close(self) -> Any:
+        """Close a handoff: the kf session ends and the bot answers the customer again."""
+        try:
+            res = self.operator().close(request.form.get("handoff", "").strip(), *self.who())
+        except LookupError:
+            res = "no_wecom"
+        return self.done(res, "console.handoffs")
+
+    def handoff_reassign(self) -> Any:
+        """Reassign a handoff to another consultant (kf transfer, record, alert to them)."""
+        userid = request.form.get("userid", "").strip()
+        if userid not in {u for u, _ in self.consultants()}:
+            return self.done("unknown_consultant", "console.handoffs")
+        try:
+            res = self.operator().reassign(request.form.get("handoff", "").strip(), userid, *self.who())
+        except LookupError:
+            res = "no_wecom"
+        return self.done(res, "console.handoffs")
+
+    def dlq_replay(self) -> Any:
+        """Put one dead letter back into the inbox."""
+        eid = request.form.get("id", "").strip()
+        n = self.operator().replay([eid], *self.who()) if eid else 0
+        return self.done("replayed" if n else "no_letter", "console.handoffs")
+
+    def sop_pause(self) -> Any:
+        """Pause a journey: its due touches wait, unsent, until it is resumed."""
+        jid = request.form.get("journey", "").strip()
+        known = {j.id for j in (self.content.journeys or ())} if self.content else set()
+        if jid not in known:
+            return self.done("unknown_journey", "console.sop")
+        return self.done("paused" if self.operator().pause(jid, *self.who()) else "already_paused", "console.sop")
+
+    def sop_resume(self) -> Any:
+        """Resume a paused journey: the touches it held are due again."""
+        jid = request.form.get("journey", "").strip()
+        released = self.operator().resume(jid, *self.who())
+        return self.done("not_paused" if released is None else "resumed", "console.sop")
 
     def _ref(self, ref: str | None) -> str:
         """The customer id behind a masked link ('' if none or tampered)."""

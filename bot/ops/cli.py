@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from bot.ops.common import runtime_or_exit, settings_or_exit
+from bot.ops.common import cli_user, operator, runtime_or_exit, settings_or_exit
 from bot.redis_server import redact
 from bot.yamlfile import ConfigError
 
@@ -198,11 +198,39 @@ def cmd_dlq(args: argparse.Namespace) -> int:
             if not letters and not args.json:
                 print("no dead letters")
         else:
-            n = inbox.replay(args.ids or None)
+            n = operator(rt).replay(args.ids or None, cli_user())
             print(f"replayed {n} dead letter(s) into the inbox")
+            if args.ids and n < len(args.ids):
+                print(f"{len(args.ids) - n} of the ids given are not dead letters (see `wecom-bot dlq list`)",
+                      file=sys.stderr)
+                return 1
     finally:
         rt.close()
     return 0
+
+
+HANDOFF_ACTIONS = {"closed": "closed {ref}: the kf session ended, the bot answers the customer again",
+                   "already_closed": "{ref} is already closed", "unknown": "no handoff {ref} (see `wecom-bot handoffs list`)",
+                   "reassigned": "reassigned {ref} to {userid}: the chat is transferred to them and they got the alert",
+                   "same": "{ref} is already assigned to {userid}",
+                   "too_late": "{ref} cannot be reassigned: a consultant already replied, or it is closed",
+                   "unknown_consultant": "{userid} is neither in content/consultants.yaml nor a receiving kf servicer"}
+
+
+def _handoff_action(args: argparse.Namespace) -> int:
+    """`handoffs close ID` / `handoffs reassign ID USERID`."""
+    if not args.ref or (args.action == "reassign" and not args.userid):
+        raise SystemExit("usage: wecom-bot handoffs close ID  |  handoffs reassign ID USERID")
+    rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
+    try:
+        op = operator(rt)
+        res = (op.close(args.ref, cli_user()) if args.action == "close"
+               else op.reassign(args.ref, args.userid, cli_user()))
+    finally:
+        rt.close()
+    print(HANDOFF_ACTIONS[res].format(ref=args.ref, userid=args.userid), file=sys.stdout if res in (
+        "closed", "reassigned") else sys.stderr)
+    return 0 if res in ("closed", "reassigned", "same") else 1
 
 
 def cmd_intents(args: argparse.Namespace) -> int:
@@ -270,6 +298,8 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
     from bot.records import handoff_stats
     from bot.records.handoffs import Handoffs
 
+    if args.action in ("close", "reassign"):
+        return _handoff_action(args)
     rt = runtime_or_exit(settings_or_exit(), with_sandbox=False)
     try:
         book = Handoffs(rt.r, rt.settings.timezone)
@@ -373,12 +403,16 @@ EXAMPLES: dict[str, list[str]] = {
                 "intents eval --cv 5 --by-brand", "intents explain 这个多少钱", "intents explain 那个呢 --previous 有优惠吗"],
     "coupons": ["coupons stats", "coupons stats --json", "coupons redeem AB12CD34 --order 20240601-001"],
     "doctor": ["doctor"],
-    "handoffs": ["handoffs list", "handoffs list --all --json", "handoffs stats", "handoffs stats --days 30 --json"],
+    "handoffs": ["handoffs list", "handoffs list --all --json", "handoffs stats", "handoffs stats --days 30 --json",
+                 "handoffs close 12               # today's #12 (or the long id)",
+                 "handoffs reassign 12 wang.consultant"],
     "sop": ["sop validate", "sop plan --customer wmAlice --days 7", "sop plan --segment new", "sop reload"],
     "sop validate": ["sop validate", "sop validate sop/journeys/new_customer_week.yaml"],
     "sop plan": ["sop plan --customer wmAlice", "sop plan --customer wmAlice --start 2026-12-07T09:00 --days 7 --json",
                  "sop plan --segment tag:询价"],
     "sop reload": ["sop reload"],
+    "sop pause": ["sop pause new_customer_week"],
+    "sop resume": ["sop resume new_customer_week"],
     "purchase": ["purchase wmAlice 20240601-001 --amount 199", "purchase wmAlice 20240601-002 --at 2024-06-01T10:00"],
     "birthday": ["birthday wmAlice 05-20", "birthday wmAlice 1990-05-20"],
 }
@@ -482,9 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--order", default=None, help="redeem: the order it was used on")
     sp.add_argument("--json", action="store_true", help="stats: a JSON array instead of the table")
     add("doctor", cmd_doctor, "check the set-up and say what to fix (exit 1 when something is wrong)")
-    sp = add("handoffs", cmd_handoffs, "handoffs to humans: the open ones, or time to claim and to first reply")
-    sp.add_argument("action", choices=["list", "stats"],
-                    help="list: open handoffs, who holds them, waiting time; stats: the numbers over --days")
+    sp = add("handoffs", cmd_handoffs, "handoffs to humans: the open ones, time to claim and to first reply; "
+             "close or reassign one")
+    sp.add_argument("action", choices=["list", "stats", "close", "reassign"],
+                    help="list: open handoffs, who holds them, waiting time; stats: the numbers over --days; "
+                         "close ID: end the kf session, the bot answers again; reassign ID USERID: transfer the "
+                         "chat to that consultant and alert them")
+    sp.add_argument("ref", nargs="?", metavar="ID", help="close / reassign: the handoff's long id or the day's number (12)")
+    sp.add_argument("userid", nargs="?", metavar="USERID", help="reassign: the consultant's WeCom userid")
     sp.add_argument("--json", action="store_true", help="one JSON object per handoff (list) or one object (stats)")
     sp.add_argument("--all", action="store_true", help="list: closed ones too")
     sp.add_argument("--days", type=int, default=7, help="stats: the period, in days back from now")

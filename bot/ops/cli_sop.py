@@ -12,7 +12,7 @@ import redis
 
 from bot.act.triggers import parse_birthday, record_purchase
 from bot.config import Settings
-from bot.ops.common import existing_redis, runtime_or_exit, settings_or_exit
+from bot.ops.common import cli_user, existing_redis, operator, runtime_or_exit, settings_or_exit
 from bot.records.customers import Customers
 from bot.times import parse_at
 from sop import cli as sop_cli
@@ -129,6 +129,28 @@ def cmd_reload(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pause(args: argparse.Namespace) -> int:
+    """Pause a journey (its due touches wait, unsent) or resume it (they are due again now)."""
+    settings = settings_or_exit()
+    found = {j.id for j in _journeys(_configured(settings))}
+    if args.journey not in found:
+        raise SystemExit(f"unknown journey {args.journey!r}: one of {', '.join(sorted(found))}")
+    rt = runtime_or_exit(settings, with_sandbox=False)
+    try:
+        op = operator(rt)
+        if args.sop_command == "pause":
+            done = op.pause(args.journey, cli_user())
+            print(f"paused {args.journey}: its due touches wait, unsent, until `wecom-bot sop resume {args.journey}`"
+                  if done else f"{args.journey} is already paused")
+        else:
+            released = op.resume(args.journey, cli_user())
+            print(f"{args.journey} is not paused" if released is None
+                  else f"resumed {args.journey}: {released} held touch(es) are due again")
+    finally:
+        rt.close()
+    return 0
+
+
 def _runtime() -> Runtime:
     return runtime_or_exit(settings_or_exit(), with_sandbox=False)
 
@@ -173,7 +195,7 @@ def cmd_birthday(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add `sop`, `purchase` and `birthday` to the wecom-bot subparsers."""
-    sop = sub.add_parser("sop", help="SOP journeys: validate, plan preview, reload")
+    sop = sub.add_parser("sop", help="SOP journeys: validate, plan preview, reload, pause and resume")
     sop_sub = sop.add_subparsers(dest="sop_command", required=True)
     v = sop_sub.add_parser("validate", help="check journey YAML (file:line: key: message)")
     v.add_argument("path", nargs="?", help="a directory or file (default: config.yaml content.journeys)")
@@ -200,6 +222,12 @@ def register(sub: Any) -> None:
     rl = sop_sub.add_parser("reload", help="validate, then make the running scheduler reload")
     rl.add_argument("--path", help="check that it is the configured content.journeys, then validate it")
     rl.set_defaults(func=cmd_reload)
+    for verb, what in (("pause", "pause a journey: its due touches wait, unsent, until resume (the scheduler "
+                                 "honours it at its next tick; `sop plan` shows them as paused)"),
+                       ("resume", "resume a paused journey: the touches it held are due again now")):
+        ps = sop_sub.add_parser(verb, help=what)
+        ps.add_argument("journey", metavar="JOURNEY", help="the journey id (as in `sop validate` / the console's SOP page)")
+        ps.set_defaults(func=cmd_pause)
     pu = sub.add_parser("purchase", help="record an order (starts the day-3 usage guide)")
     pu.add_argument("customer")
     pu.add_argument("order_id")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 import redis
@@ -11,6 +12,7 @@ from bot.redis_server import RedisUnavailable, connect, running_url
 from bot.yamlfile import ConfigError
 
 if TYPE_CHECKING:
+    from bot.act.operator import Operator
     from bot.runtime import Runtime
 
 
@@ -50,3 +52,22 @@ def existing_redis(settings: Settings) -> redis.Redis | None:
         return connect(url) if url else None
     except RedisUnavailable:
         return None
+
+
+def cli_user() -> str:
+    """Who acts from the command line, as events record it: cli:<os user>."""
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return f"cli:uid{os.getuid()}"
+
+
+def operator(rt: Runtime) -> Operator:
+    """Operator actions (bot/act/operator.py) over the runtime's Redis, acting on WeCom through its staff."""
+    from datetime import datetime
+
+    from bot.act.operator import Operator
+
+    return Operator(rt.r, lambda: rt.parts().staff, lambda: datetime.now(rt.settings.timezone), rt.inbox)

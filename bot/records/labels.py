@@ -36,14 +36,14 @@ REASONS = {
     "stopped": "已停止", "ignored": "连续未回应", "human_holds": "顾问正在人工接待",
     "no_kf_account": "客户没有在客服号留过言", "kf_refused": "客服号拒绝发送", "no_owner": "客户没有跟进顾问",
     "mass_task_failed": "群发任务失败", "fail_list": "企业微信未能发给该客户", "no_staff": "没有可提醒的顾问",
-    "budget": "已发满 5 条", "errcode": "企业微信错误码", "failed": "发送失败", "unknown": "未知",
+    "budget": "已发满 5 条", "paused": "旅程已暂停", "errcode": "企业微信错误码", "failed": "发送失败", "unknown": "未知",
 }
 KF_REFUSALS = {"window": "客户上条消息已超过 48 小时", "budget": "客户上条消息后已发满 5 条"}
 ASSIGNMENTS = {"owner": "专属顾问", "least_loaded": "当前接待最少的顾问", "priority_over_capacity": "投诉优先（超出接待上限）",
                "queue_off_hours": "非工作时间，排队", "queue_none_receiving": "无人在线接待，排队",
                "queue_at_capacity": "顾问都已满额，排队", "resumed": "沿用上次分配", "95019": "顾问不在接待状态"}
 HANDOFF_STATES = {"open": "等待中", "claimed": "已认领", "answered": "接待中", "closed": "已结束"}
-CLOSE_REASONS = {"session_ended": "会话已结束", "idle": "长时间无活动", "closed_by": "顾问结束"}
+CLOSE_REASONS = {"session_ended": "会话已结束", "idle": "长时间无活动", "closed_by": "顾问结束", "operator": "运营手动结束"}
 COUPON_RESULTS = {"issued": "已发放", "existing": "已领过", "exhausted": "已发完", "ineligible": "不符合领取条件"}
 COUPON_STATES = {"issued": "未使用", "redeemed": "已核销", "expired": "已过期"}
 MSGTYPES = {"text": "文字", "image": "图片", "voice": "语音", "video": "视频", "file": "文件", "location": "位置",
@@ -62,8 +62,11 @@ EVENTS = {
     "session_held": "会话由他人接待", "session_state_unknown": "会话状态未知", "tag_mirror_failed": "标签同步失败",
     "step_failed": "步骤失败", "tag": "打标签", "faq": "常见问题", "fallback_repeated": "多次未能解答",
     "sop_reply": "回答 SOP", "staff_reply": "顾问回复", "backlog_skipped": "接入前的消息", "kf_other": "其他来源消息",
-    "kf_event": "客服事件",
+    "kf_event": "客服事件", "dead_letters_replayed": "重放失败消息", "journey_paused": "暂停旅程",
+    "journey_resumed": "恢复旅程",
 }
+INBOX_KINDS = {"callback": "企业微信回调", "kf_msg": "客服消息", "touch": "SOP 触达", "escalate": "升级提醒",
+               "wake": "上班后分配转人工", "robot_summary": "群机器人汇总"}
 KF_EVENTS = {"enter_session": "客户进入会话", "msg_send_fail": "消息发送失败", "session_status_change": "会话状态变化",
              "servicer_status_change": "接待人员状态变化", "user_recall_msg": "客户撤回了一条消息",
              "servicer_recall_msg": "顾问撤回了一条消息", "reject_customer_msg_switch_change": "拒收客户消息设置变化"}
@@ -73,6 +76,7 @@ TABLES: dict[str, Mapping[str, str]] = {
     "outcome": OUTCOMES, "touch_kind": TOUCH_KINDS, "reason": REASONS, "assignment": ASSIGNMENTS,
     "handoff_state": HANDOFF_STATES, "close": CLOSE_REASONS, "coupon_result": COUPON_RESULTS,
     "coupon_state": COUPON_STATES, "msgtype": MSGTYPES, "event": EVENTS, "kf_event": KF_EVENTS,
+    "inbox_kind": INBOX_KINDS,
 }
 LABELS: dict[str, str] = {}
 for _table in TABLES.values():
@@ -186,6 +190,26 @@ REFUSED = {"handoff_transfer_refused": "转接给顾问被企业微信拒绝", "
            "staff_alert_failed": "", "escalation_failed": ""}
 
 
+# what an operator did from the console or the CLI (events with `by`), after who did it
+OPERATOR_ACTIONS: dict[str, Callable[[Mapping[str, Any], Names], str]] = {
+    "handoff_closed": lambda d, n: "结束了转人工，机器人恢复接待",
+    "handoff_reassigned": lambda d, n: f"把转人工改派给{n.person(d.get('to'))}",
+    "dead_letters_replayed": lambda d, n: f"重放了 {d.get('count', 0)} 条失败消息",
+    "journey_paused": lambda d, n: f"暂停了旅程「{n.journey(str(d.get('journey') or ''))}」",
+    "journey_resumed": lambda d, n: f"恢复了旅程「{n.journey(str(d.get('journey') or ''))}」",
+}
+
+
+def operator_zh(d: Mapping[str, Any]) -> str:
+    """Who did an operator action: by "console" (and the client address) or "cli:<os user>"."""
+    by, client = str(d.get("by") or ""), str(d.get("client") or "")
+    if by == "console":
+        return "控制台" + (f"（{client}）" if client else "")
+    if by.startswith("cli:"):
+        return f"命令行（{by[4:]}）"
+    return by
+
+
 def _sent(text: Any) -> str:
     """What the bot sent, as KfSender records it: the text, or 'business_card' / 'link：标题' -> 名片 / 链接：标题."""
     text = str(text or "")
@@ -198,6 +222,8 @@ def _sent(text: Any) -> str:
 def event_sentence(kind: str, d: Mapping[str, Any], names: Names = Names()) -> str:  # noqa: B008 - frozen default
     """One short Chinese sentence for an event (never its JSON)."""
     p = names.person
+    if d.get("by") and kind in OPERATOR_ACTIONS:
+        return f"{operator_zh(d)}{OPERATOR_ACTIONS[kind](d, names)}"
     if kind in SENTENCES:
         return SENTENCES[kind]
     if kind in ABOUT or kind in REFUSED:

@@ -22,7 +22,7 @@ TOKEN = "console-admin-token-1234"
 
 
 def build_app(settings: Any, r: Any, content: Any, sandbox_url: str | None, token: str | None,
-              coupons: Any = lambda: None, service_url: Any = lambda: "") -> Flask:
+              coupons: Any = lambda: None, service_url: Any = lambda: "", staff: Any = lambda: None) -> Flask:
     """The callback endpoint, the console at /admin and /metrics, as create_app mounts them."""
     app = Flask("console-test")
     counts = CallbackCounts()
@@ -30,16 +30,16 @@ def build_app(settings: Any, r: Any, content: Any, sandbox_url: str | None, toke
                       settings.callback_path, settings.max_body_bytes, settings.max_clock_skew_seconds, counts)
     app.register_blueprint(wh)
     app.register_blueprint(make_console(settings, r, content, sandbox_url, admin_token=token, coupons=coupons,
-                                        service_url=service_url), url_prefix="/admin")
+                                        service_url=service_url, staff=staff), url_prefix="/admin")
     app.register_blueprint(make_metrics(settings, r, counts, coupons))
     return app
 
 
 def serve(settings: Any, r: Any, content: Any, sandbox_url: str | None, token: str | None,
-          coupons: Any = lambda: None) -> Service:
-    """That app over real HTTP on loopback."""
+          coupons: Any = lambda: None, staff: Any = lambda: None) -> Service:
+    """That app over real HTTP on loopback; the console's actions act on WeCom through `staff()`."""
     listening = {"url": ""}  # where the app listens, as `serve` tells it once bound
-    app = build_app(settings, r, content, sandbox_url, token, coupons, lambda: listening["url"])
+    app = build_app(settings, r, content, sandbox_url, token, coupons, lambda: listening["url"], staff)
     svc = Service(app, CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), settings.callback_path)
     listening["url"] = svc.url
     return svc
