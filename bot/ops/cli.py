@@ -297,6 +297,7 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
 
     from bot.records import handoff_stats
     from bot.records.handoffs import Handoffs
+    from bot.records.labels import intent_zh, zh
 
     if args.action in ("close", "reassign"):
         return _handoff_action(args)
@@ -314,14 +315,14 @@ def cmd_handoffs(args: argparse.Namespace) -> int:
         rows = book.list(None if args.all else "open") + ([] if args.all else book.list("claimed") +
                                                             book.list("answered"))
         if rows and not args.json:
-            print(f"{'id':16}  {'state':8} {'intent':9} {'customer':24} {'holder':18} {'waited':>8}  message")
+            print(f"{'no':5} {'id':16}  {'state':6} {'intent':6} {'customer':24} {'holder':18} {'waited':>8}  message")
         for h in rows:
             if args.json:
                 print(json.dumps(asdict(h), ensure_ascii=False, default=str))
-            else:
+            else:  # states and intents in Chinese, as the console shows them (bot/records/labels.py)
                 waited = int((now - h.created_at).total_seconds() // 60)
-                print(f"{h.id:16}  {h.state:8} {h.intent:9} {h.customer:24} {h.holder or '(queue)':18} "
-                      f"{waited:>4} min  {h.text[:40]}")
+                print(f"{h.ref:5} {h.id:16}  {zh(h.state, 'handoff_state'):4} {intent_zh(h.intent):4} "
+                      f"{h.customer:24} {h.holder or '(排队中)':18} {waited:>4} min  {h.text[:40]}")
         if not rows and not args.json:
             print("no handoffs" if args.all else "no open handoffs")
         return 0

@@ -68,8 +68,8 @@ def test_handoffs_list_has_a_header_and_stats_reads_as_a_table(r, redis_url):
     out = cli("handoffs", "list", env={"REDIS_URL": redis_url})
     assert out.returncode == 0, out.stderr
     header, row = out.stdout.splitlines()
-    assert header.split()[:4] == ["id", "state", "intent", "customer"] and "waited" in header
-    assert "wmHeader01" in row and "5 min" in row
+    assert header.split()[:5] == ["no", "id", "state", "intent", "customer"] and "waited" in header
+    assert "wmHeader01" in row and "5 min" in row and "等待中" in row and "询价" in row and row.startswith("#")
     rows = cli("handoffs", "list", "--json", env={"REDIS_URL": redis_url}).stdout.splitlines()
     assert [json.loads(line)["customer"] for line in rows] == ["wmHeader01"]
     stats = cli("handoffs", "stats", env={"REDIS_URL": redis_url})
