@@ -16,7 +16,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,7 +85,9 @@ def run(redis_url: str, workers: int, messages: int, customers: int, latency: fl
         lat += [at - t for t, at in zip(sent, sorted(replies.get(customer, [])), strict=False)]
     counters = Store(r).counters()
     out = {"latencies": lat, "answered": len(delivered), "complete": ok, "pulls": len(sb.requests("kf/sync_msg")),
-           "coalesced": counters.get("kf_notices_coalesced", 0), "duplicate": counters.get("kf_notices_duplicate", 0),
+           "coalesced": counters.get("kf_notices_coalesced", 0), "covered": counters.get("kf_notices_covered", 0),
+           "duplicate": counters.get("kf_notices_duplicate", 0),
+           "calls": Counter(q["path"].removeprefix("/cgi-bin/") for q in sb.requests()),
            "rounds": counters.get("kf_pulls", 0), "elapsed": (max(d["at"] for d in delivered) - began) if delivered
            else 0.0}
     svc.stop()
@@ -123,12 +125,15 @@ def main() -> None:
           f"the webhook ({POSTERS} concurrent posters); sandbox latency {args.latency * 1000:.0f} ms per API call; "
           f"redis: {'embedded' if server else url}")
     print(f"{'workers':>7} {'answered':>9} {'p50 s':>7} {'p99 s':>7} {'all s':>7} {'sync_msg':>9} {'coalesced':>10} "
-          f"{'duplicate':>10}")
+          f"{'covered':>8} {'duplicate':>10}")
     for w, res in results.items():
         lat = res["latencies"]
         p50, p99 = (pct(lat, 50), pct(lat, 99)) if lat else (float("nan"), float("nan"))
         print(f"{w:7d} {res['answered']:9d} {p50:7.2f} {p99:7.2f} {res['elapsed']:7.2f} {res['pulls']:9d} "
-              f"{res['coalesced']:10d} {res['duplicate']:10d}{'' if res['complete'] else '  (timed out)'}")
+              f"{res['coalesced']:10d} {res['covered']:8d} {res['duplicate']:10d}"
+              f"{'' if res['complete'] else '  (timed out)'}")
+    for w, res in results.items():
+        print(f"{w} worker(s), API calls: " + ", ".join(f"{p} {n}" for p, n in res["calls"].most_common()))
     if 1 in results and 2 in results and results[2]["elapsed"]:
         print(f"ratio 2 workers vs 1 (time to answer the burst): {results[1]['elapsed'] / results[2]['elapsed']:.2f}x")
 

@@ -48,16 +48,24 @@ def stall_reports(store: Store) -> list[tuple[str, str]]:
 
 # Coalesced pulls: at most one pull per kf account running (or, by a dirty mark, pending) at a time. Keys
 # in the account's hash-tag slot: `pull` is a hash {gen: notices counted, done: the gen the last finished
-# round covered, token: the newest callback Token, notice_at: the newest notice not yet taken by a round},
-# `puller` names the pull running (with a TTL renewed per page), `notice:<Token>` marks a Token seen.
+# round covered, token: the newest callback Token, notice_at: the newest notice not yet taken by a round,
+# covered: when the last call of the latest finished round was sent}, `puller` names the pull running
+# (with a TTL renewed per page), `notice:<Token>` marks a Token seen.
+# A notice is skipped when its Token was seen ("duplicate") or when a round that finished later had sent its
+# last call COVER_MARGIN seconds after the notice's CreateTime ("covered": that round read its messages).
 NOTICE = """
-local dup = 0
-if ARGV[3] ~= '' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then dup = 1 end
-if dup == 0 then
-  redis.call('HINCRBY', KEYS[1], 'gen', 1)
-  if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'token', ARGV[3]) end
-  if ARGV[4] ~= '' and tonumber(ARGV[4]) > tonumber(redis.call('HGET', KEYS[1], 'notice_at') or '0') then
-    redis.call('HSET', KEYS[1], 'notice_at', ARGV[4])
+local state = KEYS[1]
+local skip = ''
+if ARGV[3] ~= '' and not redis.call('SET', KEYS[3], '1', 'NX', 'EX', ARGV[5]) then skip = 'duplicate' end
+if skip == '' and ARGV[4] ~= '' and
+   tonumber(ARGV[4]) + tonumber(ARGV[6]) <= tonumber(redis.call('HGET', state, 'covered') or '0') then
+  skip = 'covered'
+end
+if skip == '' then
+  redis.call('HINCRBY', state, 'gen', 1)
+  if ARGV[3] ~= '' then redis.call('HSET', state, 'token', ARGV[3]) end
+  if ARGV[4] ~= '' and tonumber(ARGV[4]) > tonumber(redis.call('HGET', state, 'notice_at') or '0') then
+    redis.call('HSET', state, 'notice_at', ARGV[4])
   end
 end
 local holder = redis.call('GET', KEYS[2])
@@ -66,11 +74,11 @@ if holder == ARGV[1] then
   return 'pull'
 end
 if holder then
-  if dup == 1 then return 'duplicate' end
+  if skip ~= '' then return skip end
   return 'coalesced'
 end
-if dup == 1 and tonumber(redis.call('HGET', KEYS[1], 'gen') or '0') <= tonumber(redis.call('HGET', KEYS[1], 'done') or '0') then
-  return 'duplicate'
+if skip ~= '' and tonumber(redis.call('HGET', state, 'gen') or '0') <= tonumber(redis.call('HGET', state, 'done') or '0') then
+  return skip
 end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'pull'
@@ -85,6 +93,9 @@ return {gen, notice_at, redis.call('HGET', KEYS[1], 'token') or ''}
 # a round reached the end: release unless a notice came since it began (then one more round); -1: not ours
 FINISH = """
 if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+if tonumber(ARGV[4]) > tonumber(redis.call('HGET', KEYS[1], 'covered') or '0') then
+  redis.call('HSET', KEYS[1], 'covered', ARGV[4])
+end
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 if gen > tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
@@ -96,12 +107,16 @@ return 0
 """
 PULLER_TTL = 10.0  # seconds; renewed after every page, so a crashed puller frees the account soon
 TOKEN_SEEN_TTL = 600  # a callback Token is valid 10 minutes: a notice with a Token seen before is a repeat
+# CreateTime is whole seconds of WeCom's clock: a notice is covered by a finished round only when that round's
+# last call went out this much later by our clock (one second of rounding, the rest for clock skew)
+COVER_MARGIN = 6.0
 
 
 @dataclass(frozen=True, slots=True)
 class Pulled:
     """What a notice did: "pulled" (`rounds` rounds of sync_msg paging), "coalesced" (a pull was running: it
-    will do one more round for this notice) or "duplicate" (this Token was seen and nothing is pending)."""
+    will do one more round for this notice), "duplicate" (this Token was seen) or "covered" (a finished round
+    sent its last call well after the notice's CreateTime): the last two only while nothing is pending."""
 
     outcome: str
     queued: int = 0
@@ -139,7 +154,7 @@ class KfSync:
         ttl = int(PULLER_TTL * 1000)
         outcome = self._notice(keys=[state, puller, _kf(open_kfid, f"notice:{token}")],
                                args=[owner, ttl, token, "" if notice_at is None else repr(float(notice_at)),
-                                     TOKEN_SEEN_TTL])
+                                     TOKEN_SEEN_TTL, COVER_MARGIN])
         if outcome != "pull":
             self.store.count(f"kf_notices_{outcome}")
             return Pulled(str(outcome))
@@ -148,10 +163,10 @@ class KfSync:
             while True:
                 gen, taken, newest = self._round(keys=[state])
                 rounds += 1
-                n = self._pull_round(open_kfid, newest or token, float(taken) if taken else None,
-                                     lambda: self._renew(keys=[puller], args=[owner, ttl]))
+                n, last_call = self._pull_round(open_kfid, newest or token, float(taken) if taken else None,
+                                                lambda: self._renew(keys=[puller], args=[owner, ttl]))
                 queued += n
-                if self._finish(keys=[state, puller], args=[owner, int(gen), ttl]) <= 0:
+                if self._finish(keys=[state, puller], args=[owner, int(gen), ttl, repr(last_call)]) <= 0:
                     break  # clean (or the account was taken over after our TTL ran out)
         except BaseException:
             # free the account; this round's gen stays above done, so the retry (or the next notice) pulls
@@ -161,8 +176,10 @@ class KfSync:
         self.store.count("kf_pulls", rounds)
         return Pulled("pulled", queued, rounds)
 
-    def _pull_round(self, open_kfid: str, token: str, notice_at: float | None, renew: Callable[[], Any]) -> int:
-        """One round: page sync_msg from the cursor until has_more is 0; returns how many were new.
+    def _pull_round(self, open_kfid: str, token: str, notice_at: float | None,
+                    renew: Callable[[], Any]) -> tuple[int, float]:
+        """One round: page sync_msg from the cursor until has_more is 0; returns how many were new and when
+        its last call was sent.
         `notice_at`: the newest notice this round answers (None: none, e.g. a sweep)."""
         queued = 0
         cursor = self.store.cursor(open_kfid)
@@ -173,6 +190,7 @@ class KfSync:
         else:
             backlog_before = self.store.backlog_before(open_kfid, self.clock() - BACKLOG_SECONDS)
         while True:
+            last_call = self.clock()
             try:
                 batch = self.wecom.sync_kf(token, open_kfid, cursor)
             except WeComError as exc:
@@ -197,7 +215,7 @@ class KfSync:
             self.store.kf_pull_found(open_kfid, self.clock())
         elif notice_at is not None:
             self._empty_after_notice(open_kfid, notice_at, cursor)
-        return queued
+        return queued, last_call
 
     def _empty_after_notice(self, open_kfid: str, notice_at: float, cursor: str) -> None:
         """A notice brought nothing. One is normal (an earlier pull took its messages); a streak of notices

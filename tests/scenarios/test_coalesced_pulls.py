@@ -136,3 +136,15 @@ def test_coalesced_notices_do_not_count_as_empty_pulls(sandbox, runtime, r):
     done = kfsync.notice(kfid, "", None)  # the next pull answers all five in one round: one empty notice
     assert (done.rounds, done.queued) == (1, 0)
     assert r.hget(KF_EMPTY, kfid) == "1" and store.kf_stalled() == {}
+
+
+def test_a_notice_older_than_a_finished_round_is_covered_without_a_call(sandbox, runtime):
+    kfsync, kfid = runtime.worker().parts.kfsync, sandbox.open_kfid
+    sandbox.add_customer_text("wmA", "你好")
+    created = int(time.time())
+    assert kfsync.notice(kfid, sandbox.callback_token(), created, "a").queued == 1
+    # a notice whose CreateTime is well before that round's last call: its message was read by it
+    assert kfsync.notice(kfid, sandbox.callback_token(), created - 10, "old").outcome == "covered"
+    # one within the margin (clock skew, whole seconds) is pulled
+    assert kfsync.notice(kfid, sandbox.callback_token(), created, "recent").outcome == "pulled"
+    assert len(sandbox.requests("kf/sync_msg")) == 2
