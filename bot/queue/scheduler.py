@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -60,7 +62,8 @@ class Scheduler:
         self.safety_sync_seconds = safety_sync_seconds
         self.idle_close_seconds = idle_close_seconds
         self._reload_seen = self.r.get(RELOAD_KEY)
-        self.me = secrets.token_hex(6)
+        self.me = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"  # says who holds the lease
+        self._active: bool | None = None  # what this process last logged: active, standing by, or not yet
         self._renew = self.r.register_script(RENEW)
         self._aps = BackgroundScheduler(timezone=self.tz)
 
@@ -74,8 +77,15 @@ class Scheduler:
         DeleteIf(self.r)(LEASE, self.me)
 
     def leader(self) -> bool:
-        """Take or keep the lease (3 ticks long)."""
-        return bool(self._renew(keys=[LEASE], args=[self.me, int(self.interval * 3000)]))
+        """Take or keep the lease (3 ticks long); logs when this process becomes active or stands by."""
+        active = bool(self._renew(keys=[LEASE], args=[self.me, int(self.interval * 3000)]))
+        if active != self._active:
+            if active:
+                log.info("scheduler %s is active%s", self.me, "" if self._active is None else " (took over)")
+            else:
+                log.info("scheduler %s stands by: %s holds the lease", self.me, self.r.get(LEASE) or "nobody")
+            self._active = active
+        return active
 
     def tick(self, now: float | None = None) -> int:
         """One round of scheduled work; returns how many items were queued."""

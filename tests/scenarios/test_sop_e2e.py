@@ -109,3 +109,20 @@ def test_cli_sop_validate_reports_file_and_line(tmp_path):
     bad.write_text("id: x\ntitle: t\ntrigger: nonsense\nsteps: []\n")
     out = cli("sop", "validate", str(tmp_path))
     assert out.returncode == 1 and f"{bad}:3" in (out.stdout + out.stderr)
+
+
+def test_schedulers_say_which_is_active_and_when_one_takes_over(runtime, caplog):
+    import logging
+    import os
+    import socket
+
+    first, second = runtime.scheduler(threading.Event()), runtime.scheduler(threading.Event())
+    with caplog.at_level(logging.INFO, logger="bot.queue.scheduler"):
+        assert first.leader() and not second.leader()
+        runtime.r.delete("wecom:lease:scheduler")  # the active one died and its lease ran out
+        assert second.leader()
+    lines = [rec.getMessage() for rec in caplog.records]
+    me = f"{socket.gethostname()}-{os.getpid()}-"
+    assert any(line.startswith(f"scheduler {me}") and line.endswith("is active") for line in lines)
+    assert any("stands by" in line and f"{first.me} holds the lease" in line for line in lines)
+    assert any(line == f"scheduler {second.me} is active (took over)" for line in lines)
