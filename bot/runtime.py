@@ -34,7 +34,7 @@ from bot.records.handoffs import Handoffs
 from bot.records.store import Store
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect, running_url
 from bot.times import from_ts
-from bot.wecom import WeCom
+from bot.wecom import WeCom, WeComError
 from bot.wecom.client import WechatpyWeCom
 from bot.wecom.sandbox import Sandbox
 from bot.wecom.sandbox_state import DurableSandbox
@@ -148,9 +148,10 @@ class Runtime:
         executor = Executor(wecom, store, customers, sender, desk, staff, self.triggers, self.coupons, tz,
                             self.clock, s.corp_tags)
         pipeline = Pipeline(executor, s.replies, self.classifier,
-                            human_holds=lambda customer, msgid: _held(handoffs, customers, customer, msgid),
+                            human_holds=lambda customer, msgid: _held(handoffs, customers, wecom, customer, msgid),
                             conversation=customers.conversation,
-                            welcomes=lambda customer: self.engine() is not None and customers.is_new(customer))
+                            welcomes=lambda customer: self.engine() is not None and (
+                                customers.is_new(customer) or customers.held_welcome(customer) is not None))
         engine = self.engine()
         touches = None
         if engine is not None:
@@ -158,7 +159,7 @@ class Runtime:
             default = team.consultants[0].userid if team and team.consultants else None
             touches = TouchRunner(wecom, store, customers, sender, executor.issue_coupon, self.coupons, engine,
                                   lambda c: customers.owner(c) or handoffs.owner_of(c), default, tz,
-                                  clock=self.clock, human_holds=lambda c: handoffs.open_for(c) is not None)
+                                  clock=self.clock, human_holds=lambda c: _held(handoffs, customers, wecom, c, ""))
         return Parts(store, KfSync(store, self.inbox, wecom, self.clock), pipeline, staff, executor, touches)
 
     def scheduler(self, stop: threading.Event, **kw: Any) -> Scheduler:
@@ -189,11 +190,22 @@ class Runtime:
             (self.settings.embedded_redis_dir / "port").unlink(missing_ok=True)
 
 
-def _held(handoffs: Handoffs, customers: Customers, customer: str, msgid: str) -> bool:
+def _held(handoffs: Handoffs, customers: Customers, wecom: WeCom, customer: str, msgid: str) -> bool:
     """A human holds the chat: an open handoff that this message did not open (replays go on), or WeCom said
-    a servicer or the queue has it (95018, or a pick-up in the WeCom client)."""
+    a servicer or the queue has it (95018, or a pick-up in the WeCom client) and still says so."""
     h = handoffs.open_for(customer)
-    return (h is not None and h.cause_msgid != msgid) or (h is None and customers.held_by(customer) is not None)
+    if h is not None:
+        return h.cause_msgid != msgid
+    if customers.held_by(customer) is None:
+        return False
+    try:  # a hold without a handoff of ours is confirmed with WeCom: its end may never have been announced
+        state, _ = wecom.service_state(customers.get(customer).open_kfid, customer)
+    except WeComError:
+        return True
+    if state in (2, 3):  # the kf queue, or a servicer
+        return True
+    customers.release(customer)
+    return False
 
 
 def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | None = None,

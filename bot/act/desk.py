@@ -50,6 +50,7 @@ class Desk:
         exclude: set[str] = set()
         resumed = self.handoffs.open_for(customer)
         for attempt in range(MAX_REASSIGN + 1):
+            waiting = steps.pending()
             if resumed is not None and resumed.cause_msgid == cause and attempt == 0:  # a retry: keep its choice
                 a = self._resume(team, resumed, intent)
             else:
@@ -69,8 +70,10 @@ class Desk:
                 consultant or team.get(a.next_userid), off_hours=a.off_hours, next_available=a.next_available,
                 now=now, complaint=intent == "complaint", minutes=h.sla_seconds / 60,
                 ahead=self._ahead(h) if a.userid is None else 0, texts=team.texts)), f"{key}:text:{a.userid or 'queue'}")
-            if consultant is not None:
+            if consultant is not None and steps.pending() == waiting:  # the card after its text, never before
                 self.send(open_kfid, customer, cards.consultant_card(consultant), f"{key}:card:{consultant.userid}")
+            if steps.pending() > waiting:
+                return h  # the text or card waits for the retry: after the transfer WeCom would refuse it
             stopped = self._transfer(h, a.state, a.userid, f"{key}:trans:{a.userid or 'queue'}",
                                      team.texts["in_queue"] if a.userid is None and not a.off_hours else None)
             if stopped and a.userid:

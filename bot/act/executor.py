@@ -84,11 +84,16 @@ class KfSender:
         except WeComError as exc:
             if msgid_already_used(exc):
                 unconfirmed = True  # an earlier try reached the customer; its answer was lost
+            elif exc.errcode == SESSION_NOT_SENDABLE:  # a state, not the budget: it ends with the session
+                self.customers.release_reply(customer)
+                if not self.session_taken(open_kfid, customer):  # mid-change: the session is the bot's again
+                    changing = WeComError(None, f"errcode {exc.errcode} while the session changed state", exc.endpoint)
+                    return "pending" if steps.failed(self.store, f"{key}:sent", changing) else f"errcode {exc.errcode}"
+                self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
+                self.store.count(f"reply_not_sent:{exc.errcode}")
+                return f"errcode {exc.errcode}"
             elif exc.errcode in KF_CANNOT_SEND:
-                if exc.errcode == SESSION_NOT_SENDABLE:
-                    self.session_taken(open_kfid, customer)  # a state, not the budget: it ends with the session
-                else:
-                    self.customers.exhaust_budget(customer)
+                self.customers.exhaust_budget(customer)
                 self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
                 self.store.count(f"reply_not_sent:{exc.errcode}")
                 return f"errcode {exc.errcode}"
@@ -107,16 +112,19 @@ class KfSender:
         return None
 
 
-    def session_taken(self, open_kfid: str, customer: str) -> None:
-        """95018: the session is not the bot's any more; ask WeCom who has it and stop sending until it ends."""
+    def session_taken(self, open_kfid: str, customer: str) -> bool:
+        """95018: ask WeCom who has the session; held by the queue or a servicer -> stop sending until it ends
+        (True). False when WeCom says it is the bot's again (the send may be tried once more)."""
         try:
             state, servicer = self.wecom.service_state(open_kfid, customer)
         except WeComError as exc:
             self.store.record("session_state_unknown", customer=customer, errcode=exc.errcode)
-            return
-        if state in (2, 3):  # 2 the kf queue, 3 a servicer (platform notes §2.6)
-            self.customers.hold(customer, servicer or "queue")
+            return True
+        if state not in (2, 3):  # 2 the kf queue, 3 a servicer (platform notes §2.6)
+            return False
+        self.customers.hold(customer, servicer or "queue")
         self.store.record("session_held", customer=customer, state=state, servicer=servicer)
+        return True
 
 
 class Executor:
@@ -139,6 +147,7 @@ class Executor:
 
     def run(self, actions: list[Action], key: str) -> None:
         """Execute `actions` in order; the i-th is keyed `key:i`. A welcome no answer carried goes out alone."""
+        waiting = steps.pending()
         for i, action in enumerate(actions):
             self.execute(action, f"{key}:{i}")
         seen = next((a for a in actions if isinstance(a, Seen)), None)
@@ -146,7 +155,8 @@ class Executor:
             return
         if not any(isinstance(a, SendText | IssueCoupon | RequestHandoff | OptOut) for a in actions):
             self.send_text(seen.open_kfid, seen.customer, welcome, f"{key}:welcome")  # nothing else to say
-        self.customers.welcome_given(seen.customer)
+        if steps.pending() == waiting:  # else the retry still has it to send
+            self.customers.welcome_given(seen.customer)
 
     def execute(self, action: Action, key: str) -> None:
         """Perform one action unless it was already performed under `key`."""

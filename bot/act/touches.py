@@ -206,6 +206,12 @@ class TouchRunner:
         try:
             task = self.wecom.add_msg_template(body)
         except WeComError as exc:
+            if exc.errcode is None:  # no answer (not a busy -1, which WeCom did not act on)
+                # The task may exist (a timeout after WeCom made it): a second one would reach the customer twice.
+                self.store.record("mass_task", customer=customer, sender=owner, msgid=None, unconfirmed=True,
+                                  touch_id=data.get("touch_id"))
+                self.store.mark_done(sub, "unconfirmed")
+                return "sent:mass_task"
             if exc.errcode != MASS_NO_CUSTOMER and steps.failed(self.store, sub, exc):
                 return "pending"
             return self._failed(data, key, now, f"mass_task_failed:{exc.errcode}")

@@ -110,3 +110,30 @@ def test_a_pick_up_in_the_wecom_client_silences_the_bot(sandbox, service, runtim
     before = len(sandbox.requests("kf/send_msg"))
     say(sandbox, service, runtime, "wmPicked001", "在吗")
     assert len(sandbox.requests("kf/send_msg")) == before
+
+
+def test_a_first_hello_whose_welcome_send_fails_for_now_still_gets_it_once(sandbox, service, runtime):
+    sandbox.queue("kf/send_msg", {"_http_status": 502}, times=4)  # one attempt's tries, none performed
+    say(sandbox, service, runtime, "wmRetryHi01", "你好")
+    lines = transcript(sandbox, "wmRetryHi01")
+    assert len(lines) == 1 and lines[0].startswith("您好，欢迎")
+
+
+def test_a_95018_while_the_session_changes_back_is_tried_again(sandbox, service, runtime):
+    say(sandbox, service, runtime, "wmFlip00001", "你好")
+    sandbox.queue("kf/send_msg", {"errcode": 95018, "errmsg": "send msg session status invalid"})  # state is 0
+    say(sandbox, service, runtime, "wmFlip00001", "发票怎么开")
+    assert len(transcript(sandbox, "wmFlip00001")) == 2  # answered on the retry, not dropped
+
+
+def test_the_handoff_text_is_sent_before_the_transfer_even_when_it_needs_a_retry(sandbox, service, runtime):
+    sandbox.set_servicers({"li.consultant": 0, "wang.consultant": 0, "zhao.supervisor": 0})
+    runtime.clock = Clock(last_weekday_at(0, 10))
+    say(sandbox, service, runtime, "wmOrder0001", "你好")
+    sandbox.queue("kf/send_msg", {"_http_status": 502}, times=4)  # the text fails for this attempt
+    say(sandbox, service, runtime, "wmOrder0001", "这个沙发多少钱")
+    lines = transcript(sandbox, "wmOrder0001")[1:]
+    assert "小李" in lines[0] and lines[1] == "[business_card]"
+    text_at = next(d["at"] for d in sandbox.delivered() if d["touser"] == "wmOrder0001" and "小李" in str(d))
+    trans_at = next(q["at"] for q in sandbox.requests("kf/service_state/trans"))
+    assert text_at < trans_at and sandbox.service_state("wmOrder0001") == 3
