@@ -78,8 +78,8 @@ def _check_campaigns(journeys: tuple[Journey, ...], campaigns: tuple[Campaign, .
     """Every coupon a journey step names must be a configured campaign."""
     known = {c.name for c in campaigns}
     for journey in journeys:
-        for step in journey.steps:
-            name = ((step.content or {}).get("coupon") or {}).get("campaign")
+        for step, content in ((step, content) for step in journey.steps for content in step.contents()):
+            name = ((content or {}).get("coupon") or {}).get("campaign")
             if name and name not in known:
                 source = Path(journey.source) if journey.source else Path("sop/journeys")
                 line = _line_of(source, f"campaign: {name}")

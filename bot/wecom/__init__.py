@@ -89,6 +89,14 @@ class KfBatch:
 
 
 @dataclass(frozen=True, slots=True)
+class ContactWay:
+    """A 「联系我」 QR code (externalcontact/add_contact_way) or a kf link (kf/add_contact_way)."""
+
+    config_id: str = ""  # "" for a kf link: WeCom gives it no id
+    url: str = ""  # the QR code image URL, or the kf link
+
+
+@dataclass(frozen=True, slots=True)
 class MassTask:
     """What externalcontact/add_msg_template answered: the task id and the customers it could not include."""
 
@@ -126,3 +134,18 @@ class WeCom(Protocol):
     def mark_tag(self, staff: str, customer: str, tag_ids: list[str]) -> None: ...
 
     def add_msg_template(self, body: dict[str, Any]) -> MassTask: ...
+
+    def add_contact_way(self, state: str, users: list[str], skip_verify: bool, remark: str) -> ContactWay: ...
+
+    def update_contact_way(self, config_id: str, state: str, users: list[str], skip_verify: bool,
+                           remark: str) -> None: ...
+
+    def get_contact_way(self, config_id: str) -> dict[str, Any]: ...
+
+    def kf_contact_way(self, open_kfid: str, scene: str) -> ContactWay: ...
+
+    def kf_account_ids(self) -> list[str]: ...
+
+    def corp_tags(self) -> dict[str, str]: ...
+
+    def add_corp_tags(self, group: str, names: list[str]) -> dict[str, str]: ...

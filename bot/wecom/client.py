@@ -17,6 +17,7 @@ from bot.observe import observe_wecom_call
 from bot.wecom import (
     CONFIG_HINTS,
     WELCOME_TEXT_MAX_BYTES,
+    ContactWay,
     KfBatch,
     MassTask,
     WeComConfigError,
@@ -184,6 +185,46 @@ class WechatpyWeCom:
         """A confirm-to-send mass task for a staff member (externalcontact/add_msg_template)."""
         res = self.call("POST", "externalcontact/add_msg_template", body)
         return MassTask(str(res.get("msgid") or ""), [str(c) for c in res.get("fail_list") or []])
+
+    def add_contact_way(self, state: str, users: list[str], skip_verify: bool, remark: str) -> ContactWay:
+        """A 「联系我」 QR code whose added customers carry `state` (type 1: one member, 2: several; scene 2: QR)."""
+        res = self.call("POST", "externalcontact/add_contact_way",
+                        {"type": 1 if len(users) == 1 else 2, "scene": 2, "state": state, "user": users,
+                         "skip_verify": skip_verify, "remark": remark})
+        return ContactWay(str(res.get("config_id") or ""), str(res.get("qr_code") or ""))
+
+    def update_contact_way(self, config_id: str, state: str, users: list[str], skip_verify: bool,
+                           remark: str) -> None:
+        """Change who a QR code routes to, its state, verification and remark (the QR image stays)."""
+        self.call("POST", "externalcontact/update_contact_way",
+                  {"config_id": config_id, "state": state, "user": users, "skip_verify": skip_verify,
+                   "remark": remark})
+
+    def get_contact_way(self, config_id: str) -> dict[str, Any]:
+        """A contact way as WeCom holds it (config_id, type, scene, state, user, qr_code, ...)."""
+        res = self.call("POST", "externalcontact/get_contact_way", {"config_id": config_id})
+        return dict(res.get("contact_way") or {})
+
+    def kf_contact_way(self, open_kfid: str, scene: str) -> ContactWay:
+        """The kf account's link for one scene; enter_session brings the scene back."""
+        res = self.call("POST", "kf/add_contact_way", {"open_kfid": open_kfid, "scene": scene})
+        return ContactWay("", str(res.get("url") or ""))
+
+    def kf_account_ids(self) -> list[str]:
+        """The corp's kf accounts (kf/account/list, first 100)."""
+        res = self.call("POST", "kf/account/list", {"offset": 0, "limit": 100})
+        return [str(a["open_kfid"]) for a in res.get("account_list") or [] if a.get("open_kfid")]
+
+    def corp_tags(self) -> dict[str, str]:
+        """Every corp tag: name -> tag id (externalcontact/get_corp_tag_list)."""
+        res = self.call("POST", "externalcontact/get_corp_tag_list", {})
+        return {str(t["name"]): str(t["id"]) for g in res.get("tag_group") or [] for t in g.get("tag") or []}
+
+    def add_corp_tags(self, group: str, names: list[str]) -> dict[str, str]:
+        """Create tags in a tag group (created when missing): name -> tag id."""
+        res = self.call("POST", "externalcontact/add_corp_tag",
+                        {"group_name": group, "tag": [{"name": n} for n in names]})
+        return {str(t["name"]): str(t["id"]) for t in (res.get("tag_group") or {}).get("tag") or []}
 
     def send_robot(self, key: str, payload: dict[str, Any]) -> None:
         """The group robot: its key is the credential, so no access token (works when gettoken fails)."""

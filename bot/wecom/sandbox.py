@@ -12,6 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from bot.wecom.sandbox_contacts import ContactWays
+
 TOKEN_TTL = 7200  # gettoken expires_in
 CALLBACK_TOKEN_TTL = 600  # kf_msg_or_event Token is valid for 10 minutes
 RETENTION = 3 * 86400  # sync_msg keeps only the last 3 days
@@ -64,7 +66,9 @@ class Sandbox:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._offset = 0.0
+        self.contacts = ContactWays()
         self.reset()
+        ways = self.contacts
         self._api: dict[str, Callable[[Any, dict[str, str]], Json]] = {
             "/cgi-bin/kf/sync_msg": self._sync_msg,
             "/cgi-bin/kf/send_msg": self._send_msg,
@@ -77,8 +81,17 @@ class Sandbox:
             "/cgi-bin/message/update_template_card": self._update_card,
             "/cgi-bin/externalcontact/mark_tag": self._accept,
             "/cgi-bin/kf/customer/batchget": self._customer_batchget,
-            "/cgi-bin/externalcontact/send_welcome_msg": self._accept,
+            "/cgi-bin/externalcontact/send_welcome_msg": self._send_welcome_msg,
             "/cgi-bin/externalcontact/add_msg_template": self._add_msg_template,
+            "/cgi-bin/externalcontact/add_contact_way": lambda d, q: ways.add(d),
+            "/cgi-bin/externalcontact/update_contact_way": lambda d, q: ways.update(d),
+            "/cgi-bin/externalcontact/get_contact_way": lambda d, q: ways.get(d),
+            "/cgi-bin/externalcontact/del_contact_way": lambda d, q: ways.delete(d),
+            "/cgi-bin/externalcontact/get_corp_tag_list": lambda d, q: ways.tag_list(d),
+            "/cgi-bin/externalcontact/add_corp_tag": lambda d, q: ways.tag_add(d),
+            "/cgi-bin/kf/add_contact_way": lambda d, q: ways.kf_add(d, self._known_kfid(d.get("open_kfid"))),
+            "/cgi-bin/kf/account/list": lambda d, q: ok(account_list=[
+                {"open_kfid": k, "name": "沙盒客服", "avatar": ""} for k in sorted({self.open_kfid, *self._messages})]),
         }
         self._control: dict[str, Callable[[Json, dict[str, str]], Json]] = {
             "/sandbox/customer/text": self._ctl_customer,
@@ -89,6 +102,8 @@ class Sandbox:
             "/sandbox/servicers": self._ctl_servicers,
             "/sandbox/reset": self._ctl_reset,
             "/sandbox/state": self._ctl_state,
+            "/sandbox/contact_way": lambda d, q: ways.by_state(str(d.get("state") or q.get("state") or "")),
+            "/sandbox/scan": lambda d, q: self.scan(str(d["state"]), str(d["external_userid"])),
         }
 
     # ---- lifecycle -------------------------------------------------------------------------
@@ -140,6 +155,7 @@ class Sandbox:
             self._servicers: dict[str, int] = {}
             self._names: dict[str, str] = {}  # member userid -> name (user/get)
             self._offset = 0.0
+            self.contacts.reset()
 
     # ---- clock -----------------------------------------------------------------------------
 
@@ -518,6 +534,34 @@ class Sandbox:
         ids = [u for u in d.get("external_userid_list") or [] if isinstance(u, str)]
         return ok(customer_list=[{"external_userid": u, "nickname": f"沙盒客户{u[-4:]}", "gender": 0}
                                  for u in ids], invalid_external_userid=[])
+
+    def _send_welcome_msg(self, d: Json, q: dict[str, str]) -> Json:
+        """A welcome code of a scan() is single-use and reaches its customer; other codes are only accepted."""
+        code = d.get("welcome_code")
+        if not code:
+            return err(41049, "welcome_code missing")
+        if code in self._codes and self._codes[code][0] == "welcome":
+            _, customer = self._codes.pop(code)
+            self._record_out("customer", {"touser": customer, "msgtype": "text", "via": "send_welcome_msg",
+                                          "text": d.get("text") or {}, "at": self.now()})
+        return ok()
+
+    def scan(self, state: str, external_userid: str) -> Json:
+        """A customer scans the code carrying `state`: a staff code answers the add_external_contact fields
+        (with a fresh welcome code), a kf link appends enter_session with its scene (and answers the sync
+        token); {"kind": ""} when no code carries it."""
+        with self._lock:
+            way = self.contacts.by_state(state)
+            code = "WC" + secrets.token_hex(8)
+            if way["kind"] == "staff":
+                self._codes[code] = ("welcome", external_userid)
+                return {**way, "UserID": way["user"][0], "ExternalUserID": external_userid, "State": state,
+                        "WelcomeCode": code, "corp_id": self.corp_id}
+            if way["kind"] == "kf":
+                self.add_event({"event_type": "enter_session", "external_userid": external_userid, "scene": state,
+                                "welcome_code": code}, way["open_kfid"])
+                return {**way, "token": self.callback_token(), "corp_id": self.corp_id}
+            return way
 
     def _add_msg_template(self, d: Json, q: dict[str, str]) -> Json:
         return ok(fail_list=[], msgid="msg" + secrets.token_hex(12))

@@ -75,6 +75,7 @@ class DurableSandbox(Sandbox):
             data.update({name: {k: list(v) for k, v in getattr(self, name).items()} for name in TUPLES})
             data["_delivered_ids"] = sorted(self._delivered_ids)
             data["_sessions"] = [[k, u, s] for (k, u), s in self._sessions.items()]
+            data["contacts"] = self.contacts.state()
             return data
 
     def save(self) -> None:
@@ -114,6 +115,7 @@ class DurableSandbox(Sandbox):
                     setattr(self, name, {k: tuple(v) for k, v in (data.get(name) or {}).items()})
                 self._delivered_ids = set(data.get("_delivered_ids") or [])
                 self._sessions = {(k, u): s for k, u, s in data.get("_sessions") or []}
+                self.contacts.restore(data.get("contacts") or {})
                 self.epoch = str(data["epoch"])
         except (OSError, ValueError, TypeError, KeyError) as exc:
             log.warning("sandbox: %s is unusable (%s); starting empty, a new epoch", self.state_file, exc)
