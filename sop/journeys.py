@@ -13,6 +13,7 @@ from bot import yamlfile
 from bot.yamlfile import ConfigError, Doc, KeyPath, shown, time_problem
 from bot.yamlfile import time_of_day as parse_time
 from sop.replies import DEFAULT_HOURS, ReplyOption, normalise
+from sop.variants import EXPERIMENT_KEYS, Experiment, parse_experiment
 
 __all__ = [
     "ConfigError", "Journey", "ReplyOption", "Segment", "Step", "Trigger", "DEFAULT_DIR", "TRIGGERS", "STOP_FACTS",
@@ -40,7 +41,8 @@ CHANNELS = ("auto", "staff")
 CONTENT_KEYS = ("text", "link", "image", "miniprogram", "coupon")
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 JOURNEY_KEYS = frozenset({"id", "title", "priority", "enabled", "trigger", "stop_on", "segment", "steps"})
-STEP_KEYS = frozenset({"id", "wait", "at", "window", "kind", "channel", "content", "replies", "replies_for_hours"})
+STEP_KEYS = frozenset({"id", "wait", "at", "window", "kind", "channel", "content", "replies", "replies_for_hours"}
+                      | EXPERIMENT_KEYS)
 REPLY_KEYS = ("match", "tag", "reply", "journey", "coupon")
 REPLY_DOES = ("reply", "journey", "coupon", "tag")  # an option does at least one of these
 MAX_REPLY_HOURS = 30 * 24
@@ -95,6 +97,12 @@ class Step:
     window: tuple[time, time] | None = None
     replies: tuple[ReplyOption, ...] = field(default=(), hash=False, compare=False)  # answers to the step's question
     replies_for_hours: int = DEFAULT_HOURS  # how long after the step reached the customer an answer counts
+    experiment: Experiment | None = field(default=None, hash=False, compare=False)  # A/B: id journey_id.step_id
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict, hash=False, compare=False)  # name -> content
+
+    def contents(self) -> list[dict[str, Any]]:
+        """Every content the step may send: its own, or each variant's."""
+        return list(self.variants.values()) if self.variants else [self.content]
 
 
 @dataclass(frozen=True, slots=True)
@@ -362,7 +370,7 @@ class _Checker:
             options.append(option)
         return tuple(options)
 
-    def step(self, at: KeyPath, value: Any) -> Step | None:
+    def step(self, at: KeyPath, value: Any, journey: str | None = None) -> Step | None:
         data = self.mapping(at, value, STEP_KEYS)
         if data is None:
             return None
@@ -395,8 +403,15 @@ class _Checker:
         if channel not in CHANNELS:
             self.err((*at, "channel"), f"expected one of {', '.join(CHANNELS)}, got {channel!r}")
         content = self.content((*at, "content"), data["content"]) if "content" in data else {}
-        if "content" not in data:
+        declared = parse_experiment(self.doc, at, data, f"{journey}.{sid}", self.errors, self.variant, ("content",))
+        if declared and kind == "welcome":
+            self.err((*at, "variants"), "a welcome step goes out with the 20-second welcome code: it cannot be "
+                                        "an experiment (put the variants on a later step)")
+        if "variants" in data and "content" in data:
+            self.err((*at, "content"), "a step with variants sends each variant's content: move it into the variants")
+        elif "content" not in data and "variants" not in data:
             self.err(at, "missing key 'content'")
+        experiment, variants = declared if declared else (None, {})
         replies = self.replies((*at, "replies"), data["replies"]) if "replies" in data else ()
         if replies and channel == "staff":
             self.err((*at, "replies"), "a staff step is sent by a person: answers to it never reach the bot")
@@ -405,7 +420,19 @@ class _Checker:
             self.err((*at, "replies_for_hours"), "replies_for_hours without replies")
         if len(self.errors) > n or sid is None or kind is None:
             return None
-        return Step(sid, wait, kind, channel, content, at_time, window, replies, hours or DEFAULT_HOURS)
+        if variants:
+            content = next(iter(variants.values()))  # what previews show; the touch sends the customer's variant
+        return Step(sid, wait, kind, channel, content, at_time, window, replies, hours or DEFAULT_HOURS,
+                    experiment, variants)
+
+    def variant(self, at: KeyPath, item: dict[str, Any]) -> dict[str, Any] | None:
+        """One variant's content (an experiment's arm of a step)."""
+        if "content" not in item:
+            self.err(at, "missing key 'content' (each variant sends its own content)")
+            return None
+        n = len(self.errors)
+        content = self.content((*at, "content"), item["content"])
+        return content if len(self.errors) == n else None
 
     def journey(self, at: KeyPath, value: Any) -> Journey | None:
         data = self.mapping(at, value, JOURNEY_KEYS)
@@ -438,7 +465,7 @@ class _Checker:
             raw_steps = []
         seen: set[str] = set()
         for i, raw in enumerate(raw_steps):
-            step = self.step((*at, "steps", i), raw)
+            step = self.step((*at, "steps", i), raw, jid)
             if step is None:
                 continue
             if step.id in seen:

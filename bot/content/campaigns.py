@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from bot import yamlfile
 from bot.times import DEFAULT_TZ
 from bot.yamlfile import ConfigError, Doc, KeyPath, shown
+from sop.variants import EXPERIMENT_KEYS, HOLDOUT, Experiment, parse_experiment
 
 __all__ = ["Campaign", "DEFAULT_EXHAUSTED_REPLY", "load_campaigns", "describe_value", "local_time"]
 
@@ -36,8 +37,10 @@ SHAPES: dict[str, tuple[frozenset[str], frozenset[str]]] = {
 SHAPE_KEYS = frozenset({"amount", "threshold", "pay_percent", "gift"})
 COMMON_KEYS = frozenset({
     "name", "title", "shape", "budget", "per_customer", "valid_hours", "valid_days", "ends_at",
-    "eligible", "tags", "reply", "again_reply", "on_exhausted", "exhausted_reply", "in_chat",
-})
+    "eligible", "tags", "reply", "again_reply", "on_exhausted", "exhausted_reply", "in_chat", "holdout_reply",
+}) | EXPERIMENT_KEYS
+# What a variant of a campaign may set (the rest is the campaign's: budget, limits, validity, eligibility).
+VARIANT_KEYS = ("shape", *sorted(SHAPE_KEYS), "title", "reply", "again_reply")
 ELIGIBLE = ("everyone", "new", "tag")
 ON_EXHAUSTED = ("reply", "handoff")
 PLACEHOLDERS = frozenset({"code", "value", "expires", "title"})
@@ -66,6 +69,14 @@ class Campaign:
     in_chat: bool = True  # offered when a customer asks in chat; False: only SOP journeys issue it
     exhausted_reply: str = DEFAULT_EXHAUSTED_REPLY
     again_reply: str = DEFAULT_AGAIN_REPLY  # to a customer who already holds the coupon
+    experiment: Experiment | None = None  # A/B: id coupon:<name>; the variants share budget, limits and codes
+    variants: tuple[Campaign, ...] = ()  # each variant as a campaign of the same name with its own shape and reply
+    variant: str | None = None  # the variant this is (None: the campaign itself)
+    holdout_reply: str = INELIGIBLE_REPLY  # to a customer of the experiment's holdout, who gets no coupon
+
+    def arm(self, name: str | None) -> Campaign:
+        """The variant called `name` (the campaign itself for None, the holdout or an unknown name)."""
+        return next((v for v in self.variants if v.variant == name), self) if name and name != HOLDOUT else self
 
     def admits(self, is_new: bool, tags: frozenset[str]) -> bool:
         """Whether a customer with these facts may get this campaign's coupon."""
@@ -137,7 +148,33 @@ def _campaign(doc: Doc, at: KeyPath, data: Any, tz: ZoneInfo) -> Campaign:
     if not isinstance(in_chat, bool):
         raise doc.error((*at, "in_chat"), "must be true or false")
     fields["in_chat"] = in_chat
-    return Campaign(**fields)
+    fields["holdout_reply"] = _text(doc, at, data, "holdout_reply") or INELIGIBLE_REPLY
+    errors: list[ConfigError] = []
+    declared = parse_experiment(doc, at, data, f"coupon:{name}", errors,
+                                lambda where, item: _variant(doc, where, item, data, fields), VARIANT_KEYS)
+    if errors:
+        raise errors[0]
+    if "holdout_reply" in data and not (declared and declared[0].holdout):
+        raise doc.error((*at, "holdout_reply"), "only used with variants and a holdout share")
+    campaign = Campaign(**fields)
+    if declared is None:
+        return campaign
+    experiment, variants = declared
+    return replace(campaign, experiment=experiment,
+                   variants=tuple(replace(campaign, variant=arm, **variants[arm]) for arm in variants))
+
+
+def _variant(doc: Doc, at: KeyPath, item: dict, data: dict, parent: dict[str, Any]) -> dict[str, Any]:
+    """A variant's own fields: its shape (default the campaign's, whose numbers it may override), title, replies."""
+    shape = _choice(doc, at, item, "shape", tuple(SHAPES)) or parent["shape"]
+    numbers = {k: item[k] for k in SHAPE_KEYS if k in item}
+    source = numbers if "shape" in item else {k: v for k, v in data.items() if k in SHAPE_KEYS} | numbers
+    out: dict[str, Any] = dict.fromkeys(SHAPE_KEYS) | {"shape": shape}
+    out.update(_shape_fields(doc, at, source, shape))
+    out["title"] = _text(doc, at, item, "title") or parent["title"]
+    out["reply"] = _template(doc, at, item, "reply", parent["reply"])
+    out["again_reply"] = _template(doc, at, item, "again_reply", parent["again_reply"])
+    return out
 
 
 def _shape_fields(doc: Doc, at: KeyPath, data: dict, shape: str) -> dict[str, Any]:

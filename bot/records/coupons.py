@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal, Protocol, cast
 from zoneinfo import ZoneInfo
 
 import redis
@@ -22,6 +22,7 @@ from bot.content.campaigns import (
     local_time,
 )
 from bot.times import DEFAULT_TZ, aware
+from sop.variants import HOLDOUT, Experiment
 
 __all__ = ["Coupon", "CouponBook", "IssueResult", "RedeemResult", "normalize_code"]
 
@@ -48,16 +49,26 @@ class Coupon:
     status: CouponStatus
     redeemed_at: datetime | None = None
     order_id: str | None = None
+    variant: str | None = None  # the campaign's variant this coupon is of (an A/B experiment)
+
+
+class Assigner(Protocol):
+    """Which arm of an experiment a customer is in (bot.records.experiments.Experiments)."""
+
+    def peek(self, experiment: Experiment, customer: str) -> tuple[str, bool]: ...
+
+    def assign(self, experiment: Experiment, customer: str, at: datetime) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
 class IssueResult:
     """Outcome of asking for a coupon."""
 
-    status: Literal["issued", "existing", "exhausted", "ineligible"]
+    status: Literal["issued", "existing", "exhausted", "ineligible", "holdout"]
     coupon: Coupon | None = None
     # issued/existing: the coupon's campaign; exhausted: the first eligible campaign out of codes;
-    # ineligible: the first campaign whose per-customer limit is used up, or None if none applies.
+    # ineligible: the first campaign whose per-customer limit is used up, or None if none applies;
+    # holdout: the campaign whose experiment keeps this customer without a coupon.
     campaign: Campaign | None = None
 
     @property
@@ -92,7 +103,7 @@ PREFIX = "wecom:coupon"
 
 # KEYS: issued counter, customer's codes (zset by expiry), redeemed set, cause key, new code hash,
 # expiry zset. ARGV: budget, per_customer, now_ts, exp_ts, code, customer, cause, campaign,
-# issued_at iso, expires_at iso, cause ttl.
+# issued_at iso, expires_at iso, cause ttl, variant ('' for none).
 ISSUE_LUA = """
 local cause = redis.call('GET', KEYS[4])
 if cause then return {'issued', cause} end
@@ -106,6 +117,7 @@ if redis.call('EXISTS', KEYS[5]) == 1 then return {'collision', ''} end
 redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[5], 'code', ARGV[5], 'campaign', ARGV[8], 'customer', ARGV[6],
   'issued_at', ARGV[9], 'expires_at', ARGV[10], 'exp', ARGV[4], 'cause_msgid', ARGV[7], 'status', 'issued')
+if ARGV[12] ~= '' then redis.call('HSET', KEYS[5], 'variant', ARGV[12]) end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 redis.call('ZADD', KEYS[6], ARGV[4], ARGV[5])
 redis.call('SET', KEYS[4], ARGV[5], 'EX', ARGV[11])
@@ -136,8 +148,10 @@ def _key(campaign: str, *parts: str) -> str:
 class CouponBook:
     """Issues, records and redeems coupon codes for a list of campaigns."""
 
-    def __init__(self, redis_client: redis.Redis, campaigns: Iterable[Campaign], tz: ZoneInfo = DEFAULT_TZ) -> None:
+    def __init__(self, redis_client: redis.Redis, campaigns: Iterable[Campaign], tz: ZoneInfo = DEFAULT_TZ,
+                 experiments: Assigner | None = None) -> None:
         self.r = redis_client
+        self.experiments = experiments  # where A/B arms are recorded (None: variants and holdouts are not run)
         self.campaigns = tuple(campaigns)
         self.by_name = {c.name: c for c in self.campaigns}
         self.tz = tz
@@ -177,8 +191,13 @@ class CouponBook:
         exhausted: Campaign | None = None
         limited: Campaign | None = None
         for campaign in eligible:
-            outcome, coupon = self._try(campaign, customer, cause, now)
+            arm = self._arm(campaign, customer, now)
+            if arm == HOLDOUT:  # the experiment's untouched group: no coupon, and no other campaign's either
+                return IssueResult("holdout", None, campaign)
+            outcome, coupon = self._try(campaign.arm(arm), customer, cause, now)
             if coupon is not None:
+                if campaign.experiment is not None and self.experiments is not None:
+                    self.experiments.assign(campaign.experiment, customer, now)
                 return IssueResult("issued" if outcome == "issued" else "existing", coupon, campaign)
             if outcome == "exhausted":
                 exhausted = exhausted or campaign
@@ -187,6 +206,16 @@ class CouponBook:
         if exhausted is not None:
             return IssueResult("exhausted", None, exhausted)
         return IssueResult("ineligible", None, limited)
+
+    def _arm(self, campaign: Campaign, customer: str, now: datetime) -> str | None:
+        """The customer's arm of the campaign's experiment (None without one); a holdout customer is recorded while
+        the campaign still has codes (the variants' customers are recorded once they hold a coupon)."""
+        if campaign.experiment is None or self.experiments is None:
+            return None
+        arm, recorded = self.experiments.peek(campaign.experiment, customer)
+        if arm == HOLDOUT and not recorded and int(self.r.get(_key(campaign.name, "issued")) or 0) < campaign.budget:
+            arm = self.experiments.assign(campaign.experiment, customer, now)
+        return arm
 
     def _held(self, customer: str, campaigns: list[Campaign], now: datetime) -> Coupon | None:
         """The customer's first unexpired, unredeemed coupon among `campaigns`."""
@@ -206,7 +235,8 @@ class CouponBook:
                     _key(campaign.name, "redeemed"), _key(campaign.name, "cause", customer, cause),
                     _key(campaign.name, "code", code), _key(campaign.name, "expiry")]
             args = [campaign.budget, campaign.per_customer, repr(now.timestamp()), repr(expires_at.timestamp()),
-                    code, customer, cause, campaign.name, now.isoformat(), expires_at.isoformat(), CAUSE_TTL]
+                    code, customer, cause, campaign.name, now.isoformat(), expires_at.isoformat(), CAUSE_TTL,
+                    campaign.variant or ""]
             outcome, got = self._issue(keys=keys, args=args)
             if got != code:
                 self.r.delete(f"{PREFIX}:code:{code}")
@@ -315,7 +345,7 @@ class CouponBook:
         return Coupon(code=h["code"], campaign=h["campaign"], customer=h["customer"],
                       issued_at=self._time(h["issued_at"]), expires_at=expires_at, cause_msgid=h["cause_msgid"],
                       status=status, redeemed_at=self._time(h["redeemed_at"]) if h.get("redeemed_at") else None,
-                      order_id=h.get("order_id"))
+                      order_id=h.get("order_id"), variant=h.get("variant") or None)
 
     def _time(self, iso: str) -> datetime:
         """A stored ISO time in the book's timezone."""
@@ -330,7 +360,10 @@ class CouponBook:
     def reply_text(self, result: IssueResult) -> str:
         """The Chinese reply to the customer for an issue result."""
         campaign, coupon = result.campaign, result.coupon
+        if result.status == "holdout" and campaign:
+            return campaign.holdout_reply
         if result.status in ("issued", "existing") and campaign and coupon:
+            campaign = campaign.arm(coupon.variant)
             template = campaign.again_reply if result.status == "existing" else campaign.reply
             return template.format(code=coupon.code, value=describe_value(campaign), title=campaign.title,
                                    expires=local_time(coupon.expires_at, self.tz, coupon.issued_at))

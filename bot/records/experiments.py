@@ -1,0 +1,164 @@
+"""A/B experiments in Redis: each customer's arm, recorded once, and the outcomes within each arm's window.
+
+Keys (each experiment's in its own Redis Cluster slot, {experiment id} the hash tag):
+  wecom:exp:{<id>}:arms    customer -> "arm|assigned_ts|window_end_ts"   (HSETNX: the first assignment stays)
+  wecom:exp:{<id>}:seen    "customer|outcome" -> ts of the first such outcome in the window
+  wecom:exp:{<id>}:counts  "arm|assigned", "arm|<outcome>" (customers), "arm|revenue", "arm|orders"
+  wecom:exp:c:{<customer>} experiment id -> "arm|assigned_ts|window_end_ts" (the customer's experiments)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import redis
+
+from bot.content.campaigns import Campaign, describe_value
+from bot.times import aware, from_ts
+from sop.journeys import Journey, Step
+from sop.variants import HOLDOUT, OUTCOMES, Experiment
+
+__all__ = ["Assignment", "Declared", "Experiments", "declared"]
+
+PREFIX = "wecom:exp"
+
+# KEYS: arms, counts. ARGV: customer, "arm|ts|end", arm. The recorded value (the first one stays).
+ASSIGN_LUA = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if cur then return cur end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|assigned', 1)
+return ARGV[2]
+"""
+
+# KEYS: seen, counts. ARGV: customer, outcome, arm, ts, amount ('' for none). 1 when the customer's first of its kind.
+OUTCOME_LUA = """
+if ARGV[5] ~= '' then
+  redis.call('HINCRBYFLOAT', KEYS[2], ARGV[3] .. '|revenue', ARGV[5])
+  redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|orders', 1)
+end
+if redis.call('HSETNX', KEYS[1], ARGV[1] .. '|' .. ARGV[2], ARGV[4]) == 1 then
+  redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|' .. ARGV[2], 1)
+  return 1
+end
+return 0
+"""
+
+
+def _key(experiment: str, part: str) -> str:
+    return f"{PREFIX}:{{{experiment}}}:{part}"
+
+
+def _customer_key(customer: str) -> str:
+    return f"{PREFIX}:c:{{{customer}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A customer's recorded arm of one experiment, and the window its outcomes count in."""
+
+    experiment: str
+    arm: str
+    at: datetime
+    until: datetime
+
+    @classmethod
+    def parse(cls, experiment: str, value: str, tz: Any) -> Assignment:
+        arm, at, until = value.split("|")
+        return cls(experiment, arm, from_ts(float(at), tz), from_ts(float(until), tz))
+
+
+class Experiments:
+    """Records arms (once per customer and experiment) and outcomes; an outcome recorder of bot.records.outcomes."""
+
+    def __init__(self, r: redis.Redis, tz: Any) -> None:
+        self.r = r
+        self.tz = tz
+        self._assign = r.register_script(ASSIGN_LUA)
+        self._outcome = r.register_script(OUTCOME_LUA)
+
+    def peek(self, experiment: Experiment, customer: str) -> tuple[str, bool]:
+        """The customer's arm and whether it is recorded (else the arm they would get with the current weights)."""
+        value = self.r.hget(_key(experiment.id, "arms"), customer)
+        return (str(value).split("|")[0], True) if value else (experiment.pick(customer), False)
+
+    def assign(self, experiment: Experiment, customer: str, at: datetime) -> str:
+        """The customer's arm: the recorded one, else the one the current weights give, recorded from `at` on."""
+        aware(at, "at")
+        arm = experiment.pick(customer)
+        until = at + timedelta(days=experiment.window_days)
+        value = f"{arm}|{at.timestamp()!r}|{until.timestamp()!r}"
+        got = str(self._assign(keys=[_key(experiment.id, "arms"), _key(experiment.id, "counts")],
+                               args=[customer, value, arm]))
+        self.r.hsetnx(_customer_key(customer), experiment.id, got)
+        return got.split("|")[0]
+
+    def of(self, customer: str) -> list[Assignment]:
+        """Every recorded assignment of `customer`, by experiment id."""
+        found = self.r.hgetall(_customer_key(customer))
+        return [Assignment.parse(e, v, self.tz) for e, v in sorted(found.items())]
+
+    def record(self, customer: str, kind: str, at: datetime, amount: float | None = None) -> None:
+        """An outcome of `customer` at `at` (bot.records.outcomes kinds): counted once per customer and kind in
+        every experiment whose window it falls in; a purchase's amount adds to the arm's revenue."""
+        if kind not in OUTCOMES:
+            raise ValueError(f"unknown outcome {kind!r} (expected one of {', '.join(OUTCOMES)})")
+        aware(at, "at")
+        for a in self.of(customer):
+            if a.at <= at <= a.until:
+                money = repr(float(amount)) if kind == "purchased" and amount is not None else ""
+                self._outcome(keys=[_key(a.experiment, "seen"), _key(a.experiment, "counts")],
+                              args=[customer, kind, a.arm, repr(at.timestamp()), money])
+
+    def counts(self, experiment: str) -> dict[str, float]:
+        """The experiment's counters: "arm|assigned", "arm|<outcome>", "arm|revenue", "arm|orders"."""
+        return {k: float(v) for k, v in self.r.hgetall(_key(experiment, "counts")).items()}
+
+
+@dataclass(frozen=True, slots=True)
+class Declared:
+    """An experiment as the operator files declare it: where, its title and what each arm sends."""
+
+    experiment: Experiment
+    kind: Literal["step", "coupon"]
+    title: str  # the journey's title and step, or the campaign's title
+    arms: dict[str, str]  # arm -> what it sends, in a few words (the holdout: nothing)
+
+
+def _clip(text: str, n: int = 24) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _sends(content: dict[str, Any]) -> str:
+    """A step content in a few words."""
+    parts = [_clip(str(content["text"]))] if content.get("text") else []
+    parts += [f"[{k}]" for k in ("link", "image", "miniprogram") if k in content]
+    if coupon := content.get("coupon"):
+        parts.append(f"[券 {coupon.get('campaign', '')}]")
+    return " ".join(parts) or "—"
+
+
+def _step(journey: Journey, step: Step) -> Declared | None:
+    if step.experiment is None:
+        return None
+    arms = {HOLDOUT: "不发送"} if step.experiment.holdout else {}
+    return Declared(step.experiment, "step", f"{journey.title}·{step.id}",
+                    arms | {a: _sends(c) for a, c in step.variants.items()})
+
+
+def _campaign(c: Campaign) -> Declared | None:
+    if c.experiment is None:
+        return None
+    arms = {HOLDOUT: "不发券"} if c.experiment.holdout else {}
+    return Declared(c.experiment, "coupon", c.title,
+                    arms | {v.variant or "": f"{v.title}：{describe_value(v)}" for v in c.variants})
+
+
+def declared(journeys: Iterable[Journey] | None, campaigns: Iterable[Campaign] | None) -> list[Declared]:
+    """Every experiment the journeys' steps and the coupon campaigns declare, journeys first."""
+    found = [_step(j, s) for j in journeys or () for s in j.steps]
+    found += [_campaign(c) for c in campaigns or ()]
+    return [d for d in found if d is not None]
