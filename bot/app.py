@@ -15,6 +15,7 @@ from bot.content import Content
 from bot.queue.inbox import Inbox
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
+from bot.records.outcomes import Outcomes
 from bot.web.api import make_api, make_sop_api
 from bot.web.envelope import CallbackCrypto
 from bot.web.metrics import make_metrics, readiness
@@ -25,7 +26,7 @@ from sop.engine import Engine
 def create_app(settings: Settings, r: redis.Redis, content: Content | None = None, sandbox_url: str | None = None, *,
                coupons: Callable[[], CouponBook | None] = lambda: None,
                engine: Callable[[], Engine | None] = lambda: None, service_url: Callable[[], str] = lambda: "",
-               staff: Callable[[], Staff | None] = lambda: None) -> Flask:
+               staff: Callable[[], Staff | None] = lambda: None, outcomes: Outcomes | None = None) -> Flask:
     """Build the web app for `settings` on Redis `r`; `coupons` and `engine` give the current coupon book and SOP
     engine (bot.runtime.Runtime builds them)."""
     app = Flask("wecom-bot")
@@ -36,8 +37,8 @@ def create_app(settings: Settings, r: redis.Redis, content: Content | None = Non
     webhook = make_webhook(crypto, inbox, settings.callback_path, settings.max_body_bytes,
                            settings.max_clock_skew_seconds, counts)
     app.register_blueprint(webhook)
-    app.register_blueprint(make_api(settings, coupons, engine))
-    app.register_blueprint(make_sop_api(settings, engine, Customers(r)))
+    app.register_blueprint(make_api(settings, coupons, engine, outcomes))
+    app.register_blueprint(make_sop_api(settings, engine, Customers(r), outcomes))
     app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": counts}
 
     @app.get("/healthz")

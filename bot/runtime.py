@@ -30,7 +30,9 @@ from bot.queue.scheduler import Scheduler
 from bot.queue.worker import Parts, Worker
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
+from bot.records.experiments import Experiments
 from bot.records.handoffs import Handoffs
+from bot.records.outcomes import Outcomes
 from bot.records.store import Store
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect, running_url
 from bot.times import from_ts
@@ -84,13 +86,17 @@ class Runtime:
     handoffs: Handoffs = field(init=False)
     inbox: Inbox = field(init=False)
     triggers: Triggers = field(init=False)
+    experiments: Experiments = field(init=False)
+    outcomes: Outcomes = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = Store(self.r)
         self.customers = Customers(self.r)
         self.handoffs = Handoffs(self.r, self.settings.timezone)
         self.inbox = Inbox(self.r)
-        self.triggers = Triggers(self.engine, self.store, self.customers, self.settings.timezone)
+        self.experiments = Experiments(self.r, self.settings.timezone)
+        self.outcomes = Outcomes([self.experiments.record])
+        self.triggers = Triggers(self.engine, self.store, self.customers, self.settings.timezone, self.outcomes)
         self._lock = threading.Lock()
         self._book: tuple[tuple[Campaign, ...], CouponBook] | None = None
         self._engine: tuple[tuple[Journey, ...], Engine] | None = None
@@ -102,7 +108,7 @@ class Runtime:
             return None
         with self._lock:
             if self._book is None or self._book[0] is not campaigns:
-                self._book = (campaigns, CouponBook(self.r, campaigns, self.settings.timezone))
+                self._book = (campaigns, CouponBook(self.r, campaigns, self.settings.timezone, self.experiments))
             return self._book[1]
 
     def engine(self) -> Engine | None:
@@ -159,7 +165,8 @@ class Runtime:
             default = team.consultants[0].userid if team and team.consultants else None
             touches = TouchRunner(wecom, store, customers, sender, executor.issue_coupon, self.coupons, engine,
                                   lambda c: customers.owner(c) or handoffs.owner_of(c), default, tz,
-                                  clock=self.clock, human_holds=lambda c: _held(handoffs, customers, wecom, c, ""))
+                                  clock=self.clock, human_holds=lambda c: _held(handoffs, customers, wecom, c, ""),
+                                  experiments=self.experiments)
         return Parts(store, KfSync(store, self.inbox, wecom, self.clock), pipeline, staff, executor, touches)
 
     def scheduler(self, stop: threading.Event, **kw: Any) -> Scheduler:
@@ -178,7 +185,7 @@ class Runtime:
         from bot.app import create_app
 
         return create_app(self.settings, self.r, self.content, self.sandbox.url if self.sandbox else None,
-                          coupons=self.coupons, engine=self.engine, service_url=service_url,
+                          coupons=self.coupons, engine=self.engine, service_url=service_url, outcomes=self.outcomes,
                           staff=lambda: self.parts().staff)
 
     def close(self) -> None:

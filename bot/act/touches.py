@@ -12,11 +12,13 @@ from bot.act import steps
 from bot.act.executor import KfSender
 from bot.records.coupons import CouponBook
 from bot.records.customers import KF_MAX_REPLIES, KF_WINDOW_SECONDS, Customer, Customers
+from bot.records.experiments import Experiments
 from bot.records.store import Store
 from bot.times import from_ts
 from bot.wecom import DUPLICATE_CHECK, WeCom, WeComError
 from bot.wecom.cards import LIMITS, clip
 from bot.wecom.payloads import kf_payloads, mass_task_body, staff_text
+from sop.variants import HOLDOUT
 
 if TYPE_CHECKING:
     from sop.engine import Engine
@@ -101,7 +103,9 @@ class TouchRunner:
     def __init__(self, wecom: WeCom, store: Store, customers: Customers, sender: KfSender, issue_coupon: IssueCoupon,
                  coupons: Callable[[], CouponBook | None], engine: Engine, owner_of: Callable[[str], str | None],
                  default_staff: str | None, tz: ZoneInfo, clock: Callable[[], float] = time.time,
-                 human_holds: Callable[[str], bool] = lambda customer: False) -> None:
+                 human_holds: Callable[[str], bool] = lambda customer: False,
+                 experiments: Experiments | None = None,
+                 touched: Callable[[str, str, float], None] | None = None) -> None:
         self.wecom = wecom
         self.store = store
         self.customers = customers
@@ -114,18 +118,56 @@ class TouchRunner:
         self.tz = tz
         self.clock = clock
         self.human_holds = human_holds
+        self.experiments = experiments  # A/B arms (None: every customer gets the step's first variant)
+        self.touched = touched  # (customer, "journey.step", at): a purchase soon after is credited to the step
 
     def run(self, data: dict[str, Any], key: str) -> str:
-        """Perform one touch unless `key` is done; returns the outcome ("sent:kf", "reminded:<why>", ...)."""
+        """Perform one touch unless `key` is done; returns the outcome ("sent:kf", "reminded:<why>", "holdout"...)."""
         if self.store.is_done(key):
             return "duplicate"
         now, waiting = self.clock(), steps.pending()
-        outcome = self._perform(data, key, now)
+        data, arm = self._variant(data, now)
+        outcome = self._holdout(data, key, now) if arm == HOLDOUT else self._perform(data, key, now)
         if steps.pending() > waiting:
             return "pending"  # a step's outcome is unknown: the touch runs again with the entry
         self._account(data, outcome)
         self.store.mark_done(key, outcome)
         return outcome
+
+    # --- experiments ----------------------------------------------------------------------------
+
+    def _variant(self, data: dict[str, Any], now: float) -> tuple[dict[str, Any], str | None]:
+        """The touch as the customer's arm has it: the step variant's content, or HOLDOUT (nothing at all, also
+        for a holdout customer of the campaign whose coupon the step gives); None: no experiment."""
+        if self.experiments is None:
+            return data, None
+        customer, at = str(data.get("customer", "")), from_ts(now, self.tz)
+        j = self.engine.journeys.get(str(data.get("journey", "")))
+        step = j.step(str(data.get("step", ""))) if j else None
+        if step is not None and step.experiment is not None:
+            arm = self.experiments.assign(step.experiment, customer, at)
+            if arm == HOLDOUT:
+                return data, arm
+            return {**data, "content": step.variants.get(arm, step.content), "variant": arm}, arm
+        book, name = self.coupons(), _campaign(data)
+        campaign = book.by_name.get(name) if book and name else None
+        if campaign is not None and campaign.experiment is not None:
+            arm, recorded = self.experiments.peek(campaign.experiment, customer)
+            if arm == HOLDOUT and not recorded:
+                arm = self.experiments.assign(campaign.experiment, customer, at)
+            if arm == HOLDOUT:
+                return data, arm
+        return data, None
+
+    def _holdout(self, data: dict[str, Any], key: str, now: float) -> str:
+        """The customer is in the experiment's holdout: nothing goes out (no WeCom call, no reminder); a send tick
+        counted gets its slot back."""
+        sub = f"{key}:holdout"
+        if not self.store.is_done(sub):
+            if data.get("decision") == "send":
+                self.engine.note_failed(str(data["customer"]), data, from_ts(now, self.tz), str(data.get("channel")))
+            self.store.mark_done(sub)
+        return HOLDOUT
 
     # --- routing ------------------------------------------------------------------------------
 
@@ -281,9 +323,13 @@ class TouchRunner:
                           journey=data.get("journey"), step=data.get("step"), channel=data.get("channel"),
                           decision=data.get("decision"), outcome=outcome)
         if outcome.startswith("sent:"):
+            if self.touched is not None and data.get("customer"):
+                self.touched(str(data["customer"]), f"{data.get('journey')}.{data.get('step')}", self.clock())
             self.store.count("sop_sent")
             self.store.count(f"sop_sent:{outcome[5:]}")
         elif outcome.startswith("reminded:"):
             self.store.count("sop_reminded")
+        elif outcome == HOLDOUT:
+            self.store.count("sop_holdout")
         else:
             self.store.count("sop_failed")

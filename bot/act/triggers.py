@@ -12,6 +12,7 @@ import redis
 
 from bot.records.coupons import Coupon, CouponBook, RedeemResult
 from bot.records.customers import Customers
+from bot.records.outcomes import KINDS, Outcomes
 from bot.records.store import Store
 from bot.times import from_ts
 from bot.wecom import WeComError
@@ -25,20 +26,25 @@ QUIET_INTENTS = ("other", "greeting")  # intents that start no journey
 class Triggers:
     """Tells the engine (when journeys are configured) what happened to a customer."""
 
-    def __init__(self, engine: Callable[[], Engine | None], store: Store, customers: Customers, tz: ZoneInfo) -> None:
+    def __init__(self, engine: Callable[[], Engine | None], store: Store, customers: Customers, tz: ZoneInfo,
+                 outcomes: Outcomes | None = None) -> None:
         self.engine = engine
         self.store = store
         self.customers = customers
         self.tz = tz
+        self.outcomes = outcomes or Outcomes()  # what experiments (and channels) measure
 
     def fact(self, customer: str, fact: str, at: float) -> None:
         """A stop condition for the customer's journeys (unsubscribed, handed_off, contact_deleted...)."""
+        if fact in KINDS:
+            self.outcomes.note(customer, fact, from_ts(at, self.tz))
         if engine := self.engine():
             engine.note_fact(customer, fact, from_ts(at, self.tz))
 
     def customer_wrote(self, customer: str, at: float, send_welcome: Callable[[str], Any] | None = None) -> None:
         """A customer message: replied-stops, and the new-customer journeys on the first contact; the welcome
         goes out through `send_welcome` at once, so it comes before the answer to this message."""
+        self.outcomes.note(customer, "replied", from_ts(at, self.tz))
         if engine := self.engine():
             engine.note_customer_message(customer, from_ts(at, self.tz))
             self.first_contact(customer, at, send_welcome)
@@ -82,17 +88,21 @@ class Triggers:
 
 
 def redeem_coupon(book: CouponBook, engine: Engine | None, code: str, now: datetime,
-                  order_id: str | None) -> RedeemResult:
-    """Redeem a code (idempotent) and stop the customer's coupon reminders."""
+                  order_id: str | None, outcomes: Outcomes | None = None) -> RedeemResult:
+    """Redeem a code (idempotent), note the outcome (the first redemption) and stop the customer's coupon
+    reminders."""
     result = book.redeem(code, now, order_id=order_id)
+    if result.status == "redeemed" and result.coupon is not None and outcomes is not None:
+        outcomes.note(result.coupon.customer, "redeemed", now)
     if result.status in ("redeemed", "already") and engine is not None and result.coupon is not None:
         engine.note_fact(result.coupon.customer, "redeemed", now)
     return result
 
 
 def record_purchase(r: redis.Redis, engine: Engine, customer: str, order_id: str, at: datetime,
-                    amount: float | None = None) -> tuple[bool, int]:
-    """Enrol the purchase journeys and set the "purchased" stop fact once per order: (new, enrolments)."""
+                    amount: float | None = None, outcomes: Outcomes | None = None) -> tuple[bool, int]:
+    """Enrol the purchase journeys, set the "purchased" stop fact and note the outcome (with its amount) once per
+    order: (new, enrolments)."""
     key = ORDER_KEY % order_id
     if not r.set(key, customer, nx=True, ex=ORDER_TTL):
         return False, 0
@@ -102,6 +112,8 @@ def record_purchase(r: redis.Redis, engine: Engine, customer: str, order_id: str
     except Exception:
         r.delete(key)  # let the order system retry
         raise
+    if outcomes is not None:
+        outcomes.note(customer, "purchased", at, amount)
     return True, n
 
 

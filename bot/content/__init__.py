@@ -77,8 +77,8 @@ def load_content(settings: Settings, skip: frozenset[str] = frozenset()) -> dict
 def _check_campaigns(journeys: tuple[Journey, ...], campaigns: tuple[Campaign, ...]) -> None:
     """Every coupon a journey step names must be a configured campaign."""
     known = {c.name for c in campaigns}
-    for journey in journeys:
-        for step, content in ((step, content) for step in journey.steps for content in step.contents()):
+    for journey, step in ((j, s) for j in journeys for s in j.steps):
+        for content in step.contents():  # a step's own, or each of its variants'
             name = ((content or {}).get("coupon") or {}).get("campaign")
             if name and name not in known:
                 source = Path(journey.source) if journey.source else Path("sop/journeys")

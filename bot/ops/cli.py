@@ -283,7 +283,7 @@ def cmd_coupons(args: argparse.Namespace) -> int:
             return 0
         from bot.act.triggers import redeem_coupon
 
-        result = redeem_coupon(book, rt.engine(), args.code, now, args.order)
+        result = redeem_coupon(book, rt.engine(), args.code, now, args.order, rt.outcomes)
         print(json.dumps({"code": args.code, "status": result.status}, ensure_ascii=False))
         return 0 if result.status in ("redeemed", "already") else 1
     finally:
@@ -416,6 +416,8 @@ EXAMPLES: dict[str, list[str]] = {
     "sop resume": ["sop resume new_customer_week"],
     "purchase": ["purchase wmAlice 20240601-001 --amount 199", "purchase wmAlice 20240601-002 --at 2024-06-01T10:00"],
     "birthday": ["birthday wmAlice 05-20", "birthday wmAlice 1990-05-20"],
+    "experiments": ["experiments list", "experiments stats", "experiments stats --json",
+                    "experiments stats --experiment coupon:spend199-save30"],
 }
 
 # Help for the options bot/ops/cli_sop.py declares without one.
@@ -528,9 +530,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="one JSON object per handoff (list) or one object (stats)")
     sp.add_argument("--all", action="store_true", help="list: closed ones too")
     sp.add_argument("--days", type=int, default=7, help="stats: the period, in days back from now")
-    from bot.ops import cli_sop
+    from bot.ops import cli_experiments, cli_sop
 
     cli_sop.register(sub)
+    cli_experiments.register(sub)
     for path, parser in walk(p):
         for action in parser._actions:
             if action.help is None:

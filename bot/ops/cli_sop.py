@@ -168,7 +168,7 @@ def cmd_purchase(args: argparse.Namespace) -> int:
     rt = _runtime()
     try:
         at = parse_at(args.at, rt.settings.timezone)
-        new, n = record_purchase(rt.r, _engine(rt), args.customer, args.order_id, at, args.amount)
+        new, n = record_purchase(rt.r, _engine(rt), args.customer, args.order_id, at, args.amount, rt.outcomes)
     except ValueError as exc:
         raise SystemExit(f"bad input: {exc}") from None
     finally:

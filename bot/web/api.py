@@ -14,6 +14,7 @@ from bot.act.triggers import parse_birthday, record_purchase, redeem_coupon
 from bot.config import Settings
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
+from bot.records.outcomes import Outcomes
 from bot.times import parse_at
 
 
@@ -28,7 +29,7 @@ def authenticate(settings: Settings) -> Any:
 
 
 def make_api(settings: Settings, coupons: Callable[[], CouponBook | None],
-             engine: Callable[[], Any] = lambda: None) -> Blueprint:
+             engine: Callable[[], Any] = lambda: None, outcomes: Outcomes | None = None) -> Blueprint:
     """`POST /api/coupons/redeem {"code", "order_id"?}` -> {"code", "status", "redeemed_at"}."""
     bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -44,7 +45,7 @@ def make_api(settings: Settings, coupons: Callable[[], CouponBook | None],
             return jsonify(error="no coupon campaigns configured"), 404
         order = body.get("order_id")
         result = redeem_coupon(book, engine(), body["code"], datetime.now(settings.timezone),
-                               str(order) if order else None)
+                               str(order) if order else None, outcomes)
         status = {"redeemed": 200, "already": 200, "unknown": 404, "expired": 409}[result.status]
         at = result.redeemed_at.isoformat() if result.redeemed_at else None
         return jsonify(code=body["code"], status=result.status, redeemed_at=at), status
@@ -56,7 +57,8 @@ def _bad(message: str) -> Any:
     return jsonify(error=message), 400
 
 
-def make_sop_api(settings: Settings, engine_getter: Callable[[], Any], customers: Customers) -> Blueprint:
+def make_sop_api(settings: Settings, engine_getter: Callable[[], Any], customers: Customers,
+                 outcomes: Outcomes | None = None) -> Blueprint:
     """`POST /api/purchases` and `POST /api/customers/<id>/birthday`."""
     bp = Blueprint("sop_api", __name__, url_prefix="/api")
     bp.before_request(lambda: authenticate(settings))
@@ -80,7 +82,7 @@ def make_sop_api(settings: Settings, engine_getter: Callable[[], Any], customers
         if not customers.exists(customer):
             return jsonify(error=f"unknown customer {customer!r}"), 404
         new, n = record_purchase(customers.r, engine_getter(), customer, str(order), at,
-                                 float(amount) if amount is not None else None)
+                                 float(amount) if amount is not None else None, outcomes)
         return jsonify(customer=customer, order_id=str(order), status="recorded" if new else "duplicate",
                        enrolled=n, at=at.isoformat())
 

@@ -1,0 +1,243 @@
+"""Experiments end to end on a real Redis and the sandbox: assignment, the holdout through the real touch and
+coupon paths, outcomes from the API, stats against a hand computation, the CLI's JSON and the console page."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import threading
+import time
+from collections import Counter
+from datetime import datetime, timedelta
+from datetime import time as local_time
+
+import pytest
+import requests
+
+from bot.config import SANDBOX_OPEN_KFID
+from bot.content import Content
+from bot.content.campaigns import INELIGIBLE_REPLY, load_campaigns
+from bot.records.experiments import Experiments
+from bot.records.outcomes import Outcomes
+from bot.records.store import Store
+from bot.runtime import Runtime
+from bot.web.envelope import CallbackCrypto
+from sop.variants import HOLDOUT, Arm, Experiment
+from tests.support import ROOT, Service, cli, drain, kf_notice
+
+AB = "coupon:spend199-save30"  # the shipped coupon A/B (content/coupons.yaml)
+API = {"Authorization": "Bearer exp-api-token"}
+
+
+def shipped() -> Experiment:
+    (campaign,) = [c for c in load_campaigns(ROOT / "content" / "coupons.yaml") if c.experiment]
+    assert campaign.experiment is not None and campaign.experiment.id == AB
+    return campaign.experiment
+
+
+def chi_square(seen: Counter, shares: dict[str, float]) -> float:
+    n = sum(seen.values())
+    return sum((seen[a] - n * s) ** 2 / (n * s) for a, s in shares.items())
+
+
+def test_assignment_is_recorded_once_near_its_weights_and_survives_a_weight_edit(r, settings):
+    tz = settings.timezone
+    ex, at = Experiments(r, tz), datetime(2026, 11, 2, 10, 0, tzinfo=tz)
+    e = Experiment("coupon:weights", (Arm("A", 1), Arm("B", 3)), holdout=0.1)
+    customers = [f"wmW{i:05d}" for i in range(10_000)]
+    arms = {c: ex.assign(e, c, at) for c in customers}
+    assert chi_square(Counter(arms.values()), e.shares()) < 13.8  # 2 degrees of freedom, p = 0.001
+    before = ex.counts(e.id)
+    assert sum(v for k, v in before.items() if k.endswith("|assigned")) == 10_000
+    edited = Experiment(e.id, (Arm("A", 5), Arm("B", 1)), holdout=0.4)  # an operator edits the weights
+    restarted = Experiments(r, tz)  # another process, after a restart
+    assert all(restarted.assign(edited, c, at + timedelta(days=1)) == arms[c] for c in customers[:3000])
+    assert all(restarted.peek(edited, c) == (arms[c], True) for c in customers[3000:3100])
+    assert restarted.counts(e.id) == before  # nobody counted twice
+    newcomers = Counter(restarted.assign(edited, f"wmNew{i:05d}", at) for i in range(3000))
+    assert chi_square(newcomers, edited.shares()) < 13.8  # new customers follow the new weights
+    (mine,) = restarted.of(customers[0])
+    assert (mine.experiment, mine.arm, mine.at, mine.until) == (e.id, arms[customers[0]], at, at + timedelta(days=7))
+
+
+TIPS = """\
+id: ab_tips
+title: 使用小贴士
+priority: 50
+trigger: first_contact
+steps:
+  - id: tip
+    wait: 1d
+    at: "12:00"
+    kind: content
+    holdout: 0.5
+    variants:
+      - {name: short, weight: 1, content: {text: 小贴士：沙发每周吸尘一次}}
+      - {name: long, weight: 1, content: {text: 小贴士：沙发每周吸尘一次，每季度翻面一次，远离暖气}}
+"""
+
+
+@pytest.fixture()
+def ab_runtime(settings, r, tmp_path):
+    """The runtime on the shipped content plus a journey whose step is an A/B with a 50% holdout; the API on."""
+    journeys = tmp_path / "journeys"
+    shutil.copytree(ROOT / "sop" / "journeys", journeys)
+    (journeys / "ab_tips.yaml").write_text(TIPS, encoding="utf-8")
+    s = dataclasses.replace(settings, api_token="exp-api-token",
+                            content={**settings.content, "journeys": journeys})
+    return Runtime(s, r, content=Content(s))
+
+
+@pytest.fixture()
+def ab_service(ab_runtime):
+    s = ab_runtime.settings
+    svc = Service(ab_runtime.app(), CallbackCrypto(s.token, s.aes_key, s.corp_id), s.callback_path)
+    yield svc
+    svc.stop()
+
+
+def customers_in(e: Experiment, prefix: str, per_arm: int) -> dict[str, list[str]]:
+    """`per_arm` customer ids of each arm of `e` (the hash decides; found by trying ids in order)."""
+    found: dict[str, list[str]] = {arm: [] for arm in e.shares()}
+    i = 0
+    while any(len(v) < per_arm for v in found.values()):
+        c = f"{prefix}{i:04d}"
+        if len(found[e.pick(c)]) < per_arm:
+            found[e.pick(c)].append(c)
+        i += 1
+    return found
+
+
+def texts_to(sandbox, customer: str) -> list[str]:
+    return [d["text"]["content"] for d in sandbox.delivered() if d["touser"] == customer and d.get("text")]
+
+
+def post_and_drain(sandbox, service, runtime) -> None:
+    assert service.post(kf_notice(sandbox.callback_token(), create_time=time.time_ns())).status_code == 200
+    drain(runtime.worker())
+
+
+def test_a_step_experiment_sends_each_variant_and_nothing_to_the_holdout(ab_runtime, ab_service, sandbox, r):
+    rt = ab_runtime
+    step = rt.engine().journeys["ab_tips"].step("tip")
+    arms = customers_in(step.experiment, "wmTip", 3)
+    for customers in arms.values():
+        for c in customers:
+            sandbox.add_customer_text(c, "你好")
+    post_and_drain(sandbox, ab_service, rt)  # first contacts: the tip is due tomorrow at 12:00
+    tz = rt.settings.timezone
+    noon = datetime.combine(datetime.now(tz).date() + timedelta(days=1), local_time(12, 5), tzinfo=tz)
+    scheduler = rt.scheduler(threading.Event())
+    scheduler.tick(noon.timestamp())
+    drain(rt.worker())
+    scheduler.tick(noon.timestamp() + 1)
+    drain(rt.worker())
+    for arm, customers in arms.items():
+        for c in customers:
+            tips = [t for t in texts_to(sandbox, c) if t.startswith("小贴士")]
+            assert tips == ([] if arm == HOLDOUT else [step.variants[arm]["text"]]), (arm, c)
+            assert rt.experiments.peek(step.experiment, c) == (arm, True)
+    staff = " ".join(m.get("text", {}).get("content", "") for m in sandbox.staff_messages())
+    assert not any(c in staff for c in arms[HOLDOUT])  # no reminder either
+    touches = [e for e in Store(r).events(500) if e["kind"] == "touch" and e.get("journey") == "ab_tips"]
+    assert Counter(e["outcome"] for e in touches) == {"sent:kf": 6, HOLDOUT: 3}
+    assert Store(r).counters()["sop_holdout"] == 3
+    assert rt.experiments.counts("ab_tips.tip") == {"holdout|assigned": 3, "short|assigned": 3, "long|assigned": 3}
+
+
+def test_coupon_ab_in_chat_outcomes_from_the_api_and_stats(ab_runtime, ab_service, sandbox, r):
+    rt = ab_runtime
+    arms = customers_in(shipped(), "wmAB", 2)
+    ten_days_ago = time.time() - 10 * 86400
+    for customers in arms.values():
+        for c in customers:  # known customers (not new): the first ask reaches the 满减券 campaign
+            rt.customers.saw_message(c, ten_days_ago, open_kfid=SANDBOX_OPEN_KFID)
+            sandbox.add_customer_text(c, "有优惠券吗")
+    post_and_drain(sandbox, ab_service, rt)
+    book = rt.coupons()
+    for arm, customers in arms.items():
+        for c in customers:
+            said = "\n".join(texts_to(sandbox, c))
+            held = book.coupons_of(c)
+            if arm == HOLDOUT:
+                assert held == [] and INELIGIBLE_REPLY in said, said
+                continue
+            (coupon,) = held
+            assert coupon.variant == arm and coupon.code in said
+            assert ("满199减30" if arm == "full_reduction" else "无门槛减15元") in said
+    again = arms["no_threshold"][0]
+    time.sleep(1.1)  # kf message times are whole seconds: this one comes after the assignment
+    sandbox.add_customer_text(again, "还有优惠吗")
+    post_and_drain(sandbox, ab_service, rt)
+    (same,) = book.coupons_of(again)  # asking again: the same coupon, told as its variant
+    assert same.code in texts_to(sandbox, again)[-1] and "无门槛券" in texts_to(sandbox, again)[-1]
+
+    api = ab_service.url + "/api"
+    buyer, redeemer, holdout_buyer = arms["no_threshold"][0], arms["full_reduction"][0], arms[HOLDOUT][0]
+    code = book.coupons_of(redeemer)[0].code
+    assert requests.post(f"{api}/coupons/redeem", json={"code": code}, headers=API, timeout=10).status_code == 200
+    for customer, order, amount in ((buyer, "AB-1", 120.0), (buyer, "AB-2", 80.0), (buyer, "AB-2", 80.0),
+                                    (redeemer, "AB-3", 199.0), (holdout_buyer, "AB-4", 50.0)):
+        body = {"customer": customer, "order_id": order, "amount": amount}
+        assert requests.post(f"{api}/purchases", json=body, headers=API, timeout=10).status_code == 200
+    counts = rt.experiments.counts(AB)
+    assert counts["no_threshold|purchased"] == 1 and counts["no_threshold|revenue"] == 200.0  # AB-2 once
+    assert counts["no_threshold|orders"] == 2 and counts["full_reduction|redeemed"] == 1
+    assert counts["holdout|purchased"] == 1 and counts["holdout|assigned"] == 2
+    assert counts.get("full_reduction|replied", 0) == 0 and counts["no_threshold|replied"] == 1  # the ask came first
+
+
+def seed(r, tz) -> dict[str, list[str]]:
+    """A history on the shipped A/B: 80 holdout customers (48 bought), 70 full_reduction (56 bought, 100 yuan
+    each), 120 no_threshold (75 bought); plus outcomes outside the window, which do not count."""
+    e, ex = shipped(), Experiments(r, tz)
+    outcomes = Outcomes([ex.record])
+    wanted = {HOLDOUT: (80, 48), "full_reduction": (70, 56), "no_threshold": (120, 75)}
+    found = customers_in(e, "wmSeed", 120)
+    at = datetime(2026, 11, 2, 10, 0, tzinfo=tz)
+    for arm, (n, bought) in wanted.items():
+        for i, c in enumerate(found[arm][:n]):
+            outcomes.note(c, "purchased", at - timedelta(hours=1), 999.0)  # before assignment
+            assert ex.assign(e, c, at) == arm
+            if i < bought:
+                outcomes.note(c, "purchased", at + timedelta(days=2), 100.0)
+            outcomes.note(c, "purchased", at + timedelta(days=8), 999.0)  # after the 7-day window
+            if i < 7:
+                outcomes.note(c, "replied", at + timedelta(hours=3))
+                outcomes.note(c, "replied", at + timedelta(hours=4))  # counted once per customer
+    return found
+
+
+def test_stats_on_a_seeded_history_match_a_hand_computation(r, redis_url, settings):
+    seed(r, settings.timezone)
+    out = cli("experiments", "stats", "--json", "--experiment", AB, env={"REDIS_URL": redis_url})
+    assert out.returncode == 0, out.stderr
+    (exp,) = json.loads(out.stdout)["experiments"]
+    assert [exp[k] for k in ("id", "kind", "title", "metric", "window_days", "holdout", "baseline")] == [
+        AB, "coupon", "满减券", "purchased", 7, 0.1, HOLDOUT]
+    arms = {a["name"]: a for a in exp["arms"]}
+    assert list(arms) == [HOLDOUT, "full_reduction", "no_threshold"]
+    assert [arms[a]["assigned"] for a in arms] == [80, 70, 120]
+    fr = arms["full_reduction"]
+    bought = fr["outcomes"]["purchased"]
+    # 56/70 vs 48/80: Newcombe (1998) example (a), hybrid score interval 0.0524 to 0.3339
+    assert (bought["count"], bought["rate"], bought["diff"]) == (56, pytest.approx(0.8), pytest.approx(0.2))
+    assert bought["diff_interval"] == [pytest.approx(0.0524, abs=5e-5), pytest.approx(0.3339, abs=5e-5)]
+    assert bought["interval"] == [pytest.approx(0.6918, abs=5e-5), pytest.approx(0.8770, abs=5e-5)]  # Wilson 56/70
+    assert arms[HOLDOUT]["outcomes"]["purchased"]["interval"] == [pytest.approx(0.4905, abs=5e-5),
+                                                                  pytest.approx(0.7004, abs=5e-5)]
+    assert fr["outcomes"]["replied"]["count"] == 7
+    assert fr["revenue"] == 5600.0 and fr["revenue_per_customer"] == pytest.approx(80.0)
+    assert fr["revenue_diff"] == pytest.approx(80.0 - 4800.0 / 80)
+    nt = arms["no_threshold"]["outcomes"]["purchased"]
+    assert nt["diff"] == pytest.approx(75 / 120 - 0.6) and nt["diff_interval"][0] < 0 < nt["diff_interval"][1]
+    assert exp["verdict"].startswith("样本太少")  # 70 and 80 customers: fewer than 100 per arm
+    assert arms["no_threshold"]["verdict"].startswith("样本太少")
+    text = cli("experiments", "stats", env={"REDIS_URL": redis_url})
+    assert "结论：样本太少" in text.stdout and "+20.0 [+5.2, +33.4]" in text.stdout
+    listed = json.loads(cli("experiments", "list", "--json", env={"REDIS_URL": redis_url}).stdout)
+    (row,) = [x for x in listed if x["id"] == AB]
+    assert list(row) == ["id", "kind", "title", "metric", "window_days", "holdout", "arms"]
+    assert [(a["name"], a["share"], a["assigned"]) for a in row["arms"]] == [
+        (HOLDOUT, 0.1, 80), ("full_reduction", 0.45, 70), ("no_threshold", 0.45, 120)]
