@@ -131,6 +131,9 @@ KINDS: Mapping[str, Callable[[Parts, str], str | None]] = {
 }
 
 
+BEAT_EVERY = 1.0  # seconds between a worker's heartbeats
+
+
 class Worker:
     """One consumer of the inbox."""
 
@@ -158,9 +161,12 @@ class Worker:
     def run_forever(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; rides out Redis outages."""
         log.info("worker %s started", self.name)
+        beat = 0.0
         while not stop.is_set():
             try:
-                heartbeat_worker(self.inbox.r, self.name)
+                if time.monotonic() - beat >= BEAT_EVERY:  # the heartbeat's TTL is far longer
+                    heartbeat_worker(self.inbox.r, self.name)
+                    beat = time.monotonic()
                 if not self.run_once(block_ms=self.settings.block_ms):
                     stop.wait(0.01)
             except redis.RedisError as exc:

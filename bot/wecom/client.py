@@ -36,6 +36,7 @@ IP_NOT_TRUSTED = 60020
 NOT_IDEMPOTENT = {"message/send", "externalcontact/add_msg_template", "webhook/send"}
 BACKOFF_ERRORS = {-1, 45009, 45033}  # busy / rate limited: wait and retry
 BACKOFF = (0.2, 0.6, 1.5)
+MEMO_SECONDS = 30.0  # how long a process reuses the access token it read from Redis without reading it again
 
 
 class _Client(WeChatClient):
@@ -44,6 +45,23 @@ class _Client(WeChatClient):
     def __init__(self, corp_id: str, secret: str, base_url: str, session: Any, timeout: float):
         self.API_BASE_URL = base_url
         super().__init__(corp_id, secret, session=session, timeout=timeout, auto_retry=False)
+
+    _memo: tuple[str, float] = ("", 0.0)  # the token as last read from Redis, and until when it is reused
+
+    @property
+    def access_token(self) -> str:
+        """The shared token, reread from Redis at most every MEMO_SECONDS (another process may refresh it)."""
+        token, until = self._memo
+        if token and time.monotonic() < until:
+            return token
+        token = str(super().access_token or "")
+        self._memo = (token, time.monotonic() + MEMO_SECONDS)
+        return token
+
+    def forget_token(self) -> None:
+        """WeCom refused the token: drop it here and in Redis, so the next call fetches a new one."""
+        self._memo = ("", 0.0)
+        self.session.delete(self.access_token_key)
 
     @property
     def access_token_key(self) -> str:
@@ -106,7 +124,7 @@ class WechatpyWeCom:
                 observe_wecom_call(path, code, time.perf_counter() - started)
                 if code in TOKEN_ERRORS and not refreshed:
                     refreshed = True
-                    self._client.session.delete(self._client.access_token_key)
+                    self._client.forget_token()
                     continue
                 if code == IP_NOT_TRUSTED:
                     raise WeComConfigError(code, CONFIG_HINTS[code], path) from None
