@@ -32,7 +32,7 @@ def create_app(settings: Settings, r: redis.Redis, content: Content | None = Non
     app = Flask("wecom-bot")
     app.config["MAX_CONTENT_LENGTH"] = None  # the webhook enforces its own limit with a clean 413
     crypto = CallbackCrypto(settings.token, settings.aes_key, settings.corp_id)
-    inbox = Inbox(r)
+    inbox = Inbox(r, settings.worker.inbox_shards)
     counts = CallbackCounts()
     webhook = make_webhook(crypto, inbox, settings.callback_path, settings.max_body_bytes,
                            settings.max_clock_skew_seconds, counts)

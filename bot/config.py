@@ -54,6 +54,7 @@ class WorkerSettings:
     max_attempts: int = 5
     batch: int = 32
     block_ms: int = 1000
+    inbox_shards: int = 0  # inbox streams; 0: 1 on a standalone server or sentinel master, 16 on a cluster
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +84,13 @@ class Settings:
     metrics_token: str | None = None  # /metrics needs it as a bearer token (WECOM_BOT_METRICS_TOKEN)
     corp_tags: Mapping[str, str] = field(default_factory=dict)
     sop_rules: Rules = field(default_factory=Rules)  # config.yaml `sop:`
+    redis_sentinels: str = ""  # REDIS_SENTINELS: host:port,host:port (then REDIS_URL only gives password and db)
+    redis_sentinel_master: str = ""  # REDIS_SENTINEL_MASTER: the name the sentinels monitor
+
+    @property
+    def external_redis(self) -> bool:
+        """A Redis of the operator's (REDIS_URL or sentinels), not the embedded one."""
+        return bool(self.redis_url or self.redis_sentinels)
 
     @property
     def sandbox(self) -> bool:
@@ -117,7 +125,7 @@ SCHEMA: dict[KeyPath, set[str]] = {
     ("wecom",): {"corp_id", "agent_id", "api_base_url", "http_timeout_seconds"},
     ("callback",): {"path", "max_body_bytes", "max_clock_skew_seconds"},
     ("redis",): {"url", "embedded_dir"},
-    ("worker",): {"claim_idle_seconds", "max_attempts", "batch", "block_ms"},
+    ("worker",): {"claim_idle_seconds", "max_attempts", "batch", "block_ms", "inbox_shards"},
     ("sop",): {"quiet_hours", "daily_cap", "ignored_limit"},
     ("replies",): set(DEFAULT_REPLIES),
 }
@@ -196,6 +204,13 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
     redis_url, where = env_or("REDIS_URL", ("redis", "url"), "")
     if redis_url and not re.match(r"(redis|rediss|unix)://", str(redis_url)):
         raise ConfigError(f"{where}: must start with redis://, rediss:// or unix://, got {redis_url!r}")
+    sentinels = str(env.get("REDIS_SENTINELS") or "").strip()
+    sentinel_master = str(env.get("REDIS_SENTINEL_MASTER") or "").strip()
+    if sentinels and not re.fullmatch(r"[^,:\s]+:\d+(\s*,\s*[^,:\s]+:\d+)*", sentinels):
+        raise ConfigError(f"REDIS_SENTINELS (environment): must be host:port[,host:port...], got {sentinels!r}")
+    if sentinels and not sentinel_master:
+        raise ConfigError("REDIS_SENTINEL_MASTER (environment): must name the monitored master when "
+                          "REDIS_SENTINELS is set")
     tz_name, where = env_or("WECOM_BOT_TIMEZONE", ("timezone",), "Asia/Shanghai")
     try:
         tz = ZoneInfo(str(tz_name))
@@ -222,6 +237,7 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         max_attempts=_number(doc, ("worker", "max_attempts"), 5, int, 1),
         batch=_number(doc, ("worker", "batch"), 32, int, 1),
         block_ms=_number(doc, ("worker", "block_ms"), 1000, int, 1),
+        inbox_shards=_number(doc, ("worker", "inbox_shards"), 0, int, 0),
     )
     return Settings(
         corp_id=str(corp_id).strip(), agent_id=agent_id, secret=secret, token=str(token),
@@ -239,4 +255,5 @@ def load_settings(path: Path | str | None = None, environ: Mapping[str, str] | N
         metrics_token=env.get("WECOM_BOT_METRICS_TOKEN") or None,
         corp_tags={str(k): v for k, v in corp_tags.items()},
         sop_rules=_sop_rules(doc),
+        redis_sentinels=sentinels, redis_sentinel_master=sentinel_master,
     )

@@ -14,11 +14,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
+
+if TYPE_CHECKING:
+    from bot.config import Settings
 
 
 class RedisUnavailable(RuntimeError):
@@ -202,16 +206,130 @@ def redact(url: str) -> str:
     return url
 
 
-def connect(url: str, timeout: float = 2.0, check: bool = True) -> redis.Redis:
-    """A client for `url` that has answered PING; raises RedisUnavailable with the URL otherwise."""
+class RedisConfigError(RedisUnavailable):
+    """Redis answers but cannot be used as configured (e.g. a database number on a cluster)."""
+
+
+MODES = ("standalone", "cluster", "sentinel")
+
+
+def _options(timeout: float) -> dict[str, Any]:
     # One quick retry: a webhook must answer 503 within WeCom's 5 s, not back off for seconds.
-    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=timeout,
-                                  socket_connect_timeout=min(timeout, 1.0), health_check_interval=30,
-                                  retry=Retry(NoBackoff(), 1))
-    if not check:
-        return client
+    return {"decode_responses": True, "socket_timeout": timeout, "socket_connect_timeout": min(timeout, 1.0),
+            "retry": Retry(NoBackoff(), 1)}
+
+
+def _database(url: str) -> int:
+    """The database number a redis:// URL names (0 when none)."""
+    path = urlsplit(url).path.strip("/")
+    return int(path) if path.isdigit() else 0
+
+
+def cluster_enabled(url: str, timeout: float = 2.0) -> bool:
+    """The server at `url` runs in cluster mode (INFO cluster: cluster_enabled:1)."""
+    with redis.Redis.from_url(url, **_options(timeout)) as probe:
+        return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
+
+
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """REDIS_SENTINELS ("host:port,host:port") as (host, port) pairs; ValueError names a bad one."""
+    out = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        host, sep, port = part.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise ValueError(f"{part!r} is not host:port")
+        out.append((host, int(port)))
+    return out
+
+
+def connect(url: str | None, timeout: float = 2.0, check: bool = True, *, sentinels: str = "",
+            master: str = "") -> redis.Redis:
+    """The one client builder, for any mode: with `sentinels` the master that they name `master` (password and
+    database from `url` if given); else a RedisCluster when the node at `url` runs in cluster mode (detected
+    when `check`), else a plain client. It has answered PING when `check`; RedisUnavailable otherwise."""
+    where = f"the Redis master {master!r} of sentinels {sentinels}" if sentinels else f"Redis at {redact(url or '')}"
     try:
-        client.ping()
-    except redis.RedisError as exc:
-        raise RedisUnavailable(f"Redis at {redact(url)} does not answer: {exc}") from exc
+        if sentinels:
+            client = _sentinel_master(url, timeout, sentinels, master)
+        elif url and check and cluster_enabled(url, timeout):
+            if _database(url):
+                raise RedisConfigError(f"{where} is a Redis Cluster, which has only database 0: "
+                                       f"use /0 in the URL, not /{_database(url)}")
+            client = _cluster(url, timeout)
+        elif url:
+            client = redis.Redis.from_url(url, health_check_interval=30, **_options(timeout))
+        else:
+            raise RedisConfigError("no REDIS_URL (nor REDIS_SENTINELS) to connect to")
+        if check:
+            client.ping()
+    except (redis.RedisError, IndexError) as exc:  # IndexError: redis-py's cluster set-up on a half-made cluster
+        raise RedisUnavailable(f"{where} does not answer: {exc}") from exc
     return client
+
+
+def connect_to(settings: Settings, timeout: float = 2.0) -> redis.Redis:
+    """The operator's Redis as configured (REDIS_URL, or REDIS_SENTINELS with REDIS_SENTINEL_MASTER)."""
+    return connect(settings.redis_url, timeout, sentinels=settings.redis_sentinels,
+                   master=settings.redis_sentinel_master)
+
+
+def _cluster(url: str, timeout: float) -> redis.Redis:
+    """A RedisCluster client (typed as the plain client: the commands this project sends exist on both)."""
+    from redis.cluster import RedisCluster
+
+    client = RedisCluster.from_url(url, require_full_coverage=True, **_options(timeout))
+    return cast(redis.Redis, client)
+
+
+def _sentinel_master(url: str | None, timeout: float, sentinels: str, master: str) -> redis.Redis:
+    """The master that the sentinels name `master`, followed across failovers."""
+    from redis.sentinel import Sentinel
+
+    if not master:
+        raise RedisConfigError("REDIS_SENTINELS is set without REDIS_SENTINEL_MASTER (the monitored master's name)")
+    try:
+        addresses = sentinel_addresses(sentinels)
+    except ValueError as exc:
+        raise RedisConfigError(f"REDIS_SENTINELS: {exc}") from None
+    parts = urlsplit(url or "")
+    auth = {"username": parts.username, "password": parts.password} if parts.password else {}
+    watch = Sentinel(addresses, socket_timeout=timeout, socket_connect_timeout=min(timeout, 1.0))
+    return watch.master_for(master, db=_database(url or ""), **auth, **_options(timeout))
+
+
+def mode(client: redis.Redis) -> str:
+    """standalone, cluster or sentinel: how `client` was built."""
+    from redis.cluster import RedisCluster
+    from redis.sentinel import SentinelConnectionPool
+
+    if isinstance(client, RedisCluster):
+        return "cluster"
+    return "sentinel" if isinstance(client.connection_pool, SentinelConnectionPool) else "standalone"
+
+
+def topology(client: redis.Redis) -> dict[str, Any]:
+    """The mode and how many of its nodes answer a PING now: cluster nodes, or sentinels (and which master)."""
+    kind = mode(client)
+    if kind == "cluster":
+        nodes = [(n.name, n.redis_connection) for n in cast(Any, client).get_nodes()]
+    elif kind == "sentinel":
+        manager = cast(Any, client.connection_pool).sentinel_manager
+        nodes = [(f"{s.connection_pool.connection_kwargs.get('host')}:{s.connection_pool.connection_kwargs.get('port')}",
+                  s) for s in manager.sentinels]
+    else:
+        nodes = [("server", client)]
+    answering = 0
+    for _, node in nodes:
+        try:
+            answering += bool(node is not None and node.ping())
+        except redis.RedisError:
+            pass
+    out: dict[str, Any] = {"mode": kind, "nodes": len(nodes), "answering": answering}
+    if kind == "sentinel":
+        pool = cast(Any, client.connection_pool)
+        try:
+            host, port = pool.get_master_address()
+            out["master"] = f"{host}:{port}"
+        except redis.RedisError:
+            out["master"] = None
+    return out

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import redis
 
+from bot.act.channels import Channels
 from bot.act.desk import Desk
 from bot.act.executor import Executor, KfSender
 from bot.act.staff import Staff
@@ -28,13 +29,14 @@ from bot.queue.inbox import Inbox
 from bot.queue.kfsync import KfSync
 from bot.queue.scheduler import Scheduler
 from bot.queue.worker import Parts, Worker
+from bot.records.channels import DEFAULT_WINDOW_HOURS, ChannelBook
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.records.experiments import Experiments
 from bot.records.handoffs import Handoffs
 from bot.records.outcomes import Outcomes
 from bot.records.store import Store
-from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect, running_url
+from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect, connect_to, running_url
 from bot.times import from_ts
 from bot.wecom import WeCom, WeComError
 from bot.wecom.client import WechatpyWeCom
@@ -56,9 +58,10 @@ class StartError(RuntimeError):
 
 
 def open_redis(settings: Settings) -> tuple[redis.Redis, EmbeddedRedis | None]:
-    """REDIS_URL when configured (fail fast), else the embedded server under var/ (reused if running)."""
-    if settings.redis_url:
-        return connect(settings.redis_url), None
+    """REDIS_URL or the sentinels when configured (fail fast), else the embedded server under var/ (reused if
+    running)."""
+    if settings.external_redis:
+        return connect_to(settings), None
     data_dir = settings.embedded_redis_dir
     url = running_url(data_dir)
     if url:
@@ -88,14 +91,16 @@ class Runtime:
     triggers: Triggers = field(init=False)
     experiments: Experiments = field(init=False)
     outcomes: Outcomes = field(init=False)
+    channel_book: ChannelBook = field(init=False)
 
     def __post_init__(self) -> None:
         self.store = Store(self.r)
         self.customers = Customers(self.r)
         self.handoffs = Handoffs(self.r, self.settings.timezone)
-        self.inbox = Inbox(self.r)
+        self.inbox = Inbox(self.r, self.settings.worker.inbox_shards)
         self.experiments = Experiments(self.r, self.settings.timezone)
-        self.outcomes = Outcomes([self.experiments.record])
+        self.channel_book = ChannelBook(self.r, self.settings.timezone, self._attribution_hours)
+        self.outcomes = Outcomes([self.experiments.record, self.channel_book.note])
         self.triggers = Triggers(self.engine, self.store, self.customers, self.settings.timezone, self.outcomes)
         self._lock = threading.Lock()
         self._book: tuple[tuple[Campaign, ...], CouponBook] | None = None
@@ -130,6 +135,16 @@ class Runtime:
         return WechatpyWeCom(s.corp_id, s.secret or "sandbox-secret", s.agent_id, s.api_base_url, self.r,
                              timeout=s.http_timeout_seconds)
 
+    def _attribution_hours(self) -> int:
+        current = self.content.channels if self.content else None
+        return current.attribution_hours if current else DEFAULT_WINDOW_HOURS
+
+    def channels(self, wecom: WeCom) -> Channels:
+        """Channels (content.channels) acting through `wecom`."""
+        return Channels(wecom, self.store, self.customers, self.channel_book, self.triggers,
+                        lambda: self.content.channels if self.content else None, self.store.kf_accounts,
+                        self.settings.agent_id, self.settings.timezone, self.clock)
+
     def team(self) -> Team | None:
         """The consultants as currently loaded (None when not configured)."""
         return self.content.team if self.content else None
@@ -152,7 +167,7 @@ class Runtime:
         staff = Staff(wecom, store, customers, handoffs, self.team, s.agent_id, now, coupons=self.coupons)
         desk = Desk(wecom, store, handoffs, self.team, staff, sender.send, now)
         executor = Executor(wecom, store, customers, sender, desk, staff, self.triggers, self.coupons, tz,
-                            self.clock, s.corp_tags)
+                            self.clock, s.corp_tags, self.channels(wecom))
         pipeline = Pipeline(executor, s.replies, self.classifier,
                             human_holds=lambda customer, msgid: _held(handoffs, customers, wecom, customer, msgid),
                             conversation=customers.conversation,
@@ -166,7 +181,7 @@ class Runtime:
             touches = TouchRunner(wecom, store, customers, sender, executor.issue_coupon, self.coupons, engine,
                                   lambda c: customers.owner(c) or handoffs.owner_of(c), default, tz,
                                   clock=self.clock, human_holds=lambda c: _held(handoffs, customers, wecom, c, ""),
-                                  experiments=self.experiments)
+                                  experiments=self.experiments, touched=self.channel_book.touched)
         return Parts(store, KfSync(store, self.inbox, wecom, self.clock), pipeline, staff, executor, touches)
 
     def scheduler(self, stop: threading.Event, **kw: Any) -> Scheduler:
@@ -245,9 +260,9 @@ def start(settings: Settings, *, sandbox_port: int = 0, with_sandbox: bool | Non
 
 def production_app(settings: Settings) -> Flask:
     """The app for a web-only process on the shared REDIS_URL (gunicorn, `wecom-bot web`)."""
-    if not settings.redis_url:
+    if not settings.external_redis:
         raise SystemExit("a web-only process needs REDIS_URL (use `wecom-bot serve` for the all-in-one mode)")
-    return Runtime(settings, connect(settings.redis_url), content=Content(settings)).app()
+    return Runtime(settings, connect_to(settings), content=Content(settings)).app()
 
 
 def write_sandbox_info(rt: Runtime, service_url: str) -> Path:

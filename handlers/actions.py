@@ -89,6 +89,7 @@ class Welcome:
     customer: str
     code: str
     at: int
+    scene: str = ""  # the kf link's scene: the channel that brought the customer
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ def on_event(msg: KfMessage, intent: Intent | None, ctx: Ctx) -> list[Action]:
     actions: list[Action] = [Record("kf_event", {"customer": msg.external_userid, "msgid": msg.msgid,
                                                  "event_type": ev.get("event_type", ""), "event": ev})]
     if ev.get("event_type") == "enter_session":
-        actions.append(Welcome(msg.open_kfid, msg.external_userid, str(ev.get("welcome_code") or ""), msg.send_time))
+        actions.append(Welcome(msg.open_kfid, msg.external_userid, str(ev.get("welcome_code") or ""), msg.send_time,
+                               str(ev.get("scene") or "")))
     if ev.get("event_type") == "session_status_change":
         actions.append(SessionChanged(msg.external_userid, int(ev.get("change_type") or 0),
                                       str(ev.get("new_servicer_userid") or ""), msg.send_time))

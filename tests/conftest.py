@@ -1,4 +1,5 @@
-"""Shared fixtures: a real Redis (REDIS_URL or the embedded server), one database per test run."""
+"""Shared fixtures: a real Redis (REDIS_CLUSTER_URL, REDIS_URL or the embedded server), one database per test
+run; on a cluster (database 0 only) the suite's own cluster, flushed on every primary."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from bot import observe
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect
 
 TEST_DB = int(os.environ.get("TEST_REDIS_DB", "13"))
+CLUSTER_URL = os.environ.get("REDIS_CLUSTER_URL", "")
 
 
 def _base_url() -> tuple[str, EmbeddedRedis | None]:
@@ -29,7 +31,10 @@ def _base_url() -> tuple[str, EmbeddedRedis | None]:
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
-    """URL of the test database on a Redis that answers."""
+    """URL of the test database on a Redis that answers (a cluster's URL as given: it has only database 0)."""
+    if CLUSTER_URL:
+        yield CLUSTER_URL
+        return
     url, server = _base_url()
     base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
     yield f"{base}/{TEST_DB}"
@@ -39,7 +44,8 @@ def redis_url() -> str:
 
 @pytest.fixture()
 def r(redis_url: str) -> redis.Redis:
-    """A client on the test database, flushed before the test (only that database); what earlier tests left
+    """A client on the test database, flushed before the test (only that database; on a cluster every primary of
+    the suite's own cluster); what earlier tests left
     in this process's metrics buffer goes into it first, so no test counts another's callbacks."""
     client = connect(redis_url)
     observe.flush(client)

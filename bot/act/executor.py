@@ -10,6 +10,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from bot.act import steps
+from bot.act.channels import Channels
 from bot.act.desk import Desk
 from bot.act.staff import Staff
 from bot.act.triggers import Triggers
@@ -132,7 +133,8 @@ class Executor:
 
     def __init__(self, wecom: WeCom, store: Store, customers: Customers, sender: KfSender, desk: Desk, staff: Staff,
                  triggers: Triggers, coupons: Callable[[], CouponBook | None], tz: ZoneInfo,
-                 clock: Callable[[], float] = time.time, corp_tags: Mapping[str, str] | None = None) -> None:
+                 clock: Callable[[], float] = time.time, corp_tags: Mapping[str, str] | None = None,
+                 channels: Channels | None = None) -> None:
         self.wecom = wecom
         self.store = store
         self.customers = customers
@@ -144,6 +146,7 @@ class Executor:
         self.tz = tz
         self.clock = clock
         self.corp_tags = corp_tags or {}  # our tag name -> WeCom corp tag id
+        self.channels = channels  # where customers come from (content.channels), or None
 
     def run(self, actions: list[Action], key: str) -> None:
         """Execute `actions` in order; the i-th is keyed `key:i`. A welcome no answer carried goes out alone."""
@@ -173,8 +176,8 @@ class Executor:
                 self.issue_coupon(open_kfid, customer, cause, key, now)
             case RequestHandoff(open_kfid, customer, intent, matched, text, reply, cause):
                 self.hand_off(open_kfid, customer, intent, matched, text, cause, key, reply)
-            case Welcome(open_kfid, customer, code, at):
-                self.welcome(open_kfid, customer, code, at or now, key)
+            case Welcome(open_kfid, customer, code, at, scene):
+                self.welcome(open_kfid, customer, code, at or now, key, scene)
             case StaffReplied(customer, servicer, at):
                 self.staff.staff_replied(customer, servicer, from_ts(at or now, self.tz))
             case SessionChanged(customer, change_type, servicer, at):
@@ -238,6 +241,8 @@ class Executor:
                           code=result.coupon.code if result.coupon else None)
         if result.status == "issued" and result.coupon is not None:
             self.triggers.coupon_issued(result.coupon)
+            if self.channels:
+                self.channels.coupon_issued(customer, result.coupon.campaign, now)
         self.store.count(f"coupon:{result.status}")
         self.send_text(open_kfid, customer, coupons.reply_text(result), key)
         if result.handoff and handoff_when_exhausted:
@@ -263,25 +268,37 @@ class Executor:
         except WeComError as exc:  # a mirror must never hold up the handoff or coupon that follows
             self.store.record("tag_mirror_failed", customer=customer, tag=tag, errcode=exc.errcode)
 
-    def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str) -> None:
+    def welcome(self, open_kfid: str, customer: str, code: str, at: float, key: str, scene: str = "") -> None:
         """The customer opened the kf chat: a new customer gets the welcome with the event's code
-        (send_msg_on_event; it does not use the 5-message budget)."""
+        (send_msg_on_event; it does not use the 5-message budget); a link's scene names their channel."""
         send = (lambda text: self.wecom.send_kf_on_event(code, derive_msgid(f"{key}:welcome"), kf_text(text))
                 ) if code else None
-        self.triggers.first_contact(customer, at, send)
+        self.triggers.first_contact(customer, at, send, self._channel_welcome(scene))
+        if self.channels and scene:
+            self.channels.arrived(customer, scene, "", at, key)
 
     def contact_changed(self, fields: dict[str, str]) -> None:
-        """change_external_contact: a staff member added (welcome code, 20 s) or lost a customer."""
+        """change_external_contact: a staff member added (welcome code, 20 s; `State`: the channel's code)
+        or lost a customer (del_follow_user: the customer deleted them)."""
         customer, staff, change = fields.get("ExternalUserID", ""), fields.get("UserID", ""), fields.get("ChangeType")
         at = float(fields["CreateTime"]) if fields.get("CreateTime", "").isdigit() else self.clock()
+        key = f"contact:{change}:{customer}:{staff}:{fields.get('CreateTime', '')}"
+        state = fields.get("State", "")
         if change == "add_external_contact" and customer:
             if staff:
                 self.customers.set_owner(customer, staff)
             code = fields.get("WelcomeCode")
             send = functools.partial(self.wecom.send_welcome_msg, code) if code else None
-            self.triggers.first_contact(customer, at, send)
+            self.triggers.first_contact(customer, at, send, self._channel_welcome(state))
+            if self.channels and state:
+                self.channels.arrived(customer, state, staff, at, key)
         elif change in ("del_external_contact", "del_follow_user") and customer:
             self.triggers.fact(customer, "contact_deleted", at)
+            if change == "del_follow_user" and self.channels:
+                self.channels.lost(customer, staff, at, key)
+
+    def _channel_welcome(self, state: str) -> str | None:
+        return self.channels.welcome_for(state) if self.channels and state else None
 
     def send_text(self, open_kfid: str, customer: str, text: str, key: str) -> str | None:
         """A kf text within the reply budget (KfSender.send_text)."""

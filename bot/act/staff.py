@@ -90,7 +90,8 @@ class Staff:
             log.warning("servicer/list failed (%s); assuming nobody is receiving", exc)
             return {}
         with r.pipeline() as p:
-            p.delete(key).hset(key, mapping={SERVICERS_FETCHED: now, **listed})
+            p.delete(key)  # not chained: redis-py's cluster pipeline returns None from delete()
+            p.hset(key, mapping={SERVICERS_FETCHED: now, **listed})
             p.expire(key, SERVICERS_FRESH_SECONDS).execute()
         return listed
 

@@ -49,9 +49,11 @@ class Triggers:
             engine.note_customer_message(customer, from_ts(at, self.tz))
             self.first_contact(customer, at, send_welcome)
 
-    def first_contact(self, customer: str, at: float, send_welcome: Callable[[str], Any] | None) -> None:
+    def first_contact(self, customer: str, at: float, send_welcome: Callable[[str], Any] | None,
+                      text: str | None = None) -> None:
         """First contact: enrol the new-customer journeys; with a welcome code (`send_welcome`), their
-        welcome step goes out at once through it (the code is valid for 20 seconds and one call)."""
+        welcome step goes out at once through it (the code is valid for 20 seconds and one call); `text`
+        (a channel's own welcome) replaces the step's."""
         engine = self.engine()
         if engine is None or not self.customers.first_contact(customer):
             return
@@ -61,7 +63,7 @@ class Triggers:
             engine.enroll(customer, "customer_added", when)
         else:
             touches = engine.welcome(customer, "customer_added", when)
-            text = next((t.content.get("text") for t in touches if t.content.get("text")), None)
+            text = text or next((t.content.get("text") for t in touches if t.content.get("text")), None)
             try:
                 if text:
                     send_welcome(text)

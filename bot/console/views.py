@@ -24,6 +24,8 @@ from bot.content import Content
 from bot.queue.inbox import Inbox
 from bot.records import labels
 from bot.records.coupons import CouponBook
+from bot.records.experiment_report import METRIC_LABELS, MIN_PER_ARM, chart_groups, reports
+from bot.records.experiments import Experiments, declared
 from bot.records.labels import Names
 from sop import engine as sop_engine
 
@@ -41,6 +43,7 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("/handoffs/live", "handoffs_live", "GET"),
     ("/customer", "customer", "GET"),
     ("/sop", "sop", "GET"),
+    ("/experiments", "experiments", "GET"),
     ("/sandbox", "sandbox", "GET"),
     ("/sandbox/send", "sandbox_send", "POST"),
     ("/handoffs/close", "handoff_close", "POST"),
@@ -263,6 +266,14 @@ class Console:
         plan = data.plan_for(journeys, self.r, self.tz, cid, self.settings.sop_rules) if cid and journeys else None
         return self.page("sop.html", journeys=journeys or (), paused=sop_engine.paused(self.r), errors=data.journey_errors(self.settings, self.content),
                     upcoming=data.next_days(self.r, self.tz, names=self.names()), cid=cid, plan=plan, active="sop")
+
+    def experiments(self) -> str:
+        """实验: each A/B experiment the YAML declares; per arm the customers, outcome rates with 95% intervals, the
+        difference to the baseline, revenue per customer, the verdict, and a chart."""
+        found = declared(self.content.journeys, self.content.campaigns) if self.content else []
+        return self.page("experiments.html", rows=reports(Experiments(self.r, self.tz), found), minimum=MIN_PER_ARM,
+                         labels=METRIC_LABELS, outcomes=tuple(METRIC_LABELS), chart=chart_groups,
+                         names=list(METRIC_LABELS.values()), active="experiments")
 
     def sandbox(self) -> str:
         """The sandbox chat (sandbox mode only)."""

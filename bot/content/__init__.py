@@ -1,4 +1,4 @@
-"""Operator-edited files (keywords, FAQ, coupons, journeys, consultants): fatal errors at start, the running
+"""Operator-edited files (keywords, FAQ, coupons, journeys, consultants, channels): fatal errors at start, the running
 version kept on a bad reload."""
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from bot.yamlfile import ConfigError
 
 if TYPE_CHECKING:
     from bot.content.campaigns import Campaign
+    from bot.content.channels import ChannelFile
     from bot.content.team import Team
     from intents.classify import Classifier
     from sop.journeys import Journey
@@ -71,6 +72,11 @@ def load_content(settings: Settings, skip: frozenset[str] = frozenset()) -> dict
         from bot.content.team import load_team
 
         content["team"] = load_team(paths["consultants"], settings.timezone)
+    if paths.get("channels"):
+        from bot.content.channels import load_channels
+
+        known = frozenset(j.id for j in content["journeys"]) if "journeys" in content else None
+        content["channels"] = load_channels(paths["channels"], known)
     return content
 
 
@@ -169,6 +175,11 @@ class Content:
     def team(self) -> Team | None:
         """The consultants (content.consultants)."""
         return self.get("team")
+
+    @property
+    def channels(self) -> ChannelFile | None:
+        """The channels (content.channels)."""
+        return self.get("channels")
 
     def reload_if_changed(self, force: bool = False) -> bool:
         """Reload when a file changed (or `force`); an invalid edit is logged and the running version stays.

@@ -160,6 +160,31 @@ class ChatSession:
         self.said_at = time.time() - 1.0
         self._kf_notice(self._sandbox("customer/text", {"external_userid": self.customer, "text": text})["token"])
 
+    def enter(self, channel: str) -> bool:
+        """The customer scans the code of `channel`: a staff code adds the staff member (the
+        add_external_contact callback, with State and a welcome code), a kf link opens the chat (enter_session
+        with the scene). False when no code carries it."""
+        scanned = self._sandbox("scan", {"state": channel, "external_userid": self.customer})
+        if scanned.get("kind") == "kf":
+            self._kf_notice(scanned["token"])
+            self.write(f"  ✓ 客户扫了渠道 {channel} 的客服码，进入会话\n")
+        elif scanned.get("kind") == "staff":
+            corp = self.info["corp_id"]
+            self._callback(
+                f"<xml><ToUserName><![CDATA[{corp}]]></ToUserName><FromUserName><![CDATA[sys]]></FromUserName>"
+                f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[event]]></MsgType>"
+                f"<Event><![CDATA[change_external_contact]]></Event>"
+                f"<ChangeType><![CDATA[add_external_contact]]></ChangeType>"
+                f"<UserID><![CDATA[{scanned['UserID']}]]></UserID>"
+                f"<ExternalUserID><![CDATA[{self.customer}]]></ExternalUserID>"
+                f"<State><![CDATA[{channel}]]></State><WelcomeCode><![CDATA[{scanned['WelcomeCode']}]]></WelcomeCode>"
+                f"</xml>")
+            self.write(f"  ✓ 客户扫了渠道 {channel} 的活码，添加了员工 {scanned['UserID']}\n")
+        else:
+            self.write(f"  (no code carries channel {channel!r}: run `uv run wecom-bot channels sync` first)\n")
+            return False
+        return True
+
     def command(self, line: str) -> None:
         """A /command: act as staff or end the session."""
         verb, *rest = line[1:].split(maxsplit=2)
@@ -252,7 +277,8 @@ class Reader(threading.Thread):
 
 
 def run_chat(info_path: str | None, customer: str, inp: TextIO, out: TextIO, wait: float = 3.0,
-             decisions: Callable[[float], list[dict[str, Any]]] | None = None, err: TextIO | None = None) -> int:
+             decisions: Callable[[float], list[dict[str, Any]]] | None = None, err: TextIO | None = None,
+             channel: str | None = None) -> int:
     """Read lines as customer messages (or /commands as staff); print what comes back as it arrives.
     Exit status 1 with one line on `err` when the service is not running."""
     err = err or sys.stderr
@@ -271,6 +297,14 @@ def run_chat(info_path: str | None, customer: str, inp: TextIO, out: TextIO, wai
     reader = Reader(chat)
     reader.start()
     try:
+        if channel:
+            try:
+                if not chat.enter(channel):
+                    return 1
+            except (requests.RequestException, ValueError, KeyError):
+                chat.write(f"  (not sent: {SERVICE_DOWN})\n")
+                return 1
+            chat.show_replies(quiet=True)
         while True:
             if interactive:
                 with chat.lock:

@@ -105,7 +105,7 @@ def cmd_web(args: argparse.Namespace) -> int:
     from bot.web.limits import CONNECTION_LIMIT, GUNICORN_WORKER
 
     settings = settings_or_exit()
-    if not settings.redis_url:
+    if not settings.external_redis:
         raise SystemExit("wecom-bot web runs several processes on one Redis: set REDIS_URL "
                          "(or use `wecom-bot serve` for one process with the embedded Redis)")
 
@@ -178,7 +178,8 @@ def cmd_chat(args: argparse.Namespace) -> int:
         def decisions(since: float) -> list[dict[str, Any]]:
             return [e for e in store.events(50) if e["kind"] == "message_in" and e["at"] >= since]
 
-    return run_chat(args.info, args.customer, sys.stdin, sys.stdout, wait=args.wait, decisions=decisions)
+    return run_chat(args.info, args.customer, sys.stdin, sys.stdout, wait=args.wait, decisions=decisions,
+                    channel=args.channel)
 
 
 def cmd_dlq(args: argparse.Namespace) -> int:
@@ -398,7 +399,7 @@ EXAMPLES: dict[str, list[str]] = {
     "web": ["web --port 8000 --workers 4   # with REDIS_URL set; run `worker` and `scheduler` too"],
     "worker": ["worker", "worker --threads 4"],
     "scheduler": ["scheduler"],
-    "chat": ["chat", "chat --customer wmAlice --debug", "chat --wait 5 < messages.txt"],
+    "chat": ["chat", "chat --customer wmAlice --debug", "chat --wait 5 < messages.txt", "chat --channel live_0618"],
     "dlq": ["dlq list", "dlq list --json --limit 20", "dlq replay", "dlq replay 1718000000000-0"],
     "intents": ["intents classify < messages.txt", "intents eval tests/data/dev-utterances.tsv --json", "intents eval --cv 5",
                 "intents eval --cv 5 --by-brand", "intents explain 这个多少钱", "intents explain 那个呢 --previous 有优惠吗"],
@@ -418,6 +419,11 @@ EXAMPLES: dict[str, list[str]] = {
     "birthday": ["birthday wmAlice 05-20", "birthday wmAlice 1990-05-20"],
     "experiments": ["experiments list", "experiments stats", "experiments stats --json",
                     "experiments stats --experiment coupon:spend199-save30"],
+    "channels": ["channels validate", "channels sync", "channels list", "channels stats --days 7"],
+    "channels sync": ["channels sync", "channels sync --json"],
+    "channels list": ["channels list", "channels list --json"],
+    "channels stats": ["channels stats", "channels stats --from 2026-11-01 --to 2026-12-01 --json"],
+    "channels validate": ["channels validate", "channels validate content/channels.yaml"],
 }
 
 # Help for the options bot/ops/cli_sop.py declares without one.
@@ -496,6 +502,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--info", default=None, help="the var/sandbox.json `serve` wrote (default: var/sandbox.json)")
     sp.add_argument("--wait", type=float, default=3.0, help="seconds to wait for the answer to a line")
     sp.add_argument("--debug", action="store_true", help="show the intent, confidence and route of each message")
+    sp.add_argument("--channel", metavar="ID", help="first scan the code of this channel (content/channels.yaml; "
+                                                   "`channels sync` made it): a staff QR code or the kf link")
     sp = add("dlq", cmd_dlq, "dead letters: inbox entries that kept failing, with their error")
     sp.add_argument("action", choices=["list", "replay"], help="list: show them; replay: put them back in the inbox")
     sp.add_argument("ids", nargs="*", help="replay: only these entry ids (default: all)")
@@ -530,10 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--json", action="store_true", help="one JSON object per handoff (list) or one object (stats)")
     sp.add_argument("--all", action="store_true", help="list: closed ones too")
     sp.add_argument("--days", type=int, default=7, help="stats: the period, in days back from now")
-    from bot.ops import cli_experiments, cli_sop
+    from bot.ops import cli_channels, cli_experiments, cli_sop
 
     cli_sop.register(sub)
     cli_experiments.register(sub)
+    cli_channels.register(sub)
     for path, parser in walk(p):
         for action in parser._actions:
             if action.help is None:

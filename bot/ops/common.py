@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import redis
 
 from bot.config import Settings, load_settings
-from bot.redis_server import RedisUnavailable, connect, running_url
+from bot.redis_server import RedisConfigError, RedisUnavailable, connect, connect_to, running_url
 from bot.yamlfile import ConfigError
 
 if TYPE_CHECKING:
@@ -32,8 +32,10 @@ def runtime_or_exit(settings: Settings, **kw: Any) -> Runtime:
     kw.setdefault("lazy_classifier", True)
     try:
         return start(settings, **kw)
+    except RedisConfigError as exc:
+        raise SystemExit(f"cannot start: {exc}") from None
     except RedisUnavailable as exc:
-        what = ("start that Redis, or unset REDIS_URL for the embedded one" if settings.redis_url
+        what = ("start that Redis, or unset REDIS_URL for the embedded one" if settings.external_redis
                 else "check var/redis, or set REDIS_URL to a running Redis")
         raise SystemExit(f"cannot start: {exc} ({what})") from None
     except (ConfigError, StartError) as exc:
@@ -42,9 +44,9 @@ def runtime_or_exit(settings: Settings, **kw: Any) -> Runtime:
 
 def existing_redis(settings: Settings) -> redis.Redis | None:
     """REDIS_URL, else the embedded server if one is running; never starts one (a preview must not)."""
-    if settings.redis_url:
+    if settings.external_redis:
         try:
-            return connect(settings.redis_url)
+            return connect_to(settings)
         except RedisUnavailable:
             return None
     url = running_url(settings.embedded_redis_dir)

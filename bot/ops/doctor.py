@@ -18,7 +18,14 @@ from bot.config import (
     Settings,
 )
 from bot.records.store import Store
-from bot.redis_server import redact, running_url
+from bot.redis_server import (
+    RedisConfigError,
+    RedisUnavailable,
+    connect,
+    redact,
+    running_url,
+    topology,
+)
 from bot.wecom import CONFIG_HINTS
 from bot.wecom.probe import Probe
 
@@ -175,27 +182,41 @@ def _load_examples(settings: Settings, path: Path) -> None:
 
 
 def check_redis(settings: Settings, rep: Report) -> redis.Redis | None:
-    """REDIS_URL answers (or say how the embedded one is used)."""
+    """REDIS_URL (or the sentinels) answers, in which mode and with how many nodes (or say how the embedded one
+    is used)."""
     url = settings.redis_url
-    if not url:
+    if not settings.external_redis:
         url = running_url(Path(settings.embedded_redis_dir))
         if url is None:
             rep.ok("Redis: REDIS_URL unset; `wecom-bot serve` starts an embedded one "
                    "(separate web/worker/scheduler processes need REDIS_URL)")
             return None
-    client = redis.Redis.from_url(url, decode_responses=True, socket_timeout=2, socket_connect_timeout=2)
+    where = f"Redis master {settings.redis_sentinel_master!r}" if settings.redis_sentinels else \
+        f"Redis at {redact(url or '')}"
     try:
+        client = connect(url, sentinels=settings.redis_sentinels, master=settings.redis_sentinel_master)
         info = client.info("server")
-    except redis.RedisError as exc:
-        rep.fail(f"Redis at {redact(url)} is unreachable: {exc}",
+    except RedisConfigError as exc:
+        rep.fail(str(exc), "correct REDIS_URL / REDIS_SENTINELS / REDIS_SENTINEL_MASTER")
+        return None
+    except (RedisUnavailable, redis.RedisError) as exc:
+        rep.fail(f"{where} is unreachable: {exc}",
                  "start Redis there, or correct REDIS_URL (host, port, password, database); "
                  "check firewalls and that Redis listens on that address")
         return None
     version = str(info.get("redis_version", "?"))
     if tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (6, 2):
-        rep.fail(f"Redis at {redact(url)} is version {version}", "use Redis >= 6.2 (XAUTOCLAIM, exclusive XRANGE)")
+        rep.fail(f"{where} is version {version}", "use Redis >= 6.2 (XAUTOCLAIM, exclusive XRANGE)")
     else:
-        rep.ok(f"Redis at {redact(url)} answers (version {version})")
+        rep.ok(f"{where} answers (version {version})")
+    shape = topology(client)
+    what = {"cluster": "cluster nodes", "sentinel": "sentinels", "standalone": "server"}[shape["mode"]]
+    line = f"Redis mode: {shape['mode']}, {shape['answering']} of {shape['nodes']} {what} answer" + \
+        (f", master {shape['master']}" if shape.get("master") else "")
+    if shape["answering"] < shape["nodes"]:
+        rep.warn(line, "a node does not answer: the service goes on while the rest hold, but bring it back")
+    else:
+        rep.ok(line)
     return client
 
 

@@ -32,6 +32,12 @@ class Callback:
             parts = ["event", f.get("FromUserName", ""), f.get("Event", ""), f.get("CreateTime", "")]
         return hashlib.sha1("\x1f".join(parts).encode()).hexdigest()
 
+    @property
+    def shard_key(self) -> str:
+        """Whose callbacks these are (the customer, the kf account or the sender): one inbox shard each."""
+        f = self.fields
+        return f.get("ExternalUserID") or f.get("OpenKfId") or f.get("FromUserName") or self.dedupe_key
+
     def to_json(self) -> str:
         return json.dumps({"kind": self.kind, "fields": self.fields}, ensure_ascii=False)
 

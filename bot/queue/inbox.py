@@ -2,37 +2,91 @@
 
 from __future__ import annotations
 
+import json
 import time
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
 
 from bot.records.store import RENEW, DeleteIf
+from bot.redis_server import mode
 
-# One hash tag for everything a single script or transaction touches (Redis Cluster).
-STREAM = "wecom:{inbox}:stream"
-DLQ = "wecom:{inbox}:dlq"
-ATTEMPTS = "wecom:{inbox}:attempts"
-ERRORS = "wecom:{inbox}:errors"
-SEEN = "wecom:{inbox}:seen:"
-BUSY = "wecom:{inbox}:busy:"
+# The inbox is N shards, each one stream with its consumer group, dead letters and bookkeeping under one hash tag
+# (one Redis Cluster slot): a script or transaction touches one shard only. Shard 0 keeps the names of the
+# single-stream inbox. Entry ids of shard i > 0 read "i/<stream id>"; a customer's entries go to one shard.
 GROUP = "workers"
+SHARDS = "wecom:inbox:shards"  # the shard count in use, so that every process reads every shard
+CLUSTER_SHARDS = 16
+
+
+def _tag(shard: int) -> str:
+    return "{inbox}" if shard == 0 else f"{{inbox:{shard}}}"
+
+
+def stream_key(shard: int) -> str:
+    """The stream of one shard."""
+    return f"wecom:{_tag(shard)}:stream"
+
+
+def _dlq(shard: int) -> str:
+    return f"wecom:{_tag(shard)}:dlq"
+
+
+def _attempts(shard: int) -> str:
+    return f"wecom:{_tag(shard)}:attempts"
+
+
+def _errors(shard: int) -> str:
+    return f"wecom:{_tag(shard)}:errors"
+
+
+def _seen(shard: int) -> str:
+    return f"wecom:{_tag(shard)}:seen:"
+
+
+def _busy(shard: int) -> str:
+    return f"wecom:{_tag(shard)}:busy:"
+
+
+STREAM = stream_key(0)
 
 ENVELOPE_TTL = 3600  # covers WeCom's callback retries
 KF_MSGID_TTL = 4 * 86400  # sync_msg keeps 3 days; a reset cursor must not replay them
 
+# KEYS[1] the shard's stream, KEYS[2..] the dedupe marks; ARGV ttl, then kind and data per item.
+# Returns one flag per item: 1 appended, 0 a duplicate.
 PUT_MANY = """
-local added = 0
+local flags = {}
 for i = 2, #KEYS do
   if redis.call('SET', KEYS[i], '1', 'NX', 'EX', ARGV[1]) then
     redis.call('XADD', KEYS[1], '*', 'kind', ARGV[2*i-2], 'data', ARGV[2*i-1])
-    added = added + 1
+    flags[#flags + 1] = 1
+  else
+    flags[#flags + 1] = 0
   end
 end
-return added
+return flags
 """
+
+
+def shard_of(key: str, shards: int) -> int:
+    """The shard of a customer (or account) key: the same one always."""
+    return zlib.crc32(key.encode()) % shards if shards > 1 else 0
+
+
+def entry_id(shard: int, raw: str) -> str:
+    """The inbox-wide id of stream entry `raw` of `shard`."""
+    return raw if shard == 0 else f"{shard}/{raw}"
+
+
+def split_id(eid: str) -> tuple[int, str]:
+    """(shard, stream id) of an inbox-wide entry id."""
+    shard, sep, raw = eid.partition("/")
+    return (int(shard), raw) if sep else (0, eid)
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,37 +100,65 @@ class Entry:
 
 @dataclass(frozen=True, slots=True)
 class Item:
-    """Something to enqueue once, identified by `key`."""
+    """Something to enqueue once, identified by `key`; items of one `shard_key` (a customer, an account) keep
+    their order (one shard); without one, `key` places it."""
 
     kind: str
     data: str
     key: str
+    shard_key: str = ""
 
 
-def _entries(raw: Iterable) -> list[Entry]:
-    return [Entry(eid, f.get("kind", ""), f.get("data", "")) for eid, f in raw if f]
+def _entries(shard: int, raw: Iterable) -> list[Entry]:
+    return [Entry(entry_id(shard, eid), f.get("kind", ""), f.get("data", "")) for eid, f in raw if f]
 
 
 class Inbox:
-    """Producer and consumer side of the stream."""
+    """Producer and consumer side of the shards."""
 
-    def __init__(self, r: redis.Redis):
+    def __init__(self, r: redis.Redis, shards: int = 0):
         self.r = r
+        self._configured = shards  # 0: what Redis records, else 1 (standalone, sentinel) or 16 (cluster)
+        self._counts: tuple[int, int] | None = None  # (shards written, shards read), resolved on first use
         self._put_many = r.register_script(PUT_MANY)
         self._release = DeleteIf(r)
         self._renew = r.register_script(RENEW)
-        self._group_ready = False
+        self._groups: set[int] = set()
+        self._next = 0  # the shard a cluster read starts with (round robin)
+        self._cluster = mode(r) == "cluster"
 
-    def ensure_group(self) -> None:
-        """Create the consumer group (and the stream) if missing."""
-        if self._group_ready:
+    @property
+    def shards(self) -> int:
+        """How many shards new entries spread over."""
+        return self._resolve()[0]
+
+    def _all(self) -> range:
+        """Every shard that may hold entries (a lowered count still drains the shards above it)."""
+        return range(self._resolve()[1])
+
+    def _resolve(self) -> tuple[int, int]:
+        if self._counts is None:
+            recorded = int(self.r.get(SHARDS) or 0)
+            n = self._configured or recorded or (CLUSTER_SHARDS if self._cluster else 1)
+            if n > recorded:
+                self.r.set(SHARDS, n)
+            self._counts = (n, max(n, recorded))
+        return self._counts
+
+    def streams(self) -> list[str]:
+        """The stream of every shard."""
+        return [stream_key(i) for i in self._all()]
+
+    def ensure_group(self, shard: int = 0) -> None:
+        """Create a shard's consumer group (and its stream) if missing."""
+        if shard in self._groups:
             return
         try:
-            self.r.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+            self.r.xgroup_create(stream_key(shard), GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
             if "BUSYGROUP" not in str(exc):
                 raise
-        self._group_ready = True
+        self._groups.add(shard)
 
     def put(self, item: Item, ttl: int = ENVELOPE_TTL) -> bool:
         """Append unless `item.key` was seen within `ttl`; False for a duplicate."""
@@ -84,116 +166,198 @@ class Inbox:
 
     def put_many(self, items: list[Item], ttl: int) -> int:
         """Append each unseen item atomically with its dedupe mark; returns how many were new."""
-        if not items:
-            return 0
-        keys = [STREAM, *(SEEN + it.key for it in items)]
+        by_shard: dict[int, list[Item]] = {}
+        for it in items:
+            by_shard.setdefault(self._shard(it), []).append(it)
+        return sum(sum(self._put_shard(shard, group, ttl)) for shard, group in by_shard.items())
+
+    def _shard(self, item: Item) -> int:
+        return shard_of(item.shard_key or item.key, self.shards)
+
+    def _put_shard(self, shard: int, items: list[Item], ttl: int) -> list[int]:
+        """One script call: the items of one shard, each appended with its dedupe mark unless seen."""
+        keys = [stream_key(shard), *(_seen(shard) + it.key for it in items)]
         args: list[str | int] = [ttl]
         for it in items:
             args += [it.kind, it.data]
-        return int(self._put_many(keys=keys, args=args))
+        return [int(f) for f in self._put_many(keys=keys, args=args)]
 
     def emit_touches(self, entries: list[tuple[str, str]], ttl: int) -> int:
-        """The SOP engine's `emit`: each (key, JSON) pair becomes a "touch" entry, deduplicated on its key."""
-        return self.put_many([Item("touch", data, key) for key, data in entries], ttl)
+        """The SOP engine's `emit`: each (key, JSON) pair becomes a "touch" entry, deduplicated on its key, in
+        its customer's shard."""
+        return self.put_many([Item("touch", data, key, str(json.loads(data).get("customer", "")))
+                              for key, data in entries], ttl)
 
     def put_each(self, items: list[Item], ttl: int) -> list[int | Exception]:
-        """Several independent puts in one round trip; per item 1 (new), 0 (duplicate) or the error."""
-        results = self._evalsha_each(items, ttl)
-        if any(isinstance(res, redis.exceptions.NoScriptError) for res in results):
-            self.r.script_load(PUT_MANY)  # a restarted Redis forgot it; the refused items did not run
-            again = iter(self._evalsha_each([it for it, res in zip(items, results, strict=True)
-                                             if isinstance(res, redis.exceptions.NoScriptError)], ttl))
-            results = [next(again) if isinstance(res, redis.exceptions.NoScriptError) else res for res in results]
-        return results
+        """Independent puts, one script call per shard (pipelined on a single server); per item 1 (new),
+        0 (duplicate) or the error of its shard's call."""
+        by_shard: dict[int, list[int]] = {}
+        for n, it in enumerate(items):
+            by_shard.setdefault(self._shard(it), []).append(n)
+        out: list[int | Exception] = [0] * len(items)
+        for shard, flags in self._run_shards(by_shard, items, ttl).items():
+            for i, n in enumerate(by_shard[shard]):
+                out[n] = flags if isinstance(flags, Exception) else flags[i]
+        return out
 
-    def _evalsha_each(self, items: list[Item], ttl: int) -> list[int | Exception]:
-        # Plain EVALSHA in a pipeline: redis-py's pipelined Script objects add a SCRIPT EXISTS round trip.
-        with self.r.pipeline(transaction=False) as p:
-            for it in items:
-                p.evalsha(self._put_many.sha, 2, STREAM, SEEN + it.key, ttl, it.kind, it.data)
-            return p.execute(raise_on_error=False)
+    def _run_shards(self, by_shard: dict[int, list[int]], items: list[Item],
+                    ttl: int) -> dict[int, list[int] | Exception]:
+        """Each shard's script call; a cluster runs them one by one (its pipelines refuse EVALSHA)."""
+        if len(by_shard) == 1 or self._cluster:
+            results: dict[int, list[int] | Exception] = {}
+            for shard, ns in by_shard.items():
+                try:
+                    results[shard] = self._put_shard(shard, [items[n] for n in ns], ttl)
+                except redis.ConnectionError:
+                    raise
+                except redis.RedisError as exc:
+                    results[shard] = exc
+            return results
+        for attempt in (1, 2):
+            # Plain EVALSHA in a pipeline: redis-py's pipelined Script objects add a SCRIPT EXISTS round trip.
+            with self.r.pipeline(transaction=False) as p:
+                for shard, ns in by_shard.items():
+                    p.evalsha(self._put_many.sha, 1 + len(ns), stream_key(shard),
+                              *(_seen(shard) + items[n].key for n in ns), ttl,
+                              *(x for n in ns for x in (items[n].kind, items[n].data)))
+                raw = p.execute(raise_on_error=False)
+            if attempt == 1 and any(isinstance(res, redis.exceptions.NoScriptError) for res in raw):
+                self.r.script_load(PUT_MANY)  # a restarted Redis forgot it; nothing of the refused calls ran
+                continue
+            break
+        return {shard: res if isinstance(res, Exception) else [int(f) for f in res]
+                for shard, res in zip(by_shard, raw, strict=True)}
 
     def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
-        """New entries for this consumer."""
-        res = self._grouped(lambda: self.r.xreadgroup(GROUP, consumer, {STREAM: ">"}, count=count, block=block_ms))
-        return _entries(res[0][1]) if res else []
+        """New entries for this consumer, from every shard fairly: one XREADGROUP over all streams on a single
+        server; on a cluster one shard after another from a rotating start (blocking, briefly, on one)."""
+        shards = list(self._all())
+        if not self._cluster or len(shards) == 1:
+            streams = {stream_key(i): ">" for i in shards}
+            res = self._grouped(shards, lambda: self.r.xreadgroup(GROUP, consumer, streams, count=count,
+                                                                  block=block_ms))
+            return [e for name, raw in res or [] for e in _entries(_shard_of_stream(name), raw)]
+        start, self._next = self._next, (self._next + 1) % len(shards)
+        out: list[Entry] = []
+        for shard in shards[start:] + shards[:start]:
+            if len(out) >= count:
+                break
+            res = self._grouped([shard], partial(self.r.xreadgroup, GROUP, consumer, {stream_key(shard): ">"},
+                                                 count=count - len(out)))
+            out += [e for _, raw in res or [] for e in _entries(shard, raw)]
+        if not out and block_ms:
+            res = self._grouped([start], partial(self.r.xreadgroup, GROUP, consumer, {stream_key(start): ">"},
+                                                 count=count, block=min(block_ms, 100)))
+            out = [e for _, raw in res or [] for e in _entries(start, raw)]
+        return out
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:
-        """Entries another consumer took but did not acknowledge within `min_idle_ms`."""
-        res = self._grouped(lambda: self.r.xautoclaim(STREAM, GROUP, consumer, min_idle_time=min_idle_ms,
-                                                      start_id="0-0", count=count))
-        return _entries(res[1])
+        """Entries another consumer took but did not acknowledge within `min_idle_ms`, from every shard."""
+        out: list[Entry] = []
+        for shard in self._all():
+            if len(out) >= count:
+                break
+            res = self._grouped([shard], partial(self.r.xautoclaim, stream_key(shard), GROUP, consumer,
+                                                 min_idle_time=min_idle_ms, start_id="0-0", count=count - len(out)))
+            out += _entries(shard, res[1])
+        return out
 
-    def _grouped(self, call: Callable[[], Any]) -> Any:
-        """Run a group command; if Redis came back without the group (NOGROUP), create it again."""
-        self.ensure_group()
+    def _grouped(self, shards: list[int], call: Callable[[], Any]) -> Any:
+        """Run a group command; if Redis came back without a group (NOGROUP), create it again."""
+        for shard in shards:
+            self.ensure_group(shard)
         try:
             return call()
         except redis.ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
-            self._group_ready = False
-            self.ensure_group()
+            self._groups.clear()
+            for shard in shards:
+                self.ensure_group(shard)
             return call()
 
-    def begin(self, entry_id: str, consumer: str, lease: float) -> bool:
+    def begin(self, eid: str, consumer: str, lease: float) -> bool:
         """Take the in-flight lease of an entry; False while another consumer holds it."""
-        return bool(self.r.set(BUSY + entry_id, consumer, nx=True, px=int(lease * 1000)))
+        shard, raw = split_id(eid)
+        return bool(self.r.set(_busy(shard) + raw, consumer, nx=True, px=int(lease * 1000)))
 
-    def renew(self, entry_id: str, consumer: str, lease: float) -> bool:
+    def renew(self, eid: str, consumer: str, lease: float) -> bool:
         """Extend the in-flight lease while the entry is still being worked on (only if still ours)."""
-        return bool(self._renew(keys=[BUSY + entry_id], args=[consumer, int(lease * 1000)]))
+        shard, raw = split_id(eid)
+        return bool(self._renew(keys=[_busy(shard) + raw], args=[consumer, int(lease * 1000)]))
 
-    def end(self, entry_id: str, consumer: str) -> None:
+    def end(self, eid: str, consumer: str) -> None:
         """Give the lease back (only if still ours)."""
-        self._release(BUSY + entry_id, consumer)
+        shard, raw = split_id(eid)
+        self._release(_busy(shard) + raw, consumer)
 
-    def attempt(self, entry_id: str) -> int:
+    def attempt(self, eid: str) -> int:
         """Count one more processing attempt of an entry."""
-        return int(self.r.hincrby(ATTEMPTS, entry_id, 1))
+        shard, raw = split_id(eid)
+        return int(self.r.hincrby(_attempts(shard), raw, 1))
 
-    def not_attempted(self, entry_id: str) -> None:
+    def not_attempted(self, eid: str) -> None:
         """Take back the attempt just counted (the failure was not the entry's fault)."""
-        self.r.hincrby(ATTEMPTS, entry_id, -1)
+        shard, raw = split_id(eid)
+        self.r.hincrby(_attempts(shard), raw, -1)
 
-    def fail(self, entry_id: str, error: str) -> None:
+    def fail(self, eid: str, error: str) -> None:
         """Remember why the last attempt failed."""
-        self.r.hset(ERRORS, entry_id, error[:2000])
+        shard, raw = split_id(eid)
+        self.r.hset(_errors(shard), raw, error[:2000])
 
-    def ack(self, entry_id: str) -> None:
-        """Done: acknowledge, delete and forget its bookkeeping."""
+    def ack(self, eid: str) -> None:
+        """Done: acknowledge, delete and forget its bookkeeping (one transaction in the shard's slot)."""
+        shard, raw = split_id(eid)
         with self.r.pipeline(transaction=True) as p:
-            p.xack(STREAM, GROUP, entry_id).xdel(STREAM, entry_id)
-            p.hdel(ATTEMPTS, entry_id).hdel(ERRORS, entry_id)
+            p.xack(stream_key(shard), GROUP, raw).xdel(stream_key(shard), raw)
+            p.hdel(_attempts(shard), raw).hdel(_errors(shard), raw)
             p.execute()
 
     def dead_letter(self, entry: Entry, error: str | None = None) -> None:
-        """Move an entry that keeps failing to the dead-letter stream, with its last error."""
-        error = error or self.r.hget(ERRORS, entry.id) or "unknown error"
+        """Move an entry that keeps failing to its shard's dead-letter stream, with its last error."""
+        shard, raw = split_id(entry.id)
+        error = error or self.r.hget(_errors(shard), raw) or "unknown error"
         with self.r.pipeline(transaction=True) as p:
-            p.xadd(DLQ, {"kind": entry.kind, "data": entry.data, "error": error, "entry": entry.id,
-                         "at": str(int(time.time()))})
-            p.xack(STREAM, GROUP, entry.id).xdel(STREAM, entry.id)
-            p.hdel(ATTEMPTS, entry.id).hdel(ERRORS, entry.id)
+            p.xadd(_dlq(shard), {"kind": entry.kind, "data": entry.data, "error": error, "entry": entry.id,
+                                 "at": str(int(time.time()))})
+            p.xack(stream_key(shard), GROUP, raw).xdel(stream_key(shard), raw)
+            p.hdel(_attempts(shard), raw).hdel(_errors(shard), raw)
             p.execute()
 
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
-        """Oldest dead letters first, each with its id."""
-        return [{"id": eid, **fields} for eid, fields in self.r.xrange(DLQ, count=count)]
+        """Oldest dead letters first (of every shard), each with its id."""
+        letters = [{"id": entry_id(shard, eid), **fields, "_at": eid} for shard in self._all()
+                   for eid, fields in self.r.xrange(_dlq(shard), count=count)]
+        letters.sort(key=lambda d: tuple(int(x) for x in d.pop("_at").split("-")))
+        return letters[:count]
 
     def replay(self, ids: list[str] | None = None) -> int:
         """Put dead letters (all, or those with `ids`) back into the inbox; returns how many."""
         letters = [d for d in self.dead_letters(count=100000) if not ids or d["id"] in ids]
         for d in letters:
+            shard, raw = split_id(d["id"])
             with self.r.pipeline(transaction=True) as p:
-                p.xadd(STREAM, {"kind": d["kind"], "data": d["data"]}).xdel(DLQ, d["id"])
+                p.xadd(stream_key(shard), {"kind": d["kind"], "data": d["data"]}).xdel(_dlq(shard), raw)
                 p.execute()
         return len(letters)
 
     def depth(self) -> dict[str, int]:
-        """Entries waiting, pending (taken, not acknowledged) and dead."""
-        self.ensure_group()
-        info = self.r.xinfo_groups(STREAM)
-        group: dict[str, Any] = next((g for g in info if g["name"] == GROUP), {})
-        return {"length": int(self.r.xlen(STREAM)), "pending": int(group.get("pending", 0)),
-                "lag": int(group.get("lag") or 0), "dead": int(self.r.xlen(DLQ))}
+        """Entries waiting, pending (taken, not acknowledged) and dead, over every shard."""
+        out = {"length": 0, "pending": 0, "lag": 0, "dead": 0, "shards": 0}
+        for shard in self._all():
+            self.ensure_group(shard)
+            info = self.r.xinfo_groups(stream_key(shard))
+            group: dict[str, Any] = next((g for g in info if g["name"] == GROUP), {})
+            out["length"] += int(self.r.xlen(stream_key(shard)))
+            out["pending"] += int(group.get("pending", 0))
+            out["lag"] += int(group.get("lag") or 0)
+            out["dead"] += int(self.r.xlen(_dlq(shard)))
+            out["shards"] += 1
+        return out
+
+
+def _shard_of_stream(name: str) -> int:
+    """The shard a stream key belongs to."""
+    tag = name.split("{", 1)[1].split("}", 1)[0]
+    return int(tag.partition(":")[2] or 0)

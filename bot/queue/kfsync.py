@@ -201,7 +201,8 @@ class KfSync:
             # raw items: one odd message fails alone later (dead letter), not the whole page
             items = [Item("kf_msg", json.dumps({**m, "open_kfid": m.get("open_kfid") or open_kfid,
                                                 **({"backlog": True} if _older(m, backlog_before) else {})},
-                                               ensure_ascii=False), f"kfmsg:{m['msgid']}")
+                                               ensure_ascii=False), f"kfmsg:{m['msgid']}",
+                          str(m.get("external_userid") or ""))
                      for m in batch.messages if isinstance(m, dict) and m.get("msgid")]
             queued += self.inbox.put_many(items, KF_MSGID_TTL)
             cursor = batch.next_cursor or cursor

@@ -144,5 +144,5 @@ class Scheduler:
         items = []
         for open_kfid in self.store.kf_accounts():
             event = Callback("kf_notice", {"OpenKfId": open_kfid, "Token": "", "CreateTime": f"safety-{bucket}"})
-            items.append(Item("callback", event.to_json(), "cb:" + event.dedupe_key))
+            items.append(Item("callback", event.to_json(), "cb:" + event.dedupe_key, event.shard_key))
         return self.inbox.put_many(items, self.safety_sync_seconds * 2) if items else 0

@@ -1,11 +1,12 @@
 """Daily counters for the console and /metrics, derived incrementally from the event stream (and SOP
 counter deltas), or recorded directly.
 
-Keys:
-  wecom:daily:<YYYY-MM-DD>   hash name -> count for that local day (kept DAILY_TTL)
-  wecom:totals               hash name -> count since the start (Prometheus counters)
-  wecom:rollup:cursor        last event-stream id folded in
-  wecom:rollup:sop_last      SOP engine counters at the last fold (deltas go to the day of the fold)
+Keys (one hash tag, so a fold and its cursor move are one transaction on a Redis Cluster too; about 400
+small hashes, whatever the number of customers):
+  wecom:{daily}:<YYYY-MM-DD>   hash name -> count for that local day (kept DAILY_TTL)
+  wecom:{daily}:totals         hash name -> count since the start (Prometheus counters)
+  wecom:{daily}:cursor         last event-stream id folded in
+  wecom:{daily}:sop_last       SOP engine counters at the last fold (deltas go to the day of the fold)
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from bot.records.store import EVENTS, DeleteIf
 from bot.times import DEFAULT_TZ, from_ts
 from sop.engine import COUNTERS as SOP_COUNTERS
 
-DAILY = "wecom:daily:"
-TOTALS = "wecom:totals"
-CURSOR = "wecom:rollup:cursor"
-SOP_LAST = "wecom:rollup:sop_last"
+DAILY = "wecom:{daily}:"
+TOTALS = "wecom:{daily}:totals"
+CURSOR = "wecom:{daily}:cursor"
+SOP_LAST = "wecom:{daily}:sop_last"
 LOCK = "wecom:rollup:lock"
 DAILY_TTL = 400 * 86400
 
@@ -155,7 +156,7 @@ def _write(r: redis.Redis, incr: Counter, sets: dict[str, str]) -> None:
 
 def _fold_sop(r: redis.Redis, tz: ZoneInfo) -> None:
     """SOP engine counters (deferred, skipped:<reason>, ...) have no time: their growth goes to today."""
-    with r.pipeline(transaction=False) as p:
+    with r.pipeline(transaction=False) as p:  # not a transaction: three slots on a cluster
         p.hgetall(SOP_COUNTERS).hgetall(SOP_LAST).hget(STORE_COUNTERS, "sop_failed")
         now_c, last, failed = p.execute()
     if failed is not None:

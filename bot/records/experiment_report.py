@@ -12,7 +12,7 @@ from bot.records.experiments import Declared, Experiments
 from bot.records.intervals import newcombe, wilson
 from sop.variants import HOLDOUT, OUTCOMES
 
-__all__ = ["MIN_PER_ARM", "METRIC_LABELS", "arm_label", "report", "reports"]
+__all__ = ["MIN_PER_ARM", "METRIC_LABELS", "arm_label", "chart_groups", "report", "reports"]
 
 MIN_PER_ARM = 100  # customers per arm before any verdict
 METRIC_LABELS = {"replied": "回复率", "redeemed": "核销率", "purchased": "购买率", "unsubscribed": "退订率",
@@ -113,3 +113,9 @@ def report(d: Declared, counts: Mapping[str, float], minimum: int = MIN_PER_ARM)
 def reports(experiments: Experiments, declared: Iterable[Declared], minimum: int = MIN_PER_ARM) -> list[dict[str, Any]]:
     """The report of every declared experiment, from Redis."""
     return [report(d, experiments.counts(d.experiment.id), minimum) for d in declared]
+
+
+def chart_groups(row: Mapping[str, Any]) -> list[tuple[str, list[float]]]:
+    """Per arm (in Chinese), each outcome's rate in percent, for a grouped bar chart of one report."""
+    return [(arm_label(a["name"]), [round((a["outcomes"][k]["rate"] or 0) * 100, 1) for k in OUTCOMES])
+            for a in row["arms"]]

@@ -28,6 +28,7 @@ from bot.records.coupons import CouponBook
 from bot.records.daily import rollup, totals
 from bot.records.store import COUNTERS as STORE_COUNTERS
 from bot.records.store import Store
+from bot.redis_server import topology
 from bot.web.webhook import CallbackCounts
 from sop.engine import COUNTERS as SOP_COUNTERS
 from sop.engine import DUE, INFLIGHT
@@ -72,6 +73,7 @@ def readiness(r: redis.Redis, settings: Settings) -> tuple[bool, dict[str, Any]]
         from bot.queue.inbox import Inbox
 
         body["redis"] = "ok"
+        body["redis_topology"] = topology(r)  # mode, nodes, how many answer
         body["inbox"] = Inbox(r).depth()
         workers = workers_alive(r)
         age = scheduler_age(r)

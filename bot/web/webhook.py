@@ -98,7 +98,7 @@ def receive(w: Webhook, args: Mapping[str, str], content_length: int | None, rea
     except CallbackRejected as exc:
         return _rejected(w, exc, remote)[0]
     try:
-        fresh = w.writer.put(Item("callback", event.to_json(), "cb:" + event.dedupe_key))
+        fresh = w.writer.put(Item("callback", event.to_json(), "cb:" + event.dedupe_key, event.shard_key))
     except (redis.RedisError, TimeoutError) as exc:
         w.counts.add("unavailable_503")
         log.warning("callback not queued, Redis unavailable: %s", exc)

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from bot.queue.inbox import STREAM
+from bot.queue.inbox import Inbox
 from bot.records.customers import Customer, Customers
 from sop import journeys
 from sop.engine import DUE, INFLIGHT, PENDING, Engine
@@ -39,7 +39,7 @@ def week(**kw) -> Journey:
 
 
 def entries(r) -> list[dict]:
-    return [json.loads(f["data"]) for _, f in r.xrange(STREAM) if f.get("kind") == "touch"]
+    return [json.loads(f["data"]) for s in Inbox(r).streams() for _, f in r.xrange(s) if f.get("kind") == "touch"]
 
 
 def run_until(engine: Engine, now: datetime) -> None:

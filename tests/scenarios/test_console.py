@@ -263,7 +263,7 @@ def browser():
 
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"  # the README shows these: kept current
-IN_DOCS = ("overview", "handoffs", "customer", "sop", "sandbox")
+IN_DOCS = ("overview", "handoffs", "customer", "sop", "sandbox", "channels")
 
 
 def shot(page, name: str) -> None:

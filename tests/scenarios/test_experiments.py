@@ -24,6 +24,8 @@ from bot.records.store import Store
 from bot.runtime import Runtime
 from bot.web.envelope import CallbackCrypto
 from sop.variants import HOLDOUT, Arm, Experiment
+from tests.scenarios import test_console
+from tests.scenarios.console_helpers import TOKEN, serve
 from tests.support import ROOT, Service, cli, drain, kf_notice
 
 AB = "coupon:spend199-save30"  # the shipped coupon A/B (content/coupons.yaml)
@@ -241,3 +243,28 @@ def test_stats_on_a_seeded_history_match_a_hand_computation(r, redis_url, settin
     assert list(row) == ["id", "kind", "title", "metric", "window_days", "holdout", "arms"]
     assert [(a["name"], a["share"], a["assigned"]) for a in row["arms"]] == [
         (HOLDOUT, 0.1, 80), ("full_reduction", 0.45, 70), ("no_threshold", 0.45, 120)]
+
+
+browser = test_console.browser  # the headless Chromium fixture
+
+
+def test_console_experiments_page_renders_in_a_browser(browser, runtime, sandbox, r):
+    seed(r, runtime.settings.timezone)
+    svc = serve(runtime.settings, r, runtime.content, sandbox.url, TOKEN, runtime.coupons)
+    try:
+        plain = test_console.login(svc).get(svc.url + "/admin/experiments")
+        assert plain.status_code == 200 and AB in plain.text and "样本太少" in plain.text
+        assert "+20.0 [+5.2, +33.4]" in plain.text.replace("差 ", "")  # full_reduction vs the holdout
+        page = browser.new_page(viewport={"width": 1280, "height": 900})
+        page.goto(svc.url + "/admin/login")
+        page.fill("#token", TOKEN)
+        page.click("#login-submit")
+        page.wait_for_selector("#kpi-messages")
+        page.click("header nav >> text=实验")
+        page.wait_for_selector(f".experiment[data-experiment='{AB}']")
+        card = page.locator(f".experiment[data-experiment='{AB}']")
+        assert "对照组" in card.inner_text() and "无门槛券：无门槛减15元" in card.inner_text()
+        assert card.locator("svg.chart rect.bar").count() >= 3
+        test_console.shot(page, "experiments")
+    finally:
+        svc.stop()

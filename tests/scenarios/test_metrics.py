@@ -125,7 +125,7 @@ def test_metrics_survive_a_redis_outage(runtime, sandbox):
         svc.stop()
 
 
-def test_callback_counts_are_summed_over_web_processes(r):
+def test_callback_counts_are_summed_over_web_processes(r, redis_url):
     """Two web processes (two apps on one Redis): /metrics of either shows both."""
     from prometheus_client.parser import text_string_to_metric_families
 
@@ -138,8 +138,7 @@ def test_callback_counts_are_summed_over_web_processes(r):
     from bot.app import create_app
     from tests.support import make_settings
 
-    settings, _ = make_settings("http://127.0.0.1:1", f"redis://127.0.0.1:{r.connection_pool.connection_kwargs['port']}/"
-                                f"{r.connection_pool.connection_kwargs.get('db', 0)}")
+    settings, _ = make_settings("http://127.0.0.1:1", redis_url)
     body = create_app(settings, r).test_client().get("/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}
                                                      ).get_data(as_text=True)
     samples = {s.labels.get("result"): s.value for f in text_string_to_metric_families(body)

@@ -49,7 +49,7 @@ def test_same_callback_four_times_one_reply(sandbox, service, runtime):
         query, body = service.crypto.encrypt(kf_notice(token, create_time=created))
         resp = service.post_raw(query, body.encode())
         assert resp.status_code == 200
-    assert runtime.r.xlen("wecom:{inbox}:stream") == 1
+    assert runtime.inbox.depth()["length"] == 1
     drain(runtime.worker())
     assert len(sandbox.delivered()) == 1
     assert len(sandbox.requests("kf/sync_msg")) == 1

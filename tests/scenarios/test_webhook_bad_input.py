@@ -7,12 +7,13 @@ import time
 import pytest
 import requests
 
+from bot.queue.inbox import Inbox
 from bot.web.envelope import CallbackCrypto
 from tests.support import kf_notice
 
 
 def inbox_len(r) -> int:
-    return r.xlen("wecom:{inbox}:stream") if r.exists("wecom:{inbox}:stream") else 0
+    return sum(r.xlen(s) for s in Inbox(r).streams() if r.exists(s))
 
 
 def envelope(encrypt: str) -> str:

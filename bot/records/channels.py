@@ -1,0 +1,240 @@
+"""Channels in Redis: the contact ways `channels sync` made, who came from which channel, what they did."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import Any
+
+import redis
+
+WAYS = "wecom:ch:ways"  # channel id -> JSON of its contact way on WeCom (ChannelWay)
+TAG_IDS = "wecom:ch:tag_ids"  # tag name -> WeCom corp tag id (resolved by `channels sync`)
+UNKNOWN_STATES = "wecom:ch:unknown_states"  # a state / scene no channel has -> how many customers came with it
+SEEN = "wecom:ch:seen"  # every channel id that has brought a customer (kept when YAML drops the channel)
+UNKNOWN = "unknown"  # the channel id customers with an unknown state are counted under
+OUTCOMES = ("replied", "coupon", "redeemed", "purchased", "unsubscribed", "lost")
+REPLY_HOURS = 24  # "replied" counts a first message within this many hours of being added
+DEFAULT_WINDOW_HOURS = 72  # content/channels.yaml attribution_hours
+
+# KEYS: the customer's channel hash. ARGV: field, value. Only a customer attributed to a channel gets it.
+SET_IF_ATTRIBUTED = """
+if redis.call('HEXISTS', KEYS[1], 'first') == 1 then return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) end
+return -1
+"""
+# KEYS: the customer's channel hash. ARGV: order amount. Orders of an attributed customer add up.
+ADD_ORDER = """
+if redis.call('HEXISTS', KEYS[1], 'first') == 0 then return -1 end
+redis.call('HSETNX', KEYS[1], 'purchased', ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'orders', 1)
+redis.call('HINCRBYFLOAT', KEYS[1], 'amount', ARGV[1])
+return 1
+"""
+
+
+def _customer(customer: str) -> str:
+    return f"wecom:ch:cust:{{{customer}}}"
+
+
+def _members(channel: str) -> str:
+    """Customers whose first channel this is, scored by when they came."""
+    return f"wecom:ch:members:{{{channel}}}"
+
+
+def _last(customer: str) -> str:
+    """The last touch or coupon the customer got: JSON {ref, at}, kept for the attribution window."""
+    return f"wecom:ch:last:{{{customer}}}"
+
+
+def _earned(day: str) -> str:
+    """Per local day of purchase: "<ref>|orders" and "<ref>|amount" of the purchases credited to a touch."""
+    return f"wecom:ch:earned:{day}"
+
+
+def _also(channel: str) -> str:
+    """Customers who came through this channel after another one had brought them."""
+    return f"wecom:ch:also:{{{channel}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelWay:
+    """A channel's code on WeCom: the config_id of a 「联系我」 way (staff) or the kf link."""
+
+    kind: str
+    url: str
+    config_id: str = ""
+    fingerprint: str = ""
+    synced_at: float = 0.0
+    name: str = ""
+
+
+@dataclass(slots=True)
+class ChannelStats:
+    """One channel over a period: customers it brought and what they did (each outcome once per customer)."""
+
+    channel: str
+    added: int = 0
+    also: int = 0  # came again through this channel, first brought by another one
+    replied: int = 0  # wrote within REPLY_HOURS of being added
+    coupon: int = 0
+    redeemed: int = 0
+    purchased: int = 0  # customers with at least one order
+    orders: int = 0
+    amount: float = 0.0
+    unsubscribed: int = 0
+    lost: int = 0
+    daily: dict[str, int] = field(default_factory=dict)  # local date -> customers added
+
+    def as_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["amount"] = round(self.amount, 2)
+        data["rates"] = {name: round(getattr(self, name) / self.added, 4) if self.added else None
+                         for name in OUTCOMES}
+        return data
+
+
+class ChannelBook:
+    """Every channel record: one owner for the wecom:ch: keys."""
+
+    def __init__(self, r: redis.Redis, tz: Any = None,
+                 window_hours: Callable[[], int] = lambda: DEFAULT_WINDOW_HOURS) -> None:
+        self.r = r
+        self.tz = tz
+        self.window_hours = window_hours  # a purchase this soon after a touch or coupon is credited to it
+        self._set = r.register_script(SET_IF_ATTRIBUTED)
+        self._order = r.register_script(ADD_ORDER)
+
+    # ---- contact ways ------------------------------------------------------------------------
+
+    def way(self, channel: str) -> ChannelWay | None:
+        raw = self.r.hget(WAYS, channel)
+        return ChannelWay(**json.loads(raw)) if raw else None
+
+    def ways(self) -> dict[str, ChannelWay]:
+        return {cid: ChannelWay(**json.loads(raw)) for cid, raw in sorted(self.r.hgetall(WAYS).items())}
+
+    def save_way(self, channel: str, way: ChannelWay) -> None:
+        self.r.hset(WAYS, channel, json.dumps(asdict(way), ensure_ascii=False))
+
+    def tag_ids(self) -> dict[str, str]:
+        return dict(self.r.hgetall(TAG_IDS))
+
+    def save_tag_ids(self, ids: dict[str, str]) -> None:
+        if ids:
+            self.r.hset(TAG_IDS, mapping=ids)
+
+    # ---- attribution -------------------------------------------------------------------------
+
+    def attribute(self, customer: str, channel: str, at: float, state: str = "") -> str | None:
+        """The customer came through `channel`: the first channel wins (returned when this was it, else None);
+        later ones are recorded too. `state`: what the code carried, kept for an unknown channel."""
+        key = _customer(customer)
+        first = self.r.hsetnx(key, "first", channel)
+        if first:
+            self.r.hset(key, mapping={"first_at": at, **({"state": state} if state else {})})
+            self.r.zadd(_members(channel), {customer: at}, nx=True)
+            self.r.sadd(SEEN, channel)
+            if channel == UNKNOWN and state:
+                self.r.hincrby(UNKNOWN_STATES, state, 1)
+        elif self.r.hsetnx(key, f"via:{channel}", at) and self.r.hget(key, "first") != channel:
+            self.r.zadd(_also(channel), {customer: at}, nx=True)
+        return channel if first else None
+
+    def channel_of(self, customer: str) -> str | None:
+        """The channel that brought the customer (None: none did)."""
+        return self.r.hget(_customer(customer), "first") or None
+
+    def note(self, customer: str, kind: str, at: datetime, amount: float | None = None) -> None:
+        """An outcome of an attributed customer (replied, coupon, redeemed, purchased, unsubscribed, lost /
+        contact_deleted); the first of each kind is kept, orders add up. Others are ignored."""
+        kind = "lost" if kind == "contact_deleted" else kind
+        if kind == "purchased":
+            self._order(keys=[_customer(customer)], args=[float(amount or 0), at.timestamp()])
+            self._credit(customer, at, float(amount or 0))
+        elif kind in OUTCOMES:
+            self._set(keys=[_customer(customer)], args=[kind, at.timestamp()])
+
+    # ---- what touches earned --------------------------------------------------------------------
+
+    def touched(self, customer: str, ref: str, at: float) -> None:
+        """The customer got a touch (ref "journey.step") or a coupon (ref "coupon:campaign") at `at`."""
+        self.r.set(_last(customer), json.dumps({"ref": ref, "at": at}), ex=int(self.window_hours() * 3600))
+
+    def _credit(self, customer: str, at: datetime, amount: float) -> None:
+        """A purchase: credited to the customer's last touch or coupon when it came within the window before."""
+        raw = self.r.get(_last(customer))
+        last = json.loads(raw) if raw else None
+        if not last or not 0 <= at.timestamp() - float(last["at"]) <= self.window_hours() * 3600:
+            return
+        key = _earned(at.astimezone(self.tz).date().isoformat() if self.tz else at.date().isoformat())
+        with self.r.pipeline(transaction=False) as p:
+            p.hincrby(key, f"{last['ref']}|orders", 1)
+            p.hincrbyfloat(key, f"{last['ref']}|amount", amount)
+            p.expire(key, 400 * 86400)
+            p.execute()
+
+    def earned(self, days: Iterable[str]) -> dict[str, dict[str, float]]:
+        """ref -> {orders, amount} credited over the local `days` (YYYY-MM-DD)."""
+        out: dict[str, dict[str, float]] = {}
+        with self.r.pipeline(transaction=False) as p:
+            for day in days:
+                p.hgetall(_earned(day))
+            for h in p.execute():
+                for name, value in h.items():
+                    ref, _, what = name.rpartition("|")
+                    row = out.setdefault(ref, {"orders": 0, "amount": 0.0})
+                    row[what] = row.get(what, 0) + (float(value) if what == "amount" else int(value))
+        return dict(sorted(out.items(), key=lambda kv: -kv[1]["amount"]))
+
+    def unknown_states(self) -> dict[str, int]:
+        return {k: int(v) for k, v in sorted(self.r.hgetall(UNKNOWN_STATES).items())}
+
+    # ---- numbers -----------------------------------------------------------------------------
+
+    def stats(self, channels: Iterable[str], start: datetime, end: datetime, batch: int = 500) -> list[ChannelStats]:
+        """Per channel: customers it first brought in [start, end) and what each did (outcomes at any time
+        after; "replied" within REPLY_HOURS of being added)."""
+        out = []
+        for channel in channels:
+            s = ChannelStats(channel)
+            members = self.r.zrangebyscore(_members(channel), start.timestamp(), f"({end.timestamp()}",
+                                           withscores=True)
+            s.also = int(self.r.zcount(_also(channel), start.timestamp(), f"({end.timestamp()}"))
+            for i in range(0, len(members), batch):
+                chunk = members[i:i + batch]
+                with self.r.pipeline(transaction=False) as p:
+                    for customer, _ in chunk:
+                        p.hgetall(_customer(customer))
+                    records = p.execute()
+                for (_, added_at), h in zip(chunk, records, strict=True):
+                    self._count(s, float(h.get("first_at") or added_at), h, start.tzinfo)
+            out.append(s)
+        return out
+
+    @staticmethod
+    def _count(s: ChannelStats, added_at: float, h: dict[str, str], tz: Any) -> None:
+        s.added += 1
+        day = datetime.fromtimestamp(added_at, tz).date().isoformat()
+        s.daily[day] = s.daily.get(day, 0) + 1
+        replied = float(h.get("replied") or 0)
+        if replied and replied - added_at <= REPLY_HOURS * 3600:
+            s.replied += 1
+        for name in ("coupon", "redeemed", "purchased", "unsubscribed", "lost"):
+            if h.get(name):
+                setattr(s, name, getattr(s, name) + 1)
+        s.orders += int(h.get("orders") or 0)
+        s.amount += float(h.get("amount") or 0)
+
+    def seen_channels(self) -> list[str]:
+        """Every channel id that has brought a customer (also ones no longer in YAML)."""
+        return sorted(self.r.smembers(SEEN))
+
+
+def channel_stats(book: ChannelBook, current: Any, start: datetime, end: datetime) -> list[ChannelStats]:
+    """Stats of every channel in `current` (a ChannelFile, or None), then of those no longer in it that brought
+    customers (the unknown channel included)."""
+    ids = [c.id for c in current.channels] if current else []
+    ids += [cid for cid in book.seen_channels() if cid not in ids]
+    return book.stats(ids, start, end)
