@@ -23,33 +23,14 @@ SHARDS = "wecom:inbox:shards"  # the shard count in use, so that every process r
 CLUSTER_SHARDS = 16
 
 
-def _tag(shard: int) -> str:
-    return "{inbox}" if shard == 0 else f"{{inbox:{shard}}}"
+def _key(shard: int, name: str) -> str:
+    """Key `name` of one shard: wecom:{inbox}:<name> for shard 0, wecom:{inbox:<i>}:<name> for the others."""
+    return f"wecom:{{inbox}}:{name}" if shard == 0 else f"wecom:{{inbox:{shard}}}:{name}"
 
 
 def stream_key(shard: int) -> str:
     """The stream of one shard."""
-    return f"wecom:{_tag(shard)}:stream"
-
-
-def _dlq(shard: int) -> str:
-    return f"wecom:{_tag(shard)}:dlq"
-
-
-def _attempts(shard: int) -> str:
-    return f"wecom:{_tag(shard)}:attempts"
-
-
-def _errors(shard: int) -> str:
-    return f"wecom:{_tag(shard)}:errors"
-
-
-def _seen(shard: int) -> str:
-    return f"wecom:{_tag(shard)}:seen:"
-
-
-def _busy(shard: int) -> str:
-    return f"wecom:{_tag(shard)}:busy:"
+    return _key(shard, "stream")
 
 
 STREAM = stream_key(0)
@@ -149,6 +130,10 @@ class Inbox:
         """The stream of every shard."""
         return [stream_key(i) for i in self._all()]
 
+    def peek(self, count: int = 10000) -> list[Entry]:
+        """What every shard holds now (read or not), for inspection."""
+        return [e for shard in self._all() for e in _entries(shard, self.r.xrange(stream_key(shard), count=count))]
+
     def ensure_group(self, shard: int = 0) -> None:
         """Create a shard's consumer group (and its stream) if missing."""
         if shard in self._groups:
@@ -176,7 +161,7 @@ class Inbox:
 
     def _put_shard(self, shard: int, items: list[Item], ttl: int) -> list[int]:
         """One script call: the items of one shard, each appended with its dedupe mark unless seen."""
-        keys = [stream_key(shard), *(_seen(shard) + it.key for it in items)]
+        keys = [stream_key(shard), *(_key(shard, "seen:") + it.key for it in items)]
         args: list[str | int] = [ttl]
         for it in items:
             args += [it.kind, it.data]
@@ -218,7 +203,7 @@ class Inbox:
             with self.r.pipeline(transaction=False) as p:
                 for shard, ns in by_shard.items():
                     p.evalsha(self._put_many.sha, 1 + len(ns), stream_key(shard),
-                              *(_seen(shard) + items[n].key for n in ns), ttl,
+                              *(_key(shard, "seen:") + items[n].key for n in ns), ttl,
                               *(x for n in ns for x in (items[n].kind, items[n].data)))
                 raw = p.execute(raise_on_error=False)
             if attempt == 1 and any(isinstance(res, redis.exceptions.NoScriptError) for res in raw):
@@ -279,56 +264,56 @@ class Inbox:
     def begin(self, eid: str, consumer: str, lease: float) -> bool:
         """Take the in-flight lease of an entry; False while another consumer holds it."""
         shard, raw = split_id(eid)
-        return bool(self.r.set(_busy(shard) + raw, consumer, nx=True, px=int(lease * 1000)))
+        return bool(self.r.set(_key(shard, "busy:") + raw, consumer, nx=True, px=int(lease * 1000)))
 
     def renew(self, eid: str, consumer: str, lease: float) -> bool:
         """Extend the in-flight lease while the entry is still being worked on (only if still ours)."""
         shard, raw = split_id(eid)
-        return bool(self._renew(keys=[_busy(shard) + raw], args=[consumer, int(lease * 1000)]))
+        return bool(self._renew(keys=[_key(shard, "busy:") + raw], args=[consumer, int(lease * 1000)]))
 
     def end(self, eid: str, consumer: str) -> None:
         """Give the lease back (only if still ours)."""
         shard, raw = split_id(eid)
-        self._release(_busy(shard) + raw, consumer)
+        self._release(_key(shard, "busy:") + raw, consumer)
 
     def attempt(self, eid: str) -> int:
         """Count one more processing attempt of an entry."""
         shard, raw = split_id(eid)
-        return int(self.r.hincrby(_attempts(shard), raw, 1))
+        return int(self.r.hincrby(_key(shard, "attempts"), raw, 1))
 
     def not_attempted(self, eid: str) -> None:
         """Take back the attempt just counted (the failure was not the entry's fault)."""
         shard, raw = split_id(eid)
-        self.r.hincrby(_attempts(shard), raw, -1)
+        self.r.hincrby(_key(shard, "attempts"), raw, -1)
 
     def fail(self, eid: str, error: str) -> None:
         """Remember why the last attempt failed."""
         shard, raw = split_id(eid)
-        self.r.hset(_errors(shard), raw, error[:2000])
+        self.r.hset(_key(shard, "errors"), raw, error[:2000])
 
     def ack(self, eid: str) -> None:
         """Done: acknowledge, delete and forget its bookkeeping (one transaction in the shard's slot)."""
         shard, raw = split_id(eid)
         with self.r.pipeline(transaction=True) as p:
             p.xack(stream_key(shard), GROUP, raw).xdel(stream_key(shard), raw)
-            p.hdel(_attempts(shard), raw).hdel(_errors(shard), raw)
+            p.hdel(_key(shard, "attempts"), raw).hdel(_key(shard, "errors"), raw)
             p.execute()
 
     def dead_letter(self, entry: Entry, error: str | None = None) -> None:
         """Move an entry that keeps failing to its shard's dead-letter stream, with its last error."""
         shard, raw = split_id(entry.id)
-        error = error or self.r.hget(_errors(shard), raw) or "unknown error"
+        error = error or self.r.hget(_key(shard, "errors"), raw) or "unknown error"
         with self.r.pipeline(transaction=True) as p:
-            p.xadd(_dlq(shard), {"kind": entry.kind, "data": entry.data, "error": error, "entry": entry.id,
+            p.xadd(_key(shard, "dlq"), {"kind": entry.kind, "data": entry.data, "error": error, "entry": entry.id,
                                  "at": str(int(time.time()))})
             p.xack(stream_key(shard), GROUP, raw).xdel(stream_key(shard), raw)
-            p.hdel(_attempts(shard), raw).hdel(_errors(shard), raw)
+            p.hdel(_key(shard, "attempts"), raw).hdel(_key(shard, "errors"), raw)
             p.execute()
 
     def dead_letters(self, count: int = 100) -> list[dict[str, str]]:
         """Oldest dead letters first (of every shard), each with its id."""
         letters = [{"id": entry_id(shard, eid), **fields, "_at": eid} for shard in self._all()
-                   for eid, fields in self.r.xrange(_dlq(shard), count=count)]
+                   for eid, fields in self.r.xrange(_key(shard, "dlq"), count=count)]
         letters.sort(key=lambda d: tuple(int(x) for x in d.pop("_at").split("-")))
         return letters[:count]
 
@@ -338,7 +323,7 @@ class Inbox:
         for d in letters:
             shard, raw = split_id(d["id"])
             with self.r.pipeline(transaction=True) as p:
-                p.xadd(stream_key(shard), {"kind": d["kind"], "data": d["data"]}).xdel(_dlq(shard), raw)
+                p.xadd(stream_key(shard), {"kind": d["kind"], "data": d["data"]}).xdel(_key(shard, "dlq"), raw)
                 p.execute()
         return len(letters)
 
@@ -352,7 +337,7 @@ class Inbox:
             out["length"] += int(self.r.xlen(stream_key(shard)))
             out["pending"] += int(group.get("pending", 0))
             out["lag"] += int(group.get("lag") or 0)
-            out["dead"] += int(self.r.xlen(_dlq(shard)))
+            out["dead"] += int(self.r.xlen(_key(shard, "dlq")))
             out["shards"] += 1
         return out
 

@@ -39,7 +39,7 @@ def week(**kw) -> Journey:
 
 
 def entries(r) -> list[dict]:
-    return [json.loads(f["data"]) for s in Inbox(r).streams() for _, f in r.xrange(s) if f.get("kind") == "touch"]
+    return [json.loads(e.data) for e in Inbox(r).peek() if e.kind == "touch"]
 
 
 def run_until(engine: Engine, now: datetime) -> None:

@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from bot.ops import cli
-from bot.queue.inbox import DLQ, STREAM, Inbox, Item
+from bot.queue.inbox import Inbox, Item
 from bot.records.handoffs import Handoffs
 from bot.records.store import Store
 from sop import engine as sop_engine
@@ -145,23 +145,23 @@ def test_replay_a_dead_letter_from_the_console_and_the_cli(console, runtime, r, 
     page = s.get(console.url + "/admin/handoffs")
     assert f'data-letter="{first}"' in page.text and "升级提醒" in page.text and "boom: it kept failing" in page.text
     assert s.post(console.url + "/admin/dlq/replay", data={"id": first}, allow_redirects=False).status_code == 403
-    assert r.xlen(DLQ) == 2
+    assert Inbox(r).depth()["dead"] == 2
     done = s.post(console.url + "/admin/dlq/replay", data={"id": first, "csrf": csrf_of(page.text)})
     assert "已重放到消息队列" in done.text and f'data-letter="{first}"' not in done.text
     assert [d["id"] for d in Inbox(r).dead_letters()] == [second]
-    assert any(f.get("kind") == "escalate" for _, f in r.xrange(STREAM))
+    assert any(e.kind == "escalate" for e in Inbox(r).peek())
     [ev] = events(r, "dead_letters_replayed")
     assert (ev["ids"], ev["count"], ev["by"], ev["client"]) == ([first], 1, "console", "127.0.0.1")
     assert cli.main(["dlq", "replay", "1-0"]) == 1  # not a dead letter
     assert cli.main(["dlq", "replay", second]) == 0
     assert "replayed 1 dead letter(s)" in capsys.readouterr().out
-    assert r.xlen(DLQ) == 0
+    assert Inbox(r).depth()["dead"] == 0
     assert events(r, "dead_letters_replayed")[0]["by"] == CLI_USER
 
 
 def queued_touches(r, journey: str) -> list[dict]:
     """The touches of `journey` the engine put into the inbox (not yet performed)."""
-    found = [json.loads(f["data"]) for _, f in r.xrange(STREAM) if f.get("kind") == "touch"]
+    found = [json.loads(e.data) for e in Inbox(r).peek() if e.kind == "touch"]
     return [t for t in found if t.get("journey") == journey]
 
 
