@@ -6,13 +6,14 @@ import argparse
 import json
 import sys
 from typing import Any, TextIO
+from zoneinfo import ZoneInfo
 
 from bot.ops.common import runtime_or_exit, settings_or_exit
 from bot.records.experiment_report import arm_label, reports
 from bot.records.experiments import Declared, Experiments, declared
-from sop.variants import OUTCOMES
+from sop.variants import HOLDOUT, OUTCOMES
 
-__all__ = ["register", "listing", "print_list", "print_stats"]
+__all__ = ["register", "listing", "print_arms", "print_list", "print_stats"]
 
 
 def listing(experiments: Experiments, found: list[Declared]) -> list[dict[str, Any]]:
@@ -77,6 +78,23 @@ def print_stats(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
         for arm in row["arms"]:
             if arm["name"] != row["baseline"]:
                 print(f"    {arm_label(arm['name'])}：{arm['verdict']}", file=out)
+
+
+def print_arms(experiments: Experiments | None, found: list[Declared], customer: str, tz: ZoneInfo,
+               out: TextIO = sys.stdout) -> None:
+    """`sop plan --customer`'s last part: the customer's arm of every experiment, recorded or the one they would get
+    (None `experiments`: no Redis, every arm is the one they would get)."""
+    if not found:
+        return
+    print("A/B experiments (variants):", file=out)
+    mine = {a.experiment: a for a in experiments.of(customer)} if experiments is not None else {}
+    for d in found:
+        got = mine.get(d.experiment.id)
+        arm = got.arm if got else d.experiment.pick(customer)
+        name = "对照组/holdout: nothing is sent" if arm == HOLDOUT else f"variant {arm}: {d.arms.get(arm, '')}"
+        when = (f"assigned {got.at.astimezone(tz):%Y-%m-%d %H:%M}, outcomes count until "
+                f"{got.until.astimezone(tz):%Y-%m-%d %H:%M}" if got else "would get it: not assigned yet")
+        print(f"  {d.experiment.id} ({d.title}): {name} ({when})", file=out)
 
 
 def cmd_experiments(args: argparse.Namespace) -> int:

@@ -12,9 +12,13 @@ import redis
 
 from bot.act.triggers import parse_birthday, record_purchase
 from bot.config import Settings
+from bot.content.campaigns import load_campaigns
+from bot.ops.cli_experiments import print_arms
 from bot.ops.common import cli_user, existing_redis, operator, runtime_or_exit, settings_or_exit
 from bot.records.customers import Customers
+from bot.records.experiments import Experiments, declared
 from bot.times import parse_at
+from bot.yamlfile import ConfigError
 from sop import cli as sop_cli
 from sop import journeys as journeys_mod
 from sop.engine import Engine
@@ -62,6 +66,17 @@ def _plan(r: redis.Redis | None, found: list[Journey], settings: Settings, custo
     return customer_plan(r, found, settings.sop_rules, tz, Customers(r), customer, start, days, exists=known)
 
 
+def _arms(r: redis.Redis | None, found: list[Journey], settings: Settings, customer: str) -> None:
+    """The customer's arm of each experiment of these journeys and of the coupon campaigns (recorded or would get)."""
+    path = settings.content.get("coupons")
+    try:
+        campaigns = load_campaigns(path, settings.timezone) if path else ()
+    except ConfigError:
+        campaigns = ()  # the coupons file's own errors are for the service and `coupons stats` to report
+    experiments = Experiments(r, settings.timezone) if r is not None else None
+    print_arms(experiments, declared(found, campaigns), customer, settings.timezone, sys.stdout)
+
+
 def _segment(name: str, found: list[Journey]) -> Segment:
     """NAME: a lifecycle (new|active|silent), tag:TAG, a journey id (its segment), or all."""
     if name == "all":
@@ -103,7 +118,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if args.pending and not args.json:
             raise SystemExit("--pending goes with --json (the text output always shows the engine's part first)")
         plan = _plan(r, found, settings, args.customer, start, args.days)
-        return sop_cli.print_plan(plan, found, args.json, sys.stdout, tz, pending_json=args.pending)
+        status = sop_cli.print_plan(plan, found, args.json, sys.stdout, tz, pending_json=args.pending)
+        if not args.json:
+            _arms(r, found, settings, args.customer)
+        return status
     finally:
         if r is not None:
             r.close()

@@ -268,3 +268,24 @@ def test_console_experiments_page_renders_in_a_browser(browser, runtime, sandbox
         test_console.shot(page, "experiments")
     finally:
         svc.stop()
+
+
+def test_sop_plan_shows_the_customers_arms(r, redis_url, settings, tmp_path):
+    tz = settings.timezone
+    arms = customers_in(shipped(), "wmPlan", 1)
+    held, fresh = arms[HOLDOUT][0], arms["no_threshold"][0]
+    Experiments(r, tz).assign(shipped(), held, datetime(2026, 11, 30, 9, 0, tzinfo=tz))
+    (tmp_path / "ab_tips.yaml").write_text(TIPS, encoding="utf-8")
+    tip = Experiment("ab_tips.tip", (Arm("short", 1), Arm("long", 1)), holdout=0.5)
+    for customer, coupon in ((held, "对照组/holdout: nothing is sent (assigned 2026-11-30 09:00, outcomes count "
+                                    "until 2026-12-07 09:00)"),
+                             (fresh, "variant no_threshold: 无门槛券：无门槛减15元 (would get it: not assigned yet)")):
+        out = cli("sop", "plan", "--customer", customer, "--path", str(tmp_path), "--days", "3",
+                  "--start", "2026-12-01T09:00:00+08:00", env={"REDIS_URL": redis_url})
+        assert out.returncode == 0, out.stderr
+        lines = out.stdout.splitlines()
+        at = lines.index("A/B experiments (variants):")
+        want = tip.pick(customer)
+        step = "对照组/holdout: nothing is sent" if want == HOLDOUT else f"variant {want}: 小贴士"
+        assert lines[at + 1].startswith(f"  ab_tips.tip (使用小贴士·tip): {step}")
+        assert lines[at + 2] == f"  {AB} (满减券): {coupon}"
