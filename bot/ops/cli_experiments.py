@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from bot.ops.common import runtime_or_exit, settings_or_exit
-from bot.records.experiment_report import arm_label, reports
+from bot.records.experiment_report import reports
 from bot.records.experiments import Declared, Experiments, declared
 from sop.variants import HOLDOUT, OUTCOMES
 
@@ -76,8 +76,8 @@ def print_stats(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
             print(f"  {arm['name']:<16} " + "; ".join(parts), file=out)
         print(f"  结论：{row['verdict']}", file=out)
         for arm in row["arms"]:
-            if arm["name"] != row["baseline"]:
-                print(f"    {arm_label(arm['name'])}：{arm['verdict']}", file=out)
+            if arm["name"] != row["baseline"] and arm["verdict"] not in row["verdict"]:
+                print(f"    {arm['verdict']}", file=out)
 
 
 def print_arms(experiments: Experiments | None, found: list[Declared], customer: str, tz: ZoneInfo,

@@ -86,7 +86,17 @@ def _overall(arms: list[dict[str, Any]], base: dict[str, Any], metric: str, mini
     if not any(signs):
         return (f"尚无结论：各组与{arm_label(base['name'])}的{METRIC_LABELS[metric]}之差，"
                 "95% 区间都包含 0，可能只是随机波动")
-    return "；".join(a["verdict"] for a in others if a["sign"])
+    said = "；".join(a["verdict"] for a in others if a["sign"])
+    better = sorted((a for a in others if a["sign"] > 0), key=lambda a: -(a["outcomes"][metric]["rate"] or 0))
+    if len(better) >= 2 and base["holdout"]:  # both help: is one better than the other?
+        one, two = better[0], better[1]
+        k1, k2 = one["outcomes"][metric]["count"], two["outcomes"][metric]["count"]
+        lo, hi = newcombe(k1, one["assigned"], k2, two["assigned"]) or (0.0, 0.0)
+        said += (f"；{arm_label(one['name'])}与{arm_label(two['name'])}之间" +
+                 (f"尚无明显差异（95% 区间 {_pts(lo)} ~ {_pts(hi)} 包含 0）" if lo <= 0 <= hi else
+                  f"，{arm_label(one['name'])}的{METRIC_LABELS[metric]}更{'高' if lo > 0 else '低'}"
+                  f"（差 95% 区间 {_pts(lo)} ~ {_pts(hi)}）"))
+    return said
 
 
 def report(d: Declared, counts: Mapping[str, float], minimum: int = MIN_PER_ARM) -> dict[str, Any]:

@@ -166,3 +166,11 @@ def test_report_numbers_and_verdicts():
     first = report(_declared(holdout=0), {"A|assigned": 3, "B|assigned": 2})
     assert first["baseline"] == "A" and first["arms"][0]["outcomes"]["purchased"]["diff"] is None
     assert math.isclose(first["arms"][1]["share"], 0.5) and "样本太少" in first["verdict"]
+
+
+def test_report_compares_two_arms_that_both_beat_the_holdout():
+    counts = {"holdout|assigned": 230, "holdout|purchased": 16, "A|assigned": 1012, "A|purchased": 139,
+              "B|assigned": 1030, "B|purchased": 131}
+    out = report(_declared(), counts)
+    assert [a["verdict"][:6] for a in out["arms"][1:]] == ["「A」更好：", "「B」更好："]
+    assert out["verdict"].endswith("「A」与「B」之间尚无明显差异（95% 区间 -1.9 ~ +4.0 包含 0）")
