@@ -124,7 +124,8 @@ class Runtime:
         with self._lock:
             if self._engine is None:
                 self._engine = (journeys, Engine(self.r, journeys, self.settings.sop_rules, self.settings.timezone,
-                                                 customers=self.customers, emit=self.inbox.emit_touches))
+                                                 customers=self.customers, emit=self.inbox.emit_touches,
+                                                 shards=self.settings.worker.inbox_shards))
             elif self._engine[0] is not journeys:
                 self._engine[1].use(journeys)
                 self._engine = (journeys, self._engine[1])

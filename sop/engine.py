@@ -40,12 +40,23 @@ from sop.plan import (
     wall,
 )
 from sop.replies import Answer, Offers
+from sop.shards import Shards
 
 __all__ = ["Engine", "TickResult", "CustomerFacts", "CustomerReader", "Emit", "DUE", "INFLIGHT", "ENROLLED",
            "PENDING", "COUNTERS", "FATIGUED", "SKIPS", "EMIT_TTL", "EngineState", "PendingTouch", "StoppedRun",
-           "birthday_of", "engine_state", "PAUSED", "pause", "resume", "paused"]
+           "birthday_of", "engine_state", "PAUSED", "pause", "resume", "paused", "SHARDS", "sharded", "shards",
+           "pending_counts", "due_until"]
 
-# Everything one script touches shares the {sop} hash tag (one Redis Cluster slot).
+# The keys that grow with the customers are sharded by customer (sop/shards.py): shard 0 keeps the names below
+# ({sop}), shard i the tag {sop:i}; one script or transaction touches the keys of one shard (one cluster slot).
+
+
+def sharded(key: str, shard: int) -> str:
+    """Shard `shard`'s copy of DUE, INFLIGHT, ENROLLED, PENDING or HELD."""
+    return key if shard == 0 else key.replace("{sop}", f"{{sop:{shard}}}")
+
+
+SHARDS = "wecom:sop:shards"  # the shard count in use
 DUE = "wecom:sop:{sop}:due"  # member -> due time
 INFLIGHT = "wecom:sop:{sop}:inflight"  # member -> lease deadline
 ENROLLED = "wecom:sop:{sop}:enrolled"  # journey|customer[|key] -> anchor of the live enrolment
@@ -157,6 +168,12 @@ class TickResult:
     emitted: int = 0  # new inbox entries (re-emissions of the same touch are deduped)
     reasons: Counter = field(default_factory=Counter)
 
+    def add(self, other: TickResult) -> None:
+        """Count another shard's tick in."""
+        for name in ("claimed", "sent", "deferred", "skipped", "reminded", "emitted"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+        self.reasons.update(other.reasons)
+
 
 @dataclass(frozen=True, slots=True)
 class Ref:
@@ -209,8 +226,10 @@ class Engine:
     """Runs journeys for every customer; the decisions themselves live in plan.py."""
 
     def __init__(self, r: redis.Redis, journeys: Iterable[Journey], rules: Rules, tz: ZoneInfo, *,
-                 customers: CustomerReader, emit: Emit, lease: timedelta = LEASE) -> None:
+                 customers: CustomerReader, emit: Emit, lease: timedelta = LEASE, shards: int = 0) -> None:
         self.r = r
+        self.shards = Shards(r, SHARDS, shards)  # 0: as recorded, else 1 (single server) or 16 (cluster)
+        self._next = 0  # the shard the next tick starts with
         self.rules = rules
         self.tz = tz
         self.emit = emit
@@ -297,19 +316,26 @@ class Engine:
             return [], []
         added: list[str] = []
         greets: list[Touch] = []
-        for i in range(0, len(args), 4000):
-            flags = self._enrol(keys=[DUE, ENROLLED, PENDING, INFLIGHT], args=args[i:i + 4000])
-            with self.r.pipeline(transaction=False) as p:
-                for n, flag in enumerate(flags):
-                    if flag:
-                        added.append(args[i + 4 * n])
-                        if (g := touches[i // 4 + n]) is not None:
-                            greets.append(g)
-                        customer, run = runs[i // 4 + n]
-                        # The customer's own index of their runs (what `sop plan` reads), a stop of the last one gone.
-                        p.hset(HIST % customer, f"e:{run}", args[i + 4 * n + 1])
-                        p.hdel(HIST % customer, f"s:{run}")
-                p.execute()
+        by_shard: dict[int, list[int]] = {}  # shard -> the enrolments (indexes into runs) of its customers
+        for n, (customer, _) in enumerate(runs):
+            by_shard.setdefault(self.shards.of(customer), []).append(n)
+        for shard, ns in by_shard.items():
+            keys = [sharded(k, shard) for k in (DUE, ENROLLED, PENDING, INFLIGHT)]
+            for i in range(0, len(ns), 1000):
+                chunk = ns[i:i + 1000]
+                flags = self._enrol(keys=keys, args=[a for n in chunk for a in args[4 * n:4 * n + 4]])
+                with self.r.pipeline(transaction=False) as p:
+                    for n, flag in zip(chunk, flags, strict=True):
+                        if flag:
+                            added.append(args[4 * n])
+                            if (g := touches[n]) is not None:
+                                greets.append(g)
+                            customer, run = runs[n]
+                            # The customer's own index of their runs (what `sop plan` reads), a stop of the last
+                            # one gone.
+                            p.hset(HIST % customer, f"e:{run}", args[4 * n + 1])
+                            p.hdel(HIST % customer, f"s:{run}")
+                    p.execute()
         if added:
             self.r.hincrby(COUNTERS, "enrolled", len(added))
         return added, greets
@@ -470,9 +496,23 @@ class Engine:
     # --- tick -----------------------------------------------------------------------------------
 
     def tick(self, now: datetime, batch: int = 200) -> TickResult:
-        """Claim due touches (leased, so a crash re-delivers them), decide, emit, reschedule."""
+        """Claim up to `batch` due touches over the shards, from a rotating first one (leased, so a crash
+        re-delivers them), decide, emit, reschedule."""
         res = TickResult()
-        members = self._claim(keys=[DUE, INFLIGHT], args=[_ts(now), _ts(now + self.lease), batch])
+        shards = list(self.shards.all())
+        start, self._next = self._next, (self._next + 1) % len(shards)
+        for shard in shards[start:] + shards[:start]:
+            if res.claimed >= batch:
+                break
+            res.add(self._tick(shard, now, batch - res.claimed))
+        return res
+
+    def _tick(self, shard: int, now: datetime, batch: int) -> TickResult:
+        """Tick one shard."""
+        res = TickResult()
+        due_key, inflight, enrolled, pending_key, held_key = (
+            sharded(k, shard) for k in (DUE, INFLIGHT, ENROLLED, PENDING, HELD))
+        members = self._claim(keys=[due_key, inflight], args=[_ts(now), _ts(now + self.lease), batch])
         if not members:
             return res
         res.claimed = len(members)
@@ -482,8 +522,8 @@ class Engine:
         with self.r.pipeline(transaction=False) as p:
             for c in customers:
                 p.hgetall(HIST % c)
-            p.hmget(ENROLLED, [ref.enrolment() for ref in refs])
-            p.hmget(PENDING, [ref.enrolment() for ref in refs])
+            p.hmget(enrolled, [ref.enrolment() for ref in refs])
+            p.hmget(pending_key, [ref.enrolment() for ref in refs])
             p.hgetall(PAUSED)
             raw = p.execute()
         hists = {c: self._history(records[c], raw[i]) for i, c in enumerate(customers)}
@@ -547,15 +587,15 @@ class Engine:
                 elif nxt is None and pointers[m] == m:
                     ended.append(ref.enrolment())
             if nexts:
-                p.zadd(DUE, nexts, nx=True)
+                p.zadd(due_key, nexts, nx=True)
             if moved:
-                p.hset(PENDING, mapping=moved)
+                p.hset(pending_key, mapping=moved)
             if ended:
-                p.hdel(PENDING, *ended)
+                p.hdel(pending_key, *ended)
             if defers:
-                p.zadd(DUE, defers)
+                p.zadd(due_key, defers)
             if held:
-                p.sadd(HELD, *held)
+                p.sadd(held_key, *held)
             for c, channels in touched.items():
                 self._write(p, c, hists[c], channels, now)
             for s in skips:
@@ -564,7 +604,7 @@ class Engine:
                 p.hincrby(COUNTERS, name, n)
             # Emit before releasing the lease: a crash in between re-delivers; the inbox dedupes on touch_id.
             res.emitted = self.emit(items, EMIT_TTL) if items else 0
-            p.zrem(INFLIGHT, *members)
+            p.zrem(inflight, *members)
             p.execute()
         for name in ("sent", "deferred", "skipped", "reminded"):
             setattr(res, name, counts[name])
@@ -613,11 +653,31 @@ class Engine:
 
     def pending(self) -> dict[str, int]:
         """Touches waiting and in flight."""
-        return {"due": int(self.r.zcard(DUE)), "inflight": int(self.r.zcard(INFLIGHT))}
+        return pending_counts(self.r)
 
     def fatigued(self) -> dict[str, str]:
         """customer|kind -> when that kind was stopped after being ignored in a row (for the operator)."""
         return self.r.hgetall(FATIGUED)
+
+
+def shards(r: redis.Redis) -> range:
+    """Every shard of the SOP keys, as recorded (for readers without an Engine)."""
+    return Shards(r, SHARDS).all()
+
+
+def pending_counts(r: redis.Redis) -> dict[str, int]:
+    """Touches waiting and in flight, over every shard."""
+    with r.pipeline(transaction=False) as p:
+        for shard in shards(r):
+            p.zcard(sharded(DUE, shard)).zcard(sharded(INFLIGHT, shard))
+        counts = p.execute()
+    return {"due": sum(counts[0::2]), "inflight": sum(counts[1::2])}
+
+
+def due_until(r: redis.Redis, end: datetime) -> list[tuple[str, float]]:
+    """(member, due time) of every pending step due by `end`, over every shard."""
+    return [(m, score) for shard in shards(r)
+            for m, score in r.zrangebyscore(sharded(DUE, shard), "-inf", end.timestamp(), withscores=True)]
 
 
 def pause(r: redis.Redis, journey: str, by: str, at: datetime) -> bool:
@@ -631,13 +691,17 @@ def resume(r: redis.Redis, journey: str, at: datetime) -> int | None:
     else how many touches were held."""
     if not r.hdel(PAUSED, journey):
         return None
-    mine = [m for m in r.sscan_iter(HELD, match=f"{journey}|*", count=1000)]
-    if mine:
-        with r.pipeline(transaction=True) as p:
-            p.zadd(DUE, {m: _ts(at) for m in mine}, xx=True)  # only those still pending
-            p.srem(HELD, *mine)
-            p.execute()
-    return len(mine)
+    n = 0
+    for shard in shards(r):
+        held = sharded(HELD, shard)
+        mine = [m for m in r.sscan_iter(held, match=f"{journey}|*", count=1000)]
+        if mine:
+            with r.pipeline(transaction=True) as p:  # one shard's keys: one slot
+                p.zadd(sharded(DUE, shard), {m: _ts(at) for m in mine}, xx=True)  # only those still pending
+                p.srem(held, *mine)
+                p.execute()
+        n += len(mine)
+    return n
 
 
 def paused(r: redis.Redis) -> dict[str, dict[str, str]]:
@@ -741,12 +805,13 @@ def engine_state(r: redis.Redis, journeys: Iterable[Journey], rules: Rules, tz: 
     h = _history_of(customers.get(customer), hist, tz)
     runs = sorted(f[2:] for f in hist if f.startswith("e:"))
     refs = [Ref(run.partition("|")[0], "", customer, 0, 0, run.partition("|")[2]) for run in runs]
-    pointers = r.hmget(PENDING, [ref.enrolment() for ref in refs]) if refs else []
+    shard = Shards(r, SHARDS).of(customer)
+    pointers = r.hmget(sharded(PENDING, shard), [ref.enrolment() for ref in refs]) if refs else []
     members = [m for m in pointers if m]
     with r.pipeline(transaction=False) as p:
         for m in members:
-            p.zscore(DUE, m)
-            p.zscore(INFLIGHT, m)
+            p.zscore(sharded(DUE, shard), m)
+            p.zscore(sharded(INFLIGHT, shard), m)
         scores = p.execute()
     pending: list[PendingTouch] = []
     stopped: list[StoppedRun] = []

@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -28,7 +29,7 @@ from bot.config import (
 from bot.queue.inbox import Inbox
 from bot.records.customers import Customers
 from bot.web.envelope import CallbackCrypto
-from sop.engine import Engine
+from sop.engine import Engine, due_until, sharded, shards
 from sop.journeys import Journey
 from sop.plan import Rules
 
@@ -38,6 +39,16 @@ ROOT = Path(__file__).resolve().parent.parent
 def engine_for(r: redis.Redis, journeys: Iterable[Journey], rules: Rules, tz: ZoneInfo) -> Engine:
     """An SOP engine wired as the runtime wires it: customers from Redis, touches into the inbox."""
     return Engine(r, journeys, rules, tz, customers=Customers(r), emit=Inbox(r).emit_touches)
+
+
+def sop_due(r: redis.Redis) -> dict[str, float]:
+    """member -> due time of every pending SOP step (every shard), earliest first."""
+    return dict(sorted(due_until(r, datetime(9000, 1, 1)), key=lambda ms: ms[1]))
+
+
+def sop_keys(r: redis.Redis, key: str) -> list[str]:
+    """Every shard's copy of an SOP key (sop.engine.PENDING, HELD, ...)."""
+    return [sharded(key, shard) for shard in shards(r)]
 
 
 METRICS_TOKEN = "metrics-test-token"

@@ -179,14 +179,14 @@ def timeline(r: redis.Redis, book: Any, tz: ZoneInfo, customer: str, scan: int =
 def next_days(r: redis.Redis, tz: ZoneInfo, days: int = 7, now: datetime | None = None,
               names: Names = Names()) -> dict[str, Any]:  # noqa: B008 - frozen default
     """Pending SOP touches per journey per local day for the next `days` days."""
-    from sop.engine import DUE, Ref
+    from sop.engine import Ref, due_until
 
     now = now or datetime.now(tz)
     end = now + timedelta(days=days)
     period = [now.date() + timedelta(days=i) for i in range(days)]
     grid: dict[str, Counter[date]] = {}
     overdue: Counter[str] = Counter()
-    for member, score in r.zrangebyscore(DUE, "-inf", end.timestamp(), withscores=True):
+    for member, score in due_until(r, end):
         ref = Ref.parse(member)
         when = from_ts(score, tz)
         if when < now:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 from zoneinfo import ZoneInfo
@@ -23,6 +23,7 @@ from bot.console.sandbox_chat import SandboxChat
 from bot.content import Content
 from bot.queue.inbox import Inbox
 from bot.records import labels
+from bot.records.channels import UNKNOWN, ChannelBook, channel_stats
 from bot.records.coupons import CouponBook
 from bot.records.experiment_report import METRIC_LABELS, MIN_PER_ARM, chart_groups, reports
 from bot.records.experiments import Experiments, declared
@@ -43,6 +44,7 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("/handoffs/live", "handoffs_live", "GET"),
     ("/customer", "customer", "GET"),
     ("/sop", "sop", "GET"),
+    ("/channels", "channels", "GET"),
     ("/experiments", "experiments", "GET"),
     ("/sandbox", "sandbox", "GET"),
     ("/sandbox/send", "sandbox_send", "POST"),
@@ -274,6 +276,26 @@ class Console:
         return self.page("experiments.html", rows=reports(Experiments(self.r, self.tz), found), minimum=MIN_PER_ARM,
                          labels=METRIC_LABELS, outcomes=tuple(METRIC_LABELS), chart=chart_groups,
                          names=list(METRIC_LABELS.values()), active="experiments")
+
+    def channels(self) -> str:
+        """渠道: per channel over a period, who came and what they did; what each touch earned; the codes."""
+        days = request.args.get("days", 30, type=int)
+        days = days if days in PERIODS else 30
+        book = ChannelBook(self.r, self.tz)
+        current = self.content.channels if self.content else None
+        end = datetime.now(self.tz)
+        start = end - timedelta(days=days)
+        rows = channel_stats(book, current, start, end)
+        names = {c.id: c.name for c in current.channels} if current else {}
+        names.update({cid: w.name for cid, w in book.ways().items() if cid not in names and w.name})
+        names.setdefault(UNKNOWN, "未知渠道")
+        earned = book.earned([(start + timedelta(days=i)).date().isoformat() for i in range(days + 1)])
+        groups = [(names.get(x.channel, x.channel), (x.added, x.replied, x.coupon, x.redeemed, x.purchased))
+                  for x in rows if x.added]
+        amounts = [(names.get(x.channel, x.channel), round(x.amount, 2)) for x in rows if x.amount]
+        return self.page("channels.html", rows=rows, names=names, earned=earned, days=days, periods=PERIODS,
+                         groups=groups, amounts=amounts,
+                         ways=book.ways(), channels=current.channels if current else (), active="channels")
 
     def sandbox(self) -> str:
         """The sandbox chat (sandbox mode only)."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
@@ -13,14 +12,13 @@ from typing import Any
 import redis
 
 from bot.records.store import RENEW, DeleteIf
-from bot.redis_server import mode
+from sop.shards import Shards, is_cluster
 
 # The inbox is N shards, each one stream with its consumer group, dead letters and bookkeeping under one hash tag
 # (one Redis Cluster slot): a script or transaction touches one shard only. Shard 0 keeps the names of the
 # single-stream inbox. Entry ids of shard i > 0 read "i/<stream id>"; a customer's entries go to one shard.
 GROUP = "workers"
 SHARDS = "wecom:inbox:shards"  # the shard count in use, so that every process reads every shard
-CLUSTER_SHARDS = 16
 
 
 def _key(shard: int, name: str) -> str:
@@ -52,11 +50,6 @@ for i = 2, #KEYS do
 end
 return flags
 """
-
-
-def shard_of(key: str, shards: int) -> int:
-    """The shard of a customer (or account) key: the same one always."""
-    return zlib.crc32(key.encode()) % shards if shards > 1 else 0
 
 
 def entry_id(shard: int, raw: str) -> str:
@@ -99,32 +92,22 @@ class Inbox:
 
     def __init__(self, r: redis.Redis, shards: int = 0):
         self.r = r
-        self._configured = shards  # 0: what Redis records, else 1 (standalone, sentinel) or 16 (cluster)
-        self._counts: tuple[int, int] | None = None  # (shards written, shards read), resolved on first use
+        self._shards = Shards(r, SHARDS, shards)  # 0: what Redis records, else 1 (single server) or 16 (cluster)
         self._put_many = r.register_script(PUT_MANY)
         self._release = DeleteIf(r)
         self._renew = r.register_script(RENEW)
         self._groups: set[int] = set()
         self._next = 0  # the shard a cluster read starts with (round robin)
-        self._cluster = mode(r) == "cluster"
+        self._cluster = is_cluster(r)
 
     @property
     def shards(self) -> int:
         """How many shards new entries spread over."""
-        return self._resolve()[0]
+        return self._shards.count
 
     def _all(self) -> range:
         """Every shard that may hold entries (a lowered count still drains the shards above it)."""
-        return range(self._resolve()[1])
-
-    def _resolve(self) -> tuple[int, int]:
-        if self._counts is None:
-            recorded = int(self.r.get(SHARDS) or 0)
-            n = self._configured or recorded or (CLUSTER_SHARDS if self._cluster else 1)
-            if n > recorded:
-                self.r.set(SHARDS, n)
-            self._counts = (n, max(n, recorded))
-        return self._counts
+        return self._shards.all()
 
     def streams(self) -> list[str]:
         """The stream of every shard."""
@@ -157,7 +140,7 @@ class Inbox:
         return sum(sum(self._put_shard(shard, group, ttl)) for shard, group in by_shard.items())
 
     def _shard(self, item: Item) -> int:
-        return shard_of(item.shard_key or item.key, self.shards)
+        return self._shards.of(item.shard_key or item.key)
 
     def _put_shard(self, shard: int, items: list[Item], ttl: int) -> list[int]:
         """One script call: the items of one shard, each appended with its dedupe mark unless seen."""

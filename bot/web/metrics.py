@@ -31,7 +31,7 @@ from bot.records.store import Store
 from bot.redis_server import topology
 from bot.web.webhook import CallbackCounts
 from sop.engine import COUNTERS as SOP_COUNTERS
-from sop.engine import DUE, INFLIGHT
+from sop.engine import pending_counts
 
 
 def workers_alive(r: redis.Redis) -> list[str]:
@@ -253,7 +253,7 @@ class BotCollector:
         yield counter("wecom_sop_touch_reasons", "SOP touches by outcome and reason (or channel)",
                       ["outcome", "reason"], [([lv[0].split(":", 1)[0], lv[0].split(":", 1)[1]], v)
                                               for lv, v in reasons])
-        due, inflight = self.r.zcard(DUE), self.r.zcard(INFLIGHT)
+        due, inflight = pending_counts(self.r).values()
         yield gauge("wecom_sop_pending", "SOP touches waiting to be due", due)
         yield gauge("wecom_sop_inflight", "SOP touches claimed by a tick, not yet settled", inflight)
 

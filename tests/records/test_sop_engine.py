@@ -13,10 +13,10 @@ import pytest
 from bot.queue.inbox import Inbox
 from bot.records.customers import Customer, Customers
 from sop import journeys
-from sop.engine import DUE, INFLIGHT, PENDING, Engine
+from sop.engine import PENDING, Engine, pending_counts
 from sop.journeys import Journey, Segment, Step, Trigger
 from sop.plan import Rules
-from tests.support import engine_for
+from tests.support import engine_for, sop_due, sop_keys
 
 SH = ZoneInfo("Asia/Shanghai")
 MON_2350 = datetime(2024, 12, 2, 23, 50, tzinfo=SH)
@@ -70,7 +70,7 @@ def test_enroll_is_idempotent_and_night_steps_defer(r):
     assert e.enroll("c1", "tag", at(2, 21), tag="其他") == 0
     res = e.tick(at(2, 23))
     assert res.deferred == 1 and res.reasons["deferred:quiet_hours"] == 1
-    assert r.zscore(DUE, r.zrange(DUE, 0, -1)[0]) == at(3, 8).timestamp()
+    assert next(iter(sop_due(r).values())) == at(3, 8).timestamp()
     assert e.tick(at(3, 8)).sent == 1
     assert e.counters()["deferred"] == 1 and e.counters()["sent"] == 1
 
@@ -105,7 +105,7 @@ def test_stop_conditions(r):
     res = e.tick(at(1, 20))
     assert res.reasons["skipped:stopped:replied"] == 1 and res.reasons["skipped:stopped:handed_off"] == 1
     assert res.reasons["skipped:stopped:unsubscribed"] == 1 and res.sent == 1
-    assert [m.split("|")[2] for m in r.zrange(DUE, 0, -1)] == ["c4"]  # stopped journeys do not continue
+    assert [m.split("|")[2] for m in list(sop_due(r))] == ["c4"]  # stopped journeys do not continue
     assert r.xlen("wecom:sop:{sop}:skips") == 3
 
 
@@ -144,7 +144,7 @@ def test_two_engines_ticking_concurrently_never_emit_a_touch_twice(r, redis_url)
     ids = [x["touch_id"] for x in entries(r)]
     assert sum(claimed) == 3000 and len(ids) == 3000 and len(set(ids)) == 3000
     assert all(claimed)  # every engine did some of the work
-    assert r.zcard(DUE) == 0 and r.zcard(INFLIGHT) == 0
+    assert pending_counts(r)["due"] == 0 and pending_counts(r)["inflight"] == 0
 
 
 class Crash(RuntimeError):
@@ -167,14 +167,14 @@ def test_crash_mid_batch_then_another_scheduler_emits_each_touch_once(r, where):
     dead.emit = crashing
     with pytest.raises(Crash):
         dead.tick(at(2, 12))
-    assert r.zcard(INFLIGHT) == 20  # claimed and leased, not lost
+    assert pending_counts(r)["inflight"] == 20  # claimed and leased, not lost
     other = engine_for(r, [j], Rules(), SH)
     assert other.tick(at(2, 12)).claimed == 0  # the lease still holds
     res = other.tick(at(2, 12, 2))  # lease (60 s) expired: reclaimed
     assert res.claimed == 20 and res.emitted == (20 if where == "before_put" else 0)
     ids = [x["touch_id"] for x in entries(r)]
     assert len(ids) == 20 == len(set(ids))
-    assert r.zcard(INFLIGHT) == 0 and r.zcard(DUE) == 20  # the next steps are scheduled once
+    assert pending_counts(r)["inflight"] == 0 and pending_counts(r)["due"] == 20  # the next steps are scheduled once
 
 
 def test_reload_invalid_keeps_old_and_valid_moves_by_step_id(r, tmp_path: Path):
@@ -235,19 +235,21 @@ def test_a_trigger_while_the_run_is_pending_changes_nothing_and_a_later_one_rest
     assert e.enroll("c1", "tag", at(2, 9), tag="要优惠") == 1
     assert e.enroll("c1", "tag", at(1, 9), tag="要优惠") == 0  # older than the live one
     assert e.enroll("c1", "tag", at(2, 15), tag="要优惠") == 0  # step a is pending: the run goes on
-    assert [m.split("|")[1] for m in r.zrange(DUE, 0, -1)] == ["a"]
+    assert [m.split("|")[1] for m in list(sop_due(r))] == ["a"]
     assert e.tick(at(3, 12)).sent == 1
     assert e.enroll("c1", "tag", at(3, 15), tag="要优惠") == 0  # step b is pending now
-    assert [m.split("|")[1] for m in r.zrange(DUE, 0, -1)] == ["b"]
-    assert e.tick(at(4, 12)).sent == 1 and r.zcard(DUE) == 0 and r.hlen(PENDING) == 0
+    assert [m.split("|")[1] for m in list(sop_due(r))] == ["b"]
+    assert e.tick(at(4, 12)).sent == 1 and pending_counts(r)["due"] == 0
+    assert sum(r.hlen(k) for k in sop_keys(r, PENDING)) == 0
     assert e.enroll("c1", "tag", at(4, 15), tag="要优惠") == 1  # the run ended: a newer trigger starts it again
-    assert r.zcard(DUE) == 1
+    assert pending_counts(r)["due"] == 1
 
 
 def test_a_newer_trigger_supersedes_a_pending_step_written_before_the_pending_index(r):
     e = engine_for(r, [tagged()], Rules(), SH)
     assert e.enroll("c1", "tag", at(2, 9), tag="要优惠") == 1
-    r.delete(PENDING)  # as an engine before PENDING left it
+    for key in sop_keys(r, PENDING):  # as an engine before PENDING left it
+        r.delete(key)
     assert e.enroll("c1", "tag", at(2, 15), tag="要优惠") == 1  # restarts the journey
     res = e.tick(at(3, 12))
     assert res.reasons["skipped:superseded"] == 1 and res.sent == 1
@@ -258,8 +260,8 @@ def test_a_second_price_question_keeps_one_follow_up_pending(r):
     assert e.enroll("c1", "intent", at(2, 10), intent="price") == 1
     assert e.enroll("c1", "intent", at(2, 16), intent="price") == 0
     assert e.enroll("c1", "intent", at(3, 11), intent="price") == 0
-    assert [m.split("|")[:3] for m in r.zrange(DUE, 0, -1)] == [["price_followup", "followup", "c1"]]
-    assert r.zscore(DUE, r.zrange(DUE, 0, -1)[0]) == at(4, 10).timestamp()  # 48 h after the first question
+    assert [m.split("|")[:3] for m in list(sop_due(r))] == [["price_followup", "followup", "c1"]]
+    assert next(iter(sop_due(r).values())) == at(4, 10).timestamp()  # 48 h after the first question
     run_until(e, at(4, 10))
     assert [(x["journey"], x["decision"]) for x in entries(r)] == [("price_followup", "remind")]
     assert e.enroll("c1", "intent", at(5, 10), intent="price") == 1  # asked again after the follow-up: a new one

@@ -279,7 +279,7 @@ def test_coupon_and_purchase_of_a_channel_customer_through_the_real_path(sandbox
     assert [v for k, v in earned.items() if k.startswith("coupon:")] == [{"orders": 1, "amount": 129.0}]
 
 
-def test_console_channel_page_in_a_browser(browser, sandbox, service, runtime, r):
+def test_console_channel_page_in_a_browser(browser, sandbox, service, runtime, r):  # noqa: F811
     from bot.act.triggers import record_purchase
     from tests.scenarios.console_helpers import TOKEN, serve
     from tests.scenarios.test_console import login, shot, shown

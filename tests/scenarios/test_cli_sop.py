@@ -13,7 +13,8 @@ import pytest
 from bot.ops import cli_sop
 from bot.records.customers import Customers
 from sop import journeys
-from sop.engine import DUE, HIST
+from sop.engine import HIST
+from tests.support import sop_due
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN_KEYS = {"journey", "step", "at", "due", "channel", "decision", "reason"}
@@ -89,7 +90,7 @@ def test_purchase_and_birthday_commands(env, capsys):
     assert run(argv) == 0 and run(argv) == 0
     out = capsys.readouterr().out
     assert "recorded, 1 journey(s) enrolled" in out and "already recorded" in out
-    assert env.zcard(DUE) == 1 and env.hexists(HIST % "c-cli", "purchased")
+    assert len(sop_due(env)) == 1 and env.hexists(HIST % "c-cli", "purchased")
     assert run(["birthday", "c-cli", "07-15"]) == 0
     assert env.sismember("wecom:sop:bday:07-15", "c-cli")
 
@@ -121,7 +122,7 @@ def test_sop_commands_use_the_configured_journeys(env, elsewhere, capsys):
     Customers(env).saw_message("c-cfg", time.time(), open_kfid="wk1")
     assert run(["purchase", "c-cfg", "O-cfg", "--at", "2024-12-02T15:00:00+08:00"]) == 0
     assert "1 journey(s) enrolled" in capsys.readouterr().out
-    assert [m.split("|")[0] for m in env.zrange(DUE, 0, -1)] == ["my_guide"]
+    assert [m.split("|")[0] for m in sop_due(env)] == ["my_guide"]
 
 
 def test_reload_refuses_a_path_the_scheduler_does_not_load(env, elsewhere, capsys):

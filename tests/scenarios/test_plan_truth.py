@@ -15,11 +15,11 @@ import pytest
 from bot.act.triggers import record_purchase
 from bot.records.customers import Customers
 from sop.cli import print_plan
-from sop.engine import DUE
 from sop.plan_view import PENDING, STOPPED, CustomerPlan, customer_plan
 from tests.scenarios.console_helpers import TOKEN, serve
 from tests.scenarios.test_cli_sop import env, run  # noqa: F401 - the CLI's environment fixture
 from tests.scenarios.test_console import login
+from tests.support import sop_due
 
 SH = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2024, 12, 2, 10, 0, tzinfo=SH)  # a Monday: the customer is added
@@ -70,7 +70,7 @@ def test_the_plan_lists_what_the_engine_holds_then_what_would_follow(engine, run
     # A second (and third) price question: still one follow-up, due 48 h after the first.
     assert engine.enroll(CID, "intent", T0 + timedelta(hours=6), intent="price") == 0
     assert engine.enroll(CID, "intent", T0 + timedelta(days=1), intent="price") == 0
-    assert [m.split("|")[0] for m in r.zrange(DUE, 0, -1)].count("price_followup") == 1
+    assert [m.split("|")[0] for m in sop_due(r)].count("price_followup") == 1
     assert pending_of(plan(runtime, r, T0 + timedelta(hours=6))) == pending_of(p)
 
     # A handoff stops the journeys that stop on it; the coupon reminder stays pending.

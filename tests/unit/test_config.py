@@ -24,7 +24,7 @@ def config_with(tmp_path: Path, sop_section: str) -> Path:
     end = text.index("\ncorp_tags:")
     text = text[:start] + "\n" + sop_section.strip("\n") + "\n" + text[end:]
     for name in ("intents/keywords.yaml", "intents/faq.yaml", "intents/examples", "intents/dialect.yaml",
-                 "content/coupons.yaml", "content/consultants.yaml", "sop/journeys"):
+                 "content/coupons.yaml", "content/consultants.yaml", "content/channels.yaml", "sop/journeys"):
         text = text.replace(f": {name}", f": {ROOT / name}")
     path = tmp_path / "config.yaml"
     path.write_text(text, encoding="utf-8")
