@@ -159,12 +159,16 @@ def cmd_stats(args: argparse.Namespace) -> int:
         rows = channel_stats(rt.channel_book, current, start, end)
         names = {c.id: c.name for c in current.channels} if current else {}
         names.update({cid: w.name for cid, w in rt.channel_book.ways().items() if cid not in names and w.name})
+        days = [(start + timedelta(days=i)).date().isoformat() for i in range((end - start).days + 2)]
+        earned = rt.channel_book.earned(d for d in days if start.date().isoformat() <= d <= end.date().isoformat())
     finally:
         rt.close()
     if args.json:
         print(json.dumps({"from": start.isoformat(), "to": end.isoformat(),
                           "channels": [{**s.as_json(), "name": names.get(s.channel, "未知渠道" if s.channel == UNKNOWN
-                                                                           else s.channel)} for s in rows]},
+                                                                           else s.channel)} for s in rows],
+                          "touches": [{"touch": ref, "orders": int(e["orders"]), "amount": round(e["amount"], 2)}
+                                      for ref, e in earned.items()]},
                          ensure_ascii=False))
         return 0
     print(f"customers added from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M}, and what they did since "
@@ -176,6 +180,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         rates = [_pct(n, s.added) for n in (s.replied, s.coupon, s.redeemed, s.purchased)]
         print(f"{_pad(name, 20)} {s.added:>6} " + " ".join(f"{x:>9}" for x in rates) +
               f" {s.orders:>6} {s.amount:>10.2f} {_pct(s.unsubscribed, s.added):>8} {_pct(s.lost, s.added):>8}")
+    if earned:
+        print("\npurchases credited to the last touch or coupon before them (within attribution_hours):")
+        for ref, e in earned.items():
+            print(f"  {ref:<40} {int(e['orders']):>6} orders {e['amount']:>10.2f}")
     return 0
 
 

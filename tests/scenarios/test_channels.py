@@ -233,7 +233,7 @@ def test_cli_sync_list_and_stats_json(sandbox, redis_url, r, monkeypatch, capsys
     assert all(x["url"] and x["synced"] for x in listed)
     assert run(["channels", "stats", "--days", "1", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
-    assert set(data) == {"from", "to", "channels"}
+    assert set(data) == {"from", "to", "channels", "touches"} and data["touches"] == []
     poster = next(c for c in data["channels"] if c["channel"] == "store_sh01")
     assert poster["added"] == 1 and poster["name"] == "门店海报-上海一店" and set(poster["rates"]) >= {"replied", "lost"}
     assert run(["channels", "stats"]) == 0
@@ -307,3 +307,28 @@ def test_console_channel_page_in_a_browser(browser, sandbox, service, runtime, r
         shot(page, "channels")
     finally:
         svc.stop()
+
+
+@pytest.mark.parametrize("channel,customer,welcome", [("live_0618", "wmChatLive", "欢迎从直播间过来"),
+                                                      ("store_sh01", "wmChatStore", "欢迎来到上海一店")])
+def test_chat_enters_through_a_channel_code(channel, customer, welcome, sandbox, service, runtime):
+    import io
+    import threading as th
+
+    from bot.ops import chat as chat_mod
+    from tests.scenarios.test_cli_help import _info
+
+    sync(runtime)
+    out = io.StringIO()
+    chat = chat_mod.ChatSession(_info(sandbox, service, runtime), customer, out, wait=0.2)
+    stop = th.Event()
+    worker = th.Thread(target=runtime.worker().run_forever, args=(stop,), daemon=True)
+    worker.start()
+    try:
+        assert chat.enter(channel)
+        assert sandbox.wait_for(lambda: chat.poll() or welcome in out.getvalue(), timeout=10), out.getvalue()
+        assert runtime.channel_book.channel_of(customer) == channel
+        assert not chat.enter("no_such_code") and "channels sync" in out.getvalue()
+    finally:
+        stop.set()
+        worker.join(5)
