@@ -227,7 +227,8 @@ def _database(url: str) -> int:
 
 def cluster_enabled(url: str, timeout: float = 2.0) -> bool:
     """The server at `url` runs in cluster mode (INFO cluster: cluster_enabled:1)."""
-    with redis.Redis.from_url(url, **_options(timeout)) as probe:
+    probe_url = urlunsplit(urlsplit(url)._replace(path="/0")) if url.startswith("redis") else url  # no SELECT
+    with redis.Redis.from_url(probe_url, **_options(timeout)) as probe:
         return bool(int(probe.info("cluster").get("cluster_enabled", 0)))
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -86,8 +88,28 @@ class Node:
             self.kill()
 
 
-def _ports(base: int, n: int) -> list[int]:
-    return [base + i for i in range(n)] if base else [free_port() for _ in range(n)]
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+            return True
+        except OSError:
+            return False
+
+
+def _ports(base: int, n: int, cluster: bool = False) -> list[int]:
+    """`n` ports from `base`, else free ones (for a cluster node at most 55535, with its bus port 10000 above
+    free too)."""
+    if base:
+        return [base + i for i in range(n)]
+    if not cluster:
+        return [free_port() for _ in range(n)]
+    found: list[int] = []
+    while len(found) < n:
+        port = random.randrange(20000, 55535)
+        if port not in found and _bindable(port) and _bindable(port + 10000):
+            found.append(port)
+    return found
 
 
 @dataclass
@@ -105,7 +127,7 @@ class LocalCluster:
 
     def start(self, timeout: float = 20.0) -> LocalCluster:
         """Start the nodes, give each a third of the slots, wait until the cluster says ok."""
-        for port in _ports(self.base_port, self.masters):
+        for port in _ports(self.base_port, self.masters, cluster=True):
             self.nodes.append(Node(port, self.folder / str(port),
                                    ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
                                     "--cluster-node-timeout", "2000"]).start())

@@ -8,7 +8,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,30 @@ class Service:
 
     def stop(self) -> None:
         self.server.shutdown()
+
+
+@contextmanager
+def running(settings: Settings, r: redis.Redis, scheduler: bool = False) -> Iterator[tuple[Any, Service]]:
+    """(runtime, its web app over HTTP) with one worker thread (and the scheduler) until the block ends."""
+    from bot.content import Content
+    from bot.runtime import Runtime
+
+    rt = Runtime(settings, r, content=Content(settings))
+    svc = Service(rt.app(), CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), settings.callback_path)
+    stop = threading.Event()
+    worker = threading.Thread(target=rt.worker().run_forever, args=(stop,), daemon=True)
+    worker.start()
+    ticks = rt.scheduler(stop) if scheduler else None
+    if ticks is not None:
+        ticks.start()
+    try:
+        yield rt, svc
+    finally:
+        stop.set()
+        if ticks is not None:
+            ticks.shutdown()
+        worker.join(timeout=5)
+        svc.stop()
 
 
 def kf_notice(token: str, open_kfid: str = SANDBOX_OPEN_KFID, create_time: int | None = None,

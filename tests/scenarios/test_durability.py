@@ -6,18 +6,14 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from pathlib import Path
 
 import yaml
 
-from bot.content import Content
 from bot.redis_server import EmbeddedRedis, connect, free_port
-from bot.runtime import Runtime
-from bot.web.envelope import CallbackCrypto
-from tests.support import ROOT, Service, kf_notice, make_settings
+from tests.support import ROOT, kf_notice, make_settings, running
 
 
 def write_config(tmp_path: Path, claim_idle: float = 1.0) -> Path:
@@ -68,35 +64,27 @@ def test_redis_stopped_mid_run_callbacks_503_then_all_acked_answered(sandbox, tm
     server = EmbeddedRedis(tmp_path / "redis", port=free_port()).start()
     url = server.url
     settings, _ = make_settings(sandbox.url, url)
-    r = connect(url)
-    rt = Runtime(settings, r, content=Content(settings))
-    svc = Service(rt.app(), CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), settings.callback_path)
-    stop = threading.Event()
-    worker = threading.Thread(target=rt.worker().run_forever, args=(stop,), daemon=True)
-    worker.start()
-
-    def say(customer: str) -> int:
-        sandbox.add_customer_text(customer, "这个怎么用")
-        return svc.post(kf_notice(sandbox.callback_token(), create_time=int(time.time() * 1000))).status_code
-
     try:
-        acked = [c for c in (f"wmBefore{i}" for i in range(20)) if say(c) == 200]
-        assert len(acked) == 20
-        server.stop()
-        during = [say(f"wmDuring{i}") for i in range(5)]
-        assert during == [503] * 5
-        server.start()
-        assert sandbox.wait_for(lambda: {d["touser"] for d in sandbox.delivered()} >= set(acked), timeout=60)
-        # WeCom retries the refused callbacks; once Redis is back they are taken and answered too
-        retried = svc.post(kf_notice(sandbox.callback_token(), create_time=int(time.time() * 1000) + 1))
-        assert retried.status_code == 200
-        everyone = set(acked) | {f"wmDuring{i}" for i in range(5)}
-        assert sandbox.wait_for(lambda: {d["touser"] for d in sandbox.delivered()} >= everyone, timeout=60)
-        assert len(sandbox.delivered()) == len(everyone)
+        with running(settings, connect(url)) as (_, svc):
+
+            def say(customer: str) -> int:
+                sandbox.add_customer_text(customer, "这个怎么用")
+                return svc.post(kf_notice(sandbox.callback_token(), create_time=int(time.time() * 1000))).status_code
+
+            acked = [c for c in (f"wmBefore{i}" for i in range(20)) if say(c) == 200]
+            assert len(acked) == 20
+            server.stop()
+            during = [say(f"wmDuring{i}") for i in range(5)]
+            assert during == [503] * 5
+            server.start()
+            assert sandbox.wait_for(lambda: {d["touser"] for d in sandbox.delivered()} >= set(acked), timeout=60)
+            # WeCom retries the refused callbacks; once Redis is back they are taken and answered too
+            retried = svc.post(kf_notice(sandbox.callback_token(), create_time=int(time.time() * 1000) + 1))
+            assert retried.status_code == 200
+            everyone = set(acked) | {f"wmDuring{i}" for i in range(5)}
+            assert sandbox.wait_for(lambda: {d["touser"] for d in sandbox.delivered()} >= everyone, timeout=60)
+            assert len(sandbox.delivered()) == len(everyone)
     finally:
-        stop.set()
-        worker.join(timeout=5)
-        svc.stop()
         server.stop()
 
 
