@@ -155,8 +155,9 @@ class Staff:
             return []
         held = sorted(book.coupons_of(customer, now=now), key=lambda c: (
             COUPON_ORDER.get(c.status, 3), c.expires_at.timestamp() if c.status == "issued" else -c.issued_at.timestamp()))
-        titles = {c.name: c.title for c in book.campaigns}
-        return [cards.coupon_line(titles.get(c.campaign, c.campaign), c.code, c.status, c.expires_at, now) for c in held]
+        by_name = book.by_name  # a coupon of an A/B variant is shown with that variant's title
+        return [cards.coupon_line(by_name[c.campaign].arm(c.variant).title if c.campaign in by_name else c.campaign,
+                                  c.code, c.status, c.expires_at, now) for c in held]
 
     def customer_name(self, customer: str) -> str:
         """The customer's WeChat nickname (kf/customer/batchget), remembered; the id when unknown."""

@@ -321,7 +321,8 @@ class TouchRunner:
         """Record the outcome and count it (sop_sent / sop_reminded; sop_failed is counted where it happens)."""
         self.store.record("touch", customer=data.get("customer"), touch_id=data.get("touch_id"),
                           journey=data.get("journey"), step=data.get("step"), channel=data.get("channel"),
-                          decision=data.get("decision"), outcome=outcome)
+                          decision=data.get("decision"), outcome=outcome,
+                          **({"variant": data["variant"]} if data.get("variant") else {}))
         if outcome.startswith("sent:"):
             if self.touched is not None and data.get("customer"):
                 self.touched(str(data["customer"]), f"{data.get('journey')}.{data.get('step')}", self.clock())

@@ -23,7 +23,7 @@ STOP_FACTS = {"replied": "客户回复", "purchased": "已购买", "redeemed": "
 CHANNELS = {"kf": "客服号消息", "mass_task": "群发任务", "staff": "顾问发送", "welcome": "欢迎语", "auto": "自动"}
 DECISIONS = {"send": "发送", "remind": "提醒顾问", "defer": "推迟", "skip": "跳过"}
 OUTCOMES = {"sent": "已发送", "deferred": "已推迟", "skipped": "已跳过", "failed": "失败", "reminded": "已提醒顾问",
-            "duplicate": "重复（已处理过）", "pending": "待重试"}
+            "duplicate": "重复（已处理过）", "pending": "待重试", "holdout": "对照组（实验，不发送）"}
 TOUCH_KINDS = {"welcome": "欢迎语", "education": "使用指南", "care": "关怀回访", "offer": "优惠活动",
                "greeting": "节日/生日祝福", "reminder": "提醒", "winback": "召回", "content": "内容推荐",
                "followup": "跟进", "interaction": "互动"}
@@ -44,7 +44,8 @@ ASSIGNMENTS = {"owner": "专属顾问", "least_loaded": "当前接待最少的�
                "queue_at_capacity": "顾问都已满额，排队", "resumed": "沿用上次分配", "95019": "顾问不在接待状态"}
 HANDOFF_STATES = {"open": "等待中", "claimed": "已认领", "answered": "接待中", "closed": "已结束"}
 CLOSE_REASONS = {"session_ended": "会话已结束", "idle": "长时间无活动", "closed_by": "顾问结束", "operator": "运营手动结束"}
-COUPON_RESULTS = {"issued": "已发放", "existing": "已领过", "exhausted": "已发完", "ineligible": "不符合领取条件"}
+COUPON_RESULTS = {"issued": "已发放", "existing": "已领过", "exhausted": "已发完", "ineligible": "不符合领取条件",
+                  "holdout": "实验对照组（不发券）"}
 COUPON_STATES = {"issued": "未使用", "redeemed": "已核销", "expired": "已过期"}
 MSGTYPES = {"text": "文字", "image": "图片", "voice": "语音", "video": "视频", "file": "文件", "location": "位置",
             "link": "链接", "business_card": "名片", "miniprogram": "小程序", "msgmenu": "菜单", "event": "事件",

@@ -144,8 +144,17 @@ def test_a_step_experiment_sends_each_variant_and_nothing_to_the_holdout(ab_runt
     assert not any(c in staff for c in arms[HOLDOUT])  # no reminder either
     touches = [e for e in Store(r).events(500) if e["kind"] == "touch" and e.get("journey") == "ab_tips"]
     assert Counter(e["outcome"] for e in touches) == {"sent:kf": 6, HOLDOUT: 3}
+    assert Counter(e.get("variant") for e in touches) == {"short": 3, "long": 3, None: 3}
     assert Store(r).counters()["sop_holdout"] == 3
     assert rt.experiments.counts("ab_tips.tip") == {"holdout|assigned": 3, "short|assigned": 3, "long|assigned": 3}
+    time.sleep(1.1)  # kf message times are whole seconds: these come after the assignment
+    quitter, held = arms["long"][0], arms[HOLDOUT][0]
+    sandbox.add_customer_text(quitter, "TD")
+    sandbox.add_customer_text(held, "沙发怎么清洁")
+    post_and_drain(sandbox, ab_service, rt)
+    counts = rt.experiments.counts("ab_tips.tip")
+    assert (counts["long|unsubscribed"], counts["long|replied"], counts["holdout|replied"]) == (1, 1, 1)
+    assert "short|replied" not in counts
 
 
 def test_coupon_ab_in_chat_outcomes_from_the_api_and_stats(ab_runtime, ab_service, sandbox, r):
