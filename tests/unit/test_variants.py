@@ -174,3 +174,28 @@ def test_report_compares_two_arms_that_both_beat_the_holdout():
     out = report(_declared(), counts)
     assert [a["verdict"][:6] for a in out["arms"][1:]] == ["「A」更好：", "「B」更好："]
     assert out["verdict"].endswith("「A」与「B」之间尚无明显差异（95% 区间 -1.9 ~ +4.0 包含 0）")
+
+
+def test_what_an_experiment_may_not_be(tmp_path):
+    path = tmp_path / "j.yaml"
+    _, errors = _journey(tmp_path, """\
+        - id: hello
+          kind: welcome
+          holdout: 0.1
+          variants:
+            - {name: A, content: {text: 你好}}
+        - id: later
+          wait: 1d
+          kind: offer
+          variants:
+            - {name: A, content: {text: 你好}}
+        """)
+    assert [str(e) for e in errors] == [
+        f"{path}:9: steps[0].variants: a welcome step goes out with the 20-second welcome code: it cannot be an "
+        "experiment (put the variants on a later step)",
+        f"{path}:14: steps[1].variants: an experiment needs two variants, or one variant and a holdout share"]
+    coupons = tmp_path / "coupons.yaml"
+    coupons.write_text(CAMPAIGN.replace("    holdout: 0.1\n", "    holdout_reply: 下次再送您～\n"), encoding="utf-8")
+    with pytest.raises(Exception) as exc:
+        load_campaigns(coupons)
+    assert str(exc.value) == f"{coupons}:9: campaigns[0].holdout_reply: only used with variants and a holdout share"
