@@ -201,8 +201,7 @@ class KfSync:
             # raw items: one odd message fails alone later (dead letter), not the whole page
             items = [Item("kf_msg", json.dumps({**m, "open_kfid": m.get("open_kfid") or open_kfid,
                                                 **({"backlog": True} if _older(m, backlog_before) else {})},
-                                               ensure_ascii=False), f"kfmsg:{m['msgid']}",
-                          str(m.get("external_userid") or ""))
+                                               ensure_ascii=False), f"kfmsg:{m['msgid']}", _customer_of(m))
                      for m in batch.messages if isinstance(m, dict) and m.get("msgid")]
             queued += self.inbox.put_many(items, KF_MSGID_TTL)
             cursor = batch.next_cursor or cursor
@@ -230,3 +229,10 @@ class KfSync:
         log.warning("kf %s: %d kf_msg_or_event notices in a row pulled nothing new (cursor %r): customers may "
                     "be waiting unanswered; is the cursor past what WeCom holds, or does another app read this "
                     "account? (wecom-bot doctor)", open_kfid, n, cursor)
+
+
+def _customer_of(m: dict[str, Any]) -> str:
+    """Whose message or event (an event's customer is inside it): one inbox shard per customer keeps order."""
+    event = m.get("event")
+    inner = event.get("external_userid") if isinstance(event, dict) else None
+    return str(m.get("external_userid") or inner or "")

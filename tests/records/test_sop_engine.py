@@ -167,11 +167,12 @@ def test_crash_mid_batch_then_another_scheduler_emits_each_touch_once(r, where):
     dead.emit = crashing
     with pytest.raises(Crash):
         dead.tick(at(2, 12))
-    assert pending_counts(r)["inflight"] == 20  # claimed and leased, not lost
+    crashed = pending_counts(r)["inflight"]  # all 20 on one shard; on a cluster those of the first shard ticked
+    assert crashed > 0  # claimed and leased, not lost
     other = engine_for(r, [j], Rules(), SH)
-    assert other.tick(at(2, 12)).claimed == 0  # the lease still holds
+    assert other.tick(at(2, 12)).claimed == 20 - crashed  # the lease still holds
     res = other.tick(at(2, 12, 2))  # lease (60 s) expired: reclaimed
-    assert res.claimed == 20 and res.emitted == (20 if where == "before_put" else 0)
+    assert res.claimed == crashed and res.emitted == (crashed if where == "before_put" else 0)
     ids = [x["touch_id"] for x in entries(r)]
     assert len(ids) == 20 == len(set(ids))
     assert pending_counts(r)["inflight"] == 0 and pending_counts(r)["due"] == 20  # the next steps are scheduled once

@@ -11,8 +11,7 @@ import time
 import pytest
 
 from sop import journeys
-from sop.engine import DUE
-from tests.support import drain, kf_notice, make_settings
+from tests.support import drain, kf_notice, make_settings, sop_due
 
 CUSTOMER = "wmAnswers"
 QUESTION = "回复数字即可"
@@ -65,7 +64,7 @@ class Customer:
         self.runtime.customers.set_owner(self.id, "li.consultant")  # a contact of a staff member: tags are mirrored
         self.write("你好")  # first contact: enrolled in the new-customer week
         self.tick()  # the welcome step
-        due = next(score for member, score in self.runtime.r.zrange(DUE, 0, -1, withscores=True)
+        due = next(score for member, score in sop_due(self.runtime.r).items()
                    if member.startswith(f"new_customer_week|day1_hello|{self.id}|"))
         self.sandbox.advance(due - self.sandbox.now() + 1)
         self.tick()
@@ -152,7 +151,7 @@ def test_an_option_can_enrol_a_journey(sandbox, redis_url, r, tmp_path):
         assert texts(c.write("3")) == [_option("3").reply]
     finally:
         service.stop()
-    assert [m for m in r.zrange(DUE, 0, -1) if m.startswith(f"purchase_guide|day3_guide|{CUSTOMER}|")]
+    assert [m for m in sop_due(r) if m.startswith(f"purchase_guide|day3_guide|{CUSTOMER}|")]
 
 
 def test_one_question_gets_one_answer_and_a_retried_touch_does_not_reopen_it(r):

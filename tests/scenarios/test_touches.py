@@ -15,9 +15,9 @@ from bot.records.customers import Customers
 from bot.records.store import Store
 from bot.web.api import make_sop_api
 from sop import journeys
-from sop.engine import DUE, HIST
+from sop.engine import HIST
 from sop.plan import Rules
-from tests.support import engine_for
+from tests.support import engine_for, sop_due
 
 OWNER = "li.consultant"
 FALLBACK = "wang.consultant"
@@ -164,7 +164,7 @@ def test_purchase_is_idempotent_per_order_and_enrolls_day3_guide(client, r, engi
     again = client.post("/api/purchases", json=body, headers=AUTH)
     assert again.json["status"] == "duplicate"
     assert engine.pending() == {"due": 1, "inflight": 0}
-    ((member, score),) = r.zrange(DUE, 0, -1, withscores=True)
+    ((member, score),) = sop_due(r).items()
     assert member.startswith("purchase_guide|day3_guide|c-buy|")
     assert datetime.fromtimestamp(score, engine.tz).isoformat() == "2024-12-05T20:00:00+08:00"
     assert engine.history("c-buy").purchased_at is not None
