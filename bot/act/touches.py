@@ -144,20 +144,21 @@ class TouchRunner:
         customer, at = str(data.get("customer", "")), from_ts(now, self.tz)
         j = self.engine.journeys.get(str(data.get("journey", "")))
         step = j.step(str(data.get("step", ""))) if j else None
+        arm: str | None = None
         if step is not None and step.experiment is not None:
             arm = self.experiments.assign(step.experiment, customer, at)
             if arm == HOLDOUT:
                 return data, arm
-            return {**data, "content": step.variants.get(arm, step.content), "variant": arm}, arm
+            data = {**data, "content": step.variants.get(arm, step.content), "variant": arm}
         book, name = self.coupons(), _campaign(data)
         campaign = book.by_name.get(name) if book and name else None
-        if campaign is not None and campaign.experiment is not None:
-            arm, recorded = self.experiments.peek(campaign.experiment, customer)
-            if arm == HOLDOUT and not recorded:
-                arm = self.experiments.assign(campaign.experiment, customer, at)
-            if arm == HOLDOUT:
-                return data, arm
-        return data, None
+        if campaign is not None and campaign.experiment is not None:  # the coupon's own A/B: its holdout gets nothing
+            held, recorded = self.experiments.peek(campaign.experiment, customer)
+            if held == HOLDOUT and not recorded:
+                held = self.experiments.assign(campaign.experiment, customer, at)
+            if held == HOLDOUT:
+                return data, HOLDOUT
+        return data, arm
 
     def _holdout(self, data: dict[str, Any], key: str, now: float) -> str:
         """The customer is in the experiment's holdout: nothing goes out (no WeCom call, no reminder); a send tick

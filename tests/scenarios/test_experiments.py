@@ -298,3 +298,24 @@ def test_sop_plan_shows_the_customers_arms(r, redis_url, settings, tmp_path):
         step = "对照组/holdout: nothing is sent" if want == HOLDOUT else f"variant {want}: 小贴士"
         assert lines[at + 1].startswith(f"  ab_tips.tip (使用小贴士·tip): {step}")
         assert lines[at + 2] == f"  {AB} (满减券): {coupon}"
+
+
+def test_an_sop_step_giving_an_ab_coupon_sends_nothing_to_its_holdout(runtime, sandbox, r):
+    arms = customers_in(shipped(), "wmStepCoupon", 1)
+    touches = runtime.parts().touches
+    now = datetime.now(runtime.settings.timezone).isoformat()
+    for arm, (customer,) in arms.items():
+        sandbox.add_customer_text(customer, "在吗")
+        runtime.customers.saw_message(customer, time.time() - 60, open_kfid=SANDBOX_OPEN_KFID)
+        entry = {"touch_id": f"t-{customer}", "journey": "purchase_guide", "step": "day3_guide", "customer": customer,
+                 "kind": "offer", "content": {"text": "老客专享：", "coupon": {"campaign": "spend199-save30"}},
+                 "priority": 60, "due": now, "channel": "kf", "decision": "send", "reason": "kf_window_open",
+                 "at": now}
+        outcome = touches.run(entry, f"touch:t-{customer}")
+        said = texts_to(sandbox, customer)
+        if arm == HOLDOUT:
+            assert (outcome, said, runtime.coupons().coupons_of(customer)) == (HOLDOUT, [], [])
+        else:
+            (coupon,) = runtime.coupons().coupons_of(customer)
+            assert outcome == "sent:kf" and coupon.variant == arm and coupon.code in said[-1]
+        assert runtime.experiments.peek(shipped(), customer) == (arm, True)
