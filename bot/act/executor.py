@@ -289,7 +289,13 @@ class Executor:
                 self.customers.set_owner(customer, staff)
             code = fields.get("WelcomeCode")
             send = functools.partial(self.wecom.send_welcome_msg, code) if code else None
-            self.triggers.first_contact(customer, at, send, self._channel_welcome(state))
+            welcome = self._channel_welcome(state)
+            if send and welcome and not self.customers.is_new(customer):
+                # A known customer adds a staff member through a channel's code: WeCom gave a welcome code
+                # for this new contact, so the channel's welcome goes out with it (once).
+                steps.once(self.store, f"{key}:channel_welcome", lambda: send(welcome))
+            else:
+                self.triggers.first_contact(customer, at, send, welcome)
             if self.channels and state:
                 self.channels.arrived(customer, state, staff, at, key)
         elif change in ("del_external_contact", "del_follow_user") and customer:

@@ -44,8 +44,8 @@ PAGES: tuple[tuple[str, str, str], ...] = (
     ("/handoffs/live", "handoffs_live", "GET"),
     ("/customer", "customer", "GET"),
     ("/sop", "sop", "GET"),
-    ("/channels", "channels", "GET"),
     ("/experiments", "experiments", "GET"),
+    ("/channels", "channels", "GET"),
     ("/sandbox", "sandbox", "GET"),
     ("/sandbox/send", "sandbox_send", "POST"),
     ("/handoffs/close", "handoff_close", "POST"),
@@ -269,14 +269,6 @@ class Console:
         return self.page("sop.html", journeys=journeys or (), paused=sop_engine.paused(self.r), errors=data.journey_errors(self.settings, self.content),
                     upcoming=data.next_days(self.r, self.tz, names=self.names()), cid=cid, plan=plan, active="sop")
 
-    def experiments(self) -> str:
-        """实验: each A/B experiment the YAML declares; per arm the customers, outcome rates with 95% intervals, the
-        difference to the baseline, revenue per customer, the verdict, and a chart."""
-        found = declared(self.content.journeys, self.content.campaigns) if self.content else []
-        return self.page("experiments.html", rows=reports(Experiments(self.r, self.tz), found), minimum=MIN_PER_ARM,
-                         labels=METRIC_LABELS, outcomes=tuple(METRIC_LABELS), chart=chart_groups,
-                         names=list(METRIC_LABELS.values()), active="experiments")
-
     def channels(self) -> str:
         """渠道: per channel over a period, who came and what they did; what each touch earned; the codes."""
         days = request.args.get("days", 30, type=int)
@@ -289,13 +281,21 @@ class Console:
         names = {c.id: c.name for c in current.channels} if current else {}
         names.update({cid: w.name for cid, w in book.ways().items() if cid not in names and w.name})
         names.setdefault(UNKNOWN, "未知渠道")
-        earned = book.earned([(start + timedelta(days=i)).date().isoformat() for i in range(days + 1)])
+        earned = book.earned(start, end)
         groups = [(names.get(x.channel, x.channel), (x.added, x.replied, x.coupon, x.redeemed, x.purchased))
                   for x in rows if x.added]
         amounts = [(names.get(x.channel, x.channel), round(x.amount, 2)) for x in rows if x.amount]
         return self.page("channels.html", rows=rows, names=names, earned=earned, days=days, periods=PERIODS,
                          groups=groups, amounts=amounts,
                          ways=book.ways(), channels=current.channels if current else (), active="channels")
+
+    def experiments(self) -> str:
+        """实验: each A/B experiment the YAML declares; per arm the customers, outcome rates with 95% intervals, the
+        difference to the baseline, revenue per customer, the verdict, and a chart."""
+        found = declared(self.content.journeys, self.content.campaigns) if self.content else []
+        return self.page("experiments.html", rows=reports(Experiments(self.r, self.tz), found), minimum=MIN_PER_ARM,
+                         labels=METRIC_LABELS, outcomes=tuple(METRIC_LABELS), chart=chart_groups,
+                         names=list(METRIC_LABELS.values()), active="experiments")
 
     def sandbox(self) -> str:
         """The sandbox chat (sandbox mode only)."""

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 __all__ = ["register"]
 
-ACTIONS = ("created", "updated", "unchanged", "failed")
+ACTIONS = ("created", "updated", "replaced", "unchanged", "failed")
 
 
 def _configured(settings: Settings) -> Path:
@@ -82,7 +82,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
         from bot.wecom import WeComError
 
         try:
-            done = rt.channels(rt.wecom()).sync()
+            done, tags_error = rt.channels(rt.wecom()).sync()
         except WeComError as exc:
             raise SystemExit(f"channels sync: {exc}") from None
     finally:
@@ -93,11 +93,13 @@ def cmd_sync(args: argparse.Namespace) -> int:
                               "action": s.action, "url": s.url, "error": s.error or None}, ensure_ascii=False))
     else:
         for s in done:
-            tail = f"  {s.error}" if s.error else ""
+            tail = f"  {s.error}" if s.error else ("  (a new code: print it again)" if s.action == "replaced" else "")
             print(f"{s.channel.id:<16} {s.action:<9} {s.url}{tail}")
         counts = {a: sum(1 for s in done if s.action == a) for a in ACTIONS}
         print(f"{len(done)} channel(s): " + ", ".join(f"{n} {a}" for a, n in counts.items() if n))
-    return 1 if any(s.action == "failed" for s in done) else 0
+    if tags_error:
+        print(f"channel tags not synced ({tags_error}): customers get our tags, not WeCom corp tags", file=sys.stderr)
+    return 1 if tags_error or any(s.action == "failed" for s in done) else 0
 
 
 def _rows(current: ChannelFile, book: ChannelBook) -> list[dict[str, Any]]:
@@ -159,8 +161,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         rows = channel_stats(rt.channel_book, current, start, end)
         names = {c.id: c.name for c in current.channels} if current else {}
         names.update({cid: w.name for cid, w in rt.channel_book.ways().items() if cid not in names and w.name})
-        days = [(start + timedelta(days=i)).date().isoformat() for i in range((end - start).days + 2)]
-        earned = rt.channel_book.earned(d for d in days if start.date().isoformat() <= d <= end.date().isoformat())
+        earned = rt.channel_book.earned(start, end)
     finally:
         rt.close()
     if args.json:

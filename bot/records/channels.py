@@ -3,28 +3,45 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, tzinfo
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import redis
 
+from bot.content.channels import DEFAULT_ATTRIBUTION_HOURS, UNKNOWN, ChannelFile
+from bot.times import DEFAULT_TZ
+
 WAYS = "wecom:ch:ways"  # channel id -> JSON of its contact way on WeCom (ChannelWay)
 TAG_IDS = "wecom:ch:tag_ids"  # tag name -> WeCom corp tag id (resolved by `channels sync`)
-UNKNOWN_STATES = "wecom:ch:unknown_states"  # a state / scene no channel has -> how many customers came with it
 SEEN = "wecom:ch:seen"  # every channel id that has brought a customer (kept when YAML drops the channel)
-UNKNOWN = "unknown"  # the channel id customers with an unknown state are counted under
+CREDITS = "wecom:ch:credits"  # purchases credited to a touch: "ref|amount|customer|at", scored by purchase time
+CREDITS_DAYS = 400
 OUTCOMES = ("replied", "coupon", "redeemed", "purchased", "unsubscribed", "lost")
 REPLY_HOURS = 24  # "replied" counts a first message within this many hours of being added
-DEFAULT_WINDOW_HOURS = 72  # content/channels.yaml attribution_hours
+DEFAULT_WINDOW_HOURS = DEFAULT_ATTRIBUTION_HOURS
 
+# KEYS: the customer's channel hash. ARGV: channel, at, state. The first channel wins; every channel the
+# customer comes through is kept once. Returns {first arrival at all, first arrival through this channel,
+# the customer's first channel}.
+ATTRIBUTE = """
+local first = redis.call('HSETNX', KEYS[1], 'first', ARGV[1])
+if first == 1 then
+  redis.call('HSET', KEYS[1], 'first_at', ARGV[2])
+  if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'state', ARGV[3]) end
+end
+local new = redis.call('HSETNX', KEYS[1], 'via:' .. ARGV[1], ARGV[2])
+return {first, new, redis.call('HGET', KEYS[1], 'first')}
+"""
 # KEYS: the customer's channel hash. ARGV: field, value. Only a customer attributed to a channel gets it.
 SET_IF_ATTRIBUTED = """
 if redis.call('HEXISTS', KEYS[1], 'first') == 1 then return redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) end
 return -1
 """
-# KEYS: the customer's channel hash. ARGV: order amount. Orders of an attributed customer add up.
+# KEYS: the customer's channel hash. ARGV: order amount, time. Orders of an attributed customer add up.
 ADD_ORDER = """
 if redis.call('HEXISTS', KEYS[1], 'first') == 0 then return -1 end
 redis.call('HSETNX', KEYS[1], 'purchased', ARGV[2])
@@ -48,14 +65,19 @@ def _last(customer: str) -> str:
     return f"wecom:ch:last:{{{customer}}}"
 
 
-def _earned(day: str) -> str:
-    """Per local day of purchase: "<ref>|orders" and "<ref>|amount" of the purchases credited to a touch."""
-    return f"wecom:ch:earned:{day}"
-
-
 def _also(channel: str) -> str:
     """Customers who came through this channel after another one had brought them."""
     return f"wecom:ch:also:{{{channel}}}"
+
+
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """What one arrival through a code was: the customer's first arrival at all (`first`: this channel is
+    theirs), their first through this channel (`new`), and the channel that brought them."""
+
+    first: bool
+    new: bool
+    channel: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +120,12 @@ class ChannelStats:
 class ChannelBook:
     """Every channel record: one owner for the wecom:ch: keys."""
 
-    def __init__(self, r: redis.Redis, tz: Any = None,
+    def __init__(self, r: redis.Redis, tz: ZoneInfo = DEFAULT_TZ,
                  window_hours: Callable[[], int] = lambda: DEFAULT_WINDOW_HOURS) -> None:
         self.r = r
         self.tz = tz
         self.window_hours = window_hours  # a purchase this soon after a touch or coupon is credited to it
+        self._attribute = r.register_script(ATTRIBUTE)
         self._set = r.register_script(SET_IF_ATTRIBUTED)
         self._order = r.register_script(ADD_ORDER)
 
@@ -127,34 +150,32 @@ class ChannelBook:
 
     # ---- attribution -------------------------------------------------------------------------
 
-    def attribute(self, customer: str, channel: str, at: float, state: str = "") -> str | None:
-        """The customer came through `channel`: the first channel wins (returned when this was it, else None);
-        later ones are recorded too. `state`: what the code carried, kept for an unknown channel."""
-        key = _customer(customer)
-        first = self.r.hsetnx(key, "first", channel)
-        if first:
-            self.r.hset(key, mapping={"first_at": at, **({"state": state} if state else {})})
+    def attribute(self, customer: str, channel: str, at: float, state: str = "") -> Arrival:
+        """The customer came through `channel` at `at` (the callback's time: a retry repeats it). The first
+        channel wins; later ones are recorded too. `state`: what the code carried (kept for an unknown one)."""
+        first, new, theirs = self._attribute(keys=[_customer(customer)], args=[channel, at, state])
+        # Set members are written after the customer's hash (another slot); a retry after a crash between
+        # the two writes them again, with the same scores.
+        if theirs == channel:
             self.r.zadd(_members(channel), {customer: at}, nx=True)
             self.r.sadd(SEEN, channel)
-            if channel == UNKNOWN and state:
-                self.r.hincrby(UNKNOWN_STATES, state, 1)
-        elif self.r.hsetnx(key, f"via:{channel}", at) and self.r.hget(key, "first") != channel:
+        elif new:
             self.r.zadd(_also(channel), {customer: at}, nx=True)
-        return channel if first else None
+        return Arrival(bool(first), bool(new), str(theirs))
 
     def channel_of(self, customer: str) -> str | None:
         """The channel that brought the customer (None: none did)."""
         return self.r.hget(_customer(customer), "first") or None
 
-    def note(self, customer: str, kind: str, at: datetime, amount: float | None = None) -> None:
-        """An outcome of an attributed customer (replied, coupon, redeemed, purchased, unsubscribed, lost /
-        contact_deleted); the first of each kind is kept, orders add up. Others are ignored."""
-        kind = "lost" if kind == "contact_deleted" else kind
-        if kind == "purchased":
+    def note(self, customer: str, outcome: str, at: datetime, amount: float | None = None) -> None:
+        """An outcome of an attributed customer (replied, coupon, redeemed, purchased, unsubscribed, lost: the
+        customer deleted the staff member); the first of each kind is kept, orders add up. Others (e.g.
+        contact_deleted, which a staff member's deletion also is) are ignored."""
+        if outcome == "purchased":
             self._order(keys=[_customer(customer)], args=[float(amount or 0), at.timestamp()])
             self._credit(customer, at, float(amount or 0))
-        elif kind in OUTCOMES:
-            self._set(keys=[_customer(customer)], args=[kind, at.timestamp()])
+        elif outcome in OUTCOMES:
+            self._set(keys=[_customer(customer)], args=[outcome, at.timestamp()])
 
     # ---- what touches earned --------------------------------------------------------------------
 
@@ -168,28 +189,29 @@ class ChannelBook:
         last = json.loads(raw) if raw else None
         if not last or not 0 <= at.timestamp() - float(last["at"]) <= self.window_hours() * 3600:
             return
-        key = _earned(at.astimezone(self.tz).date().isoformat() if self.tz else at.date().isoformat())
         with self.r.pipeline(transaction=False) as p:
-            p.hincrby(key, f"{last['ref']}|orders", 1)
-            p.hincrbyfloat(key, f"{last['ref']}|amount", amount)
-            p.expire(key, 400 * 86400)
+            p.zadd(CREDITS, {f"{last['ref']}|{amount}|{customer}|{at.timestamp()}": at.timestamp()})
+            p.zremrangebyscore(CREDITS, 0, at.timestamp() - CREDITS_DAYS * 86400)
             p.execute()
 
-    def earned(self, days: Iterable[str]) -> dict[str, dict[str, float]]:
-        """ref -> {orders, amount} credited over the local `days` (YYYY-MM-DD)."""
+    def earned(self, start: datetime, end: datetime) -> dict[str, dict[str, float]]:
+        """ref -> {orders, amount} of the purchases in [start, end) credited to a touch, largest amount first."""
         out: dict[str, dict[str, float]] = {}
-        with self.r.pipeline(transaction=False) as p:
-            for day in days:
-                p.hgetall(_earned(day))
-            for h in p.execute():
-                for name, value in h.items():
-                    ref, _, what = name.rpartition("|")
-                    row = out.setdefault(ref, {"orders": 0, "amount": 0.0})
-                    row[what] = row.get(what, 0) + (float(value) if what == "amount" else int(value))
+        for member in self.r.zrangebyscore(CREDITS, start.timestamp(), f"({end.timestamp()}"):
+            ref, amount, _ = member.split("|", 2)
+            row = out.setdefault(ref, {"orders": 0, "amount": 0.0})
+            row["orders"] += 1
+            row["amount"] += float(amount)
         return dict(sorted(out.items(), key=lambda kv: -kv[1]["amount"]))
 
     def unknown_states(self) -> dict[str, int]:
-        return {k: int(v) for k, v in sorted(self.r.hgetall(UNKNOWN_STATES).items())}
+        """The states no channel had, with how many customers came with each."""
+        members = self.r.zrange(_members(UNKNOWN), 0, -1)
+        with self.r.pipeline(transaction=False) as p:
+            for customer in members:
+                p.hget(_customer(customer), "state")
+            states = p.execute() if members else []
+        return dict(sorted(Counter(s or "" for s in states).items()))
 
     # ---- numbers -----------------------------------------------------------------------------
 
@@ -214,7 +236,7 @@ class ChannelBook:
         return out
 
     @staticmethod
-    def _count(s: ChannelStats, added_at: float, h: dict[str, str], tz: Any) -> None:
+    def _count(s: ChannelStats, added_at: float, h: dict[str, str], tz: tzinfo | None) -> None:
         s.added += 1
         day = datetime.fromtimestamp(added_at, tz).date().isoformat()
         s.daily[day] = s.daily.get(day, 0) + 1
@@ -232,7 +254,7 @@ class ChannelBook:
         return sorted(self.r.smembers(SEEN))
 
 
-def channel_stats(book: ChannelBook, current: Any, start: datetime, end: datetime) -> list[ChannelStats]:
+def channel_stats(book: ChannelBook, current: ChannelFile | None, start: datetime, end: datetime) -> list[ChannelStats]:
     """Stats of every channel in `current` (a ChannelFile, or None), then of those no longer in it that brought
     customers (the unknown channel included)."""
     ids = [c.id for c in current.channels] if current else []

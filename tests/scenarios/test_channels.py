@@ -12,7 +12,7 @@ import pytest
 
 from bot.content.channels import load_channels
 from bot.ops import cli_channels
-from bot.records.channels import ChannelBook
+from bot.records.channels import Arrival, ChannelBook
 from bot.yamlfile import ConfigError
 from tests.scenarios.test_console import browser  # noqa: F401 - the headless Chromium fixture
 from tests.support import ROOT, drain, make_settings
@@ -32,7 +32,9 @@ def contact_xml(change: str, customer: str, staff: str, state: str = "", code: s
 
 
 def sync(runtime):
-    return runtime.channels(runtime.wecom()).sync()
+    done, tags_error = runtime.channels(runtime.wecom()).sync()
+    assert tags_error == ""
+    return done
 
 
 def test_sync_creates_codes_once_and_updates_what_changed(sandbox, runtime, tmp_path, monkeypatch):
@@ -107,7 +109,7 @@ def test_customer_from_a_staff_code_gets_tags_welcome_and_journey_once(sandbox, 
     # Later the same customer scans the live-stream link: recorded, the first channel keeps them.
     drain(runtime.worker())
     book = runtime.channel_book
-    assert book.attribute("wmPoster1", "live_0618", time.time()) is None
+    assert book.attribute("wmPoster1", "live_0618", time.time()) == Arrival(first=False, new=True, channel="insert_box")
     assert book.channel_of("wmPoster1") == "insert_box"
     now = datetime.now(runtime.settings.timezone)
     stats = {s.channel: s for s in book.stats(["insert_box", "live_0618"], now - timedelta(days=1),
@@ -136,7 +138,10 @@ def test_unknown_state_is_recorded_never_dropped(sandbox, service, runtime):
     drain(runtime.worker())
     book = runtime.channel_book
     assert book.channel_of("wmOdd") == "unknown" and book.unknown_states() == {"old_flyer_2019": 1}
-    assert len(sandbox.requests("externalcontact/send_welcome_msg")) == 1  # the journey's welcome still goes
+    service.post(contact_xml("add_external_contact", "wmOdd2", "li.consultant", "old_flyer_2019", "WC-odd2"))
+    drain(runtime.worker())
+    assert book.unknown_states() == {"old_flyer_2019": 2}
+    assert len(sandbox.requests("externalcontact/send_welcome_msg")) == 2  # the journey's welcome still goes
     assert "unknown" in book.seen_channels()
 
 
@@ -179,7 +184,8 @@ def test_stats_on_a_seeded_history_match_a_hand_count(r):
     book.note("p1", "purchased", day + timedelta(days=3), 100.5)
     book.note("l0", "purchased", day + timedelta(days=2), 59.9)
     book.note("p9", "unsubscribed", day + timedelta(days=1))
-    book.note("p8", "contact_deleted", day + timedelta(days=1))
+    book.note("p8", "lost", day + timedelta(days=1))
+    book.note("p7", "contact_deleted", day + timedelta(days=1))  # a staff member deleted them: not lost
     book.note("nobody", "purchased", day, 1000.0)  # not from a channel: not counted anywhere
     start, end = day - timedelta(hours=10), day + timedelta(days=2)
     stats = {s.channel: s for s in book.stats(["store_sh01", "live_0618"], start, end)}
@@ -251,8 +257,8 @@ def test_a_purchase_is_credited_to_the_last_touch_within_the_window(r):
     book.note("c1", "purchased", at + timedelta(hours=5), 88.0)
     book.touched("c2", "winback.offer", at.timestamp())
     book.note("c2", "purchased", at + timedelta(hours=73), 50.0)  # after the window: credited to nothing
-    days = [(at + timedelta(days=i)).date().isoformat() for i in range(5)]
-    assert book.earned(days) == {"coupon:new-customer-10": {"orders": 1, "amount": 88.0}}
+    assert book.earned(at, at + timedelta(days=5)) == {"coupon:new-customer-10": {"orders": 1, "amount": 88.0}}
+    assert book.earned(at, at + timedelta(hours=5)) == {}  # the end is exclusive
 
 
 def test_coupon_and_purchase_of_a_channel_customer_through_the_real_path(sandbox, service, runtime):
@@ -275,7 +281,7 @@ def test_coupon_and_purchase_of_a_channel_customer_through_the_real_path(sandbox
                                runtime.outcomes)[0]  # the same order again: nothing counted twice
     [s] = runtime.channel_book.stats(["live_0618"], now - timedelta(hours=1), now + timedelta(minutes=1))
     assert (s.added, s.replied, s.coupon, s.purchased, s.orders, s.amount) == (1, 1, 1, 1, 1, 129.0)
-    earned = runtime.channel_book.earned([now.date().isoformat()])
+    earned = runtime.channel_book.earned(now - timedelta(hours=1), now + timedelta(minutes=1))
     assert [v for k, v in earned.items() if k.startswith("coupon:")] == [{"orders": 1, "amount": 129.0}]
 
 
@@ -332,3 +338,98 @@ def test_chat_enters_through_a_channel_code(channel, customer, welcome, sandbox,
     finally:
         stop.set()
         worker.join(5)
+
+
+def test_sync_replaces_a_code_that_cannot_be_updated_or_was_deleted_on_wecom(sandbox, runtime, tmp_path, monkeypatch):
+    first = {s.channel.id: s for s in sync(runtime)}
+    edited = tmp_path / "channels.yaml"  # the one-member poster code gets a second consultant
+    edited.write_text(CHANNELS.read_text(encoding="utf-8").replace("staff: [li.consultant]\n",
+                                                                   "staff: [li.consultant, wang.consultant]\n", 1),
+                      encoding="utf-8")
+    monkeypatch.setattr(runtime.content, "get", lambda name, _get=runtime.content.get:
+                        load_channels(edited) if name == "channels" else _get(name))
+    second = {s.channel.id: s for s in sync(runtime)}
+    poster = second["store_sh01"]
+    assert poster.action == "replaced" and poster.url != first["store_sh01"].url  # type 1 cannot take two
+    assert sandbox.requests("externalcontact/add_contact_way")[-1]["json"]["type"] == 2
+    way = runtime.channel_book.way("insert_box")
+    sandbox.contacts.delete({"config_id": way.config_id})  # someone deleted it in WeCom
+    third = {s.channel.id: s for s in sync(runtime)}
+    assert third["insert_box"].action == "replaced" and third["store_sh01"].action == "unchanged"
+    assert {s.action for s in sync(runtime)} == {"unchanged"}
+
+
+def test_kf_true_needs_exactly_one_kf_account(sandbox, runtime):
+    sandbox.add_customer_text("wmOther", "你好", open_kfid="wkSecondAccount000000000000000002")
+    done = {s.channel.id: s for s in sync(runtime)}
+    assert done["live_0618"].action == "failed"
+    assert done["live_0618"].error.startswith("kf: true needs exactly one kf account, 2 known")
+    assert done["store_sh01"].action == "created"  # the others are not held up
+
+
+def test_a_code_removed_from_yaml_still_attributes_without_tags(sandbox, service, runtime, tmp_path, monkeypatch):
+    sync(runtime)
+    trimmed = tmp_path / "channels.yaml"
+    text = CHANNELS.read_text(encoding="utf-8")
+    trimmed.write_text(text[:text.index("  - id: insert_box")], encoding="utf-8")
+    monkeypatch.setattr(runtime.content, "get", lambda name, _get=runtime.content.get:
+                        load_channels(trimmed) if name == "channels" else _get(name))
+    service.post(contact_xml("add_external_contact", "wmOldCard", "wang.consultant", "insert_box", "WC-old"))
+    drain(runtime.worker())
+    assert runtime.channel_book.channel_of("wmOldCard") == "insert_box"
+    assert "包裹卡" not in runtime.customers.get("wmOldCard").tags
+    assert "insert_box" in runtime.channel_book.seen_channels()
+
+
+def test_staff_deleting_a_customer_is_not_a_loss(sandbox, service, runtime):
+    sync(runtime)
+    service.post(contact_xml("add_external_contact", "wmKept", "li.consultant", "store_sh01", "WC-kept"))
+    drain(runtime.worker())
+    service.post(contact_xml("del_external_contact", "wmKept", "li.consultant", t=int(time.time()) + 3))
+    drain(runtime.worker())
+    now = datetime.now(runtime.settings.timezone)
+    [s] = runtime.channel_book.stats(["store_sh01"], now - timedelta(hours=1), now + timedelta(minutes=1))
+    assert s.added == 1 and s.lost == 0
+    assert not [m for m in sandbox.staff_messages() if "流失提醒" in (m.get("text") or {}).get("content", "")]
+
+
+def test_lost_notice_is_one_message_when_the_answer_was_lost(sandbox, service, runtime):
+    sync(runtime)
+    service.post(contact_xml("add_external_contact", "wmGone2", "li.consultant", "store_sh01", "WC-gone2"))
+    drain(runtime.worker())
+    sandbox.fault("message/send", "lost")  # WeCom sends it, the answer is lost: the entry is retried
+    service.post(contact_xml("del_follow_user", "wmGone2", "li.consultant", t=int(time.time()) + 3))
+    drain(runtime.worker())
+    assert len(sandbox.requests("message/send")) == 2  # tried twice...
+    notes = [m for m in sandbox.staff_messages() if "流失提醒" in (m.get("text") or {}).get("content", "")]
+    assert len(notes) == 1  # ...one message: the same body, dropped by WeCom's duplicate check
+
+
+def test_a_retried_entry_does_not_tag_or_enrol_twice(sandbox, service, runtime):
+    sync(runtime)
+    sandbox.fault("externalcontact/mark_tag", "lost")  # the tag call's answer is lost: the entry is retried
+    service.post(contact_xml("add_external_contact", "wmRetry", "wang.consultant", "insert_box", "WC-retry"))
+    drain(runtime.worker())
+    assert len(sandbox.requests("externalcontact/mark_tag")) == 2  # the unknown step again (it is idempotent)
+    assert runtime.store.counters().get("channel_arrived:insert_box") == 1
+    assert len(sandbox.requests("externalcontact/send_welcome_msg")) == 1
+    events = [e for e in runtime.store.events(200) if e["kind"] == "channel_arrived"]
+    assert len(events) == 1
+
+
+def test_a_second_scan_or_a_later_staff_code(sandbox, service, runtime):
+    from tests.support import kf_notice
+
+    sync(runtime)
+    for _ in range(2):  # the live-stream link opened twice: tags and journey once
+        scanned = sandbox.scan("live_0618", "wmTwice")
+        service.post(kf_notice(scanned["token"]))
+        drain(runtime.worker())
+    assert runtime.store.counters().get("channel_arrived:live_0618") == 1
+    # the same customer later adds a consultant through the store poster: that welcome goes with its code
+    service.post(contact_xml("add_external_contact", "wmTwice", "li.consultant", "store_sh01", "WC-later"))
+    drain(runtime.worker())
+    welcomes = sandbox.requests("externalcontact/send_welcome_msg")
+    assert len(welcomes) == 1 and welcomes[0]["json"]["text"]["content"].startswith("欢迎来到上海一店")
+    assert runtime.channel_book.channel_of("wmTwice") == "live_0618"
+    assert "门店客户" in runtime.customers.get("wmTwice").tags
