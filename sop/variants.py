@@ -73,69 +73,83 @@ def bucket(experiment: str, customer: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+class _Reader:
+    """Reads one experiment's keys, collecting errors with file, line and key."""
+
+    def __init__(self, doc: Doc, at: KeyPath, errors: list[ConfigError]) -> None:
+        self.doc, self.at, self.errors = doc, at, errors
+
+    def err(self, keypath: KeyPath, message: str) -> None:
+        self.errors.append(self.doc.error(keypath, message))
+
+    def checked(self, read: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """read(doc, ...), or None with its error collected."""
+        try:
+            return read(self.doc, *args, **kw)
+        except ConfigError as exc:
+            self.errors.append(exc)
+            return None
+
+    def settings(self, data: Mapping[str, Any]) -> tuple[float | None, int | None, str | None]:
+        """holdout (default 0), window_days (default 7) and metric (default purchased); None where invalid."""
+        at = self.at
+        holdout = self.checked(yamlfile.number, (*at, "holdout"), data["holdout"], minimum=0,
+                               maximum=MAX_HOLDOUT) if "holdout" in data else 0.0
+        window = self.checked(yamlfile.number, (*at, "window_days"), data["window_days"], minimum=1,
+                              maximum=MAX_WINDOW_DAYS, whole=True) if "window_days" in data else DEFAULT_WINDOW_DAYS
+        metric = self.checked(yamlfile.choice, (*at, "metric"), data["metric"], OUTCOMES) \
+            if "metric" in data else DEFAULT_METRIC
+        return holdout, None if window is None else int(window), metric
+
+    def arm(self, where: KeyPath, item: Any, keys: set[str], seen: set[str]) -> Arm | None:
+        """One variant's name and weight (its own part is read by the caller's `body`)."""
+        if not isinstance(item, dict):
+            self.err(where, f"expected a mapping ({', '.join(sorted(keys))}), got {shown(item)}")
+            return None
+        for key in item:
+            if str(key) not in keys:
+                self.err((*where, str(key)), f"unknown key (expected one of {', '.join(sorted(keys))})")
+        name = item.get("name")
+        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == HOLDOUT:
+            self.err((*where, "name") if "name" in item else where,
+                     f"a variant needs a name of letters, digits, '_' or '-' (not {HOLDOUT!r}), got {shown(name)}")
+            return None
+        if name in seen:
+            self.err((*where, "name"), f"duplicate variant name {name!r}")
+            return None
+        seen.add(name)
+        weight = self.checked(yamlfile.number, (*where, "weight"), item["weight"], minimum=0) \
+            if "weight" in item else 1.0
+        if weight is not None and weight <= 0:
+            self.err((*where, "weight"), f"must be more than 0, got {weight:g}")
+        return Arm(name, weight) if weight is not None and weight > 0 else None
+
+
 def parse_experiment(doc: Doc, at: KeyPath, data: Mapping[str, Any], experiment_id: str,
                      errors: list[ConfigError], body: Callable[[KeyPath, dict[str, Any]], T | None],
                      allowed: Iterable[str]) -> tuple[Experiment, dict[str, T]] | None:
     """The experiment a step or campaign mapping declares (None without `variants:`), and each variant's own part
     as `body` reads it (keys `allowed` besides name and weight). Problems go to `errors`, with file, line and key."""
-    n = len(errors)
-
-    def err(keypath: KeyPath, message: str) -> None:
-        errors.append(doc.error(keypath, message))
-
-    def checked(read: Callable[..., Any], *args: Any, **kw: Any) -> Any:
-        try:
-            return read(*args, **kw)
-        except ConfigError as exc:
-            errors.append(exc)
-            return None
-
+    n, read = len(errors), _Reader(doc, at, errors)
     if "variants" not in data:
         for key in sorted(EXPERIMENT_KEYS & set(data)):
-            err((*at, key), f"{key} without variants (an experiment needs its variants: name, weight, content)")
+            read.err((*at, key), f"{key} without variants (an experiment needs its variants: name, weight, content)")
         return None
     raw = data["variants"]
     if not isinstance(raw, list) or not raw:
-        err((*at, "variants"), f"expected a list of variants (name, weight, ...), got {shown(raw)}")
+        read.err((*at, "variants"), f"expected a list of variants (name, weight, ...), got {shown(raw)}")
         return None
-    holdout = checked(yamlfile.number, doc, (*at, "holdout"), data["holdout"], minimum=0,
-                      maximum=MAX_HOLDOUT) if "holdout" in data else 0.0
-    window = checked(yamlfile.number, doc, (*at, "window_days"), data["window_days"], minimum=1,
-                     maximum=MAX_WINDOW_DAYS, whole=True) if "window_days" in data else None
-    metric = checked(yamlfile.choice, doc, (*at, "metric"), data["metric"], OUTCOMES) \
-        if "metric" in data else DEFAULT_METRIC
+    holdout, window, metric = read.settings(data)
     if len(raw) < 2 and not holdout:
-        err((*at, "variants"), "an experiment needs two variants, or one variant and a holdout share")
-    keys = {"name", "weight", *allowed}
-    arms: list[Arm] = []
-    parts: dict[str, T] = {}
-    seen: set[str] = set()
+        read.err((*at, "variants"), "an experiment needs two variants, or one variant and a holdout share")
+    keys, seen = {"name", "weight", *allowed}, set[str]()
+    parts: dict[Arm, T] = {}
     for i, item in enumerate(raw):
-        where = (*at, "variants", i)
-        if not isinstance(item, dict):
-            err(where, f"expected a mapping ({', '.join(sorted(keys))}), got {shown(item)}")
-            continue
-        for key in item:
-            if str(key) not in keys:
-                err((*where, str(key)), f"unknown key (expected one of {', '.join(sorted(keys))})")
-        name = item.get("name")
-        if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name == HOLDOUT:
-            err((*where, "name") if "name" in item else where,
-                f"a variant needs a name of letters, digits, '_' or '-' (not {HOLDOUT!r}), got {shown(name)}")
-            continue
-        if name in seen:
-            err((*where, "name"), f"duplicate variant name {name!r}")
-            continue
-        seen.add(name)
-        weight = checked(yamlfile.number, doc, (*where, "weight"), item["weight"], minimum=0) \
-            if "weight" in item else 1.0
-        if weight is not None and weight <= 0:
-            err((*where, "weight"), f"must be more than 0, got {weight:g}")
-        part = body(where, item)
-        if weight is None or weight <= 0 or part is None:
-            continue
-        arms.append(Arm(name, weight))
-        parts[name] = part
-    if len(errors) > n or holdout is None or (window is None and "window_days" in data) or metric is None:
+        arm = read.arm((*at, "variants", i), item, keys, seen)
+        part = body((*at, "variants", i), item) if isinstance(item, dict) and arm is not None else None
+        if arm is not None and part is not None:
+            parts[arm] = part
+    if len(errors) > n or holdout is None or window is None or metric is None:
         return None
-    return Experiment(experiment_id, tuple(arms), float(holdout), int(window or DEFAULT_WINDOW_DAYS), metric), parts
+    return (Experiment(experiment_id, tuple(parts), float(holdout), window, metric),
+            {arm.name: part for arm, part in parts.items()})

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
+from zoneinfo import ZoneInfo
 
 import redis
 
@@ -49,10 +50,12 @@ return 0
 
 
 def _key(experiment: str, part: str) -> str:
+    """A key of one experiment, in its own Redis Cluster slot."""
     return f"{PREFIX}:{{{experiment}}}:{part}"
 
 
 def _customer_key(customer: str) -> str:
+    """The customer's index of their experiments."""
     return f"{PREFIX}:c:{{{customer}}}"
 
 
@@ -66,7 +69,8 @@ class Assignment:
     until: datetime
 
     @classmethod
-    def parse(cls, experiment: str, value: str, tz: Any) -> Assignment:
+    def parse(cls, experiment: str, value: str, tz: ZoneInfo) -> Assignment:
+        """From the stored "arm|assigned_ts|window_end_ts"."""
         arm, at, until = value.split("|")
         return cls(experiment, arm, from_ts(float(at), tz), from_ts(float(until), tz))
 
@@ -74,7 +78,7 @@ class Assignment:
 class Experiments:
     """Records arms (once per customer and experiment) and outcomes; an outcome recorder of bot.records.outcomes."""
 
-    def __init__(self, r: redis.Redis, tz: Any) -> None:
+    def __init__(self, r: redis.Redis, tz: ZoneInfo) -> None:
         self.r = r
         self.tz = tz
         self._assign = r.register_script(ASSIGN_LUA)
@@ -129,6 +133,7 @@ class Declared:
 
 
 def _clip(text: str, n: int = 24) -> str:
+    """`text`, cut to `n` characters with …."""
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
@@ -142,6 +147,7 @@ def _sends(content: dict[str, Any]) -> str:
 
 
 def _step(journey: Journey, step: Step) -> Declared | None:
+    """The experiment of a journey step, if it declares one."""
     if step.experiment is None:
         return None
     arms = {HOLDOUT: "不发送"} if step.experiment.holdout else {}
@@ -150,6 +156,7 @@ def _step(journey: Journey, step: Step) -> Declared | None:
 
 
 def _campaign(c: Campaign) -> Declared | None:
+    """The experiment of a coupon campaign, if it declares one."""
     if c.experiment is None:
         return None
     arms = {HOLDOUT: "不发券"} if c.experiment.holdout else {}
