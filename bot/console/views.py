@@ -26,7 +26,7 @@ from bot.records import labels
 from bot.records.channels import UNKNOWN, ChannelBook, channel_stats
 from bot.records.coupons import CouponBook
 from bot.records.experiment_report import METRIC_LABELS, MIN_PER_ARM, chart_groups, reports
-from bot.records.experiments import Experiments, declared
+from bot.records.experiments import Experiments, arms_of, declared
 from bot.records.labels import Names
 from sop import engine as sop_engine
 
@@ -266,8 +266,10 @@ class Console:
         journeys = self.content.journeys if self.content else None
         cid = request.args.get("customer", "").strip()
         plan = data.plan_for(journeys, self.r, self.tz, cid, self.settings.sop_rules) if cid and journeys else None
+        found = declared(journeys, self.content.campaigns) if plan and self.content else []
         return self.page("sop.html", journeys=journeys or (), paused=sop_engine.paused(self.r), errors=data.journey_errors(self.settings, self.content),
-                    upcoming=data.next_days(self.r, self.tz, names=self.names()), cid=cid, plan=plan, active="sop")
+                    upcoming=data.next_days(self.r, self.tz, names=self.names()), cid=cid, plan=plan, active="sop",
+                    arms=arms_of(Experiments(self.r, self.tz), found, cid) if found else [])
 
     def channels(self) -> str:
         """渠道: per channel over a period, who came and what they did; what each touch earned; the codes."""

@@ -10,7 +10,7 @@ from zoneinfo import ZoneInfo
 
 from bot.ops.common import runtime_or_exit, settings_or_exit
 from bot.records.experiment_report import reports
-from bot.records.experiments import Declared, Experiments, declared
+from bot.records.experiments import Declared, Experiments, arms_of, declared
 from sop.variants import HOLDOUT, OUTCOMES
 
 __all__ = ["register", "listing", "print_arms", "print_list", "print_stats"]
@@ -87,10 +87,7 @@ def print_arms(experiments: Experiments | None, found: list[Declared], customer:
     if not found:
         return
     print("A/B experiments (variants):", file=out)
-    mine = {a.experiment: a for a in experiments.of(customer)} if experiments is not None else {}
-    for d in found:
-        got = mine.get(d.experiment.id)
-        arm = got.arm if got else d.experiment.pick(customer)
+    for d, arm, got in arms_of(experiments, found, customer):
         name = "对照组/holdout: nothing is sent" if arm == HOLDOUT else f"variant {arm}: {d.arms.get(arm, '')}"
         when = (f"assigned {got.at.astimezone(tz):%Y-%m-%d %H:%M}, outcomes count until "
                 f"{got.until.astimezone(tz):%Y-%m-%d %H:%M}" if got else "would get it: not assigned yet")

@@ -22,7 +22,7 @@ from bot.times import aware, from_ts
 from sop.journeys import Journey, Step
 from sop.variants import HOLDOUT, OUTCOMES, Experiment
 
-__all__ = ["Assignment", "Declared", "Experiments", "declared"]
+__all__ = ["Assignment", "Declared", "Experiments", "arms_of", "declared"]
 
 PREFIX = "wecom:exp"
 
@@ -169,3 +169,15 @@ def declared(journeys: Iterable[Journey] | None, campaigns: Iterable[Campaign] |
     found = [_step(j, s) for j in journeys or () for s in j.steps]
     found += [_campaign(c) for c in campaigns or ()]
     return [d for d in found if d is not None]
+
+
+def arms_of(experiments: Experiments | None, found: Iterable[Declared],
+            customer: str) -> list[tuple[Declared, str, Assignment | None]]:
+    """The customer's arm of each experiment: (experiment, arm, its recorded assignment or None when the arm is the
+    one they would get with the current weights; always None without `experiments`, i.e. without Redis)."""
+    mine = {a.experiment: a for a in experiments.of(customer)} if experiments is not None else {}
+    out = []
+    for d in found:
+        got = mine.get(d.experiment.id)
+        out.append((d, got.arm if got else d.experiment.pick(customer), got))
+    return out

@@ -258,11 +258,15 @@ browser = test_console.browser  # the headless Chromium fixture
 
 
 def test_console_experiments_page_renders_in_a_browser(browser, runtime, sandbox, r):
-    seed(r, runtime.settings.timezone)
+    found = seed(r, runtime.settings.timezone)
     svc = serve(runtime.settings, r, runtime.content, sandbox.url, TOKEN, runtime.coupons)
     try:
-        plain = test_console.login(svc).get(svc.url + "/admin/experiments")
+        session = test_console.login(svc)
+        plain = session.get(svc.url + "/admin/experiments")
         assert plain.status_code == 200 and AB in plain.text and "样本太少" in plain.text
+        plan = session.get(svc.url + f"/admin/sop?customer={found[HOLDOUT][0]}").text
+        arms = plan[plan.index('id="plan-arms"'):]
+        assert "对照组（不发送）" in arms and "11-02 10:00 已分组，结果统计到 11-09 10:00" in arms
         assert "+20.0 [+5.2, +33.4]" in plain.text.replace("差 ", "")  # full_reduction vs the holdout
         page = browser.new_page(viewport={"width": 1280, "height": 900})
         page.goto(svc.url + "/admin/login")
