@@ -245,8 +245,9 @@ class BotCollector:
 
     def _sop(self, counter: Any, gauge: Any) -> Iterable[Any]:
         raw = {k: int(v) for k, v in self.r.hgetall(SOP_COUNTERS).items()}
-        failed = int(self.r.hget(STORE_COUNTERS, "sop_failed") or 0)
-        rows = [([o], float(raw.get(o, 0))) for o in ("sent", "deferred", "skipped", "reminded")] + [(["failed"], failed)]
+        failed, holdout = (int(v or 0) for v in self.r.hmget(STORE_COUNTERS, ["sop_failed", "sop_holdout"]))
+        rows = [([o], float(raw.get(o, 0))) for o in ("sent", "deferred", "skipped", "reminded")] + [
+            (["failed"], failed), (["holdout"], holdout)]  # holdout: an experiment's control group, sent nothing
         yield counter("wecom_sop_touches", "SOP touches by outcome", ["outcome"], rows)
         reasons = [(_labels(k, 2), float(v)) for k, v in sorted(raw.items())
                    if ":" in k and not k.startswith("j:") and k.split(":", 1)[0] in ("sent", "deferred", "skipped", "reminded")]

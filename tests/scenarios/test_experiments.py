@@ -26,7 +26,7 @@ from bot.web.envelope import CallbackCrypto
 from sop.variants import HOLDOUT, Arm, Experiment
 from tests.scenarios import test_console
 from tests.scenarios.console_helpers import TOKEN, serve
-from tests.support import ROOT, Service, cli, drain, kf_notice
+from tests.support import METRICS_TOKEN, ROOT, Service, cli, drain, kf_notice
 
 AB = "coupon:spend199-save30"  # the shipped coupon A/B (content/coupons.yaml)
 API = {"Authorization": "Bearer exp-api-token"}
@@ -146,6 +146,8 @@ def test_a_step_experiment_sends_each_variant_and_nothing_to_the_holdout(ab_runt
     assert Counter(e["outcome"] for e in touches) == {"sent:kf": 6, HOLDOUT: 3}
     assert Counter(e.get("variant") for e in touches) == {"short": 3, "long": 3, None: 3}
     assert Store(r).counters()["sop_holdout"] == 3
+    scrape = requests.get(ab_service.url + "/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=10)
+    assert 'wecom_sop_touches_total{outcome="holdout"} 3.0' in scrape.text
     assert rt.experiments.counts("ab_tips.tip") == {"holdout|assigned": 3, "short|assigned": 3, "long|assigned": 3}
     time.sleep(1.1)  # kf message times are whole seconds: these come after the assignment
     quitter, held = arms["long"][0], arms[HOLDOUT][0]
