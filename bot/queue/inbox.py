@@ -98,6 +98,7 @@ class Inbox:
         self._renew = r.register_script(RENEW)
         self._groups: set[int] = set()
         self._next = 0  # the shard a cluster read starts with (round robin)
+        self._hot = 0  # the shard that last had entries: an idle cluster read waits on it
         self._cluster = is_cluster(r)
 
     @property
@@ -198,7 +199,8 @@ class Inbox:
 
     def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
         """New entries for this consumer, from every shard fairly: one XREADGROUP over all streams on a single
-        server; on a cluster one shard after another from a rotating start (blocking, briefly, on one)."""
+        server; on a cluster one shard after another from a rotating start, and when all are empty a short
+        blocking read on the shard that last had entries."""
         shards = list(self._all())
         if not self._cluster or len(shards) == 1:
             streams = {stream_key(i): ">" for i in shards}
@@ -212,11 +214,14 @@ class Inbox:
                 break
             res = self._grouped([shard], partial(self.r.xreadgroup, GROUP, consumer, {stream_key(shard): ">"},
                                                  count=count - len(out)))
-            out += [e for _, raw in res or [] for e in _entries(shard, raw)]
+            got = [e for _, raw in res or [] for e in _entries(shard, raw)]
+            if got:
+                out, self._hot = out + got, shard
         if not out and block_ms:
-            res = self._grouped([start], partial(self.r.xreadgroup, GROUP, consumer, {stream_key(start): ">"},
-                                                 count=count, block=min(block_ms, 100)))
-            out = [e for _, raw in res or [] for e in _entries(start, raw)]
+            hot = self._hot
+            res = self._grouped([hot], partial(self.r.xreadgroup, GROUP, consumer, {stream_key(hot): ">"},
+                                               count=count, block=min(block_ms, 100)))
+            out = [e for _, raw in res or [] for e in _entries(hot, raw)]
         return out
 
     def reclaim(self, consumer: str, min_idle_ms: int, count: int) -> list[Entry]:

