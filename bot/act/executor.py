@@ -14,6 +14,7 @@ from bot.act.channels import Channels
 from bot.act.desk import Desk
 from bot.act.staff import Staff
 from bot.act.triggers import Triggers
+from bot.records import later
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.records.store import Store
@@ -150,9 +151,16 @@ class Executor:
 
     def run(self, actions: list[Action], key: str) -> None:
         """Execute `actions` in order; the i-th is keyed `key:i`. A welcome no answer carried goes out alone."""
+        with later.gathering(self.store.r):  # history, counters and lines go with the done marks
+            self._run(actions, key)
+
+    def _run(self, actions: list[Action], key: str) -> None:
         waiting = steps.pending()
-        for i, action in enumerate(actions):
-            self.execute(action, f"{key}:{i}")
+        keys = [f"{key}:{i}" for i in range(len(actions))]
+        done = self.store.done_values(keys)  # what a retry already did, in one round trip
+        for action, k, value in zip(actions, keys, done, strict=True):
+            if value is None:
+                self.execute(action, k)
         seen = next((a for a in actions if isinstance(a, Seen)), None)
         if seen is None or not (welcome := self.customers.held_welcome(seen.customer)):
             return
@@ -162,9 +170,7 @@ class Executor:
             self.customers.welcome_given(seen.customer)
 
     def execute(self, action: Action, key: str) -> None:
-        """Perform one action unless it was already performed under `key`."""
-        if self.store.is_done(key):
-            return
+        """Perform one action (run() skips those already performed under their key)."""
         now, waiting = self.clock(), steps.pending()
         match action:
             case Seen(open_kfid, customer, msgid, text, msgtype, at, intent, matched, confidence, fell_back):

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
+
+from bot.records import later
 
 # WeCom kf: at most 5 messages within 48 h after the customer's last message (platform notes §2.4).
 KF_WINDOW_SECONDS = 48 * 3600
@@ -121,8 +124,7 @@ class Customers:
     def first_contact(self, customer: str) -> bool:
         """True when we first learn of the customer (kf or a staff contact) — and again on a retry,
         until first_contact_done() says the new-customer work was done."""
-        key = _key(customer) + ":added"
-        return bool(self.r.set(key, "pending", nx=True)) or self.r.get(key) == "pending"
+        return self.r.set(_key(customer) + ":added", "pending", nx=True, get=True) in (None, "pending")
 
     def held_by(self, customer: str) -> str | None:
         """Who WeCom says holds the chat (a servicer, or "queue") when no handoff of ours says so."""
@@ -190,9 +192,13 @@ class Customers:
     def remember(self, customer: str, line: str, keep: int = 6) -> None:
         """Keep the last few lines of the conversation (for staff alerts)."""
         key = _key(customer) + ":recent"
-        with self.r.pipeline(transaction=False) as p:
-            p.rpush(key, line[:200]).ltrim(key, -keep, -1).expire(key, 30 * 86400)
-            p.execute()
+
+        def keep_last(p: Any) -> None:
+            p.rpush(key, line[:200])
+            p.ltrim(key, -keep, -1)
+            p.expire(key, 30 * 86400)
+
+        later.write(self.r, keep_last)
 
     def recent(self, customer: str) -> list[str]:
         """The remembered lines, oldest first."""
@@ -210,7 +216,7 @@ class Customers:
         self._note(keys=[_key(customer) + ":conv"], args=[msgid, text[:200], at, "1" if fell_back else "0"])
 
     def saw_intent(self, customer: str, intent: str) -> None:
-        self.r.hincrby(_key(customer) + ":intents", intent, 1)
+        later.write(self.r, lambda p: p.hincrby(_key(customer) + ":intents", intent, 1))
 
     def tag(self, customer: str, tag: str, at: float) -> None:
         self.r.hset(_key(customer) + ":tags", tag, at)

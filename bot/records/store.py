@@ -11,6 +11,8 @@ from typing import Any
 
 import redis
 
+from bot.records import later
+
 EVENTS = "wecom:events"  # append-only record of what happened, capped
 EVENTS_MAXLEN = 200_000
 COUNTERS = "wecom:counters"
@@ -148,8 +150,16 @@ class Store:
         """What mark_done stored for `key` (None when not done)."""
         return self.r.get(f"wecom:done:{{{key}}}")
 
+    def done_values(self, keys: list[str]) -> list[str | None]:
+        """done_value of each key, in one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            for key in keys:
+                p.get(f"wecom:done:{{{key}}}")
+            return list(p.execute())
+
     def mark_done(self, key: str, result: str = "1") -> None:
-        self.r.set(f"wecom:done:{{{key}}}", result, ex=DONE_TTL)
+        """Mark `key` done; the writes deferred meanwhile (bot/records/later.py) go in the same round trip."""
+        later.flush(self.r, lambda p: p.set(f"wecom:done:{{{key}}}", result, ex=DONE_TTL))
 
     def once(self, key: str, step: Callable[[], Any]) -> None:
         """Run `step` unless `key` is done; mark it done after it succeeded."""
@@ -159,16 +169,15 @@ class Store:
 
     # numbers and history
     def count(self, name: str, n: int = 1) -> None:
-        self.r.hincrby(COUNTERS, name, n)
+        later.write(self.r, lambda p: p.hincrby(COUNTERS, name, n))
 
     def counters(self) -> dict[str, int]:
         return {k: int(v) for k, v in self.r.hgetall(COUNTERS).items()}
 
     def record(self, kind: str, **data: Any) -> None:
         """Append an event (e.g. message_in, reply_sent, staff_reply) to the capped history."""
-        self.r.xadd(EVENTS, {"kind": kind, "at": f"{time.time():.3f}",
-                             "data": json.dumps(data, ensure_ascii=False, default=str)},
-                    maxlen=EVENTS_MAXLEN, approximate=True)
+        fields = {"kind": kind, "at": f"{time.time():.3f}", "data": json.dumps(data, ensure_ascii=False, default=str)}
+        later.write(self.r, lambda p: p.xadd(EVENTS, fields, maxlen=EVENTS_MAXLEN, approximate=True))
 
     def events(self, count: int = 100) -> list[dict[str, Any]]:
         """Newest events first."""
