@@ -114,20 +114,23 @@ def _ports(base: int, n: int, cluster: bool = False) -> list[int]:
 
 @dataclass
 class LocalCluster:
-    """A Redis Cluster of `masters` primaries (no replicas) on loopback."""
+    """A Redis Cluster of `masters` primaries on loopback, each with `replicas` replicas (which take over
+    within a few seconds of a primary's death: cluster-node-timeout 2 s)."""
 
     folder: Path
     masters: int = 3
     base_port: int = 0
-    nodes: list[Node] = field(default_factory=list)
+    replicas: int = 0
+    nodes: list[Node] = field(default_factory=list)  # the primaries first, then the replicas
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.nodes[0].port}/0"
 
     def start(self, timeout: float = 20.0) -> LocalCluster:
-        """Start the nodes, give each a third of the slots, wait until the cluster says ok."""
-        for port in _ports(self.base_port, self.masters, cluster=True):
+        """Start the nodes, give each primary its share of the slots, attach the replicas, wait until the cluster
+        says ok."""
+        for port in _ports(self.base_port, self.masters * (1 + self.replicas), cluster=True):
             self.nodes.append(Node(port, self.folder / str(port),
                                    ["--cluster-enabled", "yes", "--cluster-config-file", f"nodes-{port}.conf",
                                     "--cluster-node-timeout", "2000"]).start())
@@ -135,13 +138,19 @@ class LocalCluster:
             for node in self.nodes:
                 node.wait()
             per = 16384 // self.masters
-            for i, node in enumerate(self.nodes):
+            for i, node in enumerate(self.nodes[:self.masters]):
                 last = 16383 if i == self.masters - 1 else (i + 1) * per - 1
                 with node.client() as c:
                     c.execute_command("CLUSTER ADDSLOTSRANGE", i * per, last)
             with self.nodes[0].client() as c:
                 for node in self.nodes[1:]:
                     c.execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            self._wait_ok(timeout)
+            for i, node in enumerate(self.nodes[self.masters:]):
+                with self.nodes[i % self.masters].client() as c:
+                    primary = c.cluster("MYID")
+                with node.client() as c:
+                    c.execute_command("CLUSTER REPLICATE", primary)
             self._wait_ok(timeout)
         except Exception:
             self.stop()
@@ -156,7 +165,7 @@ class LocalCluster:
                 with node.client() as c:
                     info = c.cluster("INFO")
                     states.append(info.get("cluster_state") == "ok"
-                                  and int(info.get("cluster_known_nodes", 0)) == self.masters)
+                                  and int(info.get("cluster_known_nodes", 0)) == len(self.nodes))
             if all(states):
                 return
             if time.monotonic() > deadline:

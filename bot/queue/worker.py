@@ -161,7 +161,7 @@ class Worker:
     def run_forever(self, stop: threading.Event) -> None:
         """Loop until `stop` is set; rides out Redis outages."""
         log.info("worker %s started", self.name)
-        beat = 0.0
+        beat = pause = 0.0
         while not stop.is_set():
             try:
                 if time.monotonic() - beat >= BEAT_EVERY:  # the heartbeat's TTL is far longer
@@ -169,9 +169,11 @@ class Worker:
                     beat = time.monotonic()
                 if not self.run_once(block_ms=self.settings.block_ms):
                     stop.wait(0.01)
-            except redis.RedisError as exc:
-                log.warning("worker %s: Redis unavailable (%s); retrying", self.name, exc)
-                stop.wait(1.0)
+                pause = 0.0
+            except redis.RedisError as exc:  # down, or failing over: back off 0.25 s, 0.5 s, ... 4 s
+                pause = min(4.0, pause * 2 or 0.25)
+                log.warning("worker %s: Redis unavailable (%s); retrying in %.2f s", self.name, exc, pause)
+                stop.wait(pause)
         log.info("worker %s stopped", self.name)
 
     def handle(self, entry: Entry) -> None:
