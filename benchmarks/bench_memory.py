@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bot.config import SANDBOX_CORP_ID, SANDBOX_OPEN_KFID  # noqa: E402
+from bot.records.store import EVENTS, EVENTS_MAXLEN  # noqa: E402
 from bot.redis_server import EmbeddedRedis, connect  # noqa: E402
 from bot.wecom.sandbox import Sandbox  # noqa: E402
 from tests.support import kf_notice, make_settings, running  # noqa: E402
@@ -60,6 +61,10 @@ def measure(redis_url: str, customers: int, shards: int) -> None:
             sizes[family(key)].append(int(r.memory_usage(key, samples=0) or 0))
         print(f"customers {customers}, inbox/SOP shards {shards}, answered {len({d['touser'] for d in sb.delivered()})}")
         print(f"used_memory growth     {total / customers:8.0f} bytes per customer (all keys, allocator included)")
+        events = r.xlen(EVENTS)
+        print(f"event stream           {events / customers:8.1f} entries per customer, "
+              f"{int(r.memory_usage(EVENTS, samples=0) or 0) / max(events, 1):.0f} bytes per entry "
+              f"(capped at {EVENTS_MAXLEN} entries)")
         print(f"{'key family':44} {'keys':>7} {'B/customer':>11} {'largest key':>12}")
         for name, got in sorted(sizes.items(), key=lambda kv: -sum(kv[1]))[:18]:
             print(f"{name:44} {len(got):7d} {sum(got) / customers:11.0f} {max(got):12d}")

@@ -182,20 +182,26 @@ class Inbox:
                 except redis.RedisError as exc:
                     results[shard] = exc
             return results
+        out: dict[int, list[int] | Exception] = {}
+        todo = list(by_shard)
         for attempt in (1, 2):
             # Plain EVALSHA in a pipeline: redis-py's pipelined Script objects add a SCRIPT EXISTS round trip.
             with self.r.pipeline(transaction=False) as p:
-                for shard, ns in by_shard.items():
+                for shard in todo:
+                    ns = by_shard[shard]
                     p.evalsha(self._put_many.sha, 1 + len(ns), stream_key(shard),
                               *(_key(shard, "seen:") + items[n].key for n in ns), ttl,
                               *(x for n in ns for x in (items[n].kind, items[n].data)))
                 raw = p.execute(raise_on_error=False)
-            if attempt == 1 and any(isinstance(res, redis.exceptions.NoScriptError) for res in raw):
-                self.r.script_load(PUT_MANY)  # a restarted Redis forgot it; nothing of the refused calls ran
-                continue
-            break
-        return {shard: res if isinstance(res, Exception) else [int(f) for f in res]
-                for shard, res in zip(by_shard, raw, strict=True)}
+            refused = [shard for shard, res in zip(todo, raw, strict=True)
+                       if attempt == 1 and isinstance(res, redis.exceptions.NoScriptError)]
+            out.update({shard: res if isinstance(res, Exception) else [int(f) for f in res]
+                        for shard, res in zip(todo, raw, strict=True) if shard not in refused})
+            if not refused:
+                break
+            self.r.script_load(PUT_MANY)  # a restarted Redis forgot it; nothing of the refused calls ran
+            todo = refused
+        return out
 
     def read(self, consumer: str, count: int, block_ms: int | None) -> list[Entry]:
         """New entries for this consumer, from every shard fairly: one XREADGROUP over all streams on a single
