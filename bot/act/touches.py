@@ -138,26 +138,20 @@ class TouchRunner:
 
     def _variant(self, data: dict[str, Any], now: float) -> tuple[dict[str, Any], str | None]:
         """The touch as the customer's arm has it: the step variant's content, or HOLDOUT (nothing at all, also
-        for a holdout customer of the campaign whose coupon the step gives); None: no experiment."""
-        if self.experiments is None:
-            return data, None
+        for a holdout customer of the campaign whose coupon the step gives: CouponBook.holds_out); None: none."""
         customer, at = str(data.get("customer", "")), from_ts(now, self.tz)
-        j = self.engine.journeys.get(str(data.get("journey", "")))
-        step = j.step(str(data.get("step", ""))) if j else None
         arm: str | None = None
-        if step is not None and step.experiment is not None:
-            arm = self.experiments.assign(step.experiment, customer, at)
-            if arm == HOLDOUT:
-                return data, arm
-            data = {**data, "content": step.variants.get(arm, step.content), "variant": arm}
+        if self.experiments is not None:
+            j = self.engine.journeys.get(str(data.get("journey", "")))
+            step = j.step(str(data.get("step", ""))) if j else None
+            if step is not None and step.experiment is not None:
+                arm = self.experiments.assign(step.experiment, customer, at)
+                if arm == HOLDOUT:
+                    return data, arm
+                data = {**data, "content": step.variants.get(arm, step.content), "variant": arm}
         book, name = self.coupons(), _campaign(data)
-        campaign = book.by_name.get(name) if book and name else None
-        if campaign is not None and campaign.experiment is not None:  # the coupon's own A/B: its holdout gets nothing
-            held, recorded = self.experiments.peek(campaign.experiment, customer)
-            if held == HOLDOUT and not recorded:
-                held = self.experiments.assign(campaign.experiment, customer, at)
-            if held == HOLDOUT:
-                return data, HOLDOUT
+        if book is not None and name and book.holds_out(name, customer, at):  # the coupon's own A/B
+            return data, HOLDOUT
         return data, arm
 
     def _holdout(self, data: dict[str, Any], key: str, now: float) -> str:

@@ -8,10 +8,11 @@ import logging
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
+from bot import yamlfile
 from bot.config import Settings
-from bot.yamlfile import ConfigError
+from bot.yamlfile import ConfigError, KeyPath
 
 if TYPE_CHECKING:
     from bot.content.campaigns import Campaign
@@ -81,16 +82,37 @@ def load_content(settings: Settings, skip: frozenset[str] = frozenset()) -> dict
 
 
 def _check_campaigns(journeys: tuple[Journey, ...], campaigns: tuple[Campaign, ...]) -> None:
-    """Every coupon a journey step names must be a configured campaign."""
+    """Every coupon a step names is a configured campaign; a step experiment's is not an experiment itself."""
     known = {c.name for c in campaigns}
+    tested = {c.name for c in campaigns if c.experiment is not None}
     for journey, step in ((j, s) for j in journeys for s in j.steps):
-        for content in step.contents():  # a step's own, or each of its variants'
+        for i, content in enumerate(step.contents()):  # a step's own, or each of its variants'
             name = ((content or {}).get("coupon") or {}).get("campaign")
             if name and name not in known:
                 source = Path(journey.source) if journey.source else Path("sop/journeys")
                 line = _line_of(source, f"campaign: {name}")
                 raise ConfigError(f"{source}:{line}: {journey.id}.{step.id}.content.coupon.campaign: unknown coupon "
                                   f"campaign {name!r} (configured: {', '.join(sorted(known))})")
+            if name in tested and step.experiment is not None:
+                raise _step_error(journey, step.id, ("variants", i, "content", "coupon", "campaign"),
+                                  f"coupon campaign {name!r} is an experiment itself (coupon:{name}): a step "
+                                  "experiment may not give its coupon, or that campaign's holdout customers would get "
+                                  "nothing in every arm of the step; name a campaign without variants, or drop the "
+                                  "step's variants")
+
+
+def _step_error(journey: Journey, step: str, keys: KeyPath, message: str) -> ConfigError:
+    """A ConfigError at `keys` of a journey's step, with the journey file's line and key path."""
+    if not journey.source:
+        return ConfigError(f"{journey.id}.{step}.{yamlfile.render_path(keys)}: {message}")
+    doc = yamlfile.load(journey.source)
+    data, root = doc.data, cast(KeyPath, ())
+    if isinstance(data, dict) and isinstance(data.get("journeys"), list):  # a file of several journeys
+        found = [k for k, j in enumerate(data["journeys"]) if isinstance(j, dict) and j.get("id") == journey.id]
+        data, root = (data["journeys"][found[0]], ("journeys", found[0])) if found else ({}, ())
+    steps = data.get("steps") if isinstance(data, dict) else None
+    at = next((k for k, s in enumerate(steps or []) if isinstance(s, dict) and s.get("id") == step), None)
+    return doc.error((*root, "steps", at, *keys) if at is not None else root, message)
 
 
 def _line_of(path: Path, needle: str) -> int:

@@ -75,7 +75,7 @@ class Campaign:
     holdout_reply: str = INELIGIBLE_REPLY  # to a customer of the experiment's holdout, who gets no coupon
 
     def arm(self, name: str | None) -> Campaign:
-        """The variant called `name` (the campaign itself for None, the holdout or an unknown name)."""
+        """The variant called `name`; the campaign itself for None, the holdout or a name since removed from the YAML."""
         return next((v for v in self.variants if v.variant == name), self) if name and name != HOLDOUT else self
 
     def admits(self, is_new: bool, tags: frozenset[str]) -> bool:

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from bot.ops.common import runtime_or_exit, settings_or_exit
-from bot.records.experiment_report import reports
+from bot.records.experiment_report import GONE, gone_arms, reports
 from bot.records.experiments import Declared, Experiments, arms_of, declared
 from sop.variants import HOLDOUT, OUTCOMES
 
@@ -17,15 +17,17 @@ __all__ = ["register", "listing", "print_arms", "print_list", "print_stats"]
 
 
 def listing(experiments: Experiments, found: list[Declared]) -> list[dict[str, Any]]:
-    """The `experiments list --json` array: each experiment with its arms, their shares and assigned counts."""
+    """The `experiments list --json` array: each experiment's arms, shares and customers; removed arms last, as `stats`."""
     out = []
     for d in found:
         e, counts = d.experiment, experiments.counts(d.experiment.id)
         shares = e.shares()
+        arms = [{"name": arm, "share": shares[arm], "sends": sends, "assigned": int(counts.get(f"{arm}|assigned", 0)),
+                 "gone": False} for arm, sends in d.arms.items()]
+        arms += [{"name": arm, "share": 0.0, "sends": GONE, "assigned": int(counts[f"{arm}|assigned"]), "gone": True}
+                 for arm in gone_arms(d, counts)]
         out.append({"id": e.id, "kind": d.kind, "title": d.title, "metric": e.metric, "window_days": e.window_days,
-                    "holdout": e.holdout,
-                    "arms": [{"name": arm, "share": shares[arm], "sends": sends,
-                              "assigned": int(counts.get(f"{arm}|assigned", 0))} for arm, sends in d.arms.items()]})
+                    "holdout": e.holdout, "arms": arms})
     return out
 
 

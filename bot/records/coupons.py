@@ -55,9 +55,7 @@ class Coupon:
 class Assigner(Protocol):
     """Which arm of an experiment a customer is in (bot.records.experiments.Experiments)."""
 
-    def peek(self, experiment: Experiment, customer: str) -> tuple[str, bool]: ...
-
-    def assign(self, experiment: Experiment, customer: str, at: datetime) -> str: ...
+    def assign(self, experiment: Experiment, customer: str, at: datetime, arm: str | None = None) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,19 +185,21 @@ class CouponBook:
             return IssueResult("ineligible")
         held = self._held(customer, eligible, now)
         if held is not None:
+            self._held_arm(held)
             return IssueResult("issued" if held.cause_msgid == cause else "existing", held, self.by_name[held.campaign])
         exhausted: Campaign | None = None
         limited: Campaign | None = None
         for campaign in eligible:
-            arm = self._arm(campaign, customer, now)
-            if arm == HOLDOUT:  # the experiment's untouched group: no coupon, and no other campaign's either
-                return IssueResult("holdout", None, campaign)
-            outcome, coupon = self._try(campaign.arm(arm), customer, cause, now)
-            if coupon is not None:
-                if campaign.experiment is not None and self.experiments is not None:
-                    self.experiments.assign(campaign.experiment, customer, now)
-                return IssueResult("issued" if outcome == "issued" else "existing", coupon, campaign)
-            if outcome == "exhausted":
+            why = self._room(campaign, customer) if self._runs(campaign) else None
+            if why is None:
+                arm = self._arm(campaign, customer, now)
+                if arm == HOLDOUT:  # the experiment's untouched group: no coupon, and no other campaign's either
+                    return IssueResult("holdout", None, campaign)
+                outcome, coupon = self._try(campaign.arm(arm), customer, cause, now)
+                if coupon is not None:
+                    return IssueResult("issued" if outcome == "issued" else "existing", coupon, campaign)
+                why = outcome
+            if why == "exhausted":
                 exhausted = exhausted or campaign
             else:
                 limited = limited or campaign
@@ -207,15 +207,43 @@ class CouponBook:
             return IssueResult("exhausted", None, exhausted)
         return IssueResult("ineligible", None, limited)
 
+    def holds_out(self, name: str, customer: str, now: datetime) -> bool:
+        """Whether a step's coupon of `name` is withheld: holdout, and a coupon otherwise (arm recorded, as `issue`)."""
+        aware(now)
+        campaign = self.by_name.get(name)
+        if campaign is None or not self._runs(campaign) or not campaign.open_at(now):
+            return False
+        held = self._held(customer, [campaign], now)
+        if held is not None:
+            self._held_arm(held)
+            return False
+        return self._room(campaign, customer) is None and self._arm(campaign, customer, now) == HOLDOUT
+
+    def _runs(self, campaign: Campaign) -> bool:
+        """Whether the campaign's experiment is run (it declares one, and arms are recorded)."""
+        return campaign.experiment is not None and self.experiments is not None
+
+    def _room(self, campaign: Campaign, customer: str) -> str | None:
+        """Why `customer` would get no new coupon of `campaign` in any arm ("limit", "exhausted"), else None."""
+        pipe = self.r.pipeline(transaction=False)
+        pipe.zcard(_key(campaign.name, "cust", customer))
+        pipe.get(_key(campaign.name, "issued"))
+        held, issued = pipe.execute()
+        if held >= campaign.per_customer:
+            return "limit"
+        return "exhausted" if int(issued or 0) >= campaign.budget else None
+
     def _arm(self, campaign: Campaign, customer: str, now: datetime) -> str | None:
-        """The customer's arm of the campaign's experiment (None without one); a holdout customer is recorded while
-        the campaign still has codes (the variants' customers are recorded once they hold a coupon)."""
+        """The customer's arm of the campaign's experiment (None without one), recorded from `now` if it is not."""
         if campaign.experiment is None or self.experiments is None:
             return None
-        arm, recorded = self.experiments.peek(campaign.experiment, customer)
-        if arm == HOLDOUT and not recorded and int(self.r.get(_key(campaign.name, "issued")) or 0) < campaign.budget:
-            arm = self.experiments.assign(campaign.experiment, customer, now)
-        return arm
+        return self.experiments.assign(campaign.experiment, customer, now)
+
+    def _held_arm(self, coupon: Coupon) -> None:
+        """Record the arm of a held variant coupon, if it is not (a crash between issuing and recording it)."""
+        campaign = self.by_name.get(coupon.campaign)
+        if coupon.variant and campaign is not None and campaign.experiment is not None and self.experiments:
+            self.experiments.assign(campaign.experiment, coupon.customer, coupon.issued_at, coupon.variant)
 
     def _held(self, customer: str, campaigns: list[Campaign], now: datetime) -> Coupon | None:
         """The customer's first unexpired, unredeemed coupon among `campaigns`."""

@@ -4,7 +4,10 @@ Keys (each experiment's in its own Redis Cluster slot, {experiment id} the hash 
   wecom:exp:{<id>}:arms    customer -> "arm|assigned_ts|window_end_ts"   (HSETNX: the first assignment stays)
   wecom:exp:{<id>}:seen    "customer|outcome" -> ts of the first such outcome in the window
   wecom:exp:{<id>}:counts  "arm|assigned", "arm|<outcome>" (customers), "arm|revenue", "arm|orders"
+  wecom:exp:{<id>}:until   the latest window end of its customers (ts): windows are open while it is ahead
   wecom:exp:c:{<customer>} experiment id -> "arm|assigned_ts|window_end_ts" (the customer's experiments)
+
+An outcome counts in the window [assigned, window end): from the assignment on, the window's end excluded.
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ __all__ = ["Assignment", "Declared", "Experiments", "arms_of", "declared"]
 
 PREFIX = "wecom:exp"
 
-# KEYS: arms, counts. ARGV: customer, "arm|ts|end", arm. The recorded value (the first one stays).
+# KEYS: arms, counts, until. ARGV: customer, "arm|ts|end", arm, end ts. The recorded value (the first one stays).
 ASSIGN_LUA = """
 local cur = redis.call('HGET', KEYS[1], ARGV[1])
 if cur then return cur end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('HINCRBY', KEYS[2], ARGV[3] .. '|assigned', 1)
+if tonumber(ARGV[4]) > tonumber(redis.call('GET', KEYS[3]) or '0') then redis.call('SET', KEYS[3], ARGV[4]) end
 return ARGV[2]
 """
 
@@ -89,14 +93,17 @@ class Experiments:
         value = self.r.hget(_key(experiment.id, "arms"), customer)
         return (str(value).split("|")[0], True) if value else (experiment.pick(customer), False)
 
-    def assign(self, experiment: Experiment, customer: str, at: datetime) -> str:
-        """The customer's arm: the recorded one, else the one the current weights give, recorded from `at` on."""
+    def assign(self, experiment: Experiment, customer: str, at: datetime, arm: str | None = None) -> str:
+        """The customer's arm: the recorded one, else `arm` (default: by the current weights), recorded from `at`."""
         aware(at, "at")
-        arm = experiment.pick(customer)
+        arm = arm or experiment.pick(customer)
         until = at + timedelta(days=experiment.window_days)
         value = f"{arm}|{at.timestamp()!r}|{until.timestamp()!r}"
-        got = str(self._assign(keys=[_key(experiment.id, "arms"), _key(experiment.id, "counts")],
-                               args=[customer, value, arm]))
+        got = str(self._assign(keys=[_key(experiment.id, "arms"), _key(experiment.id, "counts"),
+                                     _key(experiment.id, "until")],
+                               args=[customer, value, arm, repr(until.timestamp())]))
+        # The customer's index is in the customer's slot, not the experiment's, so it cannot be in the script: it is
+        # written on every call, recorded before or not, and a call retried after a crash between the two repairs it.
         self.r.hsetnx(_customer_key(customer), experiment.id, got)
         return got.split("|")[0]
 
@@ -112,7 +119,7 @@ class Experiments:
             raise ValueError(f"unknown outcome {kind!r} (expected one of {', '.join(OUTCOMES)})")
         aware(at, "at")
         for a in self.of(customer):
-            if a.at <= at <= a.until:
+            if a.at <= at < a.until:
                 money = repr(float(amount)) if kind == "purchased" and amount is not None else ""
                 self._outcome(keys=[_key(a.experiment, "seen"), _key(a.experiment, "counts")],
                               args=[customer, kind, a.arm, repr(at.timestamp()), money])
@@ -120,6 +127,17 @@ class Experiments:
     def counts(self, experiment: str) -> dict[str, float]:
         """The experiment's counters: "arm|assigned", "arm|<outcome>", "arm|revenue", "arm|orders"."""
         return {k: float(v) for k, v in self.r.hgetall(_key(experiment, "counts")).items()}
+
+    def open_until(self, experiment: str) -> datetime | None:
+        """The end of the latest window of the experiment's customers (None: nobody assigned)."""
+        raw = self.r.get(_key(experiment, "until"))
+        if raw is None:  # assigned before this key was kept: the latest of the recorded windows, once
+            ends = [float(v.split("|")[2]) for v in self.r.hvals(_key(experiment, "arms"))]
+            if not ends:
+                return None
+            self.r.set(_key(experiment, "until"), repr(max(ends)), nx=True)
+            raw = repr(max(ends))
+        return from_ts(float(raw), self.tz)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,11 +18,16 @@ import requests
 from bot.config import SANDBOX_OPEN_KFID
 from bot.content import Content
 from bot.content.campaigns import INELIGIBLE_REPLY, load_campaigns
-from bot.records.experiments import Experiments
+from bot.ops.cli_experiments import listing
+from bot.records.coupons import CouponBook
+from bot.records.coupons import _key as coupon_key
+from bot.records.experiment_report import reports
+from bot.records.experiments import Experiments, declared
 from bot.records.outcomes import Outcomes
 from bot.records.store import Store
 from bot.runtime import Runtime
 from bot.web.envelope import CallbackCrypto
+from bot.yamlfile import ConfigError
 from sop.variants import HOLDOUT, Arm, Experiment
 from tests.scenarios import test_console
 from tests.scenarios.console_helpers import TOKEN, serve
@@ -325,3 +330,157 @@ def test_an_sop_step_giving_an_ab_coupon_sends_nothing_to_its_holdout(runtime, s
             (coupon,) = runtime.coupons().coupons_of(customer)
             assert outcome == "sent:kf" and coupon.variant == arm and coupon.code in said[-1]
         assert runtime.experiments.peek(shipped(), customer) == (arm, True)
+
+
+def shipped_book(r, tz, experiments: Experiments | None = None) -> CouponBook:
+    """The coupon book of the shipped campaigns, recording arms in `experiments` (None: no A/B is run)."""
+    return CouponBook(r, load_campaigns(ROOT / "content" / "coupons.yaml", tz), tz, experiments)
+
+
+def test_only_customers_a_variant_would_give_a_coupon_enter_the_experiment(r, settings):
+    tz = settings.timezone
+    ex = Experiments(r, tz)
+    book, before = shipped_book(r, tz, ex), shipped_book(r, tz)  # before: no A/B run, coupons of the campaign
+    now = datetime(2026, 11, 2, 10, 0, tzinfo=tz)
+    repeat = [f"wmRepeat{i:04d}" for i in range(400)]
+    for c in repeat:  # each has used up per_customer (1): got the coupon and redeemed it
+        got = before.issue(c, f"first-{c}", now - timedelta(days=5), campaign="spend199-save30")
+        assert got.coupon is not None and before.redeem(got.coupon.code, now - timedelta(days=4)).status == "redeemed"
+    assert sum(shipped().pick(c) == HOLDOUT for c in repeat) > 20  # the hash puts some in the holdout
+    answers = Counter()
+    for c in repeat:  # they ask in chat (known customers, no tag): the holdout's answer is everyone's
+        result = book.issue(c, f"ask-{c}", now)
+        answers[(result.status, result.campaign.name if result.campaign else None)] += 1
+    assert answers == {("ineligible", "spend199-save30"): 400}  # 您已经领取过「满减券」啦，每位客户限领1张…
+    assert ex.counts(AB) == {} and ex.of(repeat[0]) == []  # nobody recorded, in the holdout or in a variant
+    fresh = [f"wmFresh{i:04d}" for i in range(200)]
+    results = {c: book.issue(c, f"ask-{c}", now) for c in fresh}
+    assert all(results[c].status == ("holdout" if shipped().pick(c) == HOLDOUT else "issued") for c in fresh)
+    counts = ex.counts(AB)
+    assert sum(counts.values()) == 200 and counts[f"{HOLDOUT}|assigned"] > 5  # every arm recorded alike
+
+
+def step_coupon_entry(customer: str, now: str) -> dict:
+    """An SOP touch giving the shipped A/B campaign's coupon by kf."""
+    return {"touch_id": f"t-{customer}", "journey": "purchase_guide", "step": "day3_guide", "customer": customer,
+            "kind": "offer", "content": {"text": "老客专享：", "coupon": {"campaign": "spend199-save30"}},
+            "priority": 60, "due": now, "channel": "kf", "decision": "send", "reason": "kf_window_open", "at": now}
+
+
+def test_a_step_coupon_holds_out_only_customers_it_would_give_one(runtime, sandbox, r):
+    tz = runtime.settings.timezone
+    touches, now = runtime.parts().touches, datetime.now(tz)
+    arms = customers_in(shipped(), "wmStepRepeat", 2)
+    for customers in arms.values():
+        for c in customers:
+            sandbox.add_customer_text(c, "在吗")
+            runtime.customers.saw_message(c, time.time() - 60, open_kfid=SANDBOX_OPEN_KFID)
+    earlier = shipped_book(r, tz)  # before the A/B: each arm's first customer got and redeemed the coupon
+    for customers in arms.values():
+        got = earlier.issue(customers[0], "first", now - timedelta(days=5), campaign="spend199-save30")
+        assert got.coupon is not None and earlier.redeem(got.coupon.code, now - timedelta(days=4)).status == "redeemed"
+    for customers in arms.values():
+        c = customers[0]
+        assert touches.run(step_coupon_entry(c, now.isoformat()), f"touch:t-{c}") == "sent:kf"  # told the limit
+        assert "限领1张" in texts_to(sandbox, c)[-1]
+    r.set(coupon_key("spend199-save30", "issued"), 1000)  # the budget is used up
+    for customers in arms.values():
+        c = customers[1]
+        assert touches.run(step_coupon_entry(c, now.isoformat()), f"touch:t-{c}") == "sent:kf"
+        assert texts_to(sandbox, c)[-1] == "本期满减券已经发完啦，下次活动会第一时间通知您～"
+    assert runtime.experiments.counts(AB) == {}  # none of them entered the experiment, whatever their arm
+
+
+def test_a_held_variant_coupon_records_its_arm(r, settings):
+    tz = settings.timezone
+    ex = Experiments(r, tz)
+    book = shipped_book(r, tz, ex)
+    customer = customers_in(shipped(), "wmHeld", 1)["no_threshold"][0]
+    at = datetime(2026, 11, 2, 10, 0, tzinfo=tz)
+    # A variant coupon issued, then the process died before the arm was recorded (the old order of the two).
+    outcome, coupon = book._try(book.by_name["spend199-save30"].arm("no_threshold"), customer, "m-1", at)
+    assert outcome == "issued" and coupon is not None and ex.peek(shipped(), customer) == ("no_threshold", False)
+    again = book.issue(customer, "m-2", at + timedelta(hours=1))
+    assert again.status == "existing" and again.coupon is not None and again.coupon.code == coupon.code
+    (a,) = ex.of(customer)
+    assert (a.arm, a.at, ex.counts(AB)) == ("no_threshold", at, {"no_threshold|assigned": 1})
+    # The customer's index is written after the script (another slot): a retried assignment repairs it.
+    r.delete(f"wecom:exp:c:{{{customer}}}")
+    assert ex.of(customer) == [] and ex.assign(shipped(), customer, at + timedelta(days=1)) == "no_threshold"
+    (b,) = ex.of(customer)
+    assert (b.at, ex.counts(AB)) == (at, {"no_threshold|assigned": 1})
+
+
+def test_outcomes_count_from_the_assignment_until_just_before_the_window_ends(r, settings):
+    tz = settings.timezone
+    ex, e = Experiments(r, tz), shipped()
+    customer = customers_in(e, "wmWindow", 1)["full_reduction"][0]
+    at = datetime(2026, 11, 2, 10, 0, tzinfo=tz)
+    until = at + timedelta(days=7)
+    assert ex.assign(e, customer, at) == "full_reduction"  # assigned first, then outcomes dated around the window
+    ex.record(customer, "purchased", at - timedelta(seconds=1), 50.0)  # before the assignment: not counted
+    ex.record(customer, "replied", at)  # at the assignment: counted
+    ex.record(customer, "redeemed", until - timedelta(seconds=1))  # the window's last second: counted
+    ex.record(customer, "unsubscribed", until)  # at its end: not counted (the window is [assigned, end))
+    assert ex.counts(AB) == {"full_reduction|assigned": 1, "full_reduction|replied": 1, "full_reduction|redeemed": 1}
+    assert ex.open_until(AB) == until
+    (d,) = [d for d in declared(None, load_campaigns(ROOT / "content" / "coupons.yaml", tz)) if d.experiment.id == AB]
+    (still,) = reports(ex, [d], now=until - timedelta(seconds=1))
+    (closed,) = reports(ex, [d], now=until)
+    assert still["windows_open"] and still["verdict"].endswith("（部分客户观察期未结束）")
+    assert not closed["windows_open"] and not closed["verdict"].endswith("（部分客户观察期未结束）")
+    r.delete(f"wecom:exp:{{{AB}}}:until")  # assigned before the key was kept: found from the recorded windows
+    assert ex.open_until(AB) == until
+
+
+def test_a_removed_variant_is_listed_and_reported_alike_and_gets_the_campaign_itself(r, settings):
+    tz = settings.timezone
+    ex, e = Experiments(r, tz), shipped()
+    before = Experiment(e.id, (*e.arms, Arm("gift", 1)), e.holdout)  # the YAML had a third variant, since removed
+    customer = next(c for c in (f"wmGone{i}" for i in range(1000)) if before.pick(c) == "gift")
+    at = datetime(2026, 11, 2, 10, 0, tzinfo=tz)
+    ex.assign(before, customer, at)
+    campaigns = load_campaigns(ROOT / "content" / "coupons.yaml", tz)
+    (d,) = [d for d in declared(None, campaigns) if d.experiment.id == AB]
+    (row,) = listing(ex, [d])
+    (rep,) = reports(ex, [d], now=at)
+    assert [(a["name"], a["gone"], a["assigned"]) for a in row["arms"]] == [
+        (HOLDOUT, False, 0), ("full_reduction", False, 0), ("no_threshold", False, 0), ("gift", True, 1)]
+    assert [(a["name"], a["gone"], a["sends"]) for a in rep["arms"]] == [
+        (a["name"], a["gone"], a["sends"]) for a in row["arms"]]
+    book = CouponBook(r, campaigns, tz, ex)
+    got = book.issue(customer, "m-1", at + timedelta(hours=1))  # the campaign's own shape, title and reply
+    assert got.coupon is not None and got.coupon.variant is None and "满减券" in book.reply_text(got)
+    assert "满199减30" in book.reply_text(got) and ex.counts(AB) == {"gift|assigned": 1}
+
+
+STEP_COUPON_AB = """\
+id: ab_coupon
+title: 券实验
+priority: 50
+trigger: first_contact
+steps:
+  - id: offer
+    wait: 1d
+    kind: offer
+    variants:
+      - {name: tip, content: {text: 沙发保养小贴士}}
+      - name: coupon
+        content:
+          text: 送您一张券
+          coupon: {campaign: spend199-save30}
+"""
+
+
+def test_a_step_experiment_may_not_give_the_coupon_of_an_experiment_campaign(settings, tmp_path):
+    journeys = tmp_path / "journeys"
+    shutil.copytree(ROOT / "sop" / "journeys", journeys)
+    path = journeys / "ab_coupon.yaml"
+    path.write_text(STEP_COUPON_AB, encoding="utf-8")
+    s = dataclasses.replace(settings, content={**settings.content, "journeys": journeys})
+    with pytest.raises(ConfigError) as exc:
+        Content(s)
+    assert str(exc.value).startswith(f"{path}:14: steps[0].variants[1].content.coupon.campaign: coupon campaign "
+                                     "'spend199-save30' is an experiment itself (coupon:spend199-save30)")
+    path.write_text(STEP_COUPON_AB.replace("spend199-save30", "birthday-80"), encoding="utf-8")
+    assert Content(s).journeys  # a campaign without variants is fine

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import random
 import textwrap
 from collections import Counter
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -173,7 +175,67 @@ def test_report_compares_two_arms_that_both_beat_the_holdout():
               "B|assigned": 1030, "B|purchased": 131}
     out = report(_declared(), counts)
     assert [a["verdict"][:6] for a in out["arms"][1:]] == ["「A」更好：", "「B」更好："]
-    assert out["verdict"].endswith("「A」与「B」之间尚无明显差异（95% 区间 -1.9 ~ +4.0 包含 0）")
+    assert out["verdict"].endswith("「A」与「B」之间尚无明显差异（按 3 项比较校正的 98.3% 区间 -2.6 ~ +4.6 包含 0）")
+
+
+def test_gone_arms_are_shown_but_take_no_part_in_the_verdict():
+    counts = {"holdout|assigned": 230, "holdout|purchased": 16, "A|assigned": 1012, "A|purchased": 139,
+              "B|assigned": 1030, "B|purchased": 131, "old|assigned": 4, "old|purchased": 1}
+    out = report(_declared(), counts)
+    gone = out["arms"][-1]
+    assert (gone["name"], gone["gone"], gone["sends"], gone["assigned"]) == ("old", True, "（已从配置中删除）", 4)
+    assert gone["verdict"].startswith("已从配置中删除") and "old" not in out["verdict"]
+    assert out["verdict"].startswith("「A」更好") and out["comparisons"] == 3  # not 样本太少 for the 4 of 「old」
+    assert [a["gone"] for a in out["arms"]] == [False, False, False, True]
+    without = report(_declared(holdout=0), {"A|assigned": 150, "B|assigned": 150, "holdout|assigned": 2})
+    assert [a["name"] for a in without["arms"]] == ["A", "B", HOLDOUT] and without["arms"][2]["gone"]
+    assert without["verdict"].startswith("尚无结论") and without["comparisons"] == 1  # the holdout set to 0
+
+
+def test_the_verdict_corrects_for_its_comparisons():
+    # 41/200 vs 25/200: inside 95% it excludes 0, corrected for 3 comparisons (98.3%) it does not
+    counts = {"holdout|assigned": 200, "holdout|purchased": 25, "A|assigned": 200, "A|purchased": 41,
+              "B|assigned": 200, "B|purchased": 25}
+    out = report(_declared(), counts)
+    a = out["arms"][1]
+    lo95, _ = a["outcomes"]["purchased"]["diff_interval"]  # shown: the 95% interval, as before
+    assert lo95 > 0 and a["outcomes"]["purchased"]["diff_interval"] == [pytest.approx(x) for x in newcombe(41, 200, 25, 200)]
+    assert a["verdict_interval"][0] < 0 < a["verdict_interval"][1]
+    assert a["verdict"].startswith("尚无结论") and "按 3 项比较校正的 98.3% 区间" in a["verdict"]
+    assert (out["comparisons"], out["verdict_level"]) == (3, pytest.approx(1 - 0.05 / 3))
+    one = report(Declared(Experiment("coupon:y", (Arm("A", 1),), 0.5), "coupon", "券", {HOLDOUT: "", "A": ""}),
+                 {k: v for k, v in counts.items() if not k.startswith("B|")})
+    assert one["comparisons"] == 1 and one["verdict"].startswith("「A」更好") and "（95% 区间" in one["verdict"]
+    # Under no difference at all, the verdict calls a winner or a loser at most 5% of the time (9% uncorrected).
+    rng, calls = random.Random(14), 0
+    for _ in range(2000):
+        sim = {}
+        for arm, n in ((HOLDOUT, 300), ("A", 600), ("B", 600)):
+            sim |= {f"{arm}|assigned": n, f"{arm}|purchased": sum(rng.random() < 0.3 for _ in range(n))}
+        calls += any(word in report(_declared(), sim)["verdict"] for word in ("更好", "更差"))
+    assert calls / 2000 < 0.05
+
+
+def test_lower_is_better_pairwise_names_the_better_arm():
+    e = Experiment("coupon:u", (Arm("A", 1), Arm("B", 1)), 0.1, metric="unsubscribed")
+    d = Declared(e, "coupon", "券", {HOLDOUT: "不发券", "A": "满减", "B": "无门槛"})
+    counts = {"holdout|assigned": 400, "holdout|unsubscribed": 80, "A|assigned": 2000, "A|unsubscribed": 60,
+              "B|assigned": 2000, "B|unsubscribed": 200}
+    out = report(d, counts)
+    assert [a["verdict"][:6] for a in out["arms"][1:]] == ["「A」更好：", "「B」更好："]
+    assert out["verdict"].endswith("；「A」比「B」更好：退订率低 7.0 个百分点（按 3 项比较校正的 98.3% 区间 -8.9 ~ -5.2）")
+
+
+def test_the_verdict_says_when_windows_are_still_open():
+    counts = {"holdout|assigned": 230, "holdout|purchased": 16, "A|assigned": 1012, "A|purchased": 139,
+              "B|assigned": 1030, "B|purchased": 131}
+    now = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+    still = report(_declared(), counts, open_until=now + timedelta(days=2), now=now)
+    assert still["verdict"].endswith("（部分客户观察期未结束）") and still["windows_open"] is True
+    assert still["open_until"] == "2026-12-03T12:00:00+00:00"
+    closed = report(_declared(), counts, open_until=now, now=now)  # the last window ends now: closed
+    assert not closed["verdict"].endswith("（部分客户观察期未结束）") and closed["windows_open"] is False
+    assert report(_declared(), {}, open_until=None, now=now)["verdict"] == "还没有客户进入这个实验"
 
 
 def test_what_an_experiment_may_not_be(tmp_path):
