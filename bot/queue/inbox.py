@@ -87,6 +87,25 @@ def _entries(shard: int, raw: Iterable) -> list[Entry]:
     return [Entry(entry_id(shard, eid), f.get("kind", ""), f.get("data", "")) for eid, f in raw if f]
 
 
+# KEYS: the entry's lease, its shard's attempts hash. ARGV: consumer, lease ms, entry id. Take the lease and
+# count the attempt together; 0 while another consumer holds the lease.
+BEGIN = """
+if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+return redis.call('HINCRBY', KEYS[2], ARGV[3], 1)
+"""
+
+# KEYS: stream, attempts, errors, the entry's lease. ARGV: group, entry id, consumer. Acknowledge, delete,
+# forget the bookkeeping, and give the lease back while it is still ours.
+FINISH = """
+redis.call('XACK', KEYS[1], ARGV[1], ARGV[2])
+redis.call('XDEL', KEYS[1], ARGV[2])
+redis.call('HDEL', KEYS[2], ARGV[2])
+redis.call('HDEL', KEYS[3], ARGV[2])
+if redis.call('GET', KEYS[4]) == ARGV[3] then redis.call('DEL', KEYS[4]) end
+return 1
+"""
+
+
 class Inbox:
     """Producer and consumer side of the shards."""
 
@@ -96,6 +115,8 @@ class Inbox:
         self._put_many = r.register_script(PUT_MANY)
         self._release = DeleteIf(r)
         self._renew = r.register_script(RENEW)
+        self._begin = r.register_script(BEGIN)
+        self._finish = r.register_script(FINISH)
         self._groups: set[int] = set()
         self._next = 0  # the shard a cluster read starts with (round robin)
         self._hot = 0  # the shard that last had entries: an idle cluster read waits on it
@@ -255,10 +276,12 @@ class Inbox:
                 self.ensure_group(shard)
             return call()
 
-    def begin(self, eid: str, consumer: str, lease: float) -> bool:
-        """Take the in-flight lease of an entry; False while another consumer holds it."""
+    def begin(self, eid: str, consumer: str, lease: float) -> int:
+        """Take the in-flight lease of an entry and count one more attempt (one script): the attempt number,
+        or 0 while another consumer holds the lease."""
         shard, raw = split_id(eid)
-        return bool(self.r.set(_key(shard, "busy:") + raw, consumer, nx=True, px=int(lease * 1000)))
+        return int(self._begin(keys=[_key(shard, "busy:") + raw, _key(shard, "attempts")],
+                               args=[consumer, int(lease * 1000), raw]))
 
     def renew(self, eid: str, consumer: str, lease: float) -> bool:
         """Extend the in-flight lease while the entry is still being worked on (only if still ours)."""
@@ -270,11 +293,6 @@ class Inbox:
         shard, raw = split_id(eid)
         self._release(_key(shard, "busy:") + raw, consumer)
 
-    def attempt(self, eid: str) -> int:
-        """Count one more processing attempt of an entry."""
-        shard, raw = split_id(eid)
-        return int(self.r.hincrby(_key(shard, "attempts"), raw, 1))
-
     def not_attempted(self, eid: str) -> None:
         """Take back the attempt just counted (the failure was not the entry's fault)."""
         shard, raw = split_id(eid)
@@ -284,6 +302,13 @@ class Inbox:
         """Remember why the last attempt failed."""
         shard, raw = split_id(eid)
         self.r.hset(_key(shard, "errors"), raw, error[:2000])
+
+    def finish(self, eid: str, consumer: str) -> None:
+        """Done: acknowledge, delete, forget its bookkeeping and give the lease back (one script in the shard's
+        slot; the lease only if still ours)."""
+        shard, raw = split_id(eid)
+        self._finish(keys=[stream_key(shard), _key(shard, "attempts"), _key(shard, "errors"), _key(shard, "busy:") + raw],
+                     args=[GROUP, raw, consumer])
 
     def ack(self, eid: str) -> None:
         """Done: acknowledge, delete and forget its bookkeeping (one transaction in the shard's slot)."""

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from bot.queue.inbox import KF_MSGID_TTL, Inbox, Item
+from bot.records import later
 from bot.records.store import RENEW, DeleteIf, Store, _kf
 from bot.wecom import WeCom, WeComError
 
@@ -172,8 +173,9 @@ class KfSync:
             # free the account; this round's gen stays above done, so the retry (or the next notice) pulls
             self._abandon(puller, owner)
             raise
-        self.store.count("kf_messages_queued", queued)
-        self.store.count("kf_pulls", rounds)
+        with later.gathering(self.store.r):  # both counters in one round trip
+            self.store.count("kf_messages_queued", queued)
+            self.store.count("kf_pulls", rounds)
         return Pulled("pulled", queued, rounds)
 
     def _pull_round(self, open_kfid: str, token: str, notice_at: float | None,
@@ -182,12 +184,10 @@ class KfSync:
         its last call was sent.
         `notice_at`: the newest notice this round answers (None: none, e.g. a sweep)."""
         queued = 0
-        cursor = self.store.cursor(open_kfid)
+        cursor, backlog_before = self.store.cursor_and_backlog(open_kfid)
         # First pull of an account: sync_msg returns up to 3 days of history; answer only what is
         # recent. The cut-off is kept until that pull reaches the end, across retries.
-        if cursor:
-            backlog_before = self.store.current_backlog(open_kfid)
-        else:
+        if not cursor:
             backlog_before = self.store.backlog_before(open_kfid, self.clock() - BACKLOG_SECONDS)
         while True:
             last_call = self.clock()
@@ -205,15 +205,14 @@ class KfSync:
                      for m in batch.messages if isinstance(m, dict) and m.get("msgid")]
             queued += self.inbox.put_many(items, KF_MSGID_TTL)
             cursor = batch.next_cursor or cursor
-            self.store.save_cursor(open_kfid, cursor)  # only after the page is safely queued
-            renew()
-            if not batch.has_more:
-                self.store.clear_backlog(open_kfid)
+            if not batch.has_more:  # the cursor only after the page is safely queued
+                # every message sent before the last page came back is in: a notice older is explained
+                self.store.pulled_to_end(open_kfid, cursor, self.clock() if queued else None)
+                renew()
                 break
-        if queued:
-            # every message sent before the last page came back is in: a notice older than that is explained
-            self.store.kf_pull_found(open_kfid, self.clock())
-        elif notice_at is not None:
+            self.store.save_cursor(open_kfid, cursor)
+            renew()
+        if not queued and notice_at is not None:
             self._empty_after_notice(open_kfid, notice_at, cursor)
         return queued, last_call
 

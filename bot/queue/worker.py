@@ -183,15 +183,18 @@ class Worker:
         so a dead worker's entry is taken over within claim_idle_seconds plus one poll, and a slow one
         is never run twice at once."""
         lease = self.settings.claim_idle_seconds
-        if not self.inbox.begin(entry.id, self.name, lease):
+        attempts = self.inbox.begin(entry.id, self.name, lease)
+        if not attempts:
             return  # another worker is still on it (it took the entry over while this one was busy)
         self._current = entry.id
         self._start_renewer(lease)
+        finished = False
         try:
-            self._handle(entry)
+            finished = self._handle(entry, attempts)
         finally:
             self._current = None
-            self.inbox.end(entry.id, self.name)
+            if not finished:
+                self.inbox.end(entry.id, self.name)
 
     def _start_renewer(self, lease: float) -> None:
         """One thread per worker renews the lease of the entry in hand every third of the lease."""
@@ -212,9 +215,10 @@ class Worker:
         self._renewer = threading.Thread(target=renew, daemon=True, name=f"lease-{self.name}")
         self._renewer.start()
 
-    def _handle(self, entry: Entry) -> None:
-        attempts = self.inbox.attempt(entry.id)
+    def _handle(self, entry: Entry, attempts: int) -> bool:
+        """Perform the entry's `attempts`-th attempt; True when it is done and its lease given back."""
         started = time.perf_counter()
+        finished = False
         outcome, detail = "ok", ""
         if attempts > self.settings.max_attempts:
             self.inbox.dead_letter(entry)
@@ -223,7 +227,8 @@ class Worker:
             try:
                 with steps.entry(final=attempts >= self.settings.max_attempts):
                     detail = self.dispatch(entry) or ""
-                self.inbox.ack(entry.id)
+                self.inbox.finish(entry.id, self.name)
+                finished = True
             except redis.RedisError:
                 raise
             except WeComConfigError as exc:
@@ -249,6 +254,7 @@ class Worker:
         level = logging.INFO if outcome == "ok" else logging.WARNING
         log.log(level, "entry %s kind=%s outcome=%s attempt=%d %.1fms %s", entry.id, entry.kind, outcome,
                 attempts, elapsed * 1000, detail)
+        return finished
 
     def dispatch(self, entry: Entry) -> str | None:
         """Perform an entry by its kind (the KINDS table); returns a short note for the log line."""

@@ -32,6 +32,7 @@ return 0
 
 
 KF_KNOWN = "wecom:kf:known"  # every kf account seen
+KNOWN_EVERY = 60.0
 KF_EMPTY = "wecom:kf:empty_notices"  # open_kfid -> kf_msg_or_event notices in a row whose pull queued nothing
 KF_STALLED = "wecom:kf:stalled"  # open_kfid -> JSON {empty_notices, since, cursor} while a streak is long
 KF_STALLS = "wecom:kf:stalls"  # open_kfid -> how many times a streak became long (a Prometheus counter)
@@ -61,6 +62,7 @@ class Store:
 
     def __init__(self, r: redis.Redis):
         self.r = r
+        self._known: dict[str, float] = {}  # kf account -> when this process last wrote it to KF_KNOWN
         self._release = DeleteIf(r)
         self._renew = r.register_script(RENEW)
 
@@ -69,23 +71,39 @@ class Store:
         """Last saved sync_msg cursor of a kf account ('' = from the oldest retained message)."""
         return self.r.get(_kf(open_kfid, "cursor")) or ""
 
+    def cursor_and_backlog(self, open_kfid: str) -> tuple[str, float]:
+        """The saved cursor and the cut-off of a first pull still under way (0: none), in one round trip."""
+        with self.r.pipeline(transaction=False) as p:
+            p.get(_kf(open_kfid, "cursor"))
+            p.get(_kf(open_kfid, "backlog_before"))
+            cursor, backlog = p.execute()
+        return cursor or "", float(backlog or 0)
+
+    def pulled_to_end(self, open_kfid: str, cursor: str, found_at: float | None) -> None:
+        """The last page is queued: save its cursor, end a first pull's backlog cut-off, and when messages were
+        found, end the account's empty streak (kf_pull_found) — in one round trip, in that order."""
+        with self.r.pipeline(transaction=False) as p:
+            p.set(_kf(open_kfid, "cursor"), cursor)
+            p.delete(_kf(open_kfid, "backlog_before"))
+            if found_at is not None:
+                p.set(_kf(open_kfid, "found_at"), found_at, ex=30 * 86400)
+                p.hdel(KF_EMPTY, open_kfid)
+                p.hdel(KF_STALLED, open_kfid)
+            p.execute()
+
     def save_cursor(self, open_kfid: str, cursor: str) -> None:
         self.r.set(_kf(open_kfid, "cursor"), cursor)
 
     def add_kf_account(self, open_kfid: str) -> None:
-        """Remember a kf account, so the scheduler pulls it even when its callbacks are lost."""
-        self.r.sadd(KF_KNOWN, open_kfid)
+        """Remember a kf account, so the scheduler pulls it even when its callbacks are lost (written at most
+        once a minute per process: the set only ever grows)."""
+        if time.monotonic() - self._known.get(open_kfid, -KNOWN_EVERY) >= KNOWN_EVERY:
+            self.r.sadd(KF_KNOWN, open_kfid)
+            self._known[open_kfid] = time.monotonic()
 
     def kf_accounts(self) -> list[str]:
         """Every kf account seen so far."""
         return sorted(self.r.smembers(KF_KNOWN))
-
-    def kf_pull_found(self, open_kfid: str, started_at: float) -> None:
-        """A pull that began at `started_at` queued messages: the account's empty streak ends."""
-        with self.r.pipeline(transaction=False) as p:
-            p.set(_kf(open_kfid, "found_at"), started_at, ex=30 * 86400)
-            p.hdel(KF_EMPTY, open_kfid).hdel(KF_STALLED, open_kfid)
-            p.execute()
 
     def kf_found_at(self, open_kfid: str) -> float:
         """When the last pull that queued messages began (0: none recorded)."""
@@ -113,17 +131,10 @@ class Store:
 
     def backlog_before(self, open_kfid: str, default: float) -> float:
         """The cut-off of an account's first pull (older messages are not answered): set to `default` once,
-        kept across retries until clear_backlog() says the first pull reached the end."""
+        kept across retries until pulled_to_end() says the first pull reached the end."""
         key = _kf(open_kfid, "backlog_before")
         self.r.set(key, default, nx=True, ex=86400)
         return float(self.r.get(key) or 0)
-
-    def current_backlog(self, open_kfid: str) -> float:
-        """The cut-off of a first pull still under way (0: none)."""
-        return float(self.r.get(_kf(open_kfid, "backlog_before")) or 0)
-
-    def clear_backlog(self, open_kfid: str) -> None:
-        self.r.delete(_kf(open_kfid, "backlog_before"))
 
     @contextmanager
     def lock(self, name: str, ttl: float = 10.0, wait: float = 15.0) -> Iterator[Callable[[], None]]:
