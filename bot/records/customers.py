@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from bot.records import later
+from sop.shards import Shards
 
 # WeCom kf: at most 5 messages within 48 h after the customer's last message (platform notes §2.4).
 KF_WINDOW_SECONDS = 48 * 3600
@@ -25,7 +26,8 @@ if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'open_kfid', ARGV[2]) end
 return new
 """
 
-NAMES = "wecom:cust:names"  # customer id -> nickname, for search
+NAMES = "wecom:cust:names"  # customer id -> nickname, for search; shard 0 (shard i: wecom:cust:{names:i})
+NAME_SHARDS = "wecom:cust:names:shards"  # the shard count in use (sop/shards.py)
 
 RESERVE = """
 local last = tonumber(redis.call('HGET', KEYS[1], 'last_inbound') or '0')
@@ -55,6 +57,11 @@ return 1
 
 def _key(customer: str) -> str:
     return f"wecom:cust:{{{customer}}}"
+
+
+def _names(shard: int) -> str:
+    """One shard of the nickname index (shard 0 keeps the unsharded name, so an upgrade loses nothing)."""
+    return NAMES if shard == 0 else f"wecom:cust:{{names:{shard}}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +105,7 @@ class Customers:
 
     def __init__(self, r: redis.Redis):
         self.r = r
+        self._name_shards = Shards(r, NAME_SHARDS)  # the nickname index spreads like the inbox
         self._reserve = r.register_script(RESERVE)
         self._saw = r.register_script(SAW)
         self._note = r.register_script(NOTE)
@@ -158,7 +166,8 @@ class Customers:
     def set_name(self, customer: str, name: str) -> None:
         """The customer's WeChat nickname, also indexed for the console's search."""
         with self.r.pipeline(transaction=False) as p:
-            p.hset(_key(customer), "name", name).hset(NAMES, customer, name)
+            p.hset(_key(customer), "name", name)
+            p.hset(_names(self._name_shards.of(customer)), customer, name)
             p.execute()
 
     def name(self, customer: str) -> str | None:
@@ -167,11 +176,12 @@ class Customers:
     def find_by_name(self, query: str, limit: int = 20) -> list[str]:
         """Customer ids whose nickname contains `query`."""
         found = []
-        for customer, name in self.r.hscan_iter(NAMES, count=1000):
-            if query in name:
-                found.append(customer)
-                if len(found) >= limit:
-                    break
+        for shard in self._name_shards.all():
+            for customer, name in self.r.hscan_iter(_names(shard), count=1000):
+                if query in name:
+                    found.append(customer)
+                    if len(found) >= limit:
+                        return found
         return found
 
     def set_owner(self, customer: str, userid: str) -> None:
