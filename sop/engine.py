@@ -89,6 +89,13 @@ for _, m in ipairs(out) do redis.call('ZADD', KEYS[2], ARGV[2], m) end
 return out
 """
 
+# Every in-flight claim due again now (its lease ends); returns how many.
+RELEASE = """
+local out = redis.call('ZRANGE', KEYS[1], 0, -1)
+for _, m in ipairs(out) do redis.call('ZADD', KEYS[1], 'XX', ARGV[1], m) end
+return #out
+"""
+
 # One enrolment per journey|customer[|key] is live at a time: while its pending step is due or in flight, a new
 # trigger changes nothing (asking about the price twice keeps one follow-up); once the run ended, a newer trigger
 # starts it again. A pending step written before PENDING existed is still superseded by a newer anchor (tick).
@@ -238,6 +245,7 @@ class Engine:
         self.journeys: dict[str, Journey] = {j.id: j for j in journeys}
         self._claim = r.register_script(CLAIM)
         self._enrol = r.register_script(ENROL)
+        self._release = r.register_script(RELEASE)
         self.offers = Offers(r)
 
     # --- journeys -----------------------------------------------------------------------------
@@ -506,6 +514,11 @@ class Engine:
                 break
             res.add(self._tick(shard, now, batch - res.claimed))
         return res
+
+    def release_claims(self, now: datetime) -> int:
+        """End every in-flight lease now (a scheduler that takes over: the claims are a dead holder's), so the
+        next tick claims those touches again at once instead of after `lease`; the inbox dedupes a second emit."""
+        return sum(int(self._release(keys=[sharded(INFLIGHT, shard)], args=[_ts(now)])) for shard in self.shards.all())
 
     def _tick(self, shard: int, now: datetime, batch: int) -> TickResult:
         """Tick one shard."""

@@ -31,12 +31,43 @@ from sop.engine import Engine
 log = logging.getLogger("bot.queue.scheduler")
 
 LEASE = "wecom:lease:scheduler"
+# In LEASE's cluster slot (its whole name is the hash tag): the fencing counter, bumped on every acquisition, and
+# two capped lists, newest first: "<epoch> <holder> <ms>" per acquisition, "<epoch> <holder> <start ms> <end ms>
+# held|lost" per active tick ("held": the lease was this holder's, at this epoch, from the tick's start to its end).
+EPOCH = "{wecom:lease:scheduler}:epoch"
+TAKEOVERS = "{wecom:lease:scheduler}:takeovers"
+TICKS = "{wecom:lease:scheduler}:ticks"
+TAKEOVERS_MAX, TICKS_MAX = 50, 200
 RELOAD_KEY = "wecom:sop:reload"  # set by `wecom-bot sop reload`
+# KEYS: lease, epoch, takeovers. ARGV: me, ttl ms, now ms, cap. Returns the epoch held, 0 when another holds it.
 RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] or redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
-return 0
+local held = redis.call('GET', KEYS[1]) == ARGV[1]
+if not held and not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local epoch = held and redis.call('GET', KEYS[2])
+if epoch then return tonumber(epoch) end
+epoch = redis.call('INCR', KEYS[2])
+redis.call('LPUSH', KEYS[3], epoch .. ' ' .. ARGV[1] .. ' ' .. ARGV[3])
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[4]) - 1)
+return epoch
 """
+# KEYS: lease, epoch. ARGV: me, epoch, ttl ms. 1 (and the lease extended) while the lease is still ours at that epoch.
+FENCE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] or redis.call('GET', KEYS[2]) ~= ARGV[2] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 1
+"""
+# KEYS: lease, epoch, ticks. ARGV: me, epoch, start ms, end ms, cap. Records the tick; 1 if it held the lease.
+TICKED = """
+local held = redis.call('GET', KEYS[1]) == ARGV[1] and redis.call('GET', KEYS[2]) == ARGV[2]
+redis.call('LPUSH', KEYS[3], table.concat({ARGV[2], ARGV[1], ARGV[3], ARGV[4], held and 'held' or 'lost'}, ' '))
+redis.call('LTRIM', KEYS[3], 0, tonumber(ARGV[5]) - 1)
+return held and 1 or 0
+"""
+
+
+class LeaseLost(Exception):
+    """Another scheduler took the lease (or it ran out) during this one's tick."""
 
 
 class Scheduler:
@@ -64,7 +95,10 @@ class Scheduler:
         self._reload_seen = self.r.get(RELOAD_KEY)
         self.me = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"  # says who holds the lease
         self._active: bool | None = None  # what this process last logged: active, standing by, or not yet
+        self._epoch = 0  # the lease's epoch at this process's last active tick
         self._renew = self.r.register_script(RENEW)
+        self._fence = self.r.register_script(FENCE)
+        self._ticked = self.r.register_script(TICKED)
         self._aps = BackgroundScheduler(timezone=self.tz)
 
     def start(self) -> None:
@@ -76,31 +110,64 @@ class Scheduler:
         self._aps.shutdown(wait=False)
         DeleteIf(self.r)(LEASE, self.me)
 
-    def leader(self) -> bool:
-        """Take or keep the lease (3 ticks long); logs when this process becomes active or stands by."""
-        active = bool(self._renew(keys=[LEASE], args=[self.me, int(self.interval * 3000)]))
+    def leader(self) -> int:
+        """Take or keep the lease (3 ticks long): its epoch, 0 on standby; logs becoming active or standing by."""
+        epoch = int(self._renew(keys=[LEASE, EPOCH, TAKEOVERS],
+                                args=[self.me, self._ttl_ms(), int(time.time() * 1000), TAKEOVERS_MAX]))
+        active = epoch > 0
         if active != self._active:
             if active:
                 log.info("scheduler %s is active%s", self.me, "" if self._active is None else " (took over)")
             else:
                 log.info("scheduler %s stands by: %s holds the lease", self.me, self.r.get(LEASE) or "nobody")
             self._active = active
-        return active
+        return epoch
+
+    def fenced(self, epoch: int) -> None:
+        """Before a step's writes: raise LeaseLost unless the lease is still ours at `epoch` (and extend it)."""
+        if not self._fence(keys=[LEASE, EPOCH], args=[self.me, epoch, self._ttl_ms()]):
+            raise LeaseLost(f"epoch {epoch}")
+
+    def _ttl_ms(self) -> int:
+        return int(self.interval * 3000)
 
     def tick(self, now: float | None = None) -> int:
         """One round of scheduled work; returns how many items were queued."""
         try:
-            if not self.leader():
+            epoch = self.leader()
+            if not epoch:
                 return 0
-            now = now or self.clock()
-            self.r.set(HEARTBEAT, f"{now:.0f}", ex=int(self.interval * 10))
-            rollup(self.r, self.tz)  # daily numbers for the console, from the event stream
-            flush(self.r)
-            moment = from_ts(now, self.tz)
-            return self.safety_sync(now) + self.handoff_clock(moment) + self.sop_clock(moment)
+            started = time.time()
+            try:
+                return self._work(epoch, now or self.clock())
+            finally:
+                held = self._ticked(keys=[LEASE, EPOCH, TICKS], args=[
+                    self.me, epoch, int(started * 1000), int(time.time() * 1000), TICKS_MAX])
+                if not held:
+                    log.warning("scheduler %s lost the lease during a tick (epoch %d)", self.me, epoch)
+        except LeaseLost as exc:
+            log.warning("scheduler %s stopped a tick: the lease is no longer its own (%s)", self.me, exc)
+            return 0
         except Exception as exc:  # a failed tick must not kill the scheduler thread
             log.warning("scheduler tick failed: %s", exc)
             return 0
+
+    def _work(self, epoch: int, now: float) -> int:
+        """The tick's steps, each after checking the lease is still ours at `epoch`."""
+        self.r.set(HEARTBEAT, f"{now:.0f}", ex=int(self.interval * 10))
+        rollup(self.r, self.tz)  # daily numbers for the console, from the event stream
+        flush(self.r)
+        moment = from_ts(now, self.tz)
+        self.fenced(epoch)
+        queued = self.safety_sync(now)
+        self.fenced(epoch)
+        queued += self.handoff_clock(moment)
+        if epoch != self._epoch:  # newly acquired: what an earlier holder claimed and did not finish is due again
+            self.fenced(epoch)
+            if (engine := self.engine()) is not None and (released := engine.release_claims(moment)):
+                log.info("scheduler %s released %d touches claimed by an earlier holder", self.me, released)
+            self._epoch = epoch
+        return queued + self.sop_clock(moment, lambda: self.fenced(epoch))
 
     def handoff_clock(self, now: datetime) -> int:
         """Queue SLA escalations that are due and off-hours handoffs whose working hours began."""
@@ -114,7 +181,7 @@ class Scheduler:
         closed = self.staff.close_idle(self.idle_close_seconds) if self.idle_close_seconds else 0
         return (self.inbox.put_many(items, 7 * 86400) if items else 0) + closed
 
-    def sop_clock(self, now: datetime) -> int:
+    def sop_clock(self, now: datetime, fenced: Callable[[], None] = lambda: None) -> int:
         """Due SOP touches to the inbox; once a day (and at start) the calendar, silence and coupon scans."""
         asked = self.r.get(RELOAD_KEY)
         if asked and asked != self._reload_seen:  # `wecom-bot sop reload`
@@ -124,6 +191,7 @@ class Scheduler:
         if engine is None:
             return 0
         day = now.strftime("%Y-%m-%d")
+        fenced()
         if not self.r.exists(f"wecom:sop:scanned:{day}"):
             engine.scan_calendar(now)
             engine.scan_silence(now)
@@ -132,6 +200,7 @@ class Scheduler:
             self.r.set(f"wecom:sop:scanned:{day}", "1", ex=3 * 86400)  # after the scans: a crash repeats them
         emitted = 0
         for _ in range(50):  # bounded per tick
+            fenced()
             result = engine.tick(now)
             emitted += result.emitted
             if not result.claimed:

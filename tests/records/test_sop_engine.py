@@ -280,3 +280,26 @@ def test_note_failed_gives_the_slot_back_and_note_sent_counts_manual_sends(r):
     e.note_sent("c1", entry, at(2, 9, 5), "manual")
     h = e.history("c1")
     assert h.sent_by_day[date(2024, 12, 2)] == 1 and h.mass_by_month["2024-12"] == 0 and h.ignored["welcome"] == 1
+
+
+def test_released_claims_of_a_dead_holder_are_claimed_again_at_once_and_emitted_once(r):
+    j = Journey("one", "一", 10, Trigger("purchase"), (step("a", timedelta(hours=1)),), frozenset(), Segment())
+    dead = engine_for(r, [j], Rules(), SH)
+    dead.enroll_many((f"c{i}", "purchase", at(2, 9), {}) for i in range(20))
+    real = dead.emit
+
+    def crashing(items, ttl):
+        real(items, ttl)
+        raise Crash()
+
+    dead.emit = crashing
+    with pytest.raises(Crash):
+        dead.tick(at(2, 12))
+    crashed = pending_counts(r)["inflight"]
+    assert crashed > 0
+    other = engine_for(r, [j], Rules(), SH)
+    assert other.release_claims(at(2, 12)) == crashed  # a scheduler that took over: no wait for the 60 s lease
+    run_until(other, at(2, 12))
+    ids = [x["touch_id"] for x in entries(r)]
+    assert len(ids) == 20 == len(set(ids))
+    assert pending_counts(r) == {"due": 0, "inflight": 0}

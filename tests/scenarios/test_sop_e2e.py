@@ -126,3 +126,35 @@ def test_schedulers_say_which_is_active_and_when_one_takes_over(runtime, caplog)
     assert any(line.startswith(f"scheduler {me}") and line.endswith("is active") for line in lines)
     assert any("stands by" in line and f"{first.me} holds the lease" in line for line in lines)
     assert any(line == f"scheduler {second.me} is active (took over)" for line in lines)
+
+
+def test_each_acquisition_bumps_the_epoch_and_a_tick_that_lost_the_lease_stops_before_its_next_step(runtime):
+    import pytest
+
+    from bot.queue.scheduler import LEASE, TAKEOVERS, TICKS, LeaseLost
+
+    first, second = runtime.scheduler(threading.Event()), runtime.scheduler(threading.Event())
+    one = first.leader()
+    assert one > 0 and second.leader() == 0 and first.leader() == one  # renewing keeps the epoch
+    first.tick()
+    assert runtime.r.lindex(TICKS, 0).split()[:2] == [str(one), first.me]
+    assert runtime.r.lindex(TICKS, 0).endswith(" held")
+    later: list[str] = []
+
+    def stolen(now: float) -> int:
+        """Meanwhile the lease ran out and the other scheduler took it."""
+        runtime.r.delete(LEASE)
+        assert second.leader() == one + 1
+        return 0
+
+    first.safety_sync = stolen
+    first.handoff_clock = lambda moment: later.append("handoff") or 0
+    assert first.tick() == 0
+    assert later == []  # the fence stopped the tick before its next writes
+    assert runtime.r.lindex(TICKS, 0).split()[:2] == [str(one), first.me]
+    assert runtime.r.lindex(TICKS, 0).endswith(" lost")
+    with pytest.raises(LeaseLost):
+        first.fenced(one)
+    second.fenced(one + 1)
+    takeovers = [line.split()[:2] for line in runtime.r.lrange(TAKEOVERS, 0, -1)]
+    assert takeovers[:2] == [[str(one + 1), second.me], [str(one), first.me]]
