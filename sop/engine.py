@@ -62,7 +62,7 @@ INFLIGHT = "wecom:sop:{sop}:inflight"  # member -> lease deadline
 ENROLLED = "wecom:sop:{sop}:enrolled"  # journey|customer[|key] -> anchor of the live enrolment
 PENDING = "wecom:sop:{sop}:pending"  # journey|customer[|key] -> the member of its pending step (while one is)
 COUNTERS = "wecom:sop:{sop}:counters"
-FATIGUED = "wecom:sop:{sop}:fatigued"  # customer|kind -> when the kind was stopped
+FATIGUED = "wecom:sop:{sop}:fatigued"  # customer|kind -> when the kind was stopped (before it moved: read only)
 SKIPS = "wecom:sop:{sop}:skips"  # recent skips with reasons, capped
 PAUSED = "wecom:sop:{sop}:paused"  # journey id -> JSON {by, at}: paused by an operator
 HELD = "wecom:sop:{sop}:held"  # members tick deferred because their journey is paused
@@ -587,7 +587,7 @@ class Engine:
                     skips.append({"customer": ref.customer, "journey": ref.journey, "step": ref.step,
                                   "reason": d.reason})
                     if d.reason.startswith("ignored:"):
-                        p.hsetnx(FATIGUED, f"{ref.customer}|{touch.kind}", now.isoformat())
+                        p.hsetnx(HIST % ref.customer, f"f:{touch.kind}", now.isoformat())
                     if d.reason.startswith("stopped:"):
                         p.hset(HIST % ref.customer, f"s:{ref.journey}|{ref.key}", json.dumps(
                             {"reason": d.reason.partition(":")[2], "step": touch.step, "at": now.isoformat()}))
@@ -668,9 +668,22 @@ class Engine:
         """Touches waiting and in flight."""
         return pending_counts(self.r)
 
-    def fatigued(self) -> dict[str, str]:
-        """customer|kind -> when that kind was stopped after being ignored in a row (for the operator)."""
-        return self.r.hgetall(FATIGUED)
+    def fatigued(self, customers: Iterable[str] | None = None) -> dict[str, str]:
+        """customer|kind -> when that kind was stopped after being ignored in a row (for the operator): kept in
+        each customer's SOP history (no key grows with the customers); without `customers`, every history
+        is scanned, and the old shared hash read too."""
+        found = dict(self.r.hgetall(FATIGUED))  # written before the stop marks moved into the histories
+        keys = [HIST % c for c in customers] if customers is not None else \
+            list(self.r.scan_iter(match=HIST % "*", count=1000))
+        with self.r.pipeline(transaction=False) as p:
+            for key in keys:
+                p.hgetall(key)
+            histories = p.execute() if keys else []
+        head, _, tail = HIST.partition("%s")
+        for key, h in zip(keys, histories, strict=True):
+            customer = key[len(head):len(key) - len(tail)]
+            found.update({f"{customer}|{f[2:]}": at for f, at in h.items() if f.startswith("f:")})
+        return found
 
 
 def shards(r: redis.Redis) -> range:

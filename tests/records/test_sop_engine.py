@@ -117,7 +117,8 @@ def test_ignored_three_in_a_row_then_a_reply_resets(r):
     for day in (2, 3, 4, 5):
         run_until(e, at(day, 12))
     assert e.counters()["skipped:ignored:offer"] == 1
-    assert "c1|offer" in e.fatigued()
+    assert "c1|offer" in e.fatigued() and "c1|offer" in e.fatigued(["c1"])
+    assert not r.exists("wecom:sop:{sop}:fatigued")  # in the customer's history: nothing grows in one key
     e.note_customer_message("c1", at(5, 13))
     run_until(e, at(6, 12))
     assert [x["step"] for x in entries(r)] == ["o1", "o2", "o3", "o5"]
