@@ -14,11 +14,13 @@ import redis
 
 from bot.content.channels import DEFAULT_ATTRIBUTION_HOURS, UNKNOWN, ChannelFile
 from bot.times import DEFAULT_TZ
+from sop.shards import Shards
 
 WAYS = "wecom:ch:ways"  # channel id -> JSON of its contact way on WeCom (ChannelWay)
 TAG_IDS = "wecom:ch:tag_ids"  # tag name -> WeCom corp tag id (resolved by `channels sync`)
 SEEN = "wecom:ch:seen"  # every channel id that has brought a customer (kept when YAML drops the channel)
-CREDITS = "wecom:ch:credits"  # purchases credited to a touch: "ref|amount|customer|at", scored by purchase time
+CREDITS = "wecom:ch:credits"  # shard 0 of the purchases credited to a touch (see _credits)
+SHARDS = "wecom:ch:shards"  # the shard count of the per-channel and credit sets (sop/shards.py)
 CREDITS_DAYS = 400
 OUTCOMES = ("replied", "coupon", "redeemed", "purchased", "unsubscribed", "lost")
 REPLY_HOURS = 24  # "replied" counts a first message within this many hours of being added
@@ -55,9 +57,9 @@ def _customer(customer: str) -> str:
     return f"wecom:ch:cust:{{{customer}}}"
 
 
-def _members(channel: str) -> str:
-    """Customers whose first channel this is, scored by when they came."""
-    return f"wecom:ch:members:{{{channel}}}"
+def _members(channel: str, shard: int = 0) -> str:
+    """Customers whose first channel this is, scored by when they came (one shard of them)."""
+    return f"wecom:ch:members:{{{channel}}}" if shard == 0 else f"wecom:ch:members:{{{channel}:{shard}}}"
 
 
 def _last(customer: str) -> str:
@@ -65,9 +67,14 @@ def _last(customer: str) -> str:
     return f"wecom:ch:last:{{{customer}}}"
 
 
-def _also(channel: str) -> str:
-    """Customers who came through this channel after another one had brought them."""
-    return f"wecom:ch:also:{{{channel}}}"
+def _also(channel: str, shard: int = 0) -> str:
+    """Customers who came through this channel after another one had brought them (one shard of them)."""
+    return f"wecom:ch:also:{{{channel}}}" if shard == 0 else f"wecom:ch:also:{{{channel}:{shard}}}"
+
+
+def _credits(shard: int) -> str:
+    """One shard of the purchases credited to a touch: "ref|amount|customer|at", scored by purchase time."""
+    return CREDITS if shard == 0 else f"wecom:ch:{{credits:{shard}}}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +132,7 @@ class ChannelBook:
         self.r = r
         self.tz = tz
         self.window_hours = window_hours  # a purchase this soon after a touch or coupon is credited to it
+        self._shards = Shards(r, SHARDS)  # a channel's customers spread like the inbox: no set holds them all
         self._attribute = r.register_script(ATTRIBUTE)
         self._set = r.register_script(SET_IF_ATTRIBUTED)
         self._order = r.register_script(ADD_ORDER)
@@ -156,11 +164,12 @@ class ChannelBook:
         first, new, theirs = self._attribute(keys=[_customer(customer)], args=[channel, at, state])
         # Set members are written after the customer's hash (another slot); a retry after a crash between
         # the two writes them again, with the same scores.
+        shard = self._shards.of(customer)
         if theirs == channel:
-            self.r.zadd(_members(channel), {customer: at}, nx=True)
+            self.r.zadd(_members(channel, shard), {customer: at}, nx=True)
             self.r.sadd(SEEN, channel)
         elif new:
-            self.r.zadd(_also(channel), {customer: at}, nx=True)
+            self.r.zadd(_also(channel, shard), {customer: at}, nx=True)
         return Arrival(bool(first), bool(new), str(theirs))
 
     def channel_of(self, customer: str) -> str | None:
@@ -189,15 +198,17 @@ class ChannelBook:
         last = json.loads(raw) if raw else None
         if not last or not 0 <= at.timestamp() - float(last["at"]) <= self.window_hours() * 3600:
             return
+        key = _credits(self._shards.of(customer))
         with self.r.pipeline(transaction=False) as p:
-            p.zadd(CREDITS, {f"{last['ref']}|{amount}|{customer}|{at.timestamp()}": at.timestamp()})
-            p.zremrangebyscore(CREDITS, 0, at.timestamp() - CREDITS_DAYS * 86400)
+            p.zadd(key, {f"{last['ref']}|{amount}|{customer}|{at.timestamp()}": at.timestamp()})
+            p.zremrangebyscore(key, 0, at.timestamp() - CREDITS_DAYS * 86400)
             p.execute()
 
     def earned(self, start: datetime, end: datetime) -> dict[str, dict[str, float]]:
         """ref -> {orders, amount} of the purchases in [start, end) credited to a touch, largest amount first."""
         out: dict[str, dict[str, float]] = {}
-        for member in self.r.zrangebyscore(CREDITS, start.timestamp(), f"({end.timestamp()}"):
+        for member in self._each(lambda shard: self.r.zrangebyscore(_credits(shard), start.timestamp(),
+                                                                      f"({end.timestamp()}")):
             ref, amount, _ = member.split("|", 2)
             row = out.setdefault(ref, {"orders": 0, "amount": 0.0})
             row["orders"] += 1
@@ -206,7 +217,7 @@ class ChannelBook:
 
     def unknown_states(self) -> dict[str, int]:
         """The states no channel had, with how many customers came with each."""
-        members = self.r.zrange(_members(UNKNOWN), 0, -1)
+        members = self._each(lambda shard: self.r.zrange(_members(UNKNOWN, shard), 0, -1))
         with self.r.pipeline(transaction=False) as p:
             for customer in members:
                 p.hget(_customer(customer), "state")
@@ -221,9 +232,8 @@ class ChannelBook:
         out = []
         for channel in channels:
             s = ChannelStats(channel)
-            members = self.r.zrangebyscore(_members(channel), start.timestamp(), f"({end.timestamp()}",
-                                           withscores=True)
-            s.also = int(self.r.zcount(_also(channel), start.timestamp(), f"({end.timestamp()}"))
+            members = self._between(_members, channel, start, end, scores=True)
+            s.also = len(self._between(_also, channel, start, end))
             for i in range(0, len(members), batch):
                 chunk = members[i:i + batch]
                 with self.r.pipeline(transaction=False) as p:
@@ -234,6 +244,16 @@ class ChannelBook:
                     self._count(s, float(h.get("first_at") or added_at), h, start.tzinfo)
             out.append(s)
         return out
+
+    def _between(self, key: Callable[[str, int], str], channel: str, start: datetime, end: datetime,
+                 scores: bool = False) -> list[Any]:
+        """The members of a channel's sets scored in [start, end), over every shard."""
+        lo, hi = start.timestamp(), f"({end.timestamp()}"
+        return self._each(lambda shard: self.r.zrangebyscore(key(channel, shard), lo, hi, withscores=scores))
+
+    def _each(self, read: Callable[[int], list[Any]]) -> list[Any]:
+        """What `read(shard)` gives, over every shard."""
+        return [item for shard in self._shards.all() for item in read(shard)]
 
     @staticmethod
     def _count(s: ChannelStats, added_at: float, h: dict[str, str], tz: tzinfo | None) -> None:

@@ -442,3 +442,26 @@ def test_a_second_scan_or_a_later_staff_code(sandbox, service, runtime):
     assert len(welcomes) == 1 and welcomes[0]["json"]["text"]["content"].startswith("欢迎来到上海一店")
     assert runtime.channel_book.channel_of("wmTwice") == "live_0618"
     assert "门店客户" in runtime.customers.get("wmTwice").tags
+
+
+def test_a_channels_customers_spread_over_shards(r):
+    from zoneinfo import ZoneInfo
+
+    from bot.records.channels import SHARDS
+
+    r.set(SHARDS, 4)  # as a cluster (16) would have it, smaller
+    tz = ZoneInfo("Asia/Shanghai")
+    book = ChannelBook(r, tz, lambda: 72)
+    at = datetime(2026, 11, 20, 12, 0, tzinfo=tz)
+    for i in range(40):
+        book.attribute(f"wmSpread{i:02d}", "store_sh01", at.timestamp() + i)
+        book.attribute(f"wmSpread{i:02d}", "live_0618", at.timestamp() + 100 + i)
+        book.touched(f"wmSpread{i:02d}", "coupon:x", at.timestamp())
+        book.note(f"wmSpread{i:02d}", "purchased", at + timedelta(hours=1), 10.0)
+    sizes = [r.zcard(k) for k in ["wecom:ch:members:{store_sh01}",
+                                  *(f"wecom:ch:members:{{store_sh01:{i}}}" for i in range(1, 4))]]
+    assert sum(sizes) == 40 and all(sizes), sizes
+    [s] = book.stats(["store_sh01"], at - timedelta(hours=1), at + timedelta(hours=1))
+    [live] = book.stats(["live_0618"], at - timedelta(hours=1), at + timedelta(hours=1))
+    assert (s.added, s.orders, live.added, live.also) == (40, 40, 0, 40)
+    assert book.earned(at, at + timedelta(days=1)) == {"coupon:x": {"orders": 40, "amount": 400.0}}
