@@ -62,6 +62,12 @@ def _show(item: dict[str, Any], out: TextIO) -> None:
 
 
 SERVICE_DOWN = "the service is not running: start it with `uv run wecom-bot serve`"
+SERVICE_SLOW = "the service did not answer in time (busy?): try again"
+
+
+def _not_sent(exc: Exception) -> str:
+    """Why a line could not be sent, in one line: a timeout is not a stopped service."""
+    return SERVICE_SLOW if isinstance(exc, requests.Timeout) else SERVICE_DOWN
 
 
 HELP = """命令（以 / 开头，扮演员工）：
@@ -301,8 +307,8 @@ def run_chat(info_path: str | None, customer: str, inp: TextIO, out: TextIO, wai
             try:
                 if not chat.enter(channel):
                     return 1
-            except (requests.RequestException, ValueError, KeyError):
-                chat.write(f"  (not sent: {SERVICE_DOWN})\n")
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                chat.write(f"  (not sent: {_not_sent(exc)})\n")
                 return 1
             chat.show_replies(quiet=True)
         while True:
@@ -324,8 +330,8 @@ def run_chat(info_path: str | None, customer: str, inp: TextIO, out: TextIO, wai
                     chat.command(text.strip())
                 else:
                     chat.say(text)
-            except (requests.RequestException, ValueError, KeyError):
-                chat.write(f"  (not sent: {SERVICE_DOWN})\n")
+            except (requests.RequestException, ValueError, KeyError) as exc:
+                chat.write(f"  (not sent: {_not_sent(exc)})\n")
                 continue
             chat.show_replies(quiet=text.startswith("/"))
     except KeyboardInterrupt:

@@ -151,3 +151,10 @@ def test_a_chat_left_open_when_the_service_stops_does_not_crash(sandbox, service
     assert result == [0] and not err.getvalue()
     assert out.getvalue().count(f"  ({chat_mod.SERVICE_DOWN})") == 1
     assert "Traceback" not in out.getvalue()
+
+
+def test_chat_tells_a_slow_service_from_a_stopped_one():
+    import requests
+
+    assert chat_mod._not_sent(requests.ReadTimeout()) == chat_mod.SERVICE_SLOW
+    assert chat_mod._not_sent(requests.ConnectionError()) == chat_mod.SERVICE_DOWN
