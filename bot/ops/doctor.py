@@ -17,6 +17,7 @@ from bot.config import (
     SANDBOX_SECRET,
     Settings,
 )
+from bot.queue.scheduler import leadership
 from bot.records.store import Store
 from bot.redis_server import (
     RedisConfigError,
@@ -75,6 +76,7 @@ def run_doctor(settings: Settings, out: TextIO, open_kfids: list[str] | None = N
     check_config(settings, rep)
     r = check_redis(settings, rep)
     check_kf_pulls(r, rep)
+    check_scheduler(r, rep)
     if settings.sandbox and settings.api_base_url == DEFAULT_API_BASE:
         rep.ok("sandbox mode (WECOM_SECRET unset): `wecom-bot serve` runs its own fake WeCom; WeCom checks skipped")
     else:
@@ -218,6 +220,23 @@ def check_redis(settings: Settings, rep: Report) -> redis.Redis | None:
     else:
         rep.ok(line)
     return client
+
+
+def check_scheduler(r: redis.Redis | None, rep: Report) -> None:
+    """Which scheduler is active (the lease holder names host and pid), since when; none is a warning."""
+    if r is None:
+        return
+    try:
+        leads = leadership(r)
+    except redis.RedisError:
+        return
+    taken = leads["last_takeover"]
+    since = f", since {taken['at'][:19].replace('T', ' ')} UTC" if taken and taken["holder"] == leads["active"] else ""
+    if leads["active"]:
+        rep.ok(f"scheduler: {leads['active']} is active (epoch {leads['epoch']}{since})")
+    else:
+        rep.warn("scheduler: none is active (no lease holder): touches, SLA escalations and kf sweeps wait",
+                 "start `uv run wecom-bot scheduler` (or `serve`)")
 
 
 def check_kf_pulls(r: redis.Redis | None, rep: Report) -> None:

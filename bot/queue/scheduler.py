@@ -10,7 +10,8 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import redis
@@ -68,6 +69,19 @@ return held and 1 or 0
 
 class LeaseLost(Exception):
     """Another scheduler took the lease (or it ran out) during this one's tick."""
+
+
+def leadership(r: redis.Redis) -> dict[str, Any]:
+    """Who leads, for /readyz and doctor: the lease holder (host-pid-token, "" when none), its epoch and the
+    last takeover (epoch, holder, ISO time)."""
+    holder, epoch = r.get(LEASE), r.get(EPOCH)
+    last = r.lrange(TAKEOVERS, 0, 0)
+    taken: dict[str, Any] | None = None
+    if last:
+        e, who, ms = (last[0].split(" ") + ["", "", "0"])[:3]
+        taken = {"epoch": int(e or 0), "holder": who,
+                 "at": datetime.fromtimestamp(int(ms or 0) / 1000, UTC).isoformat()}
+    return {"active": holder or "", "epoch": int(epoch or 0), "last_takeover": taken}
 
 
 class Scheduler:

@@ -23,6 +23,7 @@ from bot.observe import (
     flush,
 )
 from bot.queue.kfsync import EMPTY_NOTICES_WARN
+from bot.queue.scheduler import leadership
 from bot.records import handoff_stats
 from bot.records.coupons import CouponBook
 from bot.records.daily import rollup, totals
@@ -77,12 +78,14 @@ def readiness(r: redis.Redis, settings: Settings) -> tuple[bool, dict[str, Any]]
         body["inbox"] = Inbox(r).depth()
         workers = workers_alive(r)
         age = scheduler_age(r)
+        leads = leadership(r)
         stalled = Store(r).kf_stalled()
     except redis.RedisError as exc:
         body.update(status="unavailable", redis=f"unreachable: {exc}")
         return False, body
     body["workers"] = workers or f"none alive (no heartbeat within {WORKER_TTL}s)"
-    body["scheduler"] = {"heartbeat_age_seconds": round(age, 1)} if age is not None else "not alive (no heartbeat)"
+    body["scheduler"] = ({"heartbeat_age_seconds": round(age, 1), **leads} if age is not None
+                         else "not alive (no heartbeat)")
     # shown, not failed: out of rotation, this process would also miss the notices that could unblock it
     body["kf_pulls"] = {"stalled": stalled} if stalled else "ok"
     ok = not problems and bool(workers) and age is not None

@@ -90,3 +90,28 @@ def test_a_redis_password_is_never_printed():
     with pytest.raises(RedisUnavailable) as err:
         connect("redis://:s3cret-pass@127.0.0.1:1/0", timeout=0.2)
     assert "s3cret-pass" not in str(err.value) and ":***@127.0.0.1:1" in str(err.value)
+
+
+def test_doctor_and_readyz_name_the_active_scheduler(settings, sandbox, runtime, r):
+    import os
+    import threading
+    import time
+
+    from bot import observe
+    from bot.web import metrics
+
+    sandbox.set_servicers({"li.consultant": 0})
+    rc, text = doctor(settings)
+    assert "scheduler: none is active" in text  # a warning: nothing is failed for it
+    scheduler = runtime.scheduler(threading.Event())
+    epoch = scheduler.leader()
+    assert epoch > 0
+    rc, text = doctor(settings)
+    line = next(x for x in text.splitlines() if "scheduler:" in x)
+    assert f"{scheduler.me} is active (epoch {epoch}, since " in line
+    assert f"-{os.getpid()}-" in scheduler.me  # the holder names host and pid
+    observe.heartbeat_worker(r, "w1")
+    r.set(observe.HEARTBEAT_SCHEDULER, f"{time.time():.0f}", ex=50)
+    ok, body = metrics.readiness(r, settings)
+    assert body["scheduler"]["active"] == scheduler.me and body["scheduler"]["epoch"] == epoch
+    assert body["scheduler"]["last_takeover"]["holder"] == scheduler.me
