@@ -172,8 +172,7 @@ class Runtime:
         pipeline = Pipeline(executor, s.replies, self.classifier,
                             human_holds=lambda customer, msgid: _held(handoffs, customers, wecom, customer, msgid),
                             conversation=customers.conversation,
-                            welcomes=lambda customer: self.engine() is not None and (
-                                customers.is_new(customer) or customers.held_welcome(customer) is not None))
+                            welcomes=lambda customer: self.engine() is not None and customers.awaits_welcome(customer))
         engine = self.engine()
         touches = None
         if engine is not None:

@@ -160,6 +160,14 @@ class Customers:
         """The new-customer work (welcome, journeys) is still to be done for this customer (reads only)."""
         return self.r.get(_key(customer) + ":added") != "done"
 
+    def awaits_welcome(self, customer: str) -> bool:
+        """is_new(), or a welcome held for the next text (one round trip)."""
+        with self.r.pipeline(transaction=False) as p:
+            p.get(_key(customer) + ":added")
+            p.get(_key(customer) + ":welcome")
+            added, welcome = p.execute()
+        return added != "done" or welcome is not None
+
     def first_contact_done(self, customer: str) -> None:
         self.r.set(_key(customer) + ":added", "done")
 
