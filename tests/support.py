@@ -138,6 +138,14 @@ def drain(worker: Any, timeout: float = 60.0) -> None:
     raise AssertionError(f"inbox not drained: {worker.inbox.depth()}")
 
 
+def run_command(argv: list[str]) -> int:
+    """A `wecom-bot` command in this process, parsed by the real parser (its output is the caller's to capture)."""
+    from bot.ops.cli import build_parser
+
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
 def cli(*args: str, stdin: str = "", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     """`python -m bot ARGS` in the repository, as an operator runs it."""
     return subprocess.run([sys.executable, "-m", "bot", "--log-level", "WARNING", *args], input=stdin,

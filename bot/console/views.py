@@ -77,6 +77,13 @@ class Console:
     gate: Gate
     chat: SandboxChat | None
     staff: Callable[[], Staff | None] = field(default=lambda: None)
+    channel_book: ChannelBook = field(init=False)
+    assignments: Experiments = field(init=False)  # the experiments record (the page is experiments())
+
+    def __post_init__(self) -> None:
+        # built once per process, not per request (each registers its Lua scripts)
+        self.channel_book = ChannelBook(self.r, self.tz)
+        self.assignments = Experiments(self.r, self.tz)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -269,13 +276,13 @@ class Console:
         found = declared(journeys, self.content.campaigns) if plan and self.content else []
         return self.page("sop.html", journeys=journeys or (), paused=sop_engine.paused(self.r), errors=data.journey_errors(self.settings, self.content),
                     upcoming=data.next_days(self.r, self.tz, names=self.names()), cid=cid, plan=plan, active="sop",
-                    arms=arms_of(Experiments(self.r, self.tz), found, cid) if found else [])
+                    arms=arms_of(self.assignments, found, cid) if found else [])
 
     def channels(self) -> str:
         """渠道: per channel over a period, who came and what they did; what each touch earned; the codes."""
         days = request.args.get("days", 30, type=int)
         days = days if days in PERIODS else 30
-        book = ChannelBook(self.r, self.tz)
+        book = self.channel_book
         current = self.content.channels if self.content else None
         end = datetime.now(self.tz)
         start = end - timedelta(days=days)
@@ -295,7 +302,7 @@ class Console:
         """实验: each A/B experiment the YAML declares; per arm the customers, outcome rates with 95% intervals, the
         difference to the baseline, revenue per customer, the verdict, and a chart."""
         found = declared(self.content.journeys, self.content.campaigns) if self.content else []
-        return self.page("experiments.html", rows=reports(Experiments(self.r, self.tz), found), minimum=MIN_PER_ARM,
+        return self.page("experiments.html", rows=reports(self.assignments, found), minimum=MIN_PER_ARM,
                          labels=METRIC_LABELS, outcomes=tuple(METRIC_LABELS), chart=chart_groups,
                          names=list(METRIC_LABELS.values()), active="experiments")
 

@@ -31,10 +31,13 @@ def listing(experiments: Experiments, found: list[Declared]) -> list[dict[str, A
     return out
 
 
+NONE = "no experiments: give a journey step or a coupon campaign `variants:` (README: Experiments)"
+
+
 def print_list(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
     """Each experiment, then a table of its arms."""
     if not rows:
-        print("no experiments: give a journey step or a coupon campaign `variants:` (README: Experiments)", file=out)
+        print(NONE, file=out)
     for row in rows:
         print(f"{row['id']}  {row['title']}  ({row['kind']}, window {row['window_days']} days, "
               f"metric {row['metric']})", file=out)
@@ -57,7 +60,7 @@ def _diff(o: dict[str, Any]) -> str:
 def print_stats(rows: list[dict[str, Any]], out: TextIO = sys.stdout) -> None:
     """Per experiment: the rates per arm, the differences to the baseline with 95% intervals, the verdict."""
     if not rows:
-        print("no experiments: give a journey step or a coupon campaign `variants:` (README: Experiments)", file=out)
+        print(NONE, file=out)
     for row in rows:
         print(f"{row['id']}  {row['title']}  ({row['kind']}, window {row['window_days']} days, "
               f"baseline {row['baseline']})", file=out)

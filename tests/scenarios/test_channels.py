@@ -3,7 +3,6 @@ callbacks (retried), lost contacts, and the stats and CLI an operator reads."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from datetime import datetime, timedelta
@@ -11,11 +10,10 @@ from datetime import datetime, timedelta
 import pytest
 
 from bot.content.channels import load_channels
-from bot.ops import cli_channels
 from bot.records.channels import Arrival, ChannelBook
 from bot.yamlfile import ConfigError
 from tests.scenarios.test_console import browser  # noqa: F401 - the headless Chromium fixture
-from tests.support import ROOT, drain, make_settings
+from tests.support import ROOT, drain, make_settings, run_command
 
 CHANNELS = ROOT / "content" / "channels.yaml"
 
@@ -213,11 +211,8 @@ def test_validation_names_file_line_and_key(tmp_path):
 
 
 def run(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="wecom-bot")
-    sub = p.add_subparsers(dest="command", required=True)
-    cli_channels.register(sub)
-    args = p.parse_args(argv)
-    return args.func(args)
+    """Parse and run like `wecom-bot` does."""
+    return run_command(argv)
 
 
 def test_cli_sync_list_and_stats_json(sandbox, redis_url, r, monkeypatch, capsys):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import time
@@ -14,19 +13,15 @@ from bot.ops import cli_sop
 from bot.records.customers import Customers
 from sop import journeys
 from sop.engine import HIST
-from tests.support import sop_due
+from tests.support import run_command, sop_due
 
 ROOT = Path(__file__).resolve().parents[2]
 PLAN_KEYS = {"journey", "step", "at", "due", "channel", "decision", "reason"}
 
 
 def run(argv: list[str]) -> int:
-    """Parse and run like `wecom-bot` does (build_parser + cli_sop.register)."""
-    p = argparse.ArgumentParser(prog="wecom-bot")
-    sub = p.add_subparsers(dest="command", required=True)
-    cli_sop.register(sub)
-    args = p.parse_args(argv)
-    return args.func(args)
+    """Parse and run like `wecom-bot` does."""
+    return run_command(argv)
 
 
 @pytest.fixture()
