@@ -84,27 +84,39 @@ end
 redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
 return 'pull'
 """
-# a round begins: what it covers (gen), the newest notice it answers (taken) and the newest Token
+# a round begins: what it covers (gen), the newest notice it answers (taken), the newest Token, and where
+# the pull stands (the saved cursor, a first pull's backlog cut-off)
 ROUND = """
 local gen = redis.call('HGET', KEYS[1], 'gen') or '0'
 local notice_at = redis.call('HGET', KEYS[1], 'notice_at') or ''
 redis.call('HDEL', KEYS[1], 'notice_at')
-return {gen, notice_at, redis.call('HGET', KEYS[1], 'token') or ''}
+return {gen, notice_at, redis.call('HGET', KEYS[1], 'token') or '', redis.call('GET', KEYS[2]) or '',
+        redis.call('GET', KEYS[3]) or ''}
 """
-# a round reached the end: release unless a notice came since it began (then one more round); -1: not ours
+# a round reached the end (its last page queued): save the cursor, end a first pull's backlog cut-off and,
+# when it found messages (ARGV[6] ~= ''), the empty streak; then release unless a notice came since it began
+# (then one more round). Returns {gen of that round or 0, -1: not ours; 1 when a stall report is to be cleared}.
 FINISH = """
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then return -1 end
+redis.call('SET', KEYS[3], ARGV[5])
+redis.call('DEL', KEYS[4])
+local stalled = 0
+if ARGV[6] ~= '' then
+  redis.call('SET', KEYS[5], ARGV[6], 'EX', 2592000)
+  if tonumber(redis.call('HGET', KEYS[1], 'empty') or '0') >= tonumber(ARGV[7]) then stalled = 1 end
+  redis.call('HDEL', KEYS[1], 'empty')
+end
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return {-1, stalled} end
 if tonumber(ARGV[4]) > tonumber(redis.call('HGET', KEYS[1], 'covered') or '0') then
   redis.call('HSET', KEYS[1], 'covered', ARGV[4])
 end
 local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 if gen > tonumber(ARGV[2]) then
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
-  return gen
+  return {gen, stalled}
 end
 redis.call('HSET', KEYS[1], 'done', ARGV[2])
 redis.call('DEL', KEYS[2])
-return 0
+return {0, stalled}
 """
 PULLER_TTL = 10.0  # seconds; renewed after every page, so a crashed puller frees the account soon
 TOKEN_SEEN_TTL = 600  # a callback Token is valid 10 minutes: a notice with a Token seen before is a repeat
@@ -160,31 +172,38 @@ class KfSync:
             self.store.count(f"kf_notices_{outcome}")
             return Pulled(str(outcome))
         queued = rounds = 0
+        cursor_key, backlog_key = _kf(open_kfid, "cursor"), _kf(open_kfid, "backlog_before")
         try:
             while True:
-                gen, taken, newest = self._round(keys=[state])
+                gen, taken, newest, cursor, backlog = self._round(keys=[state, cursor_key, backlog_key])
                 rounds += 1
-                n, last_call = self._pull_round(open_kfid, newest or token, float(taken) if taken else None,
-                                                lambda: self._renew(keys=[puller], args=[owner, ttl]))
+                n, last_call, cursor = self._pull_round(
+                    open_kfid, newest or token, float(taken) if taken else None, cursor, float(backlog or 0),
+                    lambda: self._renew(keys=[puller], args=[owner, ttl]))
                 queued += n
-                if self._finish(keys=[state, puller], args=[owner, int(gen), ttl, repr(last_call)]) <= 0:
+                more, stalled = self._finish(
+                    keys=[state, puller, cursor_key, backlog_key, _kf(open_kfid, "found_at")],
+                    args=[owner, int(gen), ttl, repr(last_call), cursor, repr(self.clock()) if n else "",
+                          EMPTY_NOTICES_WARN])
+                if stalled:
+                    self.store.kf_clear_stalled(open_kfid)
+                if more <= 0:
                     break  # clean (or the account was taken over after our TTL ran out)
         except BaseException:
             # free the account; this round's gen stays above done, so the retry (or the next notice) pulls
             self._abandon(puller, owner)
             raise
-        with later.gathering(self.store.r):  # both counters in one round trip
+        with later.gathering(self.store.r):  # both counters in one round trip (or the entry's next one)
             self.store.count("kf_messages_queued", queued)
             self.store.count("kf_pulls", rounds)
         return Pulled("pulled", queued, rounds)
 
-    def _pull_round(self, open_kfid: str, token: str, notice_at: float | None,
-                    renew: Callable[[], Any]) -> tuple[int, float]:
-        """One round: page sync_msg from the cursor until has_more is 0; returns how many were new and when
-        its last call was sent.
+    def _pull_round(self, open_kfid: str, token: str, notice_at: float | None, cursor: str,
+                    backlog_before: float, renew: Callable[[], Any]) -> tuple[int, float, str]:
+        """One round: page sync_msg from `cursor` until has_more is 0; returns how many were new, when its last
+        call was sent and the last page's cursor (saved by FINISH, after the page is queued).
         `notice_at`: the newest notice this round answers (None: none, e.g. a sweep)."""
         queued = 0
-        cursor, backlog_before = self.store.cursor_and_backlog(open_kfid)
         # First pull of an account: sync_msg returns up to 3 days of history; answer only what is
         # recent. The cut-off is kept until that pull reaches the end, across retries.
         if not cursor:
@@ -205,16 +224,13 @@ class KfSync:
                      for m in batch.messages if isinstance(m, dict) and m.get("msgid")]
             queued += self.inbox.put_many(items, KF_MSGID_TTL)
             cursor = batch.next_cursor or cursor
-            if not batch.has_more:  # the cursor only after the page is safely queued
-                # every message sent before the last page came back is in: a notice older is explained
-                self.store.pulled_to_end(open_kfid, cursor, self.clock() if queued else None)
-                renew()
+            if not batch.has_more:  # the last page's cursor is saved by FINISH, after the page is queued
                 break
-            self.store.save_cursor(open_kfid, cursor)
+            self.store.save_cursor(open_kfid, cursor)  # the cursor only after the page is safely queued
             renew()
         if not queued and notice_at is not None:
             self._empty_after_notice(open_kfid, notice_at, cursor)
-        return queued, last_call
+        return queued, last_call, cursor
 
     def _empty_after_notice(self, open_kfid: str, notice_at: float, cursor: str) -> None:
         """A notice brought nothing. One is normal (an earlier pull took its messages); a streak of notices

@@ -33,7 +33,6 @@ return 0
 
 KF_KNOWN = "wecom:kf:known"  # every kf account seen
 KNOWN_EVERY = 60.0
-KF_EMPTY = "wecom:kf:empty_notices"  # open_kfid -> kf_msg_or_event notices in a row whose pull queued nothing
 KF_STALLED = "wecom:kf:stalled"  # open_kfid -> JSON {empty_notices, since, cursor} while a streak is long
 KF_STALLS = "wecom:kf:stalls"  # open_kfid -> how many times a streak became long (a Prometheus counter)
 
@@ -71,26 +70,6 @@ class Store:
         """Last saved sync_msg cursor of a kf account ('' = from the oldest retained message)."""
         return self.r.get(_kf(open_kfid, "cursor")) or ""
 
-    def cursor_and_backlog(self, open_kfid: str) -> tuple[str, float]:
-        """The saved cursor and the cut-off of a first pull still under way (0: none), in one round trip."""
-        with self.r.pipeline(transaction=False) as p:
-            p.get(_kf(open_kfid, "cursor"))
-            p.get(_kf(open_kfid, "backlog_before"))
-            cursor, backlog = p.execute()
-        return cursor or "", float(backlog or 0)
-
-    def pulled_to_end(self, open_kfid: str, cursor: str, found_at: float | None) -> None:
-        """The last page is queued: save its cursor, end a first pull's backlog cut-off, and when messages were
-        found, end the account's empty streak (kf_pull_found) — in one round trip, in that order."""
-        with self.r.pipeline(transaction=False) as p:
-            p.set(_kf(open_kfid, "cursor"), cursor)
-            p.delete(_kf(open_kfid, "backlog_before"))
-            if found_at is not None:
-                p.set(_kf(open_kfid, "found_at"), found_at, ex=30 * 86400)
-                p.hdel(KF_EMPTY, open_kfid)
-                p.hdel(KF_STALLED, open_kfid)
-            p.execute()
-
     def save_cursor(self, open_kfid: str, cursor: str) -> None:
         self.r.set(_kf(open_kfid, "cursor"), cursor)
 
@@ -110,8 +89,17 @@ class Store:
         return float(self.r.get(_kf(open_kfid, "found_at")) or 0)
 
     def kf_empty_notice(self, open_kfid: str) -> int:
-        """One more notice whose pull queued nothing; returns the streak's length."""
-        return int(self.r.hincrby(KF_EMPTY, open_kfid, 1))
+        """One more notice whose pull queued nothing; returns the streak's length (a pull that finds messages
+        ends it: bot/queue/kfsync.py FINISH)."""
+        return int(self.r.hincrby(_kf(open_kfid, "pull"), "empty", 1))
+
+    def kf_empty_streak(self, open_kfid: str) -> int:
+        """Notices in a row whose pull queued nothing."""
+        return int(self.r.hget(_kf(open_kfid, "pull"), "empty") or 0)
+
+    def kf_clear_stalled(self, open_kfid: str) -> None:
+        """A pull found messages again: the account is no longer reported as stalled."""
+        self.r.hdel(KF_STALLED, open_kfid)
 
     def kf_mark_stalled(self, open_kfid: str, empty_notices: int, cursor: str, at: float, first: bool) -> None:
         """Flag the account as stalled (shown by /readyz and doctor); `first` counts one more stall."""

@@ -7,7 +7,7 @@ import threading
 import time
 
 from bot.queue.worker import on_kf_notice
-from bot.records.store import KF_EMPTY, Store
+from bot.records.store import Store
 from sop.shards import is_cluster
 from tests.support import drain, kf_notice
 
@@ -136,11 +136,11 @@ def test_coalesced_notices_do_not_count_as_empty_pulls(sandbox, runtime, r):
     r.set(f"wecom:kf:{{{kfid}}}:puller", "p:someone", px=10_000)
     for _ in range(5):
         assert kfsync.notice(kfid, sandbox.callback_token(), time.time() + 1).outcome == "coalesced"
-    assert r.hget(KF_EMPTY, kfid) is None
+    assert store.kf_empty_streak(kfid) == 0
     r.delete(f"wecom:kf:{{{kfid}}}:puller")
     done = kfsync.notice(kfid, "", None)  # the next pull answers all five in one round: one empty notice
     assert (done.rounds, done.queued) == (1, 0)
-    assert r.hget(KF_EMPTY, kfid) == "1" and store.kf_stalled() == {}
+    assert store.kf_empty_streak(kfid) == 1 and store.kf_stalled() == {}
 
 
 def test_a_notice_older_than_a_finished_round_is_covered_without_a_call(sandbox, runtime):
