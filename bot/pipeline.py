@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 import handlers
 from bot.act.executor import Executor
+from bot.records import later
 from bot.records.customers import Conversation
 from handlers import answers
 from handlers.context import Ctx
@@ -28,7 +29,9 @@ class Pipeline:
                  classifier: Callable[[], Classifier | None] = lambda: None,
                  human_holds: Callable[[str, str], bool] = lambda customer, msgid: False,
                  conversation: Callable[[str, str], Conversation] = lambda customer, msgid: Conversation(),
-                 welcomes: Callable[[str], bool] = lambda customer: False) -> None:
+                 welcomes: Callable[[str], bool] = lambda customer: False,
+                 ahead: Callable[[KfMessage], None] = lambda msg: None) -> None:
+        self.ahead = ahead  # reads what routing a customer's message needs, in one round trip (later.ahead)
         self.conversation = conversation  # the customer's previous message and fallbacks in a row
         self.executor = executor
         self.replies = replies
@@ -38,7 +41,13 @@ class Pipeline:
 
     def process(self, msg: KfMessage) -> str:
         """Handle one message exactly once as the customer sees it; returns the route taken."""
+        with later.gathering(self.executor.store.r):  # one round trip reads ahead; writes go with the next ones
+            return self._process(msg)
+
+    def _process(self, msg: KfMessage) -> str:
         started = time.perf_counter()
+        if msg.is_customer and not msg.backlog:
+            self.ahead(msg)
         classifier = self.classifier()
         intent, before = None, Conversation()
         if msg.is_customer:
@@ -54,7 +63,9 @@ class Pipeline:
         # An answer to the question of an SOP step the customer got ("回复数字即可") comes before intents.
         engine = self.executor.triggers.engine() if answers.may_answer(msg, held) else None
         sent_at = datetime.fromtimestamp(msg.send_time or self.executor.clock(), UTC)
-        answer = engine.answer(msg.external_userid, msg.msgid, msg.text, sent_at) if engine else None
+        answer = engine.answer(msg.external_userid, msg.msgid, msg.text, sent_at,
+                               later.hgetall(self.executor.store.r, engine.offer_key(msg.external_userid))
+                               ) if engine else None
         name, actions = answers.on_answer(msg, intent, answer) if answer else handlers.route(msg, intent, ctx)
         self.executor.run(actions, f"kf:{msg.msgid}")
         log.debug("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,

@@ -29,19 +29,21 @@ from bot.queue.inbox import Inbox
 from bot.queue.kfsync import KfSync
 from bot.queue.scheduler import Scheduler
 from bot.queue.worker import Parts, Worker
+from bot.records import later
 from bot.records.channels import DEFAULT_WINDOW_HOURS, ChannelBook
 from bot.records.coupons import CouponBook
 from bot.records.customers import Customers
 from bot.records.experiments import Experiments
 from bot.records.handoffs import Handoffs
 from bot.records.outcomes import Outcomes
-from bot.records.store import Store
+from bot.records.store import Store, done_key
 from bot.redis_server import EmbeddedRedis, RedisUnavailable, connect, connect_to, running_url
 from bot.times import from_ts
 from bot.wecom import WeCom, WeComError
 from bot.wecom.client import WechatpyWeCom
 from bot.wecom.sandbox import Sandbox
 from bot.wecom.sandbox_state import DurableSandbox
+from handlers.messages import KfMessage
 from sop.engine import Engine
 from sop.journeys import Journey
 
@@ -172,7 +174,8 @@ class Runtime:
         pipeline = Pipeline(executor, s.replies, self.classifier,
                             human_holds=lambda customer, msgid: _held(handoffs, customers, wecom, customer, msgid),
                             conversation=customers.conversation,
-                            welcomes=lambda customer: self.engine() is not None and customers.awaits_welcome(customer))
+                            welcomes=lambda customer: self.engine() is not None and customers.awaits_welcome(customer),
+                            ahead=self._read_ahead)
         engine = self.engine()
         touches = None
         if engine is not None:
@@ -183,6 +186,16 @@ class Runtime:
                                   clock=self.clock, human_holds=lambda c: _held(handoffs, customers, wecom, c, ""),
                                   experiments=self.experiments, touched=self.channel_book.touched)
         return Parts(store, KfSync(store, self.inbox, wecom, self.clock), pipeline, staff, executor, touches)
+
+    def _read_ahead(self, msg: KfMessage) -> None:
+        """Read what a customer's message is routed and answered with, in one round trip: the customer's state,
+        an open handoff, experiments, the open SOP question, and the done marks of its first actions."""
+        c, engine = msg.external_userid, self.engine()
+        gets, hashes = self.customers.ahead(c)
+        gets += self.handoffs.ahead(c)
+        gets += [done_key(f"kf:{msg.msgid}:{i}{step}") for i in range(3) for step in ("", ":sent")]
+        hashes += self.experiments.ahead(c) + ([engine.offer_key(c)] if engine else [])
+        later.ahead(self.r, gets, hashes)
 
     def scheduler(self, stop: threading.Event, **kw: Any) -> Scheduler:
         """The scheduler of this process (it ticks only while it holds the lease)."""

@@ -39,7 +39,7 @@ from sop.plan import (
     trigger_matches,
     wall,
 )
-from sop.replies import Answer, Offers
+from sop.replies import OFFER, Answer, Offers
 from sop.shards import Shards
 
 __all__ = ["Engine", "TickResult", "CustomerFacts", "CustomerReader", "Emit", "DUE", "INFLIGHT", "ENROLLED",
@@ -70,12 +70,21 @@ PAUSE_RECHECK = timedelta(minutes=5)  # a paused journey's due touch is looked a
 # per customer: d:<day> m:<month> k:<last_in> i:<kind>, stop facts, e:<journey>|<key> (enrolled, the anchor)
 # and s:<journey>|<key> (the run was stopped: JSON reason, step, at)
 HIST = "wecom:sop:h:{%s}"
+Defer = Callable[[Any, list[Any], list[Any]], None]  # (script, keys, args): a script call sent later
 BIRTHDAYS = "wecom:sop:bday:%s"  # MM-DD -> set of customers
 
 LEASE = timedelta(seconds=60)
 EMIT_TTL = 8 * 86400  # how long an emitted "touch:<id>" key must stay deduplicated: longer than any deferral
 SKIPS_MAX = 10000
 FACTS = ("purchased", "redeemed", "handed_off", "contact_deleted", "unsubscribed")
+
+# the customer's latest message time, moved forward only (a late older message leaves it)
+LAST_IN = """
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', KEYS[1], 'last_in') or '0') then
+  redis.call('HSET', KEYS[1], 'last_in', ARGV[1])
+end
+return 0
+"""
 
 CLAIM = """
 local n = tonumber(ARGV[3])
@@ -244,6 +253,7 @@ class Engine:
         self.customers = customers
         self.journeys: dict[str, Journey] = {j.id: j for j in journeys}
         self._claim = r.register_script(CLAIM)
+        self._last_in = r.register_script(LAST_IN)
         self._enrol = r.register_script(ENROL)
         self._release = r.register_script(RELEASE)
         self.offers = Offers(r)
@@ -373,9 +383,16 @@ class Engine:
         return self.offers.offer(str(touch["customer"]), j.id, step.id, str(touch["touch_id"]), step.replies,
                                  at.timestamp(), step.replies_for_hours)
 
-    def answer(self, customer: str, msgid: str, text: str, at: datetime) -> Answer | None:
-        """The option customer message `msgid` chooses of their open question (closing it), if any."""
-        return self.offers.answer(customer, msgid, text, at.timestamp())
+    def answer(self, customer: str, msgid: str, text: str, at: datetime,
+               offer: Mapping[str, str] | None = None) -> Answer | None:
+        """The option customer message `msgid` chooses of their open question (closing it), if any; `offer`: the
+        question's hash when the caller read it already (HGETALL of offer_key)."""
+        return self.offers.answer(customer, msgid, text, at.timestamp(), offer)
+
+    @staticmethod
+    def offer_key(customer: str) -> str:
+        """The hash of the customer's open question."""
+        return OFFER % customer
 
     # --- scans ----------------------------------------------------------------------------------
 
@@ -435,12 +452,14 @@ class Engine:
 
     # --- history --------------------------------------------------------------------------------
 
-    def note_customer_message(self, customer: str, at: datetime) -> None:
-        """The customer wrote: replied-stops and the ignored counts key off this time."""
-        key = HIST % customer
-        prev = float(self.r.hget(key, "last_in") or 0)
-        if at.timestamp() > prev:
-            self.r.hset(key, "last_in", at.timestamp())
+    def note_customer_message(self, customer: str, at: datetime, defer: Defer | None = None) -> None:
+        """The customer wrote: replied-stops and the ignored counts key off this time. `defer(script, keys, args)`
+        takes the script call to send with a later round trip (bot/records/later.call) instead of now."""
+        keys, args = [HIST % customer], [at.timestamp()]
+        if defer is not None:
+            defer(self._last_in, keys, args)
+        else:
+            self._last_in(keys=keys, args=args)
 
     def note_fact(self, customer: str, fact: str, at: datetime) -> None:
         """A stop fact: purchased, redeemed, handed_off, contact_deleted or unsubscribed."""

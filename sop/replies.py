@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -116,14 +117,15 @@ class Offers:
         return bool(self._offer(keys=[OFFER % customer],
                                 args=[touch_id, journey, step, f"{sent:.3f}", f"{until:.3f}", body, hours * 3600 + 60]))
 
-    def answer(self, customer: str, msgid: str, text: str, at: float) -> Answer | None:
+    def answer(self, customer: str, msgid: str, text: str, at: float,
+               offer: Mapping[str, str] | None = None) -> Answer | None:
         """The answer message `msgid` (sent at `at`) gives to the open question, which it then closes.
 
         Reading and closing are one: of two messages racing for one question only one answers it. A
         question closed by another message stays closed; the closing message itself still finds it, so a
         retried entry decides the same actions (the executor then skips those already done)."""
         key = OFFER % customer
-        h = self.r.hgetall(key)
+        h = self.r.hgetall(key) if offer is None else offer
         if not h or h.get("answered", msgid) != msgid:
             return None
         if not float(h["sent"]) - 1 <= at <= float(h["until"]):  # send_time has whole seconds

@@ -216,7 +216,7 @@ class Executor:
             case Record(kind, data):
                 self.store.record(kind, **data)
         if steps.pending() == waiting:  # else it runs again with the entry (its done steps are skipped)
-            self.store.mark_done(key)
+            self.store.mark_done_later(key)  # its WeCom steps were marked at once
 
     def see(self, open_kfid: str, customer: str, msgid: str, text: str, msgtype: str, at: float,
             intent: str | None, matched: tuple[str, ...], confidence: float | None, key: str) -> None:

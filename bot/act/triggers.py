@@ -3,6 +3,7 @@ orders and birthdays. Nothing here talks to WeCom; a welcome code's message goes
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from datetime import date, datetime
 from typing import Any
@@ -10,6 +11,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
+from bot.records import later
 from bot.records.coupons import Coupon, CouponBook, RedeemResult
 from bot.records.customers import Customers
 from bot.records.outcomes import KINDS, Outcomes
@@ -34,6 +36,13 @@ class Triggers:
         self.tz = tz
         self.outcomes = outcomes or Outcomes()  # what experiments (and channels) measure
 
+    def _settled(self) -> Engine | None:
+        """The engine, after the entry's deferred writes (it reads the customer's record and history itself)."""
+        engine = self.engine()
+        if engine is not None:
+            later.flush(self.store.r)
+        return engine
+
     def fact(self, customer: str, fact: str, at: float) -> None:
         """A stop condition for the customer's journeys (unsubscribed, handed_off, contact_deleted...)."""
         if fact in KINDS:
@@ -46,7 +55,7 @@ class Triggers:
         goes out through `send_welcome` at once, so it comes before the answer to this message."""
         self.outcomes.note(customer, "replied", from_ts(at, self.tz))
         if engine := self.engine():
-            engine.note_customer_message(customer, from_ts(at, self.tz))
+            engine.note_customer_message(customer, from_ts(at, self.tz), functools.partial(later.call, self.store.r))
             self.first_contact(customer, at, send_welcome)
 
     def first_contact(self, customer: str, at: float, send_welcome: Callable[[str], Any] | None,
@@ -57,6 +66,7 @@ class Triggers:
         engine = self.engine()
         if engine is None or not self.customers.first_contact(customer):
             return
+        later.flush(self.store.r)  # the engine reads the customer's record and history itself
         when = from_ts(at, self.tz)
         engine.enroll(customer, "first_contact", when)
         if send_welcome is None:
@@ -74,17 +84,17 @@ class Triggers:
 
     def intent_seen(self, customer: str, intent: str, at: float) -> None:
         """Intent-triggered journeys (e.g. price asked, no purchase in 2 days)."""
-        if intent not in QUIET_INTENTS and (engine := self.engine()):
+        if intent not in QUIET_INTENTS and (engine := self._settled()):
             engine.enroll(customer, "intent", from_ts(at, self.tz), intent=intent)
 
     def tagged(self, customer: str, tag: str, at: float) -> None:
         """Tag-triggered journeys."""
-        if engine := self.engine():
+        if engine := self._settled():
             engine.enroll(customer, "tag", from_ts(at, self.tz), tag=tag)
 
     def coupon_issued(self, coupon: Coupon) -> None:
         """Coupon-expiry reminders for a newly issued coupon."""
-        if engine := self.engine():
+        if engine := self._settled():
             engine.enroll(coupon.customer, "coupon_issued", coupon.issued_at, expires_at=coupon.expires_at,
                           campaign=coupon.campaign, key=coupon.code)
 

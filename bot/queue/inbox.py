@@ -11,6 +11,7 @@ from typing import Any
 
 import redis
 
+from bot.records import later
 from bot.records.store import RENEW, DeleteIf
 from sop.shards import Shards, is_cluster
 
@@ -305,10 +306,10 @@ class Inbox:
 
     def finish(self, eid: str, consumer: str) -> None:
         """Done: acknowledge, delete, forget its bookkeeping and give the lease back (one script in the shard's
-        slot; the lease only if still ours)."""
+        slot; the lease only if still ours), after the entry's deferred writes, in their round trip."""
         shard, raw = split_id(eid)
-        self._finish(keys=[stream_key(shard), _key(shard, "attempts"), _key(shard, "errors"), _key(shard, "busy:") + raw],
-                     args=[GROUP, raw, consumer])
+        later.flush(self.r, later.Call(self._finish, [stream_key(shard), _key(shard, "attempts"), _key(shard, "errors"),
+                                                      _key(shard, "busy:") + raw], [GROUP, raw, consumer]))
 
     def ack(self, eid: str) -> None:
         """Done: acknowledge, delete and forget its bookkeeping (one transaction in the shard's slot)."""

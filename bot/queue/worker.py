@@ -24,6 +24,7 @@ from bot.pipeline import Pipeline
 from bot.queue.callback import Callback
 from bot.queue.inbox import Entry, Inbox
 from bot.queue.kfsync import KfSync
+from bot.records import later
 from bot.records.store import Store
 from bot.wecom import WeComConfigError, WeComRateLimited
 from handlers.messages import KfMessage
@@ -190,7 +191,8 @@ class Worker:
         self._start_renewer(lease)
         finished = False
         try:
-            finished = self._handle(entry, attempts)
+            with later.gathering(self.inbox.r):  # the entry's deferred writes go with its acknowledgement
+                finished = self._handle(entry, attempts)
         finally:
             self._current = None
             if not finished:

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from bot.content.channels import DEFAULT_ATTRIBUTION_HOURS, UNKNOWN, ChannelFile
+from bot.records import later
 from bot.times import DEFAULT_TZ
 from sop.shards import Shards
 
@@ -184,7 +185,7 @@ class ChannelBook:
             self._order(keys=[_customer(customer)], args=[float(amount or 0), at.timestamp()])
             self._credit(customer, at, float(amount or 0))
         elif outcome in OUTCOMES:
-            self._set(keys=[_customer(customer)], args=[outcome, at.timestamp()])
+            later.call(self.r, self._set, [_customer(customer)], [outcome, at.timestamp()])
 
     # ---- what touches earned --------------------------------------------------------------------
 

@@ -115,12 +115,13 @@ class Customers:
         return self.many([customer])[customer]
 
     def many(self, customers: Sequence[str]) -> dict[str, Customer]:
-        """Several records in one round trip."""
-        with self.r.pipeline(transaction=False) as p:
+        """Several records in one round trip (after the entry's deferred writes, in it)."""
+        def read(p: Any) -> None:
             for customer in customers:
                 key = _key(customer)
                 p.hgetall(key).hgetall(key + ":tags").hgetall(key + ":intents")
-            raw = p.execute()
+
+        raw = later.flush(self.r, read) if customers else []
         return {c: _record(c, *raw[3 * i:3 * i + 3]) for i, c in enumerate(customers)}
 
     def all(self) -> Iterator[Customer]:
@@ -132,44 +133,59 @@ class Customers:
     def first_contact(self, customer: str) -> bool:
         """True when we first learn of the customer (kf or a staff contact) — and again on a retry,
         until first_contact_done() says the new-customer work was done."""
-        return self.r.set(_key(customer) + ":added", "pending", nx=True, get=True) in (None, "pending")
+        key = _key(customer) + ":added"
+        if later.is_known(self.r, key) and later.get(self.r, key) == "done":
+            return False  # read ahead: done is for good
+        was = self.r.set(key, "pending", nx=True, get=True)
+        later.know(self.r, key, was or "pending")
+        return was in (None, "pending")
 
     def held_by(self, customer: str) -> str | None:
         """Who WeCom says holds the chat (a servicer, or "queue") when no handoff of ours says so."""
-        return self.r.get(_key(customer) + ":held")
+        return later.get(self.r, _key(customer) + ":held")
 
     def hold(self, customer: str, holder: str) -> None:
         """A person (or the kf queue) has the chat: the bot stays silent until the session ends (48 h at most,
         the kf window)."""
         self.r.set(_key(customer) + ":held", holder, ex=48 * 3600)
+        later.know(self.r, _key(customer) + ":held", holder)
 
     def release(self, customer: str) -> None:
         self.r.delete(_key(customer) + ":held")
+        later.know(self.r, _key(customer) + ":held", None)
 
     def hold_welcome(self, customer: str, text: str) -> None:
         """A first contact's welcome, to open the bot's next text to this customer (one message, not two)."""
         self.r.set(_key(customer) + ":welcome", text, ex=300)
+        later.know(self.r, _key(customer) + ":welcome", text)
 
     def held_welcome(self, customer: str) -> str | None:
-        return self.r.get(_key(customer) + ":welcome")
+        return later.get(self.r, _key(customer) + ":welcome")
 
     def welcome_given(self, customer: str) -> None:
-        self.r.delete(_key(customer) + ":welcome")
+        key = _key(customer) + ":welcome"
+        if later.is_known(self.r, key) and later.get(self.r, key) is None:
+            return  # read ahead: no welcome held
+        self.r.delete(key)
+        later.know(self.r, key, None)
 
     def is_new(self, customer: str) -> bool:
         """The new-customer work (welcome, journeys) is still to be done for this customer (reads only)."""
-        return self.r.get(_key(customer) + ":added") != "done"
+        return later.get(self.r, _key(customer) + ":added") != "done"
 
     def awaits_welcome(self, customer: str) -> bool:
-        """is_new(), or a welcome held for the next text (one round trip)."""
-        with self.r.pipeline(transaction=False) as p:
-            p.get(_key(customer) + ":added")
-            p.get(_key(customer) + ":welcome")
-            added, welcome = p.execute()
+        """is_new(), or a welcome held for the next text (one round trip, or none when read ahead)."""
+        added, welcome = later.values(self.r, [_key(customer) + ":added", _key(customer) + ":welcome"])
         return added != "done" or welcome is not None
+
+    def ahead(self, customer: str) -> tuple[list[str], list[str]]:
+        """The keys a customer's message reads before and while it is routed (GETs, hashes): for later.ahead."""
+        key = _key(customer)
+        return [key + ":added", key + ":welcome", key + ":held"], [key + ":conv"]
 
     def first_contact_done(self, customer: str) -> None:
         self.r.set(_key(customer) + ":added", "done")
+        later.know(self.r, _key(customer) + ":added", "done")
 
     def set_name(self, customer: str, name: str) -> None:
         """The customer's WeChat nickname, also indexed for the console's search."""
@@ -202,10 +218,10 @@ class Customers:
     def exists(self, customer: str) -> bool:
         return bool(self.r.exists(_key(customer)))
 
-    def saw_message(self, customer: str, at: float, open_kfid: str = "") -> bool:
+    def saw_message(self, customer: str, at: float, open_kfid: str = "") -> None:
         """A customer-initiated message: a fresh kf reply budget, unless a newer message already opened
-        one (replays and late messages must not reset it); True when the customer is new."""
-        return bool(self._saw(keys=[_key(customer)], args=[at, open_kfid]))
+        one (replays and late messages must not reset it). With the entry's next round trip."""
+        later.call(self.r, self._saw, [_key(customer)], [at, open_kfid])
 
     def remember(self, customer: str, line: str, keep: int = 6) -> None:
         """Keep the last few lines of the conversation (for staff alerts)."""
@@ -224,14 +240,16 @@ class Customers:
 
     def conversation(self, customer: str, msgid: str) -> Conversation:
         """What came before message `msgid`: the customer's previous text and the fallbacks in a row."""
-        h = self.r.hgetall(_key(customer) + ":conv")
+        h = later.hgetall(self.r, _key(customer) + ":conv")
         if h.get("msgid") == msgid:  # a retried message: what came before it, not itself
             return Conversation(h.get("prev_text", ""), float(h.get("prev_at", 0)), int(h.get("prev_fallbacks", 0)))
         return Conversation(h.get("text", ""), float(h.get("at", 0)), int(h.get("fallbacks", 0)))
 
     def note_message(self, customer: str, msgid: str, text: str, at: float, fell_back: bool) -> None:
-        """Message `msgid` is the latest; `fell_back`: the bot could only answer it with the fallback."""
-        self._note(keys=[_key(customer) + ":conv"], args=[msgid, text[:200], at, "1" if fell_back else "0"])
+        """Message `msgid` is the latest; `fell_back`: the bot could only answer it with the fallback (with the
+        entry's next round trip)."""
+        later.call(self.r, self._note, [_key(customer) + ":conv"], [msgid, text[:200], at, "1" if fell_back else "0"])
+        later.forget(self.r, _key(customer) + ":conv")
 
     def saw_intent(self, customer: str, intent: str) -> None:
         later.write(self.r, lambda p: p.hincrby(_key(customer) + ":intents", intent, 1))
@@ -244,7 +262,8 @@ class Customers:
 
     def reserve_reply(self, customer: str, now: float) -> str | None:
         """Take one slot of the kf reply budget; None when taken, else why not ('window' or 'budget')."""
-        res = int(self._reserve(keys=[_key(customer)], args=[now, KF_WINDOW_SECONDS, KF_MAX_REPLIES]))
+        res = int(later.flush(self.r, later.Call(self._reserve, [_key(customer)],
+                                                 [now, KF_WINDOW_SECONDS, KF_MAX_REPLIES])))
         return {-1: "window", -2: "budget"}.get(res)
 
     def release_reply(self, customer: str) -> None:

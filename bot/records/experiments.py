@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from bot.content.campaigns import Campaign, describe_value
+from bot.records import later
 from bot.times import aware, from_ts
 from sop.journeys import Journey, Step
 from sop.variants import HOLDOUT, OUTCOMES, Experiment
@@ -105,11 +106,16 @@ class Experiments:
         # The customer's index is in the customer's slot, not the experiment's, so it cannot be in the script: it is
         # written on every call, recorded before or not, and a call retried after a crash between the two repairs it.
         self.r.hsetnx(_customer_key(customer), experiment.id, got)
+        later.forget(self.r, _customer_key(customer))
         return got.split("|")[0]
+
+    def ahead(self, customer: str) -> list[str]:
+        """The hash `of` reads (for later.ahead)."""
+        return [_customer_key(customer)]
 
     def of(self, customer: str) -> list[Assignment]:
         """Every recorded assignment of `customer`, by experiment id."""
-        found = self.r.hgetall(_customer_key(customer))
+        found = later.hgetall(self.r, _customer_key(customer))
         return [Assignment.parse(e, v, self.tz) for e, v in sorted(found.items())]
 
     def record(self, customer: str, kind: str, at: datetime, amount: float | None = None) -> None:

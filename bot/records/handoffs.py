@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 
 import redis
 
+from bot.records import later
 from bot.records.store import DeleteIf
 from bot.times import DEFAULT_TZ, aware
 
@@ -287,6 +288,7 @@ class Handoffs:
             new_id = f"{now.astimezone(self.tz):%y%m%d}{secrets.token_hex(5)}"
             how, hid = self._open(keys=[_ckey("cause", customer, cause_msgid), _ckey("open", customer)],
                                   args=[new_id, CAUSE_TTL])
+            later.forget(self.r, _ckey("open", customer))
             existing = self.get(hid)
             if how == "open" and existing is not None and existing.state == "closed":  # unfinished close
                 self._del_if(_ckey("open", customer), hid)
@@ -402,6 +404,7 @@ class Handoffs:
         if h is None:
             return None
         self._del_if(_ckey("open", h.customer), hid)
+        later.forget(self.r, _ckey("open", h.customer))
         pipe = self.r.pipeline(transaction=False)
         pipe.zrem(DUE, hid)
         pipe.zrem(QUEUED, hid)
@@ -473,8 +476,12 @@ class Handoffs:
 
     def open_for(self, customer: str) -> Handoff | None:
         """The customer's handoff that is not closed, or None."""
-        h = self.get(self.r.get(_ckey("open", customer)))
+        h = self.get(later.get(self.r, _ckey("open", customer)))
         return h if h is not None and h.state != "closed" else None
+
+    def ahead(self, customer: str) -> list[str]:
+        """The keys open_for reads first (for later.ahead)."""
+        return [_ckey("open", customer)]
 
     def owner_of(self, customer: str) -> str | None:
         """Userid of the human who served the customer last, or None."""

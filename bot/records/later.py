@@ -1,25 +1,63 @@
-"""Writes that may wait: within `gathering(r)`, history, counters and conversation lines wait for the next done
-mark (sent in the same round trip) or the end, instead of one round trip each."""
+"""One entry's Redis work, gathered: within `gathering(r)`, writes that may wait (history, counters, lines, script
+calls nobody waits for) go with the next round trip that must be made (a done mark, a read, the acknowledgement),
+and values read ahead (`ahead`) are not read again."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
+from redis.commands.core import Script
+
+from sop.shards import is_cluster
 
 Write = Callable[[Any], object]  # adds commands to a (non-transactional) pipeline
 
-_gathered: ContextVar[tuple[redis.Redis, list[Write]] | None] = ContextVar("later_writes", default=None)
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """A script call as one pipelined command (plain EVALSHA: redis-py's pipelined Script objects add a SCRIPT
+    EXISTS round trip); a restarted Redis that forgot the script (NOSCRIPT) gets it again through the Script."""
+
+    script: Script
+    keys: Sequence[Any]
+    args: Sequence[Any]
+
+    def __call__(self, p: Any) -> object:
+        return p.execute_command("EVALSHA", self.script.sha, len(self.keys), *self.keys, *self.args)
+
+    def now(self) -> Any:
+        return self.script(keys=list(self.keys), args=list(self.args))
+
+
+@dataclass(slots=True)
+class _Gathered:
+    r: redis.Redis
+    writes: list[Write] = field(default_factory=list)
+    known: dict[str, Any] = field(default_factory=dict)  # key -> value read ahead (GET: str | None; HGETALL: dict)
+
+
+_gathered: ContextVar[_Gathered | None] = ContextVar("later_writes", default=None)
+
+
+def _current(r: redis.Redis) -> _Gathered | None:
+    current = _gathered.get()
+    return current if current is not None and current.r is r else None
 
 
 @contextmanager
 def gathering(r: redis.Redis) -> Iterator[None]:
-    """Defer the writes made through `write(r, ...)` until the next `flush` or the end of the block (also when
-    it raises: what happened before is kept, as if it had been written at once)."""
-    token = _gathered.set((r, []))
+    """Defer the writes made through `write(r, ...)` and `call(r, ...)` until the next `flush` or the end of the
+    block (also when it raises: what happened before is kept, as if it had been written at once). Nested in a
+    gathering for the same `r`, the block is part of the outer one."""
+    if _current(r) is not None:
+        yield
+        return
+    token = _gathered.set(_Gathered(r))
     try:
         yield
     finally:
@@ -31,25 +69,143 @@ def gathering(r: redis.Redis) -> Iterator[None]:
 
 def write(r: redis.Redis, fn: Write) -> None:
     """Perform `fn` on a pipeline now, or, while gathering for `r`, with the next flush."""
-    current = _gathered.get()
-    if current is not None and current[0] is r:
-        current[1].append(fn)
+    current = _current(r)
+    if current is not None:
+        current.writes.append(fn)
         return
-    with r.pipeline(transaction=False) as p:
-        fn(p)
-        p.execute()
+    _send(r, [fn])
 
 
-def flush(r: redis.Redis, last: Write | None = None) -> None:
-    """Send the deferred writes, and `last` after them, in one round trip."""
-    current = _gathered.get()
-    waiting = current[1] if current is not None and current[0] is r else []
+def call(r: redis.Redis, script: Script, keys: Sequence[Any], args: Sequence[Any]) -> None:
+    """A script call whose result nobody waits for: with the next flush while gathering, else at once."""
+    write(r, Call(script, keys, args))
+
+
+def flush(r: redis.Redis, last: Write | None = None) -> Any:
+    """Send the deferred writes, and `last` after them, in one round trip; returns the result of `last`'s
+    commands (one command: its result; several: their list; None without `last`)."""
+    current = _current(r)
+    waiting = current.writes if current is not None else []
     if not waiting and last is None:
-        return
+        return None
+    writes = [*waiting, *([last] if last is not None else [])]
+    waiting.clear()
+    results = _send(r, writes)
+    return results[-1] if last is not None else None
+
+
+def _send(r: redis.Redis, writes: list[Write]) -> list[Any]:
+    """Perform `writes` in order, one pipeline for all on a single server; each write's result (one command:
+    its reply, several: the list). A cluster's pipelines refuse EVALSHA, so there a script call goes alone
+    between the pipelines of the writes around it."""
+    cluster = is_cluster(r)
+    out: list[Any] = []
+    todo = list(writes)
+    while todo:
+        batch: list[Write] = []
+        while todo and not (cluster and isinstance(todo[0], Call)):
+            batch.append(todo.pop(0))
+        if batch:
+            out += _pipelined(r, batch)
+        if todo:  # a script call, on a cluster
+            call_ = todo.pop(0)
+            assert isinstance(call_, Call)
+            out.append(call_.now())
+    return out
+
+
+def _pipelined(r: redis.Redis, writes: list[Write]) -> list[Any]:
+    """One pipeline of `writes`; a script call refused with NOSCRIPT (Redis restarted) is run again through its
+    Script, which loads it. Any other error is raised after the pipeline ran, like redis-py does."""
+    spans: list[tuple[Write, int, int]] = []
     with r.pipeline(transaction=False) as p:
-        for fn in waiting:
+        for fn in writes:
+            start = len(p)
             fn(p)
-        if last is not None:
-            last(p)
-        p.execute()
-        waiting.clear()
+            spans.append((fn, start, len(p)))
+        raw = p.execute(raise_on_error=False)
+    out: list[Any] = []
+    for fn, start, end in spans:
+        got = raw[start:end]
+        if isinstance(fn, Call) and got and isinstance(got[0], redis.exceptions.NoScriptError):
+            got = [fn.now()]
+        for res in got:
+            if isinstance(res, Exception):
+                raise res
+        out.append(got[0] if end - start == 1 else got)
+    return out
+
+
+# ---- values read ahead --------------------------------------------------------------------------------------
+
+def ahead(r: redis.Redis, gets: Sequence[str] = (), hashes: Sequence[str] = ()) -> None:
+    """While gathering, read `gets` (GET) and `hashes` (HGETALL) now, after the deferred writes, in one round trip,
+    and keep their values for `get`, `values` and `hgetall` until the gathering ends (our own writes to them say
+    `forget` or `know`). Outside a gathering, nothing is read."""
+    if _current(r) is not None:
+        _read(r, gets, hashes)
+
+
+def values(r: redis.Redis, keys: Sequence[str]) -> list[str | None]:
+    """GET of each key, in one round trip after the deferred writes (none for keys read ahead)."""
+    found = _read(r, keys, ())
+    return [found[k] for k in keys]
+
+
+def _read(r: redis.Redis, gets: Sequence[str], hashes: Sequence[str]) -> dict[str, Any]:
+    """The values of `gets` and `hashes`: those known, and the others read in one round trip (and kept)."""
+    current = _current(r)
+    known = current.known if current is not None else {}
+    todo_gets = [k for k in dict.fromkeys(gets) if k not in known]
+    todo_hashes = [k for k in dict.fromkeys(hashes) if k not in known]
+    found = {k: known[k] for k in (*gets, *hashes) if k in known}
+    todo = [*todo_gets, *todo_hashes]
+    if todo:
+        def read(p: Any) -> None:
+            for key in todo_gets:
+                p.get(key)
+            for key in todo_hashes:
+                p.hgetall(key)
+
+        got = flush(r, read)
+        read_now = dict(zip(todo, [got] if len(todo) == 1 else got, strict=True))
+        found.update(read_now)
+        if current is not None:
+            known.update(read_now)
+    return found
+
+
+def get(r: redis.Redis, key: str) -> str | None:
+    """GET `key`, or its value read ahead."""
+    current = _current(r)
+    if current is not None and key in current.known:
+        return current.known[key]
+    return r.get(key)
+
+
+def hgetall(r: redis.Redis, key: str) -> dict[str, str]:
+    """HGETALL `key`, or its value read ahead."""
+    current = _current(r)
+    if current is not None and key in current.known:
+        return dict(current.known[key])
+    return r.hgetall(key)
+
+
+def is_known(r: redis.Redis, key: str) -> bool:
+    """`key` was read ahead (or written by us) in this gathering."""
+    current = _current(r)
+    return current is not None and key in current.known
+
+
+def know(r: redis.Redis, key: str, value: Any) -> None:
+    """Our own write gave `key` this value."""
+    current = _current(r)
+    if current is not None:
+        current.known[key] = value
+
+
+def forget(r: redis.Redis, key: str) -> None:
+    """Our own write changed `key`: read it from Redis again."""
+    current = _current(r)
+    if current is not None:
+        current.known.pop(key, None)

@@ -37,6 +37,11 @@ KF_STALLED = "wecom:kf:stalled"  # open_kfid -> JSON {empty_notices, since, curs
 KF_STALLS = "wecom:kf:stalls"  # open_kfid -> how many times a streak became long (a Prometheus counter)
 
 
+def done_key(key: str) -> str:
+    """The done mark of an action or step key (its own slot)."""
+    return f"wecom:done:{{{key}}}"
+
+
 def _kf(open_kfid: str, what: str) -> str:
     """A key of one kf account (its own hash-tag slot)."""
     return f"wecom:kf:{{{open_kfid}}}:{what}"
@@ -143,22 +148,27 @@ class Store:
 
     # idempotent actions
     def is_done(self, key: str) -> bool:
-        return bool(self.r.exists(f"wecom:done:{{{key}}}"))
+        return later.get(self.r, done_key(key)) is not None
 
     def done_value(self, key: str) -> str | None:
         """What mark_done stored for `key` (None when not done)."""
-        return self.r.get(f"wecom:done:{{{key}}}")
+        return later.get(self.r, done_key(key))
 
     def done_values(self, keys: list[str]) -> list[str | None]:
-        """done_value of each key, in one round trip."""
-        with self.r.pipeline(transaction=False) as p:
-            for key in keys:
-                p.get(f"wecom:done:{{{key}}}")
-            return list(p.execute())
+        """done_value of each key, in one round trip (none for keys read ahead)."""
+        return later.values(self.r, [done_key(k) for k in keys])
 
     def mark_done(self, key: str, result: str = "1") -> None:
-        """Mark `key` done; the writes deferred meanwhile (bot/records/later.py) go in the same round trip."""
-        later.flush(self.r, lambda p: p.set(f"wecom:done:{{{key}}}", result, ex=DONE_TTL))
+        """Mark `key` done now (after a WeCom side effect); the writes deferred meanwhile (bot/records/later.py) go
+        in the same round trip."""
+        later.flush(self.r, lambda p: p.set(done_key(key), result, ex=DONE_TTL))
+        later.know(self.r, done_key(key), result)
+
+    def mark_done_later(self, key: str, result: str = "1") -> None:
+        """Mark `key` done with the entry's next round trip: for an action whose own WeCom steps are marked at once
+        (a crash before the flush repeats only what is idempotent)."""
+        later.write(self.r, lambda p: p.set(done_key(key), result, ex=DONE_TTL))
+        later.know(self.r, done_key(key), result)
 
     def once(self, key: str, step: Callable[[], Any]) -> None:
         """Run `step` unless `key` is done; mark it done after it succeeded."""
