@@ -71,13 +71,20 @@ def _offline(monkeypatch):
     """No test may reach the real WeCom."""
     import requests.sessions
 
-    real = requests.sessions.Session.request
+    from bot.wecom import http
+
+    real, real_wecom = requests.sessions.Session.request, http.Session.request
 
     def guarded(self, method, url, *a, **kw):
         assert "qyapi.weixin.qq.com" not in str(url), f"test tried to call real WeCom: {url}"
         return real(self, method, url, *a, **kw)
 
+    def guarded_wecom(self, method, url, *a, **kw):
+        assert "qyapi.weixin.qq.com" not in str(url), f"test tried to call real WeCom: {url}"
+        return real_wecom(self, method, url, *a, **kw)
+
     monkeypatch.setattr(requests.sessions.Session, "request", guarded)
+    monkeypatch.setattr(http.Session, "request", guarded_wecom)
 
 
 @pytest.fixture()

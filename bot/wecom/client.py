@@ -24,6 +24,7 @@ from bot.wecom import (
     WeComError,
     WeComRateLimited,
     clip,
+    http,
 )
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,7 @@ class _Client(WeChatClient):
     def __init__(self, corp_id: str, secret: str, base_url: str, session: Any, timeout: float):
         self.API_BASE_URL = base_url
         super().__init__(corp_id, secret, session=session, timeout=timeout, auto_retry=False)
+        self._http = http.Session()  # in place of wechatpy's requests.Session
 
     _memo: tuple[str, float] = ("", 0.0)  # the token as last read from Redis, and until when it is reused
 

@@ -70,3 +70,34 @@ def test_unreachable_wecom_is_a_wecom_error(r):
                       sleep=lambda s: None)
     with pytest.raises(WeComError):
         c.servicers("wk")
+
+
+def test_a_502_is_retried_for_a_repeatable_call(sandbox, r):
+    sleeps: list[float] = []
+    sandbox.fault("kf/servicer/list", "http_502")
+    assert client(sandbox, r, sleeps=sleeps).servicers(sandbox.open_kfid) == {}
+    assert len(sandbox.requests("kf/servicer/list")) == 2 and len(sleeps) == 1
+
+
+def test_a_502_on_an_alert_is_not_repeated(sandbox, r):
+    sandbox.fault("message/send", "http_502")
+    with pytest.raises(WeComError) as err:
+        client(sandbox, r).send_app_message({"touser": "zhangsan", "msgtype": "text", "text": {"content": "新客户"}})
+    assert err.value.errcode is None and len(sandbox.requests("message/send")) == 1
+
+
+def test_a_timeout_is_a_network_error_and_an_alert_is_not_sent_twice(sandbox, r):
+    c = WechatpyWeCom(SANDBOX_CORP_ID, "sandbox-secret", 1000002, f"{sandbox.url}/cgi-bin/", r, timeout=0.3,
+                      sleep=lambda s: None)
+    c.servicers(sandbox.open_kfid)  # the token first
+    sandbox.fault("message/send", "slow", seconds=1.0)
+    with pytest.raises(WeComError) as err:
+        c.send_app_message({"touser": "zhangsan", "msgtype": "text", "text": {"content": "新客户"}})
+    assert "network: ReadTimeout" in str(err.value)
+    assert len(sandbox.requests("message/send")) == 1
+
+
+def test_the_group_robot_posts_json(sandbox, r):
+    client(sandbox, r).send_robot("robot-key", {"msgtype": "text", "text": {"content": "待接待 3 位"}})
+    sent = sandbox.requests("webhook/send")
+    assert len(sent) == 1 and sent[0]["json"]["text"]["content"] == "待接待 3 位" and sent[0]["query"]["key"] == "robot-key"
