@@ -1,10 +1,12 @@
 """A/B experiments in Redis: each customer's arm, recorded once, and the outcomes within each arm's window.
 
-Keys (each experiment's in its own Redis Cluster slot, {experiment id} the hash tag):
+Keys of an experiment, per shard of its customers (sop/shards.py: 1 on a single server, 16 on a cluster; shard 0
+tagged {<id>}, shard i {<id>:i}, each in its own Redis Cluster slot), so a large experiment spreads over the nodes:
   wecom:exp:{<id>}:arms    customer -> "arm|assigned_ts|window_end_ts"   (HSETNX: the first assignment stays)
   wecom:exp:{<id>}:seen    "customer|outcome" -> ts of the first such outcome in the window
-  wecom:exp:{<id>}:counts  "arm|assigned", "arm|<outcome>" (customers), "arm|revenue", "arm|orders"
+  wecom:exp:{<id>}:counts  "arm|assigned", "arm|<outcome>" (customers), "arm|revenue", "arm|orders" (summed over shards)
   wecom:exp:{<id>}:until   the latest window end of its customers (ts): windows are open while it is ahead
+and per customer:
   wecom:exp:c:{<customer>} experiment id -> "arm|assigned_ts|window_end_ts" (the customer's experiments)
 
 An outcome counts in the window [assigned, window end): from the assignment on, the window's end excluded.
@@ -12,6 +14,7 @@ An outcome counts in the window [assigned, window end): from the assignment on, 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -24,11 +27,13 @@ from bot.content.campaigns import Campaign, describe_value
 from bot.records import later
 from bot.times import aware, from_ts
 from sop.journeys import Journey, Step
+from sop.shards import Shards
 from sop.variants import HOLDOUT, OUTCOMES, Experiment
 
 __all__ = ["Assignment", "Declared", "Experiments", "arms_of", "declared"]
 
 PREFIX = "wecom:exp"
+SHARDS = "wecom:exp:shards"  # the shard count in use (sop/shards.py)
 
 # KEYS: arms, counts, until. ARGV: customer, "arm|ts|end", arm, end ts. The recorded value (the first one stays).
 ASSIGN_LUA = """
@@ -54,9 +59,9 @@ return 0
 """
 
 
-def _key(experiment: str, part: str) -> str:
-    """A key of one experiment, in its own Redis Cluster slot."""
-    return f"{PREFIX}:{{{experiment}}}:{part}"
+def _key(experiment: str, part: str, shard: int = 0) -> str:
+    """A key of one shard of an experiment, in its own Redis Cluster slot (shard 0 keeps the unsharded name)."""
+    return f"{PREFIX}:{{{experiment}}}:{part}" if shard == 0 else f"{PREFIX}:{{{experiment}:{shard}}}:{part}"
 
 
 def _customer_key(customer: str) -> str:
@@ -88,20 +93,26 @@ class Experiments:
         self.tz = tz
         self._assign = r.register_script(ASSIGN_LUA)
         self._outcome = r.register_script(OUTCOME_LUA)
+        self._shards = Shards(r, SHARDS)
 
     def peek(self, experiment: Experiment, customer: str) -> tuple[str, bool]:
         """The customer's arm and whether it is recorded (else the arm they would get with the current weights)."""
-        value = self.r.hget(_key(experiment.id, "arms"), customer)
+        value = self.r.hget(_customer_key(customer), experiment.id) or self.r.hget(
+            _key(experiment.id, "arms", self._shards.of(customer)), customer)
         return (str(value).split("|")[0], True) if value else (experiment.pick(customer), False)
 
     def assign(self, experiment: Experiment, customer: str, at: datetime, arm: str | None = None) -> str:
         """The customer's arm: the recorded one, else `arm` (default: by the current weights), recorded from `at`."""
         aware(at, "at")
+        recorded = self.r.hget(_customer_key(customer), experiment.id)
+        if recorded:  # also when the shard count changed since (the customer's index is in the customer's slot)
+            return str(recorded).split("|")[0]
         arm = arm or experiment.pick(customer)
         until = at + timedelta(days=experiment.window_days)
         value = f"{arm}|{at.timestamp()!r}|{until.timestamp()!r}"
-        got = str(self._assign(keys=[_key(experiment.id, "arms"), _key(experiment.id, "counts"),
-                                     _key(experiment.id, "until")],
+        shard = self._shards.of(customer)
+        got = str(self._assign(keys=[_key(experiment.id, "arms", shard), _key(experiment.id, "counts", shard),
+                                     _key(experiment.id, "until", shard)],
                                args=[customer, value, arm, repr(until.timestamp())]))
         # The customer's index is in the customer's slot, not the experiment's, so it cannot be in the script: it is
         # written on every call, recorded before or not, and a call retried after a crash between the two repairs it.
@@ -124,26 +135,39 @@ class Experiments:
         if kind not in OUTCOMES:
             raise ValueError(f"unknown outcome {kind!r} (expected one of {', '.join(OUTCOMES)})")
         aware(at, "at")
+        shard = self._shards.of(customer)
         for a in self.of(customer):
             if a.at <= at < a.until:
                 money = repr(float(amount)) if kind == "purchased" and amount is not None else ""
-                self._outcome(keys=[_key(a.experiment, "seen"), _key(a.experiment, "counts")],
+                self._outcome(keys=[_key(a.experiment, "seen", shard), _key(a.experiment, "counts", shard)],
                               args=[customer, kind, a.arm, repr(at.timestamp()), money])
 
     def counts(self, experiment: str) -> dict[str, float]:
-        """The experiment's counters: "arm|assigned", "arm|<outcome>", "arm|revenue", "arm|orders"."""
-        return {k: float(v) for k, v in self.r.hgetall(_key(experiment, "counts")).items()}
+        """The experiment's counters, summed over its shards: "arm|assigned", "arm|<outcome>", "arm|revenue",
+        "arm|orders"."""
+        with self.r.pipeline(transaction=False) as p:
+            for shard in self._shards.all():
+                p.hgetall(_key(experiment, "counts", shard))
+            found: Counter[str] = Counter()
+            for counts in p.execute():
+                found.update({k: float(v) for k, v in counts.items()})
+        return dict(found)
 
     def open_until(self, experiment: str) -> datetime | None:
         """The end of the latest window of the experiment's customers (None: nobody assigned)."""
-        raw = self.r.get(_key(experiment, "until"))
+        ends = [end for shard in self._shards.all() if (end := self._until(experiment, shard)) is not None]
+        return from_ts(max(ends), self.tz) if ends else None
+
+    def _until(self, experiment: str, shard: int) -> float | None:
+        """The latest window end in one shard."""
+        raw = self.r.get(_key(experiment, "until", shard))
         if raw is None:  # assigned before this key was kept: the latest of the recorded windows, once
-            ends = [float(v.split("|")[2]) for v in self.r.hvals(_key(experiment, "arms"))]
+            ends = [float(v.split("|")[2]) for v in self.r.hvals(_key(experiment, "arms", shard))]
             if not ends:
                 return None
-            self.r.set(_key(experiment, "until"), repr(max(ends)), nx=True)
-            raw = repr(max(ends))
-        return from_ts(float(raw), self.tz)
+            self.r.set(_key(experiment, "until", shard), repr(max(ends)), nx=True)
+            return max(ends)
+        return float(raw)
 
 
 @dataclass(frozen=True, slots=True)
