@@ -2,7 +2,7 @@
 Redis and on a 3-master Redis Cluster, the same load in one run.
 
 The split deployment as production runs it: `wecom-bot web` (gunicorn, 2 processes) and N `wecom-bot worker`
-processes (1 thread each), all on one REDIS_URL; the sandbox (fake WeCom, every API call answered after
+processes (--threads each, default 1), all on one REDIS_URL; the sandbox (fake WeCom, every API call answered after
 --latency seconds, as WeCom takes about 45 ms) and the load generator in one more process. The load: --messages
 customer messages from --customers customers on one kf account, each with its own encrypted kf_msg_or_event
 callback, posted by 8 concurrent senders as fast as the webhook takes them. Throughput = messages / (first post
@@ -10,7 +10,7 @@ to last reply); reply latency = a message's add to its reply. CPU of the whole m
 everything shares this machine's cores.
 
 Run: uv run python benchmarks/bench_scale.py [--messages 1000] [--customers 250] [--latency 0.045]
-     [--workers 1 2 4] [--modes standalone cluster]
+     [--workers 1 2 4] [--threads 1] [--modes standalone cluster]
 """
 
 from __future__ import annotations
@@ -101,7 +101,22 @@ def cpu_busy() -> tuple[float, float]:
     return sum(parts) - idle, sum(parts)
 
 
-def start_processes(redis_url: str, sandbox_url: str, workers: int, port: int, log: Path) -> list[subprocess.Popen]:
+def group_cpu(groups: set[int], pids: set[int] | None = None) -> float:
+    """CPU seconds (user + system) of the live processes in process groups `groups` and of `pids`."""
+    tick, pids = os.sysconf("SC_CLK_TCK"), pids or set()
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) in groups or int(stat.parent.name) in pids:
+            total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def start_processes(redis_url: str, sandbox_url: str, workers: int, port: int, log: Path,
+                    threads: int = 1) -> list[subprocess.Popen]:
     env = {**os.environ, "REDIS_URL": redis_url, "WECOM_SECRET": "sandbox-secret", "WECOM_CORP_ID": SANDBOX_CORP_ID,
            "WECOM_TOKEN": SANDBOX_TOKEN, "WECOM_AES_KEY": SANDBOX_AES_KEY, "WECOM_AGENT_ID": "1000002",
            "WECOM_API_BASE_URL": f"{sandbox_url}/cgi-bin/", "WECOM_BOT_CONFIG": str(ROOT / "config.yaml")}
@@ -109,7 +124,7 @@ def start_processes(redis_url: str, sandbox_url: str, workers: int, port: int, l
     cmd = [sys.executable, "-m", "bot", "--log-level", "WARNING"]
     procs = [subprocess.Popen([*cmd, "web", "--port", str(port), "--workers", "2"], env=env, cwd=ROOT,
                               stdout=out, stderr=out, start_new_session=True)]
-    procs += [subprocess.Popen([*cmd, "worker", "--threads", "1"], env=env, cwd=ROOT, stdout=out, stderr=out,
+    procs += [subprocess.Popen([*cmd, "worker", "--threads", str(threads)], env=env, cwd=ROOT, stdout=out, stderr=out,
                                start_new_session=True) for _ in range(workers)]
     return procs
 
@@ -140,6 +155,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     ap.add_argument("--modes", nargs="+", default=["standalone", "cluster"], choices=["standalone", "cluster"])
     ap.add_argument("--timeout", type=float, default=300)
+    ap.add_argument("--threads", type=int, default=1, help="threads per worker process")
     args = ap.parse_args()
     port, jobs, results = mp.Value("i", 0), mp.Queue(), mp.Queue()
     child = mp.Process(target=sandbox_and_load, args=(port, jobs, results, args.latency), daemon=True)
@@ -150,7 +166,8 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-scale-"))
     rows = []
     print(f"{args.messages} messages from {args.customers} customers on one kf account, WeCom latency "
-          f"{args.latency * 1000:.0f} ms per call; web: gunicorn 2 processes; workers: processes of 1 thread; "
+          f"{args.latency * 1000:.0f} ms per call; web: gunicorn 2 processes; workers: processes of {args.threads} "
+          f"thread(s); "
           f"{os.cpu_count()} cores", flush=True)
     try:
         for mode in args.modes:
@@ -165,20 +182,26 @@ def main() -> None:
                 procs: list[subprocess.Popen] = []
                 try:
                     web_port = free_port()
-                    procs = start_processes(url, sandbox_url, n, web_port, tmp / "processes.log")
+                    procs = start_processes(url, sandbox_url, n, web_port, tmp / "processes.log", args.threads)
                     wait_http(f"http://127.0.0.1:{web_port}/healthz")
                     time.sleep(2.0)  # workers load the classifier
                     b0 = cpu_busy()
+                    groups = {p.pid for p in procs}  # each started in its own session: gunicorn's workers too
+                    redis_pids = set(topology.pids()) if mode == "cluster" else {topology.process.pid}
+                    ours0, redis0 = group_cpu(groups), group_cpu(set(), redis_pids)
                     jobs.put((f"http://127.0.0.1:{web_port}/wecom/callback", args.messages, args.customers,
                               args.timeout))
                     seconds, lat, replies, answered = results.get(timeout=args.timeout + 120)
                     b1 = cpu_busy()
                     busy = (b1[0] - b0[0]) / max(1.0, b1[1] - b0[1])
+                    ours = (group_cpu(groups) - ours0) * 1000 / args.messages
+                    in_redis = (group_cpu(set(), redis_pids) - redis0) * 1000 / args.messages
                     rows.append((mode, n, args.messages / seconds if seconds else 0.0, pct(lat, 50), pct(lat, 99),
-                                 replies, answered, busy))
+                                 replies, answered, busy, ours, in_redis))
                     print(f"{mode:10} workers={n}: {rows[-1][2]:6.1f} msg/s  reply p50 {rows[-1][3]:5.2f} s  "
                           f"p99 {rows[-1][4]:5.2f} s  replies {replies}{'' if answered else ' (TIMED OUT)'}  "
-                          f"machine CPU busy {busy * 100:.0f}%", flush=True)
+                          f"machine CPU busy {busy * 100:.0f}%  CPU per message: web + workers {ours:.2f} ms, "
+                          f"redis {in_redis:.2f} ms", flush=True)
                 finally:
                     for p in procs:
                         try:
@@ -191,12 +214,12 @@ def main() -> None:
                         except subprocess.TimeoutExpired:
                             os.killpg(p.pid, signal.SIGKILL)
                     topology.stop()
-        print("\nmode        workers   msg/s   vs 1 worker   p50 s   p99 s   CPU busy")
+        print("\nmode        workers   msg/s   vs 1 worker   p50 s   p99 s   CPU busy   CPU ms/msg (ours + redis)")
         for mode in args.modes:
             base = next((r[2] for r in rows if r[0] == mode and r[1] == args.workers[0]), 0.0)
             for r in (r for r in rows if r[0] == mode):
                 print(f"{r[0]:10} {r[1]:>8} {r[2]:>7.1f} {r[2] / base if base else 0:>12.2f} {r[3]:>7.2f} "
-                      f"{r[4]:>7.2f} {r[7] * 100:>8.0f}%")
+                      f"{r[4]:>7.2f} {r[7] * 100:>8.0f}%   {r[8]:.2f} + {r[9]:.2f}")
         if len(args.modes) == 2:
             for n in args.workers:
                 s = next((r[2] for r in rows if r[0] == "standalone" and r[1] == n), 0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
@@ -30,8 +31,10 @@ class Pipeline:
                  human_holds: Callable[[str, str], bool] = lambda customer, msgid: False,
                  conversation: Callable[[str, str], Conversation] = lambda customer, msgid: Conversation(),
                  welcomes: Callable[[str], bool] = lambda customer: False,
-                 ahead: Callable[[KfMessage], None] = lambda msg: None) -> None:
-        self.ahead = ahead  # reads what routing a customer's message needs, in one round trip (later.ahead)
+                 turn: Callable[[KfMessage], AbstractContextManager[None]] = lambda msg: nullcontext()) -> None:
+        # the customer's turn while their message is handled (one at a time, in order), with what routing needs
+        # read ahead in one round trip
+        self.turn = turn
         self.conversation = conversation  # the customer's previous message and fallbacks in a row
         self.executor = executor
         self.replies = replies
@@ -41,13 +44,11 @@ class Pipeline:
 
     def process(self, msg: KfMessage) -> str:
         """Handle one message exactly once as the customer sees it; returns the route taken."""
-        with later.gathering(self.executor.store.r):  # one round trip reads ahead; writes go with the next ones
+        with later.gathering(self.executor.store.r), self.turn(msg):  # writes go with the next round trips
             return self._process(msg)
 
     def _process(self, msg: KfMessage) -> str:
         started = time.perf_counter()
-        if msg.is_customer and not msg.backlog:
-            self.ahead(msg)
         classifier = self.classifier()
         intent, before = None, Conversation()
         if msg.is_customer:

@@ -6,7 +6,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -175,7 +176,7 @@ class Runtime:
                             human_holds=lambda customer, msgid: _held(handoffs, customers, wecom, customer, msgid),
                             conversation=customers.conversation,
                             welcomes=lambda customer: self.engine() is not None and customers.awaits_welcome(customer),
-                            ahead=self._read_ahead)
+                            turn=self._turn)
         engine = self.engine()
         touches = None
         if engine is not None:
@@ -187,14 +188,34 @@ class Runtime:
                                   experiments=self.experiments, touched=self.channel_book.touched)
         return Parts(store, KfSync(store, self.inbox, wecom, self.clock), pipeline, staff, executor, touches)
 
+    @contextmanager
+    def _turn(self, msg: KfMessage) -> Iterator[None]:
+        """A customer's message: their turn (their messages are handled one at a time, in order), taken in the
+        round trip that reads ahead what it is routed and answered with; given back with the entry's last one."""
+        if not msg.is_customer or msg.backlog:
+            yield
+            return
+        self._read_ahead(msg)
+        try:
+            yield
+        finally:
+            self.customers.end_turn(msg.external_userid, msg.msgid)
+
     def _read_ahead(self, msg: KfMessage) -> None:
-        """Read what a customer's message is routed and answered with, in one round trip: the customer's state,
-        an open handoff, experiments, the open SOP question, and the done marks of its first actions."""
+        """Take the turn and read, in one round trip: the customer's state, an open handoff, experiments, the open
+        SOP question, and the done marks of the message's first actions."""
         c, engine = msg.external_userid, self.engine()
         gets, hashes = self.customers.ahead(c)
         gets += self.handoffs.ahead(c)
         gets += [done_key(f"kf:{msg.msgid}:{i}{step}") for i in range(3) for step in ("", ":sent")]
         hashes += self.experiments.ahead(c) + ([engine.offer_key(c)] if engine else [])
+        held = later.ahead(self.r, gets, hashes, first=self.customers.claim_turn(c, msg.msgid))
+        if held in (None, msg.msgid):
+            return
+        # Another message of this customer is being handled: wait for it, then read again what it changed.
+        if not self.customers.wait_turn(c, msg.msgid, self.settings.worker.claim_idle_seconds):
+            log.warning("customer %s: message %s went on after waiting for %s", c, msg.msgid, held)
+        later.forget(self.r, *gets, *hashes)
         later.ahead(self.r, gets, hashes)
 
     def scheduler(self, stop: threading.Event, **kw: Any) -> Scheduler:

@@ -495,7 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     sp.add_argument("--threads", type=int, default=8, help="threads per gunicorn worker")
     sp = add("worker", cmd_worker, "inbox workers; run as many as you like on one Redis")
-    sp.add_argument("--threads", type=int, default=2, help="worker threads in this process")
+    sp.add_argument("--threads", type=int, default=8,
+                    help="worker threads in this process (each waits on one WeCom call at a time)")
     add("scheduler", cmd_scheduler, "the scheduler (one active per deployment, a Redis lease keeps others on standby)")
     sp = add("chat", cmd_chat, "be a customer of the running sandbox bot from this terminal (/help: staff commands)")
     sp.add_argument("--customer", default="wmSandboxCustomer01", help="your external_userid as the customer")

@@ -207,8 +207,8 @@ def check_redis(settings: Settings, rep: Report) -> redis.Redis | None:
                  "check firewalls and that Redis listens on that address")
         return None
     version = str(info.get("redis_version", "?"))
-    if tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (6, 2):
-        rep.fail(f"{where} is version {version}", "use Redis >= 6.2 (XAUTOCLAIM, exclusive XRANGE)")
+    if tuple(int(x) for x in version.split(".")[:2] if x.isdigit()) < (7, 0):
+        rep.fail(f"{where} is version {version}", "use Redis >= 7.0, or Valkey (SET NX GET, XAUTOCLAIM)")
     else:
         rep.ok(f"{where} answers (version {version})")
     shape = topology(client)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -11,6 +12,7 @@ from zoneinfo import ZoneInfo
 import redis
 
 from bot.records import later
+from bot.records.store import DELETE_IF
 from sop.shards import Shards
 
 # WeCom kf: at most 5 messages within 48 h after the customer's last message (platform notes §2.4).
@@ -37,6 +39,10 @@ if sent >= tonumber(ARGV[3]) then return -2 end
 redis.call('HINCRBY', KEYS[1], 'sent_since_inbound', 1)
 return sent + 1
 """
+
+
+TURN_SECONDS = 30.0  # a customer's turn held by a worker that died frees itself after this long
+TURN_POLL = 0.05
 
 
 # The customer's latest message and the fallbacks in a row, moved along atomically: a retried
@@ -109,6 +115,7 @@ class Customers:
         self._reserve = r.register_script(RESERVE)
         self._saw = r.register_script(SAW)
         self._note = r.register_script(NOTE)
+        self._end_turn = r.register_script(DELETE_IF)
 
     def get(self, customer: str) -> Customer:
         """The customer's record (an empty one for a customer never seen)."""
@@ -182,6 +189,26 @@ class Customers:
         """The keys a customer's message reads before and while it is routed (GETs, hashes): for later.ahead."""
         key = _key(customer)
         return [key + ":added", key + ":welcome", key + ":held"], [key + ":conv"]
+
+    def claim_turn(self, customer: str, msgid: str) -> Callable[[Any], object]:
+        """The command that takes the customer's turn for message `msgid` (its reply: the message whose turn it
+        was, None when it was nobody's), for a round trip made anyway (later.ahead)."""
+        return lambda p: p.set(_key(customer) + ":turn", msgid, nx=True, get=True, px=int(TURN_SECONDS * 1000))
+
+    def wait_turn(self, customer: str, msgid: str, wait: float) -> bool:
+        """Wait until no other message of the customer is being handled, then take the turn (True); False when
+        `wait` seconds passed first (the other is slow, or its worker died: its turn expires by itself)."""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            held = self.r.set(_key(customer) + ":turn", msgid, nx=True, get=True, px=int(TURN_SECONDS * 1000))
+            if held in (None, msgid):
+                return True
+            time.sleep(TURN_POLL)
+        return False
+
+    def end_turn(self, customer: str, msgid: str) -> None:
+        """Message `msgid` is handled: the customer's next message may go (with the entry's next round trip)."""
+        later.call(self.r, self._end_turn, [_key(customer) + ":turn"], [msgid])
 
     def first_contact_done(self, customer: str) -> None:
         self.r.set(_key(customer) + ":added", "done")

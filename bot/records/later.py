@@ -138,41 +138,52 @@ def _pipelined(r: redis.Redis, writes: list[Write]) -> list[Any]:
 
 # ---- values read ahead --------------------------------------------------------------------------------------
 
-def ahead(r: redis.Redis, gets: Sequence[str] = (), hashes: Sequence[str] = ()) -> None:
+def ahead(r: redis.Redis, gets: Sequence[str] = (), hashes: Sequence[str] = (), first: Write | None = None) -> Any:
     """While gathering, read `gets` (GET) and `hashes` (HGETALL) now, after the deferred writes, in one round trip,
     and keep their values for `get`, `values` and `hgetall` until the gathering ends (our own writes to them say
-    `forget` or `know`). Outside a gathering, nothing is read."""
-    if _current(r) is not None:
-        _read(r, gets, hashes)
+    `forget` or `know`). `first` (one command, e.g. taking a lock) goes before the reads in the same round trip;
+    its reply is returned. Outside a gathering, only `first` is sent."""
+    if _current(r) is None:
+        return flush(r, first) if first is not None else None
+    return _read(r, gets, hashes, first)[1]
 
 
 def values(r: redis.Redis, keys: Sequence[str]) -> list[str | None]:
     """GET of each key, in one round trip after the deferred writes (none for keys read ahead)."""
-    found = _read(r, keys, ())
+    found, _ = _read(r, keys, ())
     return [found[k] for k in keys]
 
 
-def _read(r: redis.Redis, gets: Sequence[str], hashes: Sequence[str]) -> dict[str, Any]:
-    """The values of `gets` and `hashes`: those known, and the others read in one round trip (and kept)."""
+def _read(r: redis.Redis, gets: Sequence[str], hashes: Sequence[str],
+          first: Write | None = None) -> tuple[dict[str, Any], Any]:
+    """The values of `gets` and `hashes` (those known, the others read in one round trip and kept), and the reply
+    of `first` (one command sent before the reads)."""
     current = _current(r)
     known = current.known if current is not None else {}
     todo_gets = [k for k in dict.fromkeys(gets) if k not in known]
     todo_hashes = [k for k in dict.fromkeys(hashes) if k not in known]
     found = {k: known[k] for k in (*gets, *hashes) if k in known}
     todo = [*todo_gets, *todo_hashes]
-    if todo:
-        def read(p: Any) -> None:
-            for key in todo_gets:
-                p.get(key)
-            for key in todo_hashes:
-                p.hgetall(key)
+    if not todo and first is None:
+        return found, None
 
-        got = flush(r, read)
-        read_now = dict(zip(todo, [got] if len(todo) == 1 else got, strict=True))
-        found.update(read_now)
-        if current is not None:
-            known.update(read_now)
-    return found
+    def read(p: Any) -> None:
+        if first is not None:
+            first(p)
+        for key in todo_gets:
+            p.get(key)
+        for key in todo_hashes:
+            p.hgetall(key)
+
+    n = len(todo) + (first is not None)
+    got = flush(r, read)
+    got = [got] if n == 1 else got
+    reply = got.pop(0) if first is not None else None
+    read_now = dict(zip(todo, got, strict=True))
+    found.update(read_now)
+    if current is not None:
+        known.update(read_now)
+    return found, reply
 
 
 def get(r: redis.Redis, key: str) -> str | None:
@@ -204,8 +215,9 @@ def know(r: redis.Redis, key: str, value: Any) -> None:
         current.known[key] = value
 
 
-def forget(r: redis.Redis, key: str) -> None:
-    """Our own write changed `key`: read it from Redis again."""
+def forget(r: redis.Redis, *keys: str) -> None:
+    """Our own write changed these keys (or what was read of them is stale): read them from Redis again."""
     current = _current(r)
     if current is not None:
-        current.known.pop(key, None)
+        for key in keys:
+            current.known.pop(key, None)

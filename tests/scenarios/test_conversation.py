@@ -137,3 +137,31 @@ def test_the_handoff_text_is_sent_before_the_transfer_even_when_it_needs_a_retry
     text_at = next(d["at"] for d in sandbox.delivered() if d["touser"] == "wmOrder0001" and "小李" in str(d))
     trans_at = next(q["at"] for q in sandbox.requests("kf/service_state/trans"))
     assert text_at < trans_at and sandbox.service_state("wmOrder0001") == 3
+
+
+def test_two_quick_messages_of_one_customer_are_handled_one_after_the_other(sandbox, service, runtime):
+    import dataclasses
+    import threading
+
+    from bot.queue.worker import Worker
+
+    say(sandbox, service, runtime, "wmQuick001", "你好")  # known from now on
+    one = dataclasses.replace(runtime.settings.worker, batch=1)  # each worker takes one entry
+    first, second = (Worker(runtime.inbox, runtime.parts(), one, name) for name in ("w-first", "w-second"))
+    sandbox.add_customer_text("wmQuick001", "怎么安装")
+    sandbox.add_customer_text("wmQuick001", "几天发货")
+    assert service.post(kf_notice(sandbox.callback_token())).status_code == 200
+    assert first.run_once() == 1 and runtime.inbox.depth()["length"] == 2  # the pull queued both messages
+    sandbox.latency = 0.3  # every WeCom call now takes 0.3 s: two workers on the two messages overlap
+    threads = [threading.Thread(target=first.run_once), threading.Thread(target=second.run_once)]
+    threads[0].start()
+    threading.Event().wait(0.1)
+    threads[1].start()
+    for t in threads:
+        t.join(10)
+    replies = [d for d in sandbox.delivered() if d["touser"] == "wmQuick001"][1:]
+    assert len(replies) == 2
+    # the second message waited for the first one's reply: its answer came a whole WeCom call later, after it
+    assert replies[1]["at"] - replies[0]["at"] >= 0.25
+    assert "安装" in replies[0]["text"]["content"] and "安装" not in replies[1]["text"]["content"]
+    assert not runtime.r.exists("wecom:cust:{wmQuick001}:turn")  # given back
