@@ -54,6 +54,7 @@ if TYPE_CHECKING:
     from intents.classify import Classifier  # loaded only where a command classifies
 
 log = logging.getLogger("bot")
+TURN_WAIT = 10.0  # seconds a customer's message waits for their previous one; then it goes on
 
 
 class StartError(RuntimeError):
@@ -190,13 +191,13 @@ class Runtime:
 
     @contextmanager
     def _turn(self, msg: KfMessage) -> Iterator[None]:
-        """A customer's message: their turn (their messages are handled one at a time, in order), taken in the
-        round trip that reads ahead what it is routed and answered with; given back with the entry's last one."""
-        if not msg.is_customer or msg.backlog:
+        """A customer's message or event: their turn (what concerns one customer is handled one at a time), taken
+        in the round trip that reads ahead what it is routed and answered with; given back with the entry's last."""
+        if not msg.external_userid or msg.backlog:
             yield
             return
-        self._read_ahead(msg)
         try:
+            self._read_ahead(msg)
             yield
         finally:
             self.customers.end_turn(msg.external_userid, msg.msgid)
@@ -212,8 +213,9 @@ class Runtime:
         held = later.ahead(self.r, gets, hashes, first=self.customers.claim_turn(c, msg.msgid))
         if held in (None, msg.msgid):
             return
-        # Another message of this customer is being handled: wait for it, then read again what it changed.
-        if not self.customers.wait_turn(c, msg.msgid, self.settings.worker.claim_idle_seconds):
+        # Another message of this customer is being handled: wait for it (well within the claim idle time, so the
+        # rest of this worker's batch is not taken over meanwhile), then read again what it changed.
+        if not self.customers.wait_turn(c, msg.msgid, min(TURN_WAIT, self.settings.worker.claim_idle_seconds / 3)):
             log.warning("customer %s: message %s went on after waiting for %s", c, msg.msgid, held)
         later.forget(self.r, *gets, *hashes)
         later.ahead(self.r, gets, hashes)

@@ -41,8 +41,7 @@ return sent + 1
 """
 
 
-TURN_SECONDS = 30.0  # a customer's turn held by a worker that died frees itself after this long
-TURN_POLL = 0.05
+TURN_SECONDS = 60.0  # a customer's turn held by a worker that died frees itself after this long
 
 
 # The customer's latest message and the fallbacks in a row, moved along atomically: a retried
@@ -198,12 +197,13 @@ class Customers:
     def wait_turn(self, customer: str, msgid: str, wait: float) -> bool:
         """Wait until no other message of the customer is being handled, then take the turn (True); False when
         `wait` seconds passed first (the other is slow, or its worker died: its turn expires by itself)."""
-        deadline = time.monotonic() + wait
+        deadline, pause = time.monotonic() + wait, 0.02
         while time.monotonic() < deadline:
             held = self.r.set(_key(customer) + ":turn", msgid, nx=True, get=True, px=int(TURN_SECONDS * 1000))
             if held in (None, msgid):
                 return True
-            time.sleep(TURN_POLL)
+            time.sleep(pause)
+            pause = min(0.2, pause * 2)
         return False
 
     def end_turn(self, customer: str, msgid: str) -> None:

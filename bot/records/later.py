@@ -83,7 +83,8 @@ def call(r: redis.Redis, script: Script, keys: Sequence[Any], args: Sequence[Any
 
 def flush(r: redis.Redis, last: Write | None = None) -> Any:
     """Send the deferred writes, and `last` after them, in one round trip; returns the result of `last`'s
-    commands (one command: its result; several: their list; None without `last`)."""
+    commands (one command: its result; several: their list; None without `last`). When the round trip fails,
+    they are gone with the entry's attempt: its retry does them again."""
     current = _current(r)
     waiting = current.writes if current is not None else []
     if not waiting and last is None:
@@ -100,23 +101,30 @@ def _send(r: redis.Redis, writes: list[Write]) -> list[Any]:
     between the pipelines of the writes around it."""
     cluster = is_cluster(r)
     out: list[Any] = []
+    error: redis.ResponseError | None = None  # as in one pipeline, a command's error does not stop the others
     todo = list(writes)
     while todo:
         batch: list[Write] = []
         while todo and not (cluster and isinstance(todo[0], Call)):
             batch.append(todo.pop(0))
-        if batch:
-            out += _pipelined(r, batch)
-        if todo:  # a script call, on a cluster
-            call_ = todo.pop(0)
-            assert isinstance(call_, Call)
-            out.append(call_.now())
+        try:
+            if batch:
+                out += _pipelined(r, batch)
+            if todo:  # a script call, on a cluster
+                call_ = todo.pop(0)
+                assert isinstance(call_, Call)
+                out.append(call_.now())
+        except redis.ResponseError as exc:
+            error = error or exc
+    if error is not None:
+        raise error
     return out
 
 
 def _pipelined(r: redis.Redis, writes: list[Write]) -> list[Any]:
-    """One pipeline of `writes`; a script call refused with NOSCRIPT (Redis restarted) is run again through its
-    Script, which loads it. Any other error is raised after the pipeline ran, like redis-py does."""
+    """One pipeline of `writes`; a script call refused with NOSCRIPT (Redis restarted, or a replica promoted) is run
+    again through its Script, which loads it, right after the pipeline (the one place its order is not kept). The
+    first other error is raised after that, like redis-py does."""
     spans: list[tuple[Write, int, int]] = []
     with r.pipeline(transaction=False) as p:
         for fn in writes:
@@ -125,14 +133,15 @@ def _pipelined(r: redis.Redis, writes: list[Write]) -> list[Any]:
             spans.append((fn, start, len(p)))
         raw = p.execute(raise_on_error=False)
     out: list[Any] = []
+    error: Exception | None = None
     for fn, start, end in spans:
         got = raw[start:end]
         if isinstance(fn, Call) and got and isinstance(got[0], redis.exceptions.NoScriptError):
             got = [fn.now()]
-        for res in got:
-            if isinstance(res, Exception):
-                raise res
+        error = error or next((res for res in got if isinstance(res, Exception)), None)
         out.append(got[0] if end - start == 1 else got)
+    if error is not None:
+        raise error
     return out
 
 

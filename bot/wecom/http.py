@@ -31,7 +31,11 @@ class Response:
         return self.content.decode(self.encoding, "replace")
 
     def json(self) -> Any:
-        return jsonlib.loads(self.content.decode("utf-8", "ignore"), strict=False)
+        """The body as JSON; not JSON (a proxy's error page): requests.JSONDecodeError, a RequestException."""
+        try:
+            return jsonlib.loads(self.content.decode("utf-8", "ignore"), strict=False)
+        except jsonlib.JSONDecodeError as exc:
+            raise requests.JSONDecodeError(exc.msg, exc.doc, exc.pos) from None
 
     def raise_for_status(self) -> None:
         if self.status_code >= 400:
@@ -56,7 +60,7 @@ class Session:
         elif isinstance(body, str):
             body = body.encode()
         try:
-            res = self._pool.request(method.upper(), url, body=body, headers=headers or None,
+            res = self._pool.request(method.upper(), url, body=body, headers=headers or None, preload_content=False,
                                      timeout=urllib3.Timeout(total=timeout) if timeout else None, retries=False)
         except NewConnectionError as exc:
             raise requests.ConnectionError(str(exc)) from None
@@ -64,9 +68,17 @@ class Session:
             raise requests.ConnectTimeout(str(exc)) from None
         except ReadTimeoutError as exc:
             raise requests.ReadTimeout(str(exc)) from None
-        except urllib3.exceptions.HTTPError as exc:  # reset, closed, protocol errors
+        except urllib3.exceptions.HTTPError as exc:  # reset or closed before an answer began, as requests says
             raise requests.ConnectionError(f"{exc.__class__.__name__}: {exc}") from None
-        return Response(res.status, res.data, res.headers, url)
+        try:
+            content = res.read()
+        except ReadTimeoutError as exc:
+            raise requests.ReadTimeout(str(exc)) from None
+        except urllib3.exceptions.HTTPError as exc:  # the answer broke off: the request was sent and may be done
+            raise requests.exceptions.ChunkedEncodingError(f"{exc.__class__.__name__}: {exc}") from None
+        finally:
+            res.release_conn()
+        return Response(res.status, content, res.headers, url)
 
     def get(self, url: str, **kwargs: Any) -> Response:
         return self.request("GET", url, **kwargs)

@@ -255,8 +255,9 @@ class Sandbox:
 
     def fault(self, path: str, mode: str, times: int = 1, seconds: float = 0.0) -> None:
         """The next `times` calls to `path` are performed, then their answer is lost: mode "lost" answers
-        errcode -1, "http_502" an HTTP 502, "slow" waits `seconds` before the true answer (a client timeout)."""
-        if mode not in ("lost", "http_502", "slow"):
+        errcode -1, "http_502" an HTTP 502, "slow" waits `seconds` before the true answer (a client timeout),
+        "broken" sends half of the answer and closes the connection."""
+        if mode not in ("lost", "http_502", "slow", "broken"):
             raise ValueError(f"unknown fault mode {mode!r}")
         with self._lock:
             self._faults.setdefault(norm_path(path), []).extend((mode, seconds) for _ in range(times))
@@ -339,6 +340,8 @@ class Sandbox:
             status, answer = 200, err(-1, "system busy")
         elif mode == "http_502":
             status, answer = 502, {}
+        elif mode == "broken":
+            answer = {**answer, BROKEN: True}
         return status, answer
 
     def _dispatch(self, path: str, query: dict[str, str], data: Any) -> Json:
@@ -610,6 +613,9 @@ class Sandbox:
                              for (k, u), s in self._sessions.items()]}
 
 
+BROKEN = "_sandbox_broken"  # in an answer: send it broken off (fault mode "broken")
+
+
 def _make_handler(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
     """A request handler class bound to `sandbox`."""
 
@@ -624,11 +630,14 @@ def _make_handler(sandbox: Sandbox) -> type[BaseHTTPRequestHandler]:
                 status, answer = sandbox.handle(self.command, self.path, body)
             except (KeyError, TypeError, ValueError) as exc:  # bad control-endpoint input
                 status, answer = 400, err(40058, f"sandbox: bad request: {exc!r}")
+            broken = bool(answer.pop(BROKEN, False))
             data = json.dumps(answer, ensure_ascii=False).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json; charset=utf-8")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
+            if broken:  # the answer breaks off: half of it, then the connection closes
+                data, self.close_connection = data[:len(data) // 2], True
             try:
                 self.wfile.write(data)
             except (BrokenPipeError, ConnectionResetError):  # the client gave up (a timeout fault)

@@ -63,3 +63,18 @@ def test_an_error_in_a_deferred_write_is_raised_after_the_others_ran(r):
     except redis.ResponseError:
         pass
     assert r.get("{t}:after") == "1"
+
+
+def test_a_forgotten_script_runs_even_when_a_later_write_fails(r):
+    bump = r.register_script(BUMP)
+    bump(keys=["{t}:log"], args=["x"])
+    r.script_flush()
+    r.set("{t}:s", "text")
+    try:
+        with later.gathering(r):
+            later.write(r, lambda p: p.incr("{t}:s"))  # fails
+            later.call(r, bump, ["{t}:log"], ["y"])  # refused (NOSCRIPT) after it, in the same round trip
+        raise AssertionError("the error should be raised")
+    except redis.ResponseError as exc:
+        assert not isinstance(exc, redis.exceptions.NoScriptError)
+    assert r.lrange("{t}:log", 0, -1) == ["x", "y"]

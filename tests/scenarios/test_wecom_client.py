@@ -101,3 +101,27 @@ def test_the_group_robot_posts_json(sandbox, r):
     client(sandbox, r).send_robot("robot-key", {"msgtype": "text", "text": {"content": "待接待 3 位"}})
     sent = sandbox.requests("webhook/send")
     assert len(sent) == 1 and sent[0]["json"]["text"]["content"] == "待接待 3 位" and sent[0]["query"]["key"] == "robot-key"
+
+
+def test_an_answer_that_breaks_off_is_not_a_reason_to_send_an_alert_again(sandbox, r):
+    sandbox.fault("message/send", "broken")
+    with pytest.raises(WeComError) as err:
+        client(sandbox, r).send_app_message({"touser": "zhangsan", "msgtype": "text", "text": {"content": "新客户"}})
+    assert "network: ChunkedEncodingError" in str(err.value)
+    assert len(sandbox.requests("message/send")) == 1  # it may have been sent: not repeated
+
+
+def test_an_answer_cut_short_on_gettoken_is_a_wecom_error(sandbox, r):
+    sandbox.fault("gettoken", "broken")
+    with pytest.raises(WeComError):
+        client(sandbox, r).servicers(sandbox.open_kfid)
+
+
+def test_a_page_that_is_not_json_fails_like_requests_does():
+    import requests
+
+    from bot.wecom.http import Response
+
+    page = Response(403, b"<html>Forbidden</html>", {}, "http://proxy/cgi-bin/gettoken")
+    with pytest.raises(requests.RequestException):  # what bot/wecom/client.py turns into a WeComError
+        page.json()
