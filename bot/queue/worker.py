@@ -49,8 +49,8 @@ class Parts:
 def on_kf_notice(p: Parts, f: Mapping[str, str]) -> str:
     """kf_msg_or_event: pull the account's new messages (each becomes a "kf_msg" entry), or, when a pull of
     the account is running, leave this notice to it (one more round) and return at once."""
-    try:
-        notice_at = float(f.get("CreateTime") or 0) or time.time()
+    try:  # when the webhook received it (our clock), else WeCom's CreateTime
+        notice_at = float(f.get("ReceivedAt") or f.get("CreateTime") or 0) or time.time()
     except ValueError:
         notice_at = time.time()
     token = f.get("Token", "")

@@ -15,6 +15,7 @@ import redis
 from flask import Blueprint, Response, request
 
 from bot.observe import observe_callback
+from bot.queue.callback import Callback
 from bot.queue.inbox import Inbox, Item
 from bot.web.envelope import (
     BadSignature,
@@ -95,6 +96,8 @@ def receive(w: Webhook, args: Mapping[str, str], content_length: int | None, rea
         encrypt = str(parse_xml(body).get("Encrypt") or "")
         _check(w, args, encrypt)
         event = parse_callback(w.crypto.decrypt(encrypt), w.crypto.corp_id)
+        if event.kind == "kf_notice":  # our clock's time of the notice: WeCom's CreateTime may be skewed
+            event = Callback(event.kind, {**event.fields, "ReceivedAt": f"{time.time():.3f}"})
     except CallbackRejected as exc:
         return _rejected(w, exc, remote)[0]
     try:

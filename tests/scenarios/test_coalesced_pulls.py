@@ -153,3 +153,15 @@ def test_a_notice_older_than_a_finished_round_is_covered_without_a_call(sandbox,
     # one within the margin (clock skew, whole seconds) is pulled
     assert kfsync.notice(kfid, sandbox.callback_token(), created, "recent").outcome == "pulled"
     assert len(sandbox.requests("kf/sync_msg")) == 2
+
+
+def test_a_notice_is_timed_by_our_clock_when_wecoms_runs_behind(sandbox, service, runtime):
+    worker = runtime.worker()
+    sandbox.add_customer_text("wmSkew01", "你好")
+    assert service.post(kf_notice(sandbox.callback_token())).status_code == 200
+    drain(worker)
+    # WeCom's clock a minute behind ours: by its CreateTime this notice is older than the pull just finished
+    sandbox.add_customer_text("wmSkew01", "几天发货")
+    assert service.post(kf_notice(sandbox.callback_token(), create_time=int(time.time()) - 60)).status_code == 200
+    drain(worker)
+    assert len([d for d in sandbox.delivered() if d["touser"] == "wmSkew01"]) == 2  # pulled and answered
