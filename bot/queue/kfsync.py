@@ -183,7 +183,7 @@ class KfSync:
                 queued += n
                 more, stalled = self._finish(
                     keys=[state, puller, cursor_key, backlog_key, _kf(open_kfid, "found_at")],
-                    args=[owner, int(gen), ttl, repr(last_call), cursor, repr(self.clock()) if n else "",
+                    args=[owner, int(gen), ttl, repr(last_call), cursor, repr(time.time()) if n else "",
                           EMPTY_NOTICES_WARN])
                 if stalled:
                     self.store.kf_clear_stalled(open_kfid)
@@ -209,7 +209,7 @@ class KfSync:
         if not cursor:
             backlog_before = self.store.backlog_before(open_kfid, self.clock() - BACKLOG_SECONDS)
         while True:
-            last_call = self.clock()
+            last_call = time.time()  # compared with notice times: the webhook's clock, not WeCom's or a test's
             try:
                 batch = self.wecom.sync_kf(token, open_kfid, cursor)
             except WeComError as exc:
