@@ -199,7 +199,7 @@ class Customers:
         `wait` seconds passed first (the other is slow, or its worker died: its turn expires by itself)."""
         deadline, pause = time.monotonic() + wait, 0.02
         while time.monotonic() < deadline:
-            held = self.r.set(_key(customer) + ":turn", msgid, nx=True, get=True, px=int(TURN_SECONDS * 1000))
+            held = self.claim_turn(customer, msgid)(self.r)  # the same command, sent alone
             if held in (None, msgid):
                 return True
             time.sleep(pause)
@@ -290,7 +290,7 @@ class Customers:
     def reserve_reply(self, customer: str, now: float) -> str | None:
         """Take one slot of the kf reply budget; None when taken, else why not ('window' or 'budget')."""
         res = int(later.flush(self.r, later.Call(self._reserve, [_key(customer)],
-                                                 [now, KF_WINDOW_SECONDS, KF_MAX_REPLIES])))
+                                                 [now, KF_WINDOW_SECONDS, KF_MAX_REPLIES]))[0])
         return {-1: "window", -2: "budget"}.get(res)
 
     def release_reply(self, customer: str) -> None:

@@ -82,22 +82,22 @@ def call(r: redis.Redis, script: Script, keys: Sequence[Any], args: Sequence[Any
 
 
 def flush(r: redis.Redis, last: Write | None = None) -> Any:
-    """Send the deferred writes, and `last` after them, in one round trip; returns the result of `last`'s
-    commands (one command: its result; several: their list; None without `last`). When the round trip fails,
+    """Send the deferred writes, and `last` after them, in one round trip; returns the replies of `last`'s
+    commands (an empty list without `last`). When the round trip fails,
     they are gone with the entry's attempt: its retry does them again."""
     current = _current(r)
     waiting = current.writes if current is not None else []
     if not waiting and last is None:
-        return None
+        return []
     writes = [*waiting, *([last] if last is not None else [])]
     waiting.clear()
     results = _send(r, writes)
-    return results[-1] if last is not None else None
+    return results[-1] if last is not None else []
 
 
 def _send(r: redis.Redis, writes: list[Write]) -> list[Any]:
-    """Perform `writes` in order, one pipeline for all on a single server; each write's result (one command:
-    its reply, several: the list). A cluster's pipelines refuse EVALSHA, so there a script call goes alone
+    """Perform `writes` in order, one pipeline for all on a single server; each write's replies, a list each. A
+    cluster's pipelines refuse EVALSHA, so there a script call goes alone
     between the pipelines of the writes around it."""
     cluster = is_cluster(r)
     out: list[Any] = []
@@ -113,7 +113,7 @@ def _send(r: redis.Redis, writes: list[Write]) -> list[Any]:
             if todo:  # a script call, on a cluster
                 call_ = todo.pop(0)
                 assert isinstance(call_, Call)
-                out.append(call_.now())
+                out.append([call_.now()])
         except redis.ResponseError as exc:
             error = error or exc
     if error is not None:
@@ -139,7 +139,7 @@ def _pipelined(r: redis.Redis, writes: list[Write]) -> list[Any]:
         if isinstance(fn, Call) and got and isinstance(got[0], redis.exceptions.NoScriptError):
             got = [fn.now()]
         error = error or next((res for res in got if isinstance(res, Exception)), None)
-        out.append(got[0] if end - start == 1 else got)
+        out.append(got)
     if error is not None:
         raise error
     return out
@@ -153,7 +153,7 @@ def ahead(r: redis.Redis, gets: Sequence[str] = (), hashes: Sequence[str] = (), 
     `forget` or `know`). `first` (one command, e.g. taking a lock) goes before the reads in the same round trip;
     its reply is returned. Outside a gathering, only `first` is sent."""
     if _current(r) is None:
-        return flush(r, first) if first is not None else None
+        return flush(r, first)[0] if first is not None else None
     return _read(r, gets, hashes, first)[1]
 
 
@@ -184,9 +184,7 @@ def _read(r: redis.Redis, gets: Sequence[str], hashes: Sequence[str],
         for key in todo_hashes:
             p.hgetall(key)
 
-    n = len(todo) + (first is not None)
     got = flush(r, read)
-    got = [got] if n == 1 else got
     reply = got.pop(0) if first is not None else None
     read_now = dict(zip(todo, got, strict=True))
     found.update(read_now)

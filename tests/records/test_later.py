@@ -16,7 +16,7 @@ def test_deferred_writes_and_script_calls_go_in_order_with_the_next_flush(r):
         later.write(r, lambda p: p.rpush("{t}:log", "a"))
         later.call(r, bump, ["{t}:log"], ["b"])
         assert r.llen("{t}:log") == 0  # nothing sent yet
-        assert later.flush(r, later.Call(bump, ["{t}:log"], ["c"])) == 3  # the result of `last`
+        assert later.flush(r, later.Call(bump, ["{t}:log"], ["c"])) == [3]  # the reply of `last`
         later.write(r, lambda p: p.rpush("{t}:log", "d"))
     assert r.lrange("{t}:log", 0, -1) == ["a", "b", "c", "d"]  # the end of the block sent the rest
 
