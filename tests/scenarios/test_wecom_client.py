@@ -125,3 +125,74 @@ def test_a_page_that_is_not_json_fails_like_requests_does():
     page = Response(403, b"<html>Forbidden</html>", {}, "http://proxy/cgi-bin/gettoken")
     with pytest.raises(requests.RequestException):  # what bot/wecom/client.py turns into a WeComError
         page.json()
+
+
+def _self_signed(tmp_path):
+    """A certificate for 127.0.0.1 and its key, as PEM files."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    (tmp_path / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                                         serialization.NoEncryption()))
+    return tmp_path / "cert.pem", tmp_path / "key.pem"
+
+
+def test_https_is_verified_against_the_ca_bundle(tmp_path):
+    import http.server
+    import ssl
+    import threading
+
+    import requests
+
+    from bot.wecom.http import Session
+
+    class Answer(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"errcode": 0, "access_token": "t"}'
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    cert, key = _self_signed(tmp_path)
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"https://127.0.0.1:{server.server_address[1]}/cgi-bin/gettoken"
+    try:
+        assert Session(ca_file=str(cert)).get(url, timeout=5).json()["access_token"] == "t"
+        with pytest.raises(requests.ConnectionError):  # not signed by a CA of the bundle (certifi's by default)
+            Session().get(url, timeout=5)
+    finally:
+        server.shutdown()
+
+
+def test_threads_call_at_once_each_on_its_own_connection(sandbox, r):
+    from concurrent.futures import ThreadPoolExecutor
+
+    c = client(sandbox, r)
+    c.servicers(sandbox.open_kfid)
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(lambda _: c.servicers(sandbox.open_kfid), range(80)))
+    assert len(answers) == 80 and len(sandbox.requests("kf/servicer/list")) == 81
