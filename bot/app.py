@@ -19,7 +19,7 @@ from bot.records.outcomes import Outcomes
 from bot.web.api import make_api, make_sop_api
 from bot.web.envelope import CallbackCrypto
 from bot.web.metrics import make_metrics, readiness
-from bot.web.webhook import CallbackCounts, make_webhook
+from bot.web.webhook import CallbackCounts, mount_webhook
 from sop.engine import Engine
 
 
@@ -34,9 +34,8 @@ def create_app(settings: Settings, r: redis.Redis, content: Content | None = Non
     crypto = CallbackCrypto(settings.token, settings.aes_key, settings.corp_id)
     inbox = Inbox(r, settings.worker.inbox_shards)
     counts = CallbackCounts()
-    webhook = make_webhook(crypto, inbox, settings.callback_path, settings.max_body_bytes,
-                           settings.max_clock_skew_seconds, counts)
-    app.register_blueprint(webhook)
+    mount_webhook(app, crypto, inbox, settings.callback_path, settings.max_body_bytes,
+                  settings.max_clock_skew_seconds, counts)
     app.register_blueprint(make_api(settings, coupons, engine, outcomes))
     app.register_blueprint(make_sop_api(settings, engine, Customers(r), outcomes))
     app.extensions["wecom"] = {"settings": settings, "redis": r, "inbox": inbox, "counts": counts}

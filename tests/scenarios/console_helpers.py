@@ -14,7 +14,7 @@ from bot.console import make_console
 from bot.queue.inbox import Inbox
 from bot.web.envelope import CallbackCrypto
 from bot.web.metrics import make_metrics
-from bot.web.webhook import CallbackCounts, make_webhook
+from bot.web.webhook import CallbackCounts, mount_webhook
 from tests.support import ROOT, Service, drain, kf_notice
 
 ARTIFACTS = ROOT / "test-artifacts"
@@ -26,9 +26,8 @@ def build_app(settings: Any, r: Any, content: Any, sandbox_url: str | None, toke
     """The callback endpoint, the console at /admin and /metrics, as create_app mounts them."""
     app = Flask("console-test")
     counts = CallbackCounts()
-    wh = make_webhook(CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), Inbox(r),
-                      settings.callback_path, settings.max_body_bytes, settings.max_clock_skew_seconds, counts)
-    app.register_blueprint(wh)
+    mount_webhook(app, CallbackCrypto(settings.token, settings.aes_key, settings.corp_id), Inbox(r),
+                  settings.callback_path, settings.max_body_bytes, settings.max_clock_skew_seconds, counts)
     app.register_blueprint(make_console(settings, r, content, sandbox_url, admin_token=token, coupons=coupons,
                                         service_url=service_url, staff=staff), url_prefix="/admin")
     app.register_blueprint(make_metrics(settings, r, counts, coupons))
