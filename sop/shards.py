@@ -6,6 +6,7 @@ from __future__ import annotations
 import zlib
 
 import redis
+from redis.cluster import RedisCluster
 
 CLUSTER_SHARDS = 16  # the default on a Redis Cluster; a single server (or a sentinel's master) has 1
 
@@ -17,8 +18,6 @@ def shard_of(key: str, shards: int) -> int:
 
 def is_cluster(r: redis.Redis) -> bool:
     """The client is redis-py's RedisCluster."""
-    from redis.cluster import RedisCluster
-
     return isinstance(r, RedisCluster)
 
 

@@ -55,13 +55,12 @@ class Session:
         self._local = threading.local()
 
     def _handle(self) -> pycurl.Curl:
-        """This thread's handle: it keeps its connections alive between calls."""
+        """This thread's handle: it keeps its connections alive between calls, and the options set here."""
         curl = getattr(self._local, "curl", None)
         if curl is None:
             curl = self._local.curl = pycurl.Curl()
-        curl.reset()
-        curl.setopt(pycurl.NOSIGNAL, 1)
-        curl.setopt(pycurl.CAINFO, self._ca_file)
+            curl.setopt(pycurl.NOSIGNAL, 1)
+            curl.setopt(pycurl.CAINFO, self._ca_file)
         return curl
 
     def request(self, method: str, url: str, params: dict[str, Any] | None = None, data: Any = None,
@@ -80,12 +79,11 @@ class Session:
         curl.setopt(pycurl.WRITEDATA, out)
         curl.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()] + ["Expect:"])
         if method.upper() == "GET":
-            curl.setopt(pycurl.HTTPGET, 1)
+            curl.setopt(pycurl.HTTPGET, 1)  # also drops an earlier call's body
         else:
-            curl.setopt(pycurl.CUSTOMREQUEST, method.upper())
             curl.setopt(pycurl.POSTFIELDS, body or b"")
-        if timeout:
-            curl.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000))
+        curl.setopt(pycurl.CUSTOMREQUEST, method.upper())
+        curl.setopt(pycurl.TIMEOUT_MS, int(timeout * 1000) if timeout else 0)  # 0: none
         try:
             curl.perform()
         except pycurl.error as exc:

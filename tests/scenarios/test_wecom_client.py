@@ -196,3 +196,15 @@ def test_threads_call_at_once_each_on_its_own_connection(sandbox, r):
     with ThreadPoolExecutor(8) as pool:
         answers = list(pool.map(lambda _: c.servicers(sandbox.open_kfid), range(80)))
     assert len(answers) == 80 and len(sandbox.requests("kf/servicer/list")) == 81
+
+
+def test_one_handle_serves_posts_and_gets_in_turn(sandbox, r):
+    c = client(sandbox, r)
+    c.servicers(sandbox.open_kfid)
+    c.send_app_message({"touser": "zhangsan", "msgtype": "text", "text": {"content": "新客户"}})
+    c.servicers(sandbox.open_kfid)  # after a POST on the same handle: a GET again, without the POST's body
+    c.send_app_message({"touser": "lisi", "msgtype": "text", "text": {"content": "新客户"}})
+    seen = [(q["method"], q["path"].removeprefix("/cgi-bin/"), q.get("json")) for q in sandbox.requests()
+            if not q["path"].endswith("gettoken")]
+    assert [(m, p) for m, p, _ in seen] == [("GET", "kf/servicer/list"), ("POST", "message/send")] * 2
+    assert seen[2][2] is None and seen[3][2]["touser"] == "lisi"
