@@ -61,6 +61,7 @@ class Session:
             curl = self._local.curl = pycurl.Curl()
             curl.setopt(pycurl.NOSIGNAL, 1)
             curl.setopt(pycurl.CAINFO, self._ca_file)
+            curl.setopt(pycurl.PROXY, "")  # no proxy from http_proxy & co., as urllib3's pool before
         return curl
 
     def request(self, method: str, url: str, params: dict[str, Any] | None = None, data: Any = None,

@@ -208,3 +208,12 @@ def test_one_handle_serves_posts_and_gets_in_turn(sandbox, r):
             if not q["path"].endswith("gettoken")]
     assert [(m, p) for m, p, _ in seen] == [("GET", "kf/servicer/list"), ("POST", "message/send")] * 2
     assert seen[2][2] is None and seen[3][2]["touser"] == "lisi"
+
+
+def test_proxy_variables_of_the_environment_are_not_followed(sandbox, r, monkeypatch):
+    from bot.redis_server import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}"
+    for name in ("http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, dead)
+    assert client(sandbox, r).servicers(sandbox.open_kfid) == {}  # straight to WeCom, as before libcurl
