@@ -115,7 +115,7 @@ class WechatpyWeCom:
             self._token()
             started = time.perf_counter()
             try:
-                kwargs: dict[str, Any] = {"params": dict(params or {})}
+                kwargs: dict[str, Any] = {"params": dict(params or {}), "once": not repeatable}  # to http.Session
                 if body is not None:
                     kwargs["data"] = body
                 result = self._client.get(path, **kwargs) if method == "GET" else self._client.post(path, **kwargs)
@@ -250,7 +250,7 @@ class WechatpyWeCom:
         """The group robot: its key is the credential, so no access token (works when gettoken fails)."""
         try:
             res = self._client._http.post(f"{self._client.API_BASE_URL}webhook/send", params={"key": key},
-                                          json=payload, timeout=self._client.timeout)
+                                          json=payload, timeout=self._client.timeout, once=True)
             body = res.json() if res.status_code < 500 else {"errcode": None, "errmsg": f"HTTP {res.status_code}"}
         except (requests.RequestException, ValueError) as exc:  # the URL carries the key: do not echo it
             raise WeComError(None, f"network: {exc.__class__.__name__}", "webhook/send") from None

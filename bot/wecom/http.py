@@ -42,9 +42,7 @@ class Response:
             raise requests.HTTPError(f"HTTP {self.status_code}", response=self)  # type: ignore[arg-type]
 
 
-# libcurl's error codes (curl/curl.h) by what they mean for a caller that must know whether WeCom got the call
-NOT_CONNECTED = {pycurl.E_COULDNT_RESOLVE_PROXY, pycurl.E_COULDNT_RESOLVE_HOST, pycurl.E_COULDNT_CONNECT}
-TIMED_OUT = pycurl.E_OPERATION_TIMEDOUT
+USER_AGENT = "wecom-bot"
 
 
 class Session:
@@ -62,10 +60,14 @@ class Session:
             curl.setopt(pycurl.NOSIGNAL, 1)
             curl.setopt(pycurl.CAINFO, self._ca_file)
             curl.setopt(pycurl.PROXY, "")  # no proxy from http_proxy & co., as urllib3's pool before
+            curl.setopt(pycurl.USERAGENT, USER_AGENT)
         return curl
 
     def request(self, method: str, url: str, params: dict[str, Any] | None = None, data: Any = None,
-                json: Any = None, timeout: float | None = None, headers: dict[str, str] | None = None) -> Response:
+                json: Any = None, timeout: float | None = None, headers: dict[str, str] | None = None,
+                once: bool = False) -> Response:
+        """One call; `once`: it must not reach WeCom twice, so it goes on a new connection (libcurl sends a
+        request again by itself when a reused connection dies before the answer)."""
         if params:
             url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
         body = data
@@ -78,7 +80,9 @@ class Session:
         curl, out = self._handle(), BytesIO()
         curl.setopt(pycurl.URL, url)
         curl.setopt(pycurl.WRITEDATA, out)
-        curl.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" for k, v in headers.items()] + ["Expect:"])
+        headers.setdefault("Content-Type", "")  # none unless given, as before (libcurl would add a form's)
+        curl.setopt(pycurl.HTTPHEADER, [f"{k}: {v}" if v else f"{k}:" for k, v in headers.items()] + ["Expect:"])
+        curl.setopt(pycurl.FRESH_CONNECT, 1 if once else 0)
         if method.upper() == "GET":
             curl.setopt(pycurl.HTTPGET, 1)  # also drops an earlier call's body
         else:
@@ -101,14 +105,11 @@ class Session:
 
 
 def _error(curl: pycurl.Curl, code: int, text: str) -> requests.RequestException:
-    """A libcurl failure as the requests error that tells whether the call may have reached WeCom."""
-    answered = curl.getinfo(pycurl.RESPONSE_CODE) > 0
-    if code in NOT_CONNECTED:
-        return requests.ConnectionError(text)
-    if code == TIMED_OUT:
-        if not curl.getinfo(pycurl.REQUEST_SIZE):  # nothing of the request was sent
-            return requests.ConnectTimeout(text)
+    """A libcurl failure as the requests error that tells whether the call may have reached WeCom: only a call
+    of which nothing was sent (REQUEST_SIZE counts every byte of this call's sends, resends included) is a
+    ConnectionError or ConnectTimeout, which callers may repeat."""
+    if not curl.getinfo(pycurl.REQUEST_SIZE):
+        return requests.ConnectTimeout(text) if code == pycurl.E_OPERATION_TIMEDOUT else requests.ConnectionError(text)
+    if code == pycurl.E_OPERATION_TIMEDOUT:
         return requests.ReadTimeout(text)
-    if answered:  # the answer broke off: the request was sent and may be done
-        return requests.exceptions.ChunkedEncodingError(text)
-    return requests.ConnectionError(text)  # reset or closed before an answer began, as requests says
+    return requests.exceptions.ChunkedEncodingError(text)  # sent, then broken off: it may be done

@@ -217,3 +217,78 @@ def test_proxy_variables_of_the_environment_are_not_followed(sandbox, r, monkeyp
     for name in ("http_proxy", "HTTPS_PROXY", "ALL_PROXY"):
         monkeypatch.setenv(name, dead)
     assert client(sandbox, r).servicers(sandbox.open_kfid) == {}  # straight to WeCom, as before libcurl
+
+
+class _Hangup:
+    """A WeCom stand-in over raw sockets: kept-alive JSON answers, except that a POST to `path` is read and then
+    the connection is closed without an answer (the call may be done; WeCom's answer is lost)."""
+
+    def __init__(self, path: str) -> None:
+        import socket
+        import threading
+
+        self.path, self.posts = path, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/cgi-bin/"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn) -> None:
+        import json
+
+        data = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                head, _, data = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(data) < length:
+                    data += conn.recv(65536)
+                data = data[length:]
+                if head.startswith(b"POST") and f"/cgi-bin/{self.path}".encode() in head.split(b"\r\n")[0]:
+                    self.posts += 1
+                    return  # read, maybe done, and no answer
+                body = json.dumps({"errcode": 0, "access_token": "t", "expires_in": 7200, "servicer_list": []})
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body.encode())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_an_alert_whose_answer_never_comes_is_sent_once(r):
+    server = _Hangup("message/send")
+    try:
+        c = WechatpyWeCom(SANDBOX_CORP_ID, "s", 1, server.url, r, timeout=5, sleep=lambda s: None)
+        c.servicers("wk")  # a kept-alive connection now exists: libcurl would resend on a new one by itself
+        with pytest.raises(WeComError) as err:
+            c.send_app_message({"touser": "zhangsan", "msgtype": "text", "text": {"content": "新客户"}})
+        assert "network: ChunkedEncodingError" in str(err.value)  # sent: maybe done, so not repeated
+        assert server.posts == 1
+    finally:
+        server.close()
+
+
+def test_a_repeatable_call_whose_answer_never_comes_is_repeated(r):
+    server = _Hangup("kf/servicer/list")
+    try:
+        c = WechatpyWeCom(SANDBOX_CORP_ID, "s", 1, server.url, r, timeout=5, sleep=lambda s: None)
+        with pytest.raises(WeComError):
+            c.call("POST", "kf/servicer/list", {"open_kfid": "wk"})
+        assert server.posts > 1  # our backoff repeats it (and libcurl, on a reused connection)
+    finally:
+        server.close()
