@@ -17,7 +17,8 @@ from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
 
 import redis
 from flask import Blueprint, Flask, Response, request
-from werkzeug.wsgi import get_content_length, get_input_stream
+from werkzeug.exceptions import ClientDisconnected
+from werkzeug.wsgi import get_content_length, get_input_stream, get_path_info
 
 from bot.observe import observe_callback
 from bot.queue.callback import Callback
@@ -93,7 +94,10 @@ def receive(w: Webhook, args: Mapping[str, str], content_length: int | None, rea
     if (content_length or 0) > w.max_body:
         w.counts.add("rejected_413")
         return 413
-    body = read(w.max_body + 1)
+    try:
+        body = read(w.max_body + 1)
+    except (OSError, ClientDisconnected) as exc:  # the client stopped sending (a read timeout) or hung up
+        return _rejected(w, CallbackRejected(f"body unreadable ({exc.__class__.__name__})"), remote)[0]
     if len(body) > w.max_body:
         w.counts.add("rejected_413")
         return 413
@@ -123,7 +127,7 @@ class CallbackPost:
         self.app, self.w, self.path = app, w, path
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != self.path:
+        if environ.get("REQUEST_METHOD") != "POST" or get_path_info(environ) != self.path:
             return self.app(environ, start_response)
         args: dict[str, str] = {}
         for key, value in parse_qsl(environ.get("QUERY_STRING", ""), keep_blank_values=True):

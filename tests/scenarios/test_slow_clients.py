@@ -98,6 +98,9 @@ def test_web_frees_its_threads_from_clients_that_stop_mid_request(sandbox, redis
         socks = slow_clients(port, 4)  # twice its threads, each holding a half-sent request
         time.sleep(0.5)
         assert requests.get(f"http://127.0.0.1:{port}/healthz", timeout=20).status_code == 200
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as s:  # a body that stops half-way
+            s.sendall(b"POST /wecom/callback?timestamp=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 600\r\n\r\n<xml>")
+            assert s.recv(4096).startswith(b"HTTP/1.1 400 ")  # after READ_TIMEOUT: refused, not a 500
     finally:
         for s in socks:
             s.close()
