@@ -111,6 +111,8 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=300)
     ap.add_argument("--customers", type=int, default=100)
     ap.add_argument("--sites", action="store_true", help="also count round trips by the function that made them")
+    ap.add_argument("--commandstats", action="store_true",
+                    help="also show Redis's own time per command (INFO commandstats) per message")
     args = ap.parse_args()
     global SITES
     SITES = Counter() if args.sites else None
@@ -139,6 +141,7 @@ def main() -> None:
         ping = connect(server.url)
         redis.connection.Connection.send_packed_command = _counting  # type: ignore[method-assign]
         HEADS.clear()
+        ping.config_resetstat()
         t0, rounds = time.perf_counter(), []
         per_round = args.messages // ROUNDS
         for k in range(ROUNDS):  # the CPU of each round apart: this machine's other load moves it
@@ -149,6 +152,7 @@ def main() -> None:
             rounds.append(((cpu() - c0) * 1000 / per_round, (redis_cpu(ping) - rc0) * 1000 / per_round))
         t1 = time.perf_counter()
         args.messages = per_round * ROUNDS
+        stats = ping.info("commandstats")
         ours = dict(named_trips())
         HEADS.clear()
         for _ in range(args.messages):  # the baseline: one bare round trip per message
@@ -169,6 +173,11 @@ def main() -> None:
         if SITES is not None:
             for where, n in SITES.most_common(30):
                 print(f"  {n / args.messages:5.1f}  {where}")
+        if args.commandstats:  # a script's usec includes the commands it ran, which are counted on their own too
+            print("  redis's own time per message, by command (commandstats; scripts include their commands):")
+            for name, st in sorted(stats.items(), key=lambda kv: -kv[1]["usec"])[:12]:
+                print(f"  {st['usec'] / args.messages:7.1f} us  {st['calls'] / args.messages:5.1f} calls  "
+                      f"{name.removeprefix('cmdstat_')}")
         print(f"cpu per message: {ms_ours + ms_redis:.2f} ms = service {ms_ours:.2f} ms (webhook + worker, this "
               f"process) + redis {ms_redis:.2f} ms (target <= 3 ms; the sandbox and the load run in another process)")
         print(f"  the median of {ROUNDS} rounds; all rounds: " + ", ".join(f"{x:.2f}" for x in spread) + " ms")
