@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import handlers
-from bot.act.executor import Executor
+from bot.act.executor import Executor, message_key
 from bot.records import later
 from bot.records.customers import Conversation
 from handlers import answers
@@ -68,7 +68,7 @@ class Pipeline:
                                later.hgetall(self.executor.store.r, engine.offer_key(msg.external_userid))
                                ) if engine else None
         name, actions = answers.on_answer(msg, intent, answer) if answer else handlers.route(msg, intent, ctx)
-        self.executor.run(actions, f"kf:{msg.msgid}")
+        self.executor.run(actions, message_key(msg.msgid))
         log.debug("kf msg %s origin=%s route=%s actions=%d %.1fms", msg.msgid, msg.origin, name,
                   len(actions), (time.perf_counter() - started) * 1000)
         return name

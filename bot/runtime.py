@@ -17,7 +17,7 @@ import redis
 
 from bot.act.channels import Channels
 from bot.act.desk import Desk
-from bot.act.executor import Executor, KfSender
+from bot.act.executor import Executor, KfSender, first_marks, message_key
 from bot.act.staff import Staff
 from bot.act.touches import TouchRunner
 from bot.act.triggers import Triggers
@@ -208,7 +208,7 @@ class Runtime:
         c, engine = msg.external_userid, self.engine()
         gets, hashes = self.customers.ahead(c)
         gets += self.handoffs.ahead(c)
-        gets += [done_key(f"kf:{msg.msgid}:{i}{step}") for i in range(3) for step in ("", ":sent")]
+        gets += [done_key(k) for k in first_marks(message_key(msg.msgid))]
         hashes += self.experiments.ahead(c) + ([engine.offer_key(c)] if engine else [])
         held = later.ahead(self.r, gets, hashes, first=self.customers.claim_turn(c, msg.msgid))
         if held in (None, msg.msgid):

@@ -48,6 +48,26 @@ SESSION_NOT_SENDABLE = 95018  # kf/send_msg: the session state does not allow th
 KF_WINDOW_FAIL_TYPES = {4, 5, 6, 10}
 
 
+def message_key(msgid: str) -> str:
+    """The key a customer's message's actions are run under."""
+    return f"kf:{msgid}"
+
+
+def action_keys(key: str, n: int) -> list[str]:
+    """The keys of `n` actions run under `key`: the i-th is `key:i`."""
+    return [f"{key}:{i}" for i in range(n)]
+
+
+def sent_key(key: str) -> str:
+    """The done mark of the kf message sent under `key`."""
+    return f"{key}:sent"
+
+
+def first_marks(key: str, n: int = 3) -> list[str]:
+    """The done marks the first `n` actions run under `key` read first (each action's and its message's)."""
+    return [k for action in action_keys(key, n) for k in (action, sent_key(action))]
+
+
 class KfSender:
     """kf messages to customers: each once per key, within the reply budget (5 per 48 h)."""
 
@@ -65,7 +85,7 @@ class KfSender:
     def send(self, open_kfid: str, customer: str, payload: dict[str, Any], key: str) -> str | None:
         """One kf message, once per key, within the reply budget: None when sent, else why not (window,
         budget, errcode N: recorded, not retried; "pending": tried again with the entry)."""
-        done = self.store.done_value(f"{key}:sent")
+        done = self.store.done_value(sent_key(key))
         if done is not None:
             return None if done != steps.FAILED else "failed"
         welcome = self.customers.held_welcome(customer) if payload.get("msgtype") == "text" else None
@@ -90,7 +110,7 @@ class KfSender:
                 self.customers.release_reply(customer)
                 if not self.session_taken(open_kfid, customer):  # mid-change: the session is the bot's again
                     changing = WeComError(None, f"errcode {exc.errcode} while the session changed state", exc.endpoint)
-                    return "pending" if steps.failed(self.store, f"{key}:sent", changing) else f"errcode {exc.errcode}"
+                    return "pending" if steps.failed(self.store, sent_key(key), changing) else f"errcode {exc.errcode}"
                 self.store.record("reply_not_sent", customer=customer, reason=f"errcode {exc.errcode}", text=shown)
                 self.store.count(f"reply_not_sent:{exc.errcode}")
                 return f"errcode {exc.errcode}"
@@ -101,8 +121,8 @@ class KfSender:
                 return f"errcode {exc.errcode}"
             else:
                 self.customers.release_reply(customer)  # the retry reserves again
-                return "pending" if steps.failed(self.store, f"{key}:sent", exc) else f"errcode {exc.errcode}"
-        self.store.mark_done(f"{key}:sent")
+                return "pending" if steps.failed(self.store, sent_key(key), exc) else f"errcode {exc.errcode}"
+        self.store.mark_done(sent_key(key))
         if welcome:
             self.customers.welcome_given(customer)
         self.customers.remember(customer, f"客服：{shown}")
@@ -156,7 +176,7 @@ class Executor:
 
     def _run(self, actions: list[Action], key: str) -> None:
         waiting = steps.pending()
-        keys = [f"{key}:{i}" for i in range(len(actions))]
+        keys = action_keys(key, len(actions))
         done = self.store.done_values(keys)  # what a retry already did, in one round trip
         for action, k, value in zip(actions, keys, done, strict=True):
             if value is None:
