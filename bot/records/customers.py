@@ -140,7 +140,7 @@ class Customers:
         """True when we first learn of the customer (kf or a staff contact) — and again on a retry,
         until first_contact_done() says the new-customer work was done."""
         key = _key(customer) + ":added"
-        if later.is_known(self.r, key) and later.get(self.r, key) == "done":
+        if later.known_as(self.r, key, "done"):
             return False  # read ahead: done is for good
         was = self.r.set(key, "pending", nx=True, get=True)
         later.know(self.r, key, was or "pending")
@@ -153,27 +153,22 @@ class Customers:
     def hold(self, customer: str, holder: str) -> None:
         """A person (or the kf queue) has the chat: the bot stays silent until the session ends (48 h at most,
         the kf window)."""
-        self.r.set(_key(customer) + ":held", holder, ex=48 * 3600)
-        later.know(self.r, _key(customer) + ":held", holder)
+        later.set_now(self.r, _key(customer) + ":held", holder, ex=48 * 3600)
 
     def release(self, customer: str) -> None:
-        self.r.delete(_key(customer) + ":held")
-        later.know(self.r, _key(customer) + ":held", None)
+        later.set_now(self.r, _key(customer) + ":held", None)
 
     def hold_welcome(self, customer: str, text: str) -> None:
         """A first contact's welcome, to open the bot's next text to this customer (one message, not two)."""
-        self.r.set(_key(customer) + ":welcome", text, ex=300)
-        later.know(self.r, _key(customer) + ":welcome", text)
+        later.set_now(self.r, _key(customer) + ":welcome", text, ex=300)
 
     def held_welcome(self, customer: str) -> str | None:
         return later.get(self.r, _key(customer) + ":welcome")
 
     def welcome_given(self, customer: str) -> None:
         key = _key(customer) + ":welcome"
-        if later.is_known(self.r, key) and later.get(self.r, key) is None:
-            return  # read ahead: no welcome held
-        self.r.delete(key)
-        later.know(self.r, key, None)
+        if not later.known_as(self.r, key, None):  # read ahead: no welcome held
+            later.set_now(self.r, key, None)
 
     def is_new(self, customer: str) -> bool:
         """The new-customer work (welcome, journeys) is still to be done for this customer (reads only)."""
@@ -211,8 +206,7 @@ class Customers:
         later.call(self.r, self._end_turn, [_key(customer) + ":turn"], [msgid])
 
     def first_contact_done(self, customer: str) -> None:
-        self.r.set(_key(customer) + ":added", "done")
-        later.know(self.r, _key(customer) + ":added", "done")
+        later.set_now(self.r, _key(customer) + ":added", "done")
 
     def set_name(self, customer: str, name: str) -> None:
         """The customer's WeChat nickname, also indexed for the console's search."""

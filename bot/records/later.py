@@ -209,10 +209,19 @@ def hgetall(r: redis.Redis, key: str) -> dict[str, str]:
     return r.hgetall(key)
 
 
-def is_known(r: redis.Redis, key: str) -> bool:
-    """`key` was read ahead (or written by us) in this gathering."""
+def known_as(r: redis.Redis, key: str, value: Any) -> bool:
+    """`key` was read ahead (or written by us) in this gathering, and holds `value`."""
     current = _current(r)
-    return current is not None and key in current.known
+    return current is not None and key in current.known and current.known[key] == value
+
+
+def set_now(r: redis.Redis, key: str, value: str | None, ex: int | None = None) -> None:
+    """SET `key` (DEL when `value` is None) at once, and know its value for the rest of the gathering."""
+    if value is None:
+        r.delete(key)
+    else:
+        r.set(key, value, ex=ex)
+    know(r, key, value)
 
 
 def know(r: redis.Redis, key: str, value: Any) -> None:
